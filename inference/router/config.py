@@ -1,0 +1,348 @@
+"""Router configuration: one YAML file, validated by pydantic, unknown keys are errors.
+
+``load_router_config(path) -> RouterConfig`` reads the file, expands ``${ENV}`` references in
+string values and validates the result. Secrets (``cloud.api_key``) must be written as a
+``${NAME}`` reference; a literal there is refused so a key never sits in a ConfigMap.
+Every key and its default is documented in docs/router.md.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+DATA_CLASSES: tuple[str, ...] = ("public", "internal", "restricted")
+DataClass = Literal["public", "internal", "restricted"]
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_SECRET_REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
+_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+# Fields that hold secrets: their raw YAML value must be exactly one ${NAME} reference.
+SECRET_FIELDS: tuple[tuple[str, ...], ...] = (("cloud", "api_key"),)
+
+
+class RouterConfigError(ValueError):
+    """The router config file is missing, unreadable or invalid (message names field and value)."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{value!r} is not an http(s) URL with a host (e.g. http://127.0.0.1:8001)")
+    if parts.query or parts.fragment:
+        raise ValueError(f"{value!r}: a query string or fragment is not allowed")
+    return value.rstrip("/")
+
+
+class Upstream(_Strict):
+    url: str
+    name: str | None = None  # label in metrics and audit; default host:port
+    max_in_flight: int | None = Field(default=None, ge=1)  # overrides saturation.max_in_flight_per_upstream
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        v = _check_http_url(v)
+        if urlsplit(v).path.rstrip("/").endswith("/v1"):
+            raise ValueError(f"{v!r}: give the server root; /v1/... is appended by the router")
+        return v
+
+    @property
+    def label(self) -> str:
+        if self.name:
+            return self.name
+        parts = urlsplit(self.url)
+        return parts.netloc
+
+
+class ModelPrice(_Strict):
+    input_usd_per_mtok: float = Field(ge=0)
+    output_usd_per_mtok: float = Field(ge=0)
+
+
+def _default_prices() -> dict[str, ModelPrice]:
+    # DeepSeek list prices (cache miss) as published for deepseek-chat / deepseek-reasoner (V3.2).
+    price = ModelPrice(input_usd_per_mtok=0.28, output_usd_per_mtok=0.42)
+    return {"deepseek-chat": price, "deepseek-reasoner": price}
+
+
+class CloudConfig(_Strict):
+    base_url: str = "https://api.deepseek.com"
+    api_key: str  # must be a ${ENV} reference in the file
+    models: dict[str, str] = Field(default_factory=lambda: {"*": "deepseek-chat"})
+    attempts: int = Field(default=3, ge=1, le=10)  # tries per request, with backoff between them
+    backoff_base_s: float = Field(default=0.5, gt=0)
+    backoff_max_s: float = Field(default=10.0, gt=0)
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    first_byte_timeout_s: float = Field(default=60.0, gt=0)
+    prices: dict[str, ModelPrice] = Field(default_factory=_default_prices)
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, v: str) -> str:
+        return _check_http_url(v)
+
+    @field_validator("models")
+    @classmethod
+    def _models(cls, v: dict[str, str]) -> dict[str, str]:
+        if not v:
+            raise ValueError('must map at least "*" to a cloud model, e.g. {"*": "deepseek-chat"}')
+        return v
+
+    def cloud_model(self, local_model: str | None) -> str | None:
+        """Cloud model for a local model name; None when there is no mapping and no "*"."""
+        if local_model is not None and local_model in self.models:
+            return self.models[local_model]
+        return self.models.get("*")
+
+
+class PolicyConfig(_Strict):
+    default_class: DataClass = "internal"
+    cloud_allowed: list[DataClass] = Field(default_factory=lambda: ["public"])
+
+
+class ApiKey(_Strict):
+    id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
+    sha256: str
+    tenant: str | None = None  # cache partition; default: the key id
+    default_class: DataClass | None = None  # overrides policy.default_class for this key
+    rpm: int | None = Field(default=None, ge=1)  # overrides limits.rpm_per_key
+
+    @field_validator("sha256")
+    @classmethod
+    def _digest(cls, v: str) -> str:
+        return _check_digest(v)
+
+
+def _check_digest(v: str) -> str:
+    v = v.strip().lower()
+    if not _SHA256_HEX.match(v):
+        raise ValueError("must be a SHA-256 hex digest (64 hex characters) of the key, not the key itself")
+    return v
+
+
+class AuthConfig(_Strict):
+    keys_sha256: list[str] = Field(default_factory=list)
+    keys: list[ApiKey] = Field(default_factory=list)
+    allow_unauthenticated_non_loopback: bool = False
+
+    @field_validator("keys_sha256")
+    @classmethod
+    def _digests(cls, v: list[str]) -> list[str]:
+        return [_check_digest(d) for d in v]
+
+    @model_validator(mode="after")
+    def _unique(self) -> AuthConfig:
+        ids = [k.id for k in self.keys]
+        if len(ids) != len(set(ids)):
+            raise ValueError(f"auth.keys: key ids must be unique, got {ids}")
+        digests = self.keys_sha256 + [k.sha256 for k in self.keys]
+        if len(digests) != len(set(digests)):
+            raise ValueError("auth: the same key digest is listed twice")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.keys_sha256 or self.keys)
+
+
+class TimeoutsConfig(_Strict):
+    connect_s: float = Field(default=1.0, gt=0)  # TCP connect to a local upstream
+    first_byte_s: float = Field(default=15.0, gt=0)  # local: response headers must arrive by then
+    request_s: float = Field(default=600.0, gt=0)  # whole request, any route (streams included)
+    stream_idle_s: float = Field(default=60.0, gt=0)  # longest silence inside a stream
+
+
+class HealthConfig(_Strict):
+    path: str = "/health"
+    interval_s: float = Field(default=0.25, gt=0)
+    timeout_s: float = Field(default=0.75, gt=0)  # a frozen upstream is found within interval+timeout
+    failures_to_open: int = Field(default=1, ge=1)  # failed probes that open the circuit
+
+
+class CircuitConfig(_Strict):
+    failures_to_open: int = Field(default=3, ge=1)  # consecutive request failures that open it
+    open_s: float = Field(default=2.0, gt=0)  # wait before a half-open probe
+
+
+class SaturationConfig(_Strict):
+    max_waiting: int | None = Field(default=8, ge=0)  # vllm:num_requests_waiting above this = saturated
+    metrics_path: str = "/metrics"
+    poll_interval_s: float = Field(default=1.0, gt=0)
+    max_in_flight_per_upstream: int | None = Field(default=None, ge=1)  # router's own count
+
+
+class RetriesConfig(_Strict):
+    local_attempts: int = Field(default=3, ge=1, le=16)  # distinct local upstreams tried before cloud
+
+
+class LimitsConfig(_Strict):
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    rpm_per_key: int | None = Field(default=None, ge=1)
+
+
+class CacheConfig(_Strict):
+    enabled: bool = False
+    max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    ttl_s: float = Field(default=300.0, gt=0)
+
+
+class AuditConfig(_Strict):
+    enabled: bool = True
+    path: str = "-"  # "-" = stdout, else a file (appended)
+    prompts: Literal["off", "hash", "full"] = "off"
+    flush_interval_s: float = Field(default=0.5, gt=0)
+
+
+class MetricsConfig(_Strict):
+    enabled: bool = True
+
+
+class ServerConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+
+
+class RouterConfig(_Strict):
+    upstreams: list[Upstream] = Field(default_factory=list)
+    cloud: CloudConfig | None = None
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    timeouts: TimeoutsConfig = Field(default_factory=TimeoutsConfig)
+    health: HealthConfig = Field(default_factory=HealthConfig)
+    circuit: CircuitConfig = Field(default_factory=CircuitConfig)
+    saturation: SaturationConfig = Field(default_factory=SaturationConfig)
+    retries: RetriesConfig = Field(default_factory=RetriesConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
+    audit: AuditConfig = Field(default_factory=AuditConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    server: ServerConfig = Field(default_factory=ServerConfig)
+
+    @model_validator(mode="after")
+    def _routable(self) -> RouterConfig:
+        if not self.upstreams and self.cloud is None:
+            raise ValueError("no route: give at least one entry in upstreams or a cloud section")
+        labels = [u.label for u in self.upstreams]
+        if len(labels) != len(set(labels)):
+            raise ValueError(f"upstreams: names/addresses must be unique, got {labels}")
+        return self
+
+    def check_bind(self, host: str, *, allow_insecure: bool = False) -> None:
+        """Refuse a non-loopback bind without auth unless told explicitly."""
+        if self.auth.enabled or allow_insecure or self.auth.allow_unauthenticated_non_loopback:
+            return
+        if not is_loopback(host):
+            raise RouterConfigError(
+                f"refusing to listen on {host!r} without auth: set auth.keys_sha256 (or auth.keys), "
+                "bind to 127.0.0.1, or set auth.allow_unauthenticated_non_loopback: true"
+            )
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _expand(value: Any, where: str, environ: Mapping[str, str], resolve: bool) -> Any:
+    if isinstance(value, dict):
+        return {k: _expand(v, f"{where}.{k}" if where else str(k), environ, resolve) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v, f"{where}[{i}]", environ, resolve) for i, v in enumerate(value)]
+    if isinstance(value, str) and "${" in value:
+        def repl(m: re.Match[str]) -> str:
+            name = m.group(1)
+            if not resolve:
+                return f"unresolved-{name}"
+            if name not in environ:
+                raise RouterConfigError(f"{where}: environment variable {name} is not set")
+            return environ[name]
+
+        return _ENV_REF.sub(repl, value)
+    return value
+
+
+def _check_secret_refs(raw: dict[str, Any]) -> None:
+    for path in SECRET_FIELDS:
+        node: Any = raw
+        for key in path:
+            node = node.get(key) if isinstance(node, dict) else None
+        if node is None:
+            continue
+        dotted = ".".join(path)
+        if not isinstance(node, str) or not _SECRET_REF.match(node.strip()):
+            raise RouterConfigError(
+                f"{dotted}: must be an environment reference like ${{DEEPSEEK_API_KEY}}; "
+                "a literal secret is not allowed in the config file"
+            )
+
+
+def _format_errors(exc: ValidationError, source: str) -> str:
+    lines = [f"invalid router config {source}:"]
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        value = err.get("input")
+        shown = "" if isinstance(value, dict | list) or "api_key" in loc else f" (got {value!r})"
+        lines.append(f"  {loc}: {err['msg']}{shown}")
+    return "\n".join(lines)
+
+
+def parse_router_config(
+    data: Mapping[str, Any] | None,
+    *,
+    source: str = "<dict>",
+    environ: Mapping[str, str] | None = None,
+    resolve_env: bool = True,
+) -> RouterConfig:
+    """Validate an already-parsed config mapping (same rules as the file loader)."""
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise RouterConfigError(f"{source}: the top level must be a mapping, got {type(data).__name__}")
+    raw = dict(data)
+    _check_secret_refs(raw)
+    env = os.environ if environ is None else environ
+    expanded = _expand(raw, "", env, resolve_env)
+    try:
+        return RouterConfig.model_validate(expanded)
+    except ValidationError as exc:
+        raise RouterConfigError(_format_errors(exc, source)) from None
+
+
+def load_router_config(
+    path: str | os.PathLike[str],
+    *,
+    environ: Mapping[str, str] | None = None,
+    resolve_env: bool = True,
+) -> RouterConfig:
+    """Read and validate a router YAML file.
+
+    ``environ`` replaces ``os.environ`` for ``${NAME}`` expansion; ``resolve_env=False`` checks the
+    file's shape (and that secrets are references) without needing the variables set (chart tests).
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise RouterConfigError(f"cannot read router config {p}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise RouterConfigError(f"router config {p} is not valid YAML: {exc}") from None
+    return parse_router_config(data, source=str(p), environ=environ, resolve_env=resolve_env)
