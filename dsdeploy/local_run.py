@@ -1,0 +1,92 @@
+"""`dsdeploy local up` / `make run`: start the local stack, tell the user how to call it, stop on Ctrl-C."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+from pydantic import ValidationError
+from rich.console import Console
+
+from dsdeploy.local_stack import LocalStack, LocalStackError, LocalStackOptions
+
+CACHE_DIR = Path(".cache/models")
+
+
+def options_from_args(args) -> LocalStackOptions:
+    values = {
+        "model": args.model, "served_model_name": args.served_model_name, "host": args.host,
+        "router_port": args.router_port, "server_port": args.server_port, "max_num_seqs": args.max_num_seqs,
+        "max_model_len": args.max_model_len, "quantization": args.quantization,
+        "cloud_base_url": args.cloud_base_url, "work_dir": args.work_dir,
+        "startup_timeout_s": args.startup_timeout,
+    }
+    return LocalStackOptions(**{k: v for k, v in values.items() if v is not None})
+
+
+def usage_text(stack: LocalStack) -> str:
+    o = stack.options
+    url = stack.router_url
+    if o.cloud_enabled():
+        fallback = (f"cloud fallback: ON for data class 'public' ({o.cloud_base_url}); "
+                    "'internal' and 'restricted' requests never leave this machine")
+    else:
+        fallback = "cloud fallback: OFF (local only); set DEEPSEEK_API_KEY to enable it for 'public' requests"
+    return f"""[bold green]dsdeploy is serving {o.served_model_name} on {url}[/bold green]
+  model server {stack.server_url} · router {url} · {fallback}
+  audit log {stack.audit_path}
+
+[bold]curl[/bold]
+  curl -s {url}/v1/chat/completions -H 'Content-Type: application/json' \\
+    -d '{{"model": "{o.served_model_name}", "messages": [{{"role": "user", "content": "Hello!"}}], "max_tokens": 64}}'
+
+[bold]openai client[/bold]
+  from openai import OpenAI
+  client = OpenAI(base_url="{url}/v1", api_key="unused")
+  reply = client.chat.completions.create(model="{o.served_model_name}", max_tokens=64,
+      messages=[{{"role": "user", "content": "Hello!"}}], extra_headers={{"X-Data-Class": "internal"}})
+  print(reply.choices[0].message.content)
+
+[bold]dsdeploy[/bold]
+  dsdeploy chat "Hello!" --url {url}     dsdeploy smoke --url {url}
+
+Press Ctrl-C to stop both services."""
+
+
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def run_local_stack(args) -> int:
+    console = Console()
+    err = Console(stderr=True)
+    try:
+        options = options_from_args(args)
+    except ValidationError as exc:
+        for e in exc.errors():
+            err.print(f"[red]error:[/red] {'.'.join(map(str, e['loc']))}: {e['msg']} (got {e.get('input')!r})")
+        return 2
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    stack = LocalStack(options)
+    try:
+        with console.status("starting") as status:
+            stack.start(CACHE_DIR, on_status=lambda message: status.update(message))
+        console.print(usage_text(stack))
+        while True:
+            for service in stack.services:
+                if service.process.poll() is not None:
+                    raise LocalStackError(
+                        f"{service.name} exited with code {service.process.returncode}; "
+                        f"last lines of its log:\n{service.log_tail()}"
+                    )
+            time.sleep(0.5)
+    except LocalStackError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        return 1
+    except KeyboardInterrupt:
+        console.print("\nstopping the router and the model server…")
+        return 0
+    finally:
+        stack.stop()
+        stack.cleanup()
