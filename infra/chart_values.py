@@ -1,0 +1,227 @@
+"""Values for the Helm chart ``charts/dsdeploy``, computed from a deployment plan.
+
+One function, two callers: ``dsdeploy values`` (writes a values file for GitOps and kubectl users)
+and the Pulumi program (hands the same dict to ``helm.v4.Chart``). The chart never re-derives what
+the planner decided; it takes tensor parallelism, context length, GPU count and engine flags from
+here. Everything not set here keeps the chart's documented default (charts/dsdeploy/values.yaml).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+if TYPE_CHECKING:  # the planner is pure Python too, but keep this module importable on its own
+    from infra.planner import DeploymentPlan
+
+CHART_DIR: Path = Path(__file__).resolve().parent.parent / "charts" / "dsdeploy"
+
+GIB = 1024**3
+# DNS-1123 subdomain: what Kubernetes accepts as a Secret name.
+_SECRET_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+# Things that look like a credential rather than the name of a Secret holding one.
+_LOOKS_LIKE_KEY = re.compile(r"^(sk-|hf_|ghp_|AKIA)|^[A-Za-z0-9_]{32,}$")
+_QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|K|M|G|T|P)?$")
+_LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+
+# The toleration GPU node pools carry on GKE, EKS (NVIDIA AMI node groups) and most on-prem clusters.
+DEFAULT_GPU_TOLERATIONS: list[dict[str, str]] = [
+    {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+]
+# Quantizations our own server (`dsdeploy serve`) runs; anything else needs vLLM.
+SERVER_QUANTIZATION = {"bf16": "bf16", "bnb-8bit": "bnb-8bit", "bnb-4bit": "bnb-4bit", "gguf-q4": "none"}
+
+
+class ChartValuesError(ValueError):
+    """The plan and options cannot be turned into chart values (message says why and what to change)."""
+
+
+def _check_secret_name(field: str, value: str | None) -> str | None:
+    if value is None:
+        return None
+    if _LOOKS_LIKE_KEY.search(value):
+        raise ValueError(
+            f"{field}: this looks like a credential, not the name of a Kubernetes Secret; "
+            "create a Secret holding the key and give its name here"
+        )
+    if len(value) > 253 or not _SECRET_NAME.match(value):
+        raise ValueError(f"{field}: {value!r} is not a valid Secret name (lowercase DNS-1123 subdomain)")
+    return value
+
+
+class ChartOptions(BaseModel):
+    """Deployment choices the plan does not make (platform, storage, secrets, scaling)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    platform: Literal["gke", "eks", "existing"]
+    gpu_node_selector: dict[str, str] = Field(default_factory=dict)
+    gpu_tolerations: list[dict[str, Any]] | None = None
+    storage_class: str | None = None
+    model_cache_size: str | None = None
+    airgapped: bool = False
+    cloud_fallback: bool = False
+    cloud_api_key_secret: str = "dsdeploy-deepseek"
+    engine_replicas_min: int = Field(default=1, ge=1, le=100)
+    engine_replicas_max: int = Field(default=1, ge=1, le=100)
+    router_replicas: int = Field(default=2, ge=1, le=50)
+    hf_token_secret: str | None = None
+    hf_endpoint: str | None = None
+    engine_type: Literal["vllm", "server"] = "vllm"
+
+    @field_validator("cloud_api_key_secret")
+    @classmethod
+    def _cloud_secret(cls, v: str) -> str:
+        return _check_secret_name("cloud_api_key_secret", v) or v
+
+    @field_validator("hf_token_secret")
+    @classmethod
+    def _hf_secret(cls, v: str | None) -> str | None:
+        return _check_secret_name("hf_token_secret", v)
+
+    @field_validator("model_cache_size")
+    @classmethod
+    def _size(cls, v: str | None) -> str | None:
+        if v is not None and not _QUANTITY.match(v):
+            raise ValueError(f"model_cache_size: {v!r} is not a Kubernetes quantity such as 200Gi")
+        return v
+
+    @field_validator("hf_endpoint")
+    @classmethod
+    def _endpoint(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^https?://[^\s/]+", v):
+            raise ValueError(f"hf_endpoint: {v!r} is not an http(s) URL such as https://hf-mirror.com")
+        return v.rstrip("/") if v else v
+
+    @field_validator("gpu_node_selector")
+    @classmethod
+    def _selector(cls, v: dict[str, str]) -> dict[str, str]:
+        for key in v:
+            if not _LABEL_KEY.match(key):
+                raise ValueError(f"gpu_node_selector: {key!r} is not a valid label key")
+        return v
+
+    @model_validator(mode="after")
+    def _replicas(self) -> ChartOptions:
+        if self.engine_replicas_max < self.engine_replicas_min:
+            raise ValueError(
+                f"engine_replicas_max ({self.engine_replicas_max}) is below "
+                f"engine_replicas_min ({self.engine_replicas_min})"
+            )
+        return self
+
+
+def _gib(n_bytes: float) -> int:
+    return max(1, math.ceil(n_bytes / GIB))
+
+
+def _gpu_placement(plan: DeploymentPlan, options: ChartOptions) -> dict[str, Any]:
+    selector = dict(options.gpu_node_selector)
+    if not selector and options.platform in ("gke", "eks"):
+        selector = dict(plan.machine(options.platform).node_labels)
+    if not selector and options.platform == "existing":
+        selector = dict(plan.machine("existing").node_labels or {})
+    tolerations = DEFAULT_GPU_TOLERATIONS if options.gpu_tolerations is None else options.gpu_tolerations
+    return {"nodeSelector": selector, "tolerations": [dict(t) for t in tolerations]}
+
+
+def _engine_resources(plan: DeploymentPlan, shm_gib: int) -> dict[str, Any]:
+    """Host CPU and memory for one engine replica (the emptyDir at /dev/shm counts against memory)."""
+    gpus = plan.gpus_per_replica
+    weights = _gib(plan.weight_bytes)
+    if gpus == 0:  # CPU serving: the weights live in host memory
+        mem_req = weights + 2
+        return {
+            "requests": {"cpu": "2", "memory": f"{mem_req}Gi"},
+            "limits": {"cpu": "8", "memory": f"{mem_req * 2 + shm_gib}Gi"},
+        }
+    return {
+        "requests": {"cpu": str(4 * gpus), "memory": f"{16 + shm_gib}Gi"},
+        "limits": {"cpu": str(8 * gpus), "memory": f"{weights + 16 + shm_gib}Gi"},
+    }
+
+
+def _startup_failure_threshold(plan: DeploymentPlan, period_s: int = 10) -> int:
+    """10 minutes plus one minute per 10 GiB of weights (load, compile, CUDA graphs)."""
+    seconds = 600 + 60 * _gib(plan.weight_bytes) / 10
+    return math.ceil(seconds / period_s)
+
+
+def _engine_values(plan: DeploymentPlan, options: ChartOptions) -> dict[str, Any]:
+    gpus = plan.gpus_per_replica
+    if gpus == 0 and options.engine_type == "vllm":
+        raise ChartValuesError(
+            f"tier {plan.tier!r} has no GPU; vLLM needs one. Use engine_type='server' for CPU serving"
+        )
+    shm_gib = 1 if gpus == 0 else max(2, 4 * plan.tensor_parallel_size)
+    engine: dict[str, Any] = {
+        "type": options.engine_type,
+        "replicas": options.engine_replicas_min,
+        "gpusPerReplica": gpus,
+        "tensorParallelSize": plan.tensor_parallel_size if gpus else 1,
+        "maxModelLen": plan.max_model_len,
+        "gpuMemoryUtilization": plan.gpu_memory_utilization,
+        "maxNumSeqs": plan.max_num_seqs,
+        "quantization": plan.vllm_quantization or "",
+        "reasoningParser": "deepseek_r1" if plan.reasoning else "",
+        "resources": _engine_resources(plan, shm_gib),
+        "shm": {"sizeLimit": f"{shm_gib}Gi"},
+        "startupProbe": {"failureThreshold": _startup_failure_threshold(plan)},
+        "gpu": _gpu_placement(plan, options) if gpus else {"nodeSelector": {}, "tolerations": []},
+        "autoscaling": {
+            "enabled": options.engine_replicas_max > options.engine_replicas_min,
+            "minReplicas": options.engine_replicas_min,
+            "maxReplicas": options.engine_replicas_max,
+        },
+    }
+    if options.engine_type == "server":
+        if plan.quantization not in SERVER_QUANTIZATION:
+            raise ChartValuesError(
+                f"quantization {plan.quantization!r} is not served by the project's server; "
+                f"it runs {sorted(SERVER_QUANTIZATION)}. Use engine_type='vllm'"
+            )
+        engine["server"] = {
+            "quantization": SERVER_QUANTIZATION[plan.quantization],
+            "device": "cuda" if gpus else "cpu",
+        }
+    return engine
+
+
+def chart_values(plan: DeploymentPlan, options: ChartOptions) -> dict[str, Any]:
+    """Values for charts/dsdeploy from a plan; the same dict for `dsdeploy values` and Pulumi."""
+    cache_size = options.model_cache_size or f"{math.ceil(_gib(plan.weight_bytes) * 1.3) + 10}Gi"
+    model: dict[str, Any] = {
+        "id": plan.model_id,
+        "servedModelName": plan.served_model_name,
+        "source": "none" if options.airgapped else "hf",
+    }
+    if options.hf_endpoint:
+        model["hfEndpoint"] = options.hf_endpoint
+    if options.hf_token_secret:
+        model["tokenSecret"] = {"name": options.hf_token_secret, "key": "token"}
+    model_cache: dict[str, Any] = {"size": cache_size, "airgapped": options.airgapped}
+    if options.storage_class:
+        model_cache["storageClass"] = options.storage_class
+    if options.engine_replicas_max > 1:
+        # Several engine pods on several nodes read one cache: the volume must be shared.
+        model_cache["accessMode"] = "ReadWriteMany"
+    router: dict[str, Any] = {
+        "replicas": options.router_replicas,
+        "autoscaling": {"minReplicas": options.router_replicas,
+                        "maxReplicas": max(options.router_replicas, 2 * options.router_replicas)},
+        "cloud": {
+            "enabled": options.cloud_fallback,
+            "apiKeySecret": {"name": options.cloud_api_key_secret, "key": "api-key"},
+        },
+    }
+    return {
+        "platform": options.platform,
+        "model": model,
+        "engine": _engine_values(plan, options),
+        "modelCache": model_cache,
+        "router": router,
+    }
