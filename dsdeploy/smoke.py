@@ -118,7 +118,7 @@ def run_smoke_command(args) -> int:
         results = run_smoke(args.url, api_key=args.api_key, data_class=args.data_class, model=args.model,
                             max_tokens=args.max_tokens, timeout_s=args.timeout)
     except ValueError as exc:
-        Console(stderr=True).print(f"[red]error:[/red] {exc}")
+        Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {exc}")
         return 2
     ok = all(r.ok for r in results)
     if args.json:
