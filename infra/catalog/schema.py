@@ -1,0 +1,185 @@
+"""Typed entries of the GPU, tier and model catalogs (validated with pydantic on load)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
+
+# Quantizations the planner knows; the models catalog's `published` keys must be among them.
+QUANTIZATION_NAMES: tuple[str, ...] = (
+    "bf16", "fp8", "int8", "awq-int4", "gptq-int4", "bnb-8bit", "bnb-4bit", "gguf-q4",
+)
+PLATFORMS: tuple[str, ...] = ("gke", "eks", "existing")
+Platform = Literal["gke", "eks", "existing"]
+
+MIB = 1024 * 1024
+
+
+class CatalogError(ValueError):
+    """A catalog file is malformed or a lookup names nothing in the catalog."""
+
+
+class _Entry(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Gpu(_Entry):
+    """One accelerator: memory, bandwidth, dense tensor throughput, interconnect."""
+
+    key: str = ""
+    name: str
+    architecture: Literal["ampere", "hopper", "ada", "blackwell"]
+    memory_mib: PositiveInt
+    memory_bandwidth_gbps: PositiveFloat
+    bf16_tflops: PositiveFloat
+    fp8_tflops: PositiveFloat | None
+    fp8_native: bool
+    interconnect: str
+    interconnect_gbps: PositiveFloat
+
+    @property
+    def memory_bytes(self) -> int:
+        return self.memory_mib * MIB
+
+    @model_validator(mode="after")
+    def _fp8_consistent(self) -> Gpu:
+        if self.fp8_native and self.fp8_tflops is None:
+            raise ValueError("fp8_native is true but fp8_tflops is null")
+        if not self.fp8_native and self.fp8_tflops is not None:
+            raise ValueError("fp8_tflops is set but fp8_native is false")
+        return self
+
+
+class MachineMapping(_Entry):
+    """How one tier replica lands on a platform's nodes."""
+
+    machine_type: str | None
+    accelerator_type: str | None
+    accelerator_count: PositiveInt = Field(description="GPUs per node")
+    gpus_per_replica: PositiveInt = 1
+    replicas_per_node: PositiveInt
+    substitution: str | None = None
+    provisioning_note: str | None = None
+    local_ssd_count: int = Field(default=0, ge=0)
+    node_labels: dict[str, str] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _counts_consistent(self) -> MachineMapping:
+        if self.accelerator_count != self.gpus_per_replica * self.replicas_per_node:
+            raise ValueError(
+                f"accelerator_count ({self.accelerator_count}) must equal gpus_per_replica "
+                f"({self.gpus_per_replica}) x replicas_per_node ({self.replicas_per_node})"
+            )
+        return self
+
+
+class Tier(_Entry):
+    """One engine replica's hardware, and its mapping per platform."""
+
+    key: str = ""
+    description: str
+    gpu: str
+    gpus_per_replica: PositiveInt
+    cpu: str
+    ram_gb: PositiveInt
+    ram_type: str
+    storage: str
+    storage_tb: PositiveFloat
+    machines: dict[Platform, MachineMapping]
+
+    @model_validator(mode="after")
+    def _all_platforms(self) -> Tier:
+        missing = [p for p in PLATFORMS if p not in self.machines]
+        if missing:
+            raise ValueError(f"machines lacks platform(s) {missing}; required: {list(PLATFORMS)}")
+        return self
+
+    def machine_for(self, platform: str) -> MachineMapping:
+        if platform not in PLATFORMS:
+            raise CatalogError(f"unknown platform {platform!r}; allowed: {', '.join(PLATFORMS)}")
+        return self.machines[platform]  # type: ignore[index]
+
+
+class ModelSpec(_Entry):
+    """Architecture numbers of one model (from its config.json) and its published checkpoints."""
+
+    id: str = ""
+    aliases: list[str] = Field(min_length=1)
+    served_model_name: str = Field(pattern=r"^[a-z0-9][a-z0-9.\-]*$")
+    family: Literal["r1-distill", "v2", "v3", "r1"]
+    reasoning: bool
+    attention: Literal["gqa", "mla"]
+    num_hidden_layers: PositiveInt
+    hidden_size: PositiveInt
+    intermediate_size: PositiveInt
+    num_attention_heads: PositiveInt
+    num_key_value_heads: PositiveInt
+    head_dim: PositiveInt
+    vocab_size: PositiveInt
+    tie_word_embeddings: bool
+    total_params: PositiveInt
+    active_params: PositiveInt
+    native_dtype: Literal["bf16", "fp8"]
+    max_context: PositiveInt
+    published: dict[str, list[str]] = Field(min_length=1)
+    # MLA (DeepSeek-V2/V3)
+    q_lora_rank: PositiveInt | None = None
+    kv_lora_rank: PositiveInt | None = None
+    qk_rope_head_dim: PositiveInt | None = None
+    qk_nope_head_dim: PositiveInt | None = None
+    v_head_dim: PositiveInt | None = None
+    # MoE (DeepSeekMoE)
+    moe_intermediate_size: PositiveInt | None = None
+    n_routed_experts: PositiveInt | None = None
+    num_experts_per_tok: PositiveInt | None = None
+    n_shared_experts: int | None = Field(default=None, ge=0)
+    first_k_dense_replace: int | None = Field(default=None, ge=0)
+
+    @property
+    def is_moe(self) -> bool:
+        return self.n_routed_experts is not None
+
+    @property
+    def routed_expert_params(self) -> int:
+        """Parameters of all routed experts (gate, up, down projections) over the MoE layers."""
+        if not self.is_moe:
+            return 0
+        moe_layers = self.num_hidden_layers - (self.first_k_dense_replace or 0)
+        return moe_layers * self.n_routed_experts * 3 * self.hidden_size * self.moe_intermediate_size  # type: ignore[operator]
+
+    @property
+    def embedding_params(self) -> int:
+        """Input embedding plus output head (one table when tied)."""
+        return self.vocab_size * self.hidden_size * (1 if self.tie_word_embeddings else 2)
+
+    @model_validator(mode="after")
+    def _architecture_consistent(self) -> ModelSpec:
+        mla = ("kv_lora_rank", "qk_rope_head_dim", "qk_nope_head_dim", "v_head_dim")
+        moe = ("moe_intermediate_size", "n_routed_experts", "num_experts_per_tok",
+               "n_shared_experts", "first_k_dense_replace")
+        if self.attention == "mla":
+            missing = [f for f in mla if getattr(self, f) is None]
+            if missing:
+                raise ValueError(f"attention 'mla' needs {missing}")
+        elif self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError(
+                f"num_attention_heads ({self.num_attention_heads}) must be a multiple of "
+                f"num_key_value_heads ({self.num_key_value_heads})"
+            )
+        present = [f for f in moe if getattr(self, f) is not None]
+        if present and len(present) != len(moe):
+            raise ValueError(f"MoE fields must all be set or all be absent; set: {present}")
+        if self.is_moe:
+            if self.num_experts_per_tok > self.n_routed_experts:  # type: ignore[operator]
+                raise ValueError("num_experts_per_tok exceeds n_routed_experts")
+            if self.first_k_dense_replace > self.num_hidden_layers:  # type: ignore[operator]
+                raise ValueError("first_k_dense_replace exceeds num_hidden_layers")
+        if self.active_params > self.total_params:
+            raise ValueError("active_params exceeds total_params")
+        unknown = [q for q in self.published if q not in QUANTIZATION_NAMES]
+        if unknown:
+            raise ValueError(f"published has unknown quantization(s) {unknown}; allowed: {list(QUANTIZATION_NAMES)}")
+        if self.native_dtype not in self.published:
+            raise ValueError(f"published must list the native dtype {self.native_dtype!r}")
+        return self

@@ -1,0 +1,107 @@
+"""`dsdeploy plan`: print the capacity plan of a model on a tier (rich table or JSON).
+
+Exit codes: 0 the plan fits; 1 it does not fit (the reason and what would fit on stderr);
+2 bad input (unknown model, tier or quantization, context or utilization out of range).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from infra.catalog import PLATFORMS
+
+EXIT_DOES_NOT_FIT = 1
+EXIT_BAD_INPUT = 2
+
+
+def register(subparsers: Any) -> None:
+    from infra.planner.quantization import QUANTIZATIONS
+
+    parser = subparsers.add_parser(
+        "plan",
+        help="plan a model on a GPU tier: fit, tensor parallelism, concurrency, vLLM flags",
+        description="Plan one engine replica of a DeepSeek model on a GPU tier. Exit 0: fits; "
+                    "1: does not fit (stderr says by how many GB and what would fit); 2: bad input.",
+    )
+    parser.add_argument("--model", required=True, help="Hugging Face repo id or alias (e.g. r1-distill-qwen-7b, v3)")
+    parser.add_argument("--tier", required=True, help="hardware tier from the catalog (base, pro)")
+    parser.add_argument("--quantization", default=None,
+                        help=f"one of {', '.join(QUANTIZATIONS)} (default: the model's native dtype)")
+    parser.add_argument("--context", type=int, default=None,
+                        help="max model length in tokens (default: min(model max, 32768), reduced if needed)")
+    parser.add_argument("--gpu-memory-utilization", type=float, default=0.90, dest="gpu_memory_utilization",
+                        help="fraction of each GPU's memory vLLM may use (default 0.90)")
+    parser.add_argument("--json", action="store_true", help="print the plan as JSON")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from infra.planner import PlanDoesNotFit, PlanError, plan_deployment
+
+    try:
+        plan = plan_deployment(args.model, args.tier, args.quantization, args.context, args.gpu_memory_utilization)
+    except PlanDoesNotFit as exc:
+        return _fail(args, "does_not_fit", str(exc), EXIT_DOES_NOT_FIT, exc.shortfall_bytes)
+    except PlanError as exc:
+        return _fail(args, "invalid_input", str(exc), EXIT_BAD_INPUT, None)
+    machines = {p: plan.machine(p).model_dump() for p in PLATFORMS}
+    if args.json:
+        print(json.dumps({**plan.model_dump(), "machines": machines}, indent=2))
+    else:
+        _print_table(plan, machines)
+    return 0
+
+
+def _fail(args: argparse.Namespace, kind: str, message: str, code: int, shortfall: int | None) -> int:
+    print(f"dsdeploy plan: error: {message}", file=sys.stderr)
+    if args.json:
+        error: dict[str, Any] = {"type": kind, "message": message}
+        if shortfall is not None:
+            error["shortfall_gb"] = round(shortfall / 1e9, 1)
+        print(json.dumps({"error": error}, indent=2))
+    return code
+
+
+def _print_table(plan: Any, machines: dict[str, dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(soft_wrap=False)
+    table = Table(title=f"Plan: {plan.model_id} ({plan.quantization}) on tier {plan.tier}", show_header=False)
+    table.add_column("item", style="bold")
+    table.add_column("value")
+    rows = [
+        ("served model name", plan.served_model_name),
+        ("checkpoint", plan.checkpoint or "(none published, see warnings)"),
+        ("GPU", f"{plan.gpus_per_replica}x {plan.gpu}"),
+        ("tensor parallel", str(plan.tensor_parallel_size)),
+        ("max model len", f"{plan.max_model_len:,} tokens"),
+        ("concurrent sequences", f"{plan.max_num_seqs} at {plan.max_model_len:,} tokens "
+                                 f"({plan.kv_cache_tokens:,} KV tokens)"),
+        ("weights", f"{plan.weight_bytes / 1e9:.2f} GB"),
+        ("KV cache per token", f"{plan.kv_bytes_per_token:,} bytes"),
+        ("reserve", f"{plan.reserve_bytes / 1e9:.2f} GB"),
+        ("decode bound, 1 sequence", f"{plan.decode_tokens_per_s_per_seq:,.1f} tokens/s"),
+        ("decode bound, full batch", f"{plan.decode_tokens_per_s_batch:,.1f} tokens/s"),
+        ("vLLM flags", " ".join(plan.engine_args)),
+    ]
+    for key, value in rows:
+        table.add_row(key, value)
+    for platform, m in machines.items():
+        shape = m["machine_type"] or "your GPU nodes"
+        text = (f"{shape}, {m['accelerator_count']} GPU(s)/node, {m['replicas_per_node']} replica(s)/node, "
+                f"labels {m['node_labels']}")
+        if m["substitution"]:
+            text += f"\nsubstitution: {m['substitution']}"
+        if m["provisioning_note"]:
+            text += f"\nprovisioning: {m['provisioning_note']}"
+        table.add_row(f"machine ({platform})", text)
+    console.print(table)
+    for warning in plan.warnings:
+        console.print(f"[yellow]warning:[/yellow] {warning}")
+    console.print("[bold]How this was computed:[/bold]")
+    for step in plan.explanation:
+        console.print(f"  - {step}", highlight=False)

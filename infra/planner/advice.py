@@ -1,0 +1,65 @@
+"""What would fit instead: another quantization on the tier, another tier, or a GPU count."""
+
+from __future__ import annotations
+
+from infra.catalog import Catalog, ModelSpec
+from infra.planner.quantization import QUANT_SPECS, QUANTIZATIONS
+from infra.planner.sizing import GB, TP_CANDIDATES, evaluate, valid_tp_sizes
+
+
+def best_fit_sequences(model: ModelSpec, quant: str, gpu_key: str, gpus: int, context: int,
+                       utilization: float, catalog: Catalog) -> int:
+    """Most sequences of `context` any valid TP size of `gpus` GPUs holds (0 = does not fit)."""
+    gpu = catalog.gpu(gpu_key)
+    best = 0
+    for tp in valid_tp_sizes(model, gpus):
+        best = max(best, evaluate(model, QUANT_SPECS[quant], gpu, tp, context, utilization).sequences)
+    return best
+
+
+def _quant_order(model: ModelSpec) -> list[str]:
+    """Highest fidelity first; among equal widths, quantizations with published weights first."""
+    return sorted(QUANTIZATIONS, key=lambda q: (-QUANT_SPECS[q].bits_per_weight, q not in model.published))
+
+
+def suggest(model: ModelSpec, quant: str, tier_key: str, context: int, utilization: float,
+            catalog: Catalog) -> str:
+    """A sentence naming the nearest combination from the catalog that fits."""
+    tier = catalog.tier(tier_key)
+    options: list[str] = []
+    for q in _quant_order(model):
+        if QUANT_SPECS[q].bits_per_weight >= QUANT_SPECS[quant].bits_per_weight:
+            continue
+        if best_fit_sequences(model, q, tier.gpu, tier.gpus_per_replica, context, utilization, catalog):
+            published = "published" if q in model.published else "no published weights"
+            options.append(f"--quantization {q} on tier {tier_key} ({published})")
+            break
+    by_size = sorted(catalog.tiers.values(), key=lambda t: t.gpus_per_replica * catalog.gpu(t.gpu).memory_bytes)
+    for other in by_size:
+        if other.key != tier_key and best_fit_sequences(
+            model, quant, other.gpu, other.gpus_per_replica, context, utilization, catalog
+        ):
+            options.append(f"tier {other.key} ({other.gpus_per_replica}x {other.gpu}) at {quant}")
+            break
+    if options:
+        return "Would fit: " + "; or ".join(options) + "."
+    return _beyond_catalog(model, context, utilization, catalog)
+
+
+def _beyond_catalog(model: ModelSpec, context: int, utilization: float, catalog: Catalog) -> str:
+    """No tier fits at any quantization: the smallest GPU group from the GPU catalog that would."""
+    quant = "fp8" if model.native_dtype == "fp8" else "bf16"
+    best: tuple[int, str, int] | None = None  # (total memory, gpu, count)
+    for key, gpu in catalog.gpus.items():
+        for tp in valid_tp_sizes(model, max(TP_CANDIDATES)):
+            if evaluate(model, QUANT_SPECS[quant], gpu, tp, context, utilization).sequences >= 1:
+                total = tp * gpu.memory_bytes
+                if best is None or total < best[0]:
+                    best = (total, key, tp)
+                break
+    prefix = "No tier or quantization in the catalog fits."
+    if best is None:
+        return f"{prefix} Not even 16 GPUs of any catalog type hold it in {quant}."
+    total, key, count = best
+    return (f"{prefix} The smallest replica from the GPU catalog that holds it in {quant} (its native "
+            f"weights) is {count}x {key} ({total / GB:.0f} GB), which is not a tier here.")

@@ -1,0 +1,215 @@
+"""plan_deployment: does a model/quantization/context fit a tier, how, and with which vLLM flags."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+from infra.catalog import Catalog, CatalogError, MachineMapping, ModelSpec, load_catalog
+from infra.planner.advice import suggest
+from infra.planner.errors import PlanDoesNotFit, PlanError
+from infra.planner.quantization import QUANT_SPECS, QUANTIZATIONS, QuantSpec
+from infra.planner.sizing import (
+    GB,
+    MAX_NUM_BATCHED_TOKENS,
+    MAX_NUM_SEQS_CAP,
+    Fit,
+    decode_tokens_per_s,
+    evaluate,
+    kv_bytes_per_token,
+    valid_tp_sizes,
+)
+from infra.planner.weights import checkpoint_for
+
+DEFAULT_CONTEXT = 32768       # DeepSeek's recommended R1 generation budget (32,768 tokens)
+FALLBACK_CONTEXTS = (16384, 8192, 4096)
+MIN_CONTEXT = 256
+MIN_USEFUL_SEQS = 8           # the smallest TP reaching this many sequences wins
+
+
+class DeploymentPlan(BaseModel):
+    """Everything downstream (chart values, Pulumi, cost) takes from the planner."""
+
+    model_config = ConfigDict(frozen=True)
+
+    model_id: str
+    served_model_name: str
+    checkpoint: str | None
+    quantization: str
+    tier: str
+    gpu: str
+    gpus_per_replica: int
+    tensor_parallel_size: int
+    max_model_len: int
+    gpu_memory_utilization: float
+    max_num_seqs: int
+    kv_cache_tokens: int
+    weight_bytes: int
+    kv_bytes_per_token: int
+    kv_bytes_per_token_per_gpu: int
+    reserve_bytes: int
+    decode_tokens_per_s_per_seq: float
+    decode_tokens_per_s_batch: float
+    reasoning: bool
+    vllm_quantization: str | None
+    engine_args: list[str]
+    warnings: list[str]
+    explanation: list[str]
+
+    def machine(self, platform: str) -> MachineMapping:
+        """The tier's machine mapping on `platform`, with this plan's GPUs per replica."""
+        mapping = load_catalog().tier(self.tier).machine_for(platform)
+        if mapping.accelerator_count % self.gpus_per_replica:
+            return mapping
+        return mapping.model_copy(update={
+            "gpus_per_replica": self.gpus_per_replica,
+            "replicas_per_node": mapping.accelerator_count // self.gpus_per_replica,
+        })
+
+
+def _lookup(catalog: Catalog, model: str, tier: str, quantization: str | None) -> tuple[ModelSpec, str]:
+    try:
+        spec = catalog.model(model)
+        catalog.tier(tier)
+    except CatalogError as exc:
+        raise PlanError(str(exc)) from None
+    quant = (quantization or spec.native_dtype).strip().lower()
+    if quant not in QUANT_SPECS:
+        raise PlanError(f"unknown quantization {quantization!r}; allowed: {', '.join(QUANTIZATIONS)}")
+    return spec, quant
+
+
+def _contexts(spec: ModelSpec, context: int | None) -> list[int]:
+    if context is None:
+        first = min(spec.max_context, DEFAULT_CONTEXT)
+        return [first] + [c for c in FALLBACK_CONTEXTS if c < first]
+    if not MIN_CONTEXT <= context <= spec.max_context:
+        raise PlanError(
+            f"context {context} is out of range for {spec.id}: allowed {MIN_CONTEXT}..{spec.max_context} tokens"
+        )
+    return [context]
+
+
+def _choose(spec: ModelSpec, quant: QuantSpec, catalog: Catalog, tier_key: str, contexts: list[int],
+            utilization: float) -> Fit | None:
+    tier = catalog.tier(tier_key)
+    gpu = catalog.gpu(tier.gpu)
+    for ctx in contexts:
+        fits = [f for tp in valid_tp_sizes(spec, tier.gpus_per_replica)
+                if (f := evaluate(spec, quant, gpu, tp, ctx, utilization)).sequences >= 1]
+        if fits:
+            useful = [f for f in fits if f.sequences >= MIN_USEFUL_SEQS]
+            return useful[0] if useful else max(fits, key=lambda f: f.sequences)
+    return None
+
+
+def _not_fit(spec: ModelSpec, quant: str, catalog: Catalog, tier_key: str, ctx: int, utilization: float) -> PlanDoesNotFit:
+    tier = catalog.tier(tier_key)
+    gpu = catalog.gpu(tier.gpu)
+    sizes = valid_tp_sizes(spec, tier.gpus_per_replica)
+    if not sizes:
+        return PlanDoesNotFit(
+            f"{spec.id} cannot be split over tier {tier_key}'s {tier.gpus_per_replica} GPUs: vLLM needs the "
+            f"attention heads ({spec.num_attention_heads}) divisible by the tensor-parallel size", 0, None)
+    fit = evaluate(spec, QUANT_SPECS[quant], gpu, sizes[-1], ctx, utilization)
+    short = fit.needed_bytes - fit.usable_bytes
+    advice = suggest(spec, quant, tier_key, ctx, utilization, catalog)
+    message = (
+        f"{spec.id} in {quant} does not fit tier {tier_key} ({fit.tp}x {tier.gpu}, {fit.usable_bytes / GB:.1f} GB "
+        f"usable at gpu-memory-utilization {utilization:.2f}): weights {fit.weight_bytes / GB:.1f} GB + reserve "
+        f"{fit.tp * fit.reserve_bytes_per_gpu / GB:.1f} GB + KV cache for one {ctx}-token sequence "
+        f"{fit.tp * ctx * fit.kv_bytes_per_token_per_gpu / GB:.1f} GB = {fit.needed_bytes / GB:.1f} GB; "
+        f"short by {short / GB:.1f} GB. {advice}"
+    )
+    return PlanDoesNotFit(message, short, advice)
+
+
+def _engine_args(spec: ModelSpec, fit: Fit, utilization: float, seqs: int, vllm_quant: str | None) -> list[str]:
+    args = [
+        "--tensor-parallel-size", str(fit.tp),
+        "--max-model-len", str(fit.context),
+        "--gpu-memory-utilization", f"{utilization:.2f}",
+        "--max-num-seqs", str(seqs),
+        "--max-num-batched-tokens", str(MAX_NUM_BATCHED_TOKENS),
+    ]
+    if vllm_quant:
+        args += ["--quantization", vllm_quant]
+    if spec.reasoning:
+        args += ["--reasoning-parser", "deepseek_r1"]
+    return args
+
+
+def plan_deployment(model: str, tier: str, quantization: str | None = None, context: int | None = None,
+                    gpu_memory_utilization: float = 0.90) -> DeploymentPlan:
+    """Plan one engine replica of `model` on `tier`. Raises PlanError / PlanDoesNotFit."""
+    if not 0.1 <= gpu_memory_utilization <= 0.99:
+        raise PlanError(f"gpu_memory_utilization {gpu_memory_utilization} is out of range: allowed 0.10..0.99")
+    catalog = load_catalog()
+    spec, quant_key = _lookup(catalog, model, tier, quantization)
+    tier_spec = catalog.tier(tier)
+    gpu = catalog.gpu(tier_spec.gpu)
+    quant = QUANT_SPECS[quant_key]
+    contexts = _contexts(spec, context)
+    fit = _choose(spec, quant, catalog, tier_spec.key, contexts, gpu_memory_utilization)
+    if fit is None:
+        raise _not_fit(spec, quant_key, catalog, tier_spec.key, contexts[0], gpu_memory_utilization)
+
+    source = checkpoint_for(spec, quant, gpu)
+    warnings = list(source.warnings)
+    if fit.context != contexts[0]:
+        warnings.append(f"context reduced from the default {contexts[0]} to {fit.context} tokens so that one "
+                        f"sequence fits; pass --context to choose another")
+    seqs = min(fit.sequences, MAX_NUM_SEQS_CAP)
+    if seqs < MIN_USEFUL_SEQS:
+        warnings.append(f"only {seqs} sequence(s) of {fit.context} tokens fit at once; a shorter --context, a "
+                        "smaller quantization or a larger tier raises concurrency")
+    per_seq = decode_tokens_per_s(spec, quant, gpu, fit, 1)
+    batch = decode_tokens_per_s(spec, quant, gpu, fit, seqs)
+    explanation = [
+        f"weights: {spec.total_params / 1e9:.2f}B params in {quant_key} ({quant.bits_per_weight:.3f} bits/weight"
+        f"{', embeddings and output head 16-bit' if quant.embeddings_16bit else ''}) = {fit.weight_bytes / GB:.2f} GB",
+        f"KV cache per token: {_kv_formula(spec)} = {kv_bytes_per_token(spec):,} bytes; per GPU at TP {fit.tp}: "
+        f"{fit.kv_bytes_per_token_per_gpu:,} bytes",
+        f"reserve per GPU (runtime, NCCL, activations of {MAX_NUM_BATCHED_TOKENS} batched tokens, sampler): "
+        f"{fit.reserve_bytes_per_gpu / GB:.2f} GB",
+        f"tensor parallel {fit.tp}: smallest size that divides the {spec.num_attention_heads} attention heads"
+        f"{'' if spec.attention == 'mla' else f' and fits the {spec.num_key_value_heads} KV heads'} and holds "
+        f"{MIN_USEFUL_SEQS}+ sequences (or the most sequences when none does)",
+        f"per GPU: {gpu.memory_bytes / GB:.1f} GB x {gpu_memory_utilization:.2f} = {fit.usable_bytes_per_gpu / GB:.2f} GB"
+        f" - weights/TP {fit.weight_bytes / fit.tp / GB:.2f} GB - reserve {fit.reserve_bytes_per_gpu / GB:.2f} GB"
+        f" = {fit.kv_budget_bytes_per_gpu / GB:.2f} GB for KV = {fit.kv_tokens:,} tokens",
+        f"concurrent sequences at {fit.context} tokens: {fit.kv_tokens:,} // {fit.context} = {fit.sequences}"
+        f"{f' (capped at {MAX_NUM_SEQS_CAP})' if fit.sequences > MAX_NUM_SEQS_CAP else ''}",
+        f"decode bound, 1 sequence at {fit.context} tokens: {per_seq:.1f} tokens/s; {seqs} sequences: "
+        f"{batch:.1f} tokens/s ({fit.tp}x {gpu.memory_bandwidth_gbps:.0f} GB/s, weights read once per step)",
+    ]
+    return DeploymentPlan(
+        model_id=spec.id,
+        served_model_name=spec.served_model_name,
+        checkpoint=source.checkpoint,
+        quantization=quant_key,
+        tier=tier_spec.key,
+        gpu=tier_spec.gpu,
+        gpus_per_replica=fit.tp,
+        tensor_parallel_size=fit.tp,
+        max_model_len=fit.context,
+        gpu_memory_utilization=gpu_memory_utilization,
+        max_num_seqs=seqs,
+        kv_cache_tokens=fit.kv_tokens,
+        weight_bytes=fit.weight_bytes,
+        kv_bytes_per_token=kv_bytes_per_token(spec),
+        kv_bytes_per_token_per_gpu=fit.kv_bytes_per_token_per_gpu,
+        reserve_bytes=fit.reserve_bytes_per_gpu * fit.tp,
+        decode_tokens_per_s_per_seq=round(per_seq, 2),
+        decode_tokens_per_s_batch=round(batch, 2),
+        reasoning=spec.reasoning,
+        vllm_quantization=source.vllm_quantization,
+        engine_args=_engine_args(spec, fit, gpu_memory_utilization, seqs, source.vllm_quantization),
+        warnings=warnings,
+        explanation=explanation,
+    )
+
+
+def _kv_formula(spec: ModelSpec) -> str:
+    if spec.attention == "mla":
+        return (f"MLA {spec.num_hidden_layers} layers x ({spec.kv_lora_rank} + {spec.qk_rope_head_dim}) x 2 bytes")
+    return (f"2 x {spec.num_hidden_layers} layers x {spec.num_key_value_heads} KV heads x {spec.head_dim} x 2 bytes")
