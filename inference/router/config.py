@@ -50,6 +50,7 @@ class Upstream(_Strict):
     url: str
     name: str | None = None  # label in metrics and audit; default host:port
     max_in_flight: int | None = Field(default=None, ge=1)  # overrides saturation.max_in_flight_per_upstream
+    api_key: str | None = None  # ${ENV} reference when the upstream wants a key (vLLM --api-key)
 
     @field_validator("url")
     @classmethod
@@ -160,7 +161,8 @@ class AuthConfig(_Strict):
 
 class TimeoutsConfig(_Strict):
     connect_s: float = Field(default=1.0, gt=0)  # TCP connect to a local upstream
-    first_byte_s: float = Field(default=15.0, gt=0)  # local: response headers must arrive by then
+    first_byte_s: float = Field(default=15.0, gt=0)  # local stream: first chunk must arrive by then
+    response_s: float = Field(default=300.0, gt=0)  # local non-streamed answer must be complete by then
     request_s: float = Field(default=600.0, gt=0)  # whole request, any route (streams included)
     stream_idle_s: float = Field(default=60.0, gt=0)  # longest silence inside a stream
 
@@ -278,14 +280,24 @@ def _expand(value: Any, where: str, environ: Mapping[str, str], resolve: bool) -
     return value
 
 
-def _check_secret_refs(raw: dict[str, Any]) -> None:
+def _secret_values(raw: dict[str, Any]) -> list[tuple[str, Any]]:
+    found: list[tuple[str, Any]] = []
     for path in SECRET_FIELDS:
         node: Any = raw
         for key in path:
             node = node.get(key) if isinstance(node, dict) else None
-        if node is None:
-            continue
-        dotted = ".".join(path)
+        if node is not None:
+            found.append((".".join(path), node))
+    upstreams = raw.get("upstreams")
+    if isinstance(upstreams, list):
+        for i, up in enumerate(upstreams):
+            if isinstance(up, dict) and up.get("api_key") is not None:
+                found.append((f"upstreams[{i}].api_key", up["api_key"]))
+    return found
+
+
+def _check_secret_refs(raw: dict[str, Any]) -> None:
+    for dotted, node in _secret_values(raw):
         if not isinstance(node, str) or not _SECRET_REF.match(node.strip()):
             raise RouterConfigError(
                 f"{dotted}: must be an environment reference like ${{DEEPSEEK_API_KEY}}; "

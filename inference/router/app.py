@@ -1,0 +1,262 @@
+"""The router's ASGI app: plain ASGI (no framework on the hot path), run by uvicorn."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import traceback
+import uuid
+from typing import Any, TextIO
+
+from inference.router.audit import AuditLog
+from inference.router.auth import Authenticator
+from inference.router.cache import ResponseCache, is_deterministic
+from inference.router.cloud import CloudRoute
+from inference.router.config import RouterConfig
+from inference.router.errors import RouterError
+from inference.router.fallback import FallbackPolicy, Routed
+from inference.router.health import HealthMonitor
+from inference.router.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from inference.router.metrics import RouterMetrics
+from inference.router.payload import parse_body
+from inference.router.policy import DataClassPolicy
+from inference.router.pool import UpstreamPool
+from inference.router.ratelimit import RateLimiter
+from inference.router.streaming import relay
+
+COMPLETION_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
+JSON = b"application/json"
+LOCAL = b"local"
+
+
+def _headers(content_type: bytes, route: bytes, request_id: bytes, extra: list[tuple[bytes, bytes]] | None = None
+             ) -> list[tuple[bytes, bytes]]:
+    headers = [(b"content-type", content_type), (b"x-dsdeploy-route", route), (b"x-dsdeploy-request-id", request_id)]
+    if extra:
+        headers.extend(extra)
+    return headers
+
+
+class RouterApp:
+    def __init__(self, config: RouterConfig, *, audit_stream: TextIO | None = None) -> None:
+        self.config = config
+        self.pool = UpstreamPool(config)
+        self.policy = DataClassPolicy(config)
+        self.auth = Authenticator(config)
+        self.limiter = RateLimiter()
+        self.cache = ResponseCache(config.cache.max_bytes, config.cache.ttl_s) if config.cache.enabled else None
+        self.audit = AuditLog(config.audit, audit_stream)
+        self.metrics = RouterMetrics(config.metrics.enabled, self.pool, config.cloud)
+        self.health = HealthMonitor(config, self.pool)
+        self.cloud = CloudRoute(config.cloud) if config.cloud is not None else None
+        self.fallback = FallbackPolicy(config, self.pool, self.policy, self.metrics, self.cloud)
+        self.started = False
+
+    async def startup(self) -> None:
+        await self.fallback.start()
+        await self.health.start()
+        await self.audit.start()
+        self.started = True
+
+    async def shutdown(self) -> None:
+        await self.health.stop()
+        await self.fallback.stop()
+        await self.audit.stop()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            path = scope["path"]
+            if path in COMPLETION_PATHS:
+                if scope["method"] != "POST":
+                    await self._error(send, RouterError(405, f"Use POST for {path}."), LOCAL, b"-")
+                    return
+                await self._completion(scope, receive, send, path)
+            else:
+                await self._other(scope, send, path)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:  # reported to uvicorn, which exits
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _completion(self, scope: dict[str, Any], receive: Any, send: Any, path: str) -> None:
+        started = time.perf_counter()
+        request_id = uuid.uuid4().hex
+        rid = request_id.encode()
+        authorization = data_class_header = None
+        content_length = -1
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                authorization = value
+            elif name == b"x-data-class":
+                data_class_header = value
+            elif name == b"content-length":
+                content_length = int(value) if value.isdigit() else -1
+        record: dict[str, Any] = {
+            "request_id": request_id, "time": time.time(), "method": "POST", "path": path, "route": "local",
+            "attempts": 0, "cache": None,
+        }
+        data: dict[str, Any] | None = None
+        routed: Routed | None = None
+        status = 500
+        prompt_tokens = completion_tokens = 0
+        try:
+            principal = self.auth.authenticate(authorization)
+            record["key_id"] = principal.key_id
+            record["tenant"] = principal.tenant
+            if principal.rpm is not None:
+                wait = self.limiter.acquire(principal.key_id, principal.rpm)
+                if wait is not None:
+                    self.metrics.rate_limited()
+                    raise RouterError(429, f"Rate limit of {principal.rpm} requests per minute reached for key "
+                                      f"'{principal.key_id}'.", code="rate_limit_exceeded", retry_after=wait)
+            data_class = record["data_class"] = self.policy.resolve(data_class_header, principal.default_class)
+            body = await self._read_body(receive, content_length)
+            data = parse_body(path, body)
+            stream = bool(data.get("stream"))
+            record["model"] = data.get("model")
+            record["stream"] = stream
+            cache_key = None
+            if self.cache is not None and is_deterministic(data):
+                cache_key = self.cache.key(principal.tenant, path, data)
+                hit = self.cache.get(cache_key)
+                self.metrics.cache("hit" if hit is not None else "miss")
+                record["cache"] = "hit" if hit is not None else "miss"
+                if hit is not None:
+                    status = 200
+                    await self._send_body(send, 200, hit.content_type.encode(), LOCAL, rid, hit.body,
+                                          [(b"x-dsdeploy-cache", b"hit")])
+                    return
+            deadline = time.monotonic() + self.config.timeouts.request_s
+            routed = await self.fallback.route(path, body, data, stream, data_class, deadline)
+            reply = routed.reply
+            route = routed.route.encode()
+            record.update(route=routed.route, upstream=routed.upstream_label,
+                          fallback_reason=routed.fallback_reason, attempts=routed.attempts)
+            status = reply.status
+            extra = [(b"retry-after", reply.retry_after.encode())] if reply.retry_after and status >= 400 else None
+            if reply.first_chunk is not None:
+                await send({"type": "http.response.start", "status": 200, "headers": _headers(
+                    reply.content_type.encode(), route, rid, [(b"cache-control", b"no-cache")])})
+                outcome = await relay(reply, send, receive, self.config.timeouts.stream_idle_s, deadline)
+                if outcome.error is not None:
+                    record["error"] = outcome.error
+                    self.metrics.stream_error(routed.route)
+                elif outcome.client_gone:
+                    record["error"] = "client_disconnected"
+                usage = outcome.usage
+                prompt_tokens = int(usage.get("prompt_tokens") or 0)
+                completion_tokens = int(usage.get("completion_tokens") or max(0, outcome.events - 1))
+            else:
+                assert reply.body is not None
+                await self._send_body(send, status, reply.content_type.encode(), route, rid, reply.body, extra)
+                usage = reply.parsed.get("usage") if reply.parsed else None
+                if isinstance(usage, dict):
+                    prompt_tokens = int(usage.get("prompt_tokens") or 0)
+                    completion_tokens = int(usage.get("completion_tokens") or 0)
+                if cache_key is not None and status == 200 and self.cache is not None:
+                    self.cache.put(cache_key, reply.body, reply.content_type, routed.route)
+        except RouterError as exc:
+            status = exc.status
+            record["error"] = exc.code
+            await self._error(send, exc, LOCAL, rid)
+        except Exception as exc:  # a router bug: answer in the OpenAI shape, keep the trace in the log
+            status = 500
+            record["error"] = "internal_error"
+            traceback.print_exception(exc, file=sys.stderr)
+            await self._error(send, RouterError(500, f"Internal router error (request {request_id})."), LOCAL, rid)
+        finally:
+            if routed is not None:
+                routed.finish()
+            seconds = time.perf_counter() - started
+            route_name = record["route"]
+            record["status"] = status
+            record["latency_ms"] = round(seconds * 1000.0, 3)
+            record["prompt_tokens"] = prompt_tokens
+            record["completion_tokens"] = completion_tokens
+            self.metrics.request(route_name, status, seconds, prompt_tokens, completion_tokens,
+                                 routed.cloud_model if routed is not None else None)
+            self.audit.record(record, data)
+
+    async def _read_body(self, receive: Any, content_length: int) -> bytes:
+        limit = self.config.limits.max_body_bytes
+        if content_length > limit:
+            raise RouterError(400, f"Request body of {content_length} bytes exceeds the limit of {limit} bytes "
+                              "(limits.max_body_bytes).", code="body_too_large")
+        message = await receive()
+        body = message.get("body", b"")
+        if not message.get("more_body"):
+            if len(body) > limit:
+                raise RouterError(400, f"Request body exceeds the limit of {limit} bytes.", code="body_too_large")
+            return body
+        parts = [body]
+        size = len(body)
+        while message.get("more_body"):
+            message = await receive()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise RouterError(400, f"Request body exceeds the limit of {limit} bytes.", code="body_too_large")
+            parts.append(chunk)
+        return b"".join(parts)
+
+    @staticmethod
+    async def _send_body(send: Any, status: int, content_type: bytes, route: bytes, rid: bytes, body: bytes,
+                         extra: list[tuple[bytes, bytes]] | None = None) -> None:
+        await send({"type": "http.response.start", "status": status,
+                    "headers": _headers(content_type, route, rid, extra)})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _error(self, send: Any, exc: RouterError, route: bytes, rid: bytes) -> None:
+        extra = None
+        if exc.retry_after is not None:
+            extra = [(b"retry-after", str(max(1, int(exc.retry_after + 0.999))).encode())]
+        if exc.status == 401:
+            self.metrics.auth_failure()
+        await self._send_body(send, exc.status, JSON, route, rid, exc.body(), extra)
+
+    async def _other(self, scope: dict[str, Any], send: Any, path: str) -> None:
+        rid = uuid.uuid4().hex.encode()
+        method = scope["method"]
+        if path == "/health" and method in ("GET", "HEAD"):
+            await self._send_body(send, 200, JSON, LOCAL, rid, b'{"status":"ok"}')
+        elif path == "/ready" and method in ("GET", "HEAD"):
+            ready = self.started and (self.pool.any_available or self.cloud is not None)
+            await self._send_body(send, 200 if ready else 503, JSON, LOCAL, rid,
+                                  json.dumps({"ready": ready, "upstreams": self._upstream_states()}).encode())
+        elif path == "/metrics" and method == "GET" and self.config.metrics.enabled:
+            await self._send_body(send, 200, METRICS_CONTENT_TYPE.encode(), LOCAL, rid, self.metrics.render())
+        elif path == "/v1/models" and method == "GET":
+            await self._models(scope, send, rid)
+        else:
+            await self._error(send, RouterError(404, f"No route for {method} {path}.", code="not_found"), LOCAL, rid)
+
+    def _upstream_states(self) -> list[dict[str, Any]]:
+        return [{"upstream": u.label, "circuit": u.circuit.state, "in_flight": u.in_flight, "waiting": u.waiting}
+                for u in self.pool.upstreams]
+
+    async def _models(self, scope: dict[str, Any], send: Any, rid: bytes) -> None:
+        authorization = next((v for k, v in scope["headers"] if k == b"authorization"), None)
+        try:
+            self.auth.authenticate(authorization)
+        except RouterError as exc:
+            await self._error(send, exc, LOCAL, rid)
+            return
+        from inference.router.models import list_models  # small, used rarely
+
+        status, body, route = await list_models(self)
+        await self._send_body(send, status, JSON, route.encode(), rid, body)

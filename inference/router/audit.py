@@ -1,0 +1,97 @@
+"""Audit log: one JSON line per request, buffered and written off the request path.
+
+Lines never hold API keys (only key ids); prompt content is left out by default, or hashed, or
+written in full, per ``audit.prompts``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import sys
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+from inference.router.config import AuditConfig
+
+AUDIT_FIELDS = (
+    "request_id", "time", "key_id", "tenant", "data_class", "method", "path", "model", "stream",
+    "route", "upstream", "status", "prompt_tokens", "completion_tokens", "latency_ms",
+    "fallback_reason", "attempts", "cache", "error",
+)
+
+
+def prompt_content(data: dict[str, Any] | None) -> Any:
+    if not data:
+        return None
+    if "messages" in data:
+        return data["messages"]
+    return data.get("prompt")
+
+
+class AuditLog:
+    """Collects records in memory; a background task writes them every ``flush_interval_s``."""
+
+    def __init__(self, config: AuditConfig, stream: TextIO | None = None) -> None:
+        self.config = config
+        self._buffer: list[tuple[dict[str, Any], dict[str, Any] | None]] = []
+        self._stream = stream
+        self._owns_stream = False
+        self._task: asyncio.Task[None] | None = None
+
+    def record(self, fields: dict[str, Any], request_data: dict[str, Any] | None) -> None:
+        """Queue one record (cheap: the JSON is built later, outside the request)."""
+        if self.config.enabled:
+            self._buffer.append((fields, request_data))
+
+    async def start(self) -> None:
+        if not self.config.enabled:
+            return
+        if self._stream is None:
+            if self.config.path == "-":
+                self._stream = sys.stdout
+            else:
+                self._stream = open(self.config.path, "a", encoding="utf-8")  # noqa: SIM115 (closed in stop)
+                self._owns_stream = True
+        self._task = asyncio.create_task(self._run(), name="audit flush")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self.flush()
+        if self._owns_stream and self._stream is not None:
+            self._stream.close()
+            self._stream = None
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.flush_interval_s)
+            try:
+                self.flush()
+            except OSError as exc:  # a full disk must not take the router down
+                print(f"audit: write failed: {exc}", file=sys.stderr)
+
+    def render(self, fields: dict[str, Any], request_data: dict[str, Any] | None) -> str:
+        line = {name: fields.get(name) for name in AUDIT_FIELDS}
+        line["time"] = datetime.fromtimestamp(fields["time"], UTC).isoformat(timespec="milliseconds")
+        mode = self.config.prompts
+        if mode != "off":
+            content = prompt_content(request_data)
+            if mode == "hash":
+                canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+                line["prompt_sha256"] = hashlib.sha256(canonical.encode()).hexdigest()
+            else:
+                line["prompt"] = content
+        return json.dumps(line, separators=(",", ":"), ensure_ascii=False)
+
+    def flush(self) -> None:
+        if not self._buffer or self._stream is None:
+            return
+        batch, self._buffer = self._buffer, []
+        self._stream.write("".join(self.render(f, d) + "\n" for f, d in batch))
+        self._stream.flush()

@@ -1,0 +1,38 @@
+"""Exponential backoff with full jitter, capped, honouring Retry-After (shared with inference/client.py)."""
+
+from __future__ import annotations
+
+import random
+import time
+from email.utils import parsedate_to_datetime
+
+
+def backoff_delay(attempt: int, base_s: float, cap_s: float, retry_after_s: float | None = None,
+                  rng: random.Random | None = None) -> float:
+    """Seconds to wait before retry number ``attempt + 1`` (attempt counts from 0).
+
+    Full jitter: ``uniform(0, min(cap, base * 2**attempt))``. A server's ``Retry-After`` wins
+    when given, still capped at ``cap_s``.
+    """
+    if retry_after_s is not None:
+        return max(0.0, min(cap_s, retry_after_s))
+    ceiling = min(cap_s, base_s * (2.0 ** min(attempt, 30)))
+    return (rng or random).uniform(0.0, ceiling)
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """``Retry-After`` as seconds: delta-seconds or an HTTP date; None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - (now if now is not None else time.time()))

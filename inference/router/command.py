@@ -1,0 +1,53 @@
+"""`dsdeploy route --config FILE [--host H] [--port P]`: run the router (uvicorn, uvloop, httptools)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "route",
+        help="run the local-first router with DeepSeek cloud fallback",
+        description="Run the OpenAI-compatible router: local upstreams first, the DeepSeek API as fallback "
+                    "(see docs/router.md for the config file).",
+    )
+    add_arguments(parser)
+    parser.set_defaults(func=run_command)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, metavar="FILE", help="router YAML config")
+    parser.add_argument("--host", default=None, help="listen address (default: server.host, 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=None, help="listen port (default: server.port, 8080)")
+    parser.add_argument("--allow-insecure-bind", action="store_true",
+                        help="allow a non-loopback address with auth off")
+    parser.add_argument("--log-level", default="warning",
+                        choices=["critical", "error", "warning", "info", "debug"])
+
+
+def run_command(args: argparse.Namespace) -> int:
+    from inference.router.config import RouterConfigError, load_router_config
+
+    try:
+        config = load_router_config(args.config)
+        host = args.host or config.server.host
+        port = args.port or config.server.port
+        config.check_bind(host, allow_insecure=args.allow_insecure_bind)
+    except RouterConfigError as exc:
+        print(f"dsdeploy route: {exc}", file=sys.stderr)
+        return 2
+    serve(config, host, port, log_level=args.log_level)
+    return 0
+
+
+def serve(config, host: str, port: int, *, log_level: str = "warning") -> None:  # noqa: ANN001
+    import uvicorn
+
+    from inference.router.app import RouterApp
+
+    uvicorn.run(
+        RouterApp(config), host=host, port=port, loop="uvloop", http="httptools", lifespan="on",
+        access_log=False, log_level=log_level, timeout_keep_alive=30,
+    )

@@ -1,0 +1,151 @@
+"""FallbackPolicy: local pool first, then the cloud when allowed, else a clear refusal."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from inference.router.cloud import CloudRoute
+from inference.router.config import RouterConfig
+from inference.router.errors import RouterError
+from inference.router.metrics import RouterMetrics
+from inference.router.policy import DataClassPolicy
+from inference.router.pool import SATURATED, LocalUpstream, UpstreamPool
+from inference.router.proxy import (
+    CONNECT_REFUSED,
+    FIRST_BYTE_TIMEOUT,
+    RESPONSE_TIMEOUT,
+    UPSTREAM_429,
+    AttemptFailed,
+    Reply,
+    bounded_exchange,
+)
+
+
+@dataclass(slots=True)
+class Routed:
+    reply: Reply
+    route: str  # "local" or "cloud"
+    upstream: LocalUpstream | None
+    upstream_label: str
+    fallback_reason: str | None
+    attempts: int
+    cloud_model: str | None = None
+
+    def finish(self) -> None:
+        """Release the upstream slot (after the last byte went to the client)."""
+        self.reply.close()
+        if self.upstream is not None:
+            self.upstream.in_flight -= 1
+            self.upstream = None
+
+
+class FallbackPolicy:
+    def __init__(self, config: RouterConfig, pool: UpstreamPool, policy: DataClassPolicy,
+                 metrics: RouterMetrics, cloud: CloudRoute | None) -> None:
+        self.config = config
+        self.pool = pool
+        self.policy = policy
+        self.metrics = metrics
+        self.cloud = cloud
+        self.session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        t = self.config.timeouts
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=4.0),
+            timeout=aiohttp.ClientTimeout(total=None, connect=t.connect_s, sock_connect=t.connect_s),
+            auto_decompress=False,
+        )
+        if self.cloud is not None:
+            await self.cloud.start()
+
+    async def stop(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+        if self.cloud is not None:
+            await self.cloud.stop()
+
+    async def route(self, path: str, body: bytes, data: dict[str, Any], stream: bool, data_class: str,
+                    deadline: float) -> Routed:
+        cloud_model = None
+        if self.cloud is not None and self.policy.may_leave(data_class):
+            cloud_model = self.cloud.model_for(data.get("model"))
+        reason: str | None = None
+        attempts = 0
+        if self.pool.upstreams:
+            reply, up, attempts, reason = await self._try_local(path, body, stream, deadline,
+                                                                cloud_ok=cloud_model is not None)
+            if reply is not None and up is not None:
+                return Routed(reply, "local", up, up.label, None, attempts)
+        else:
+            reason = "no_local_upstream"
+        reason = reason or "local_unavailable"
+        if cloud_model is None or self.cloud is None:
+            if self.cloud is not None and not self.policy.may_leave(data_class):
+                self.metrics.blocked(data_class)
+                raise self.policy.refusal(data_class, reason)
+            if self.cloud is not None:
+                raise RouterError(503, f"The local model pool is unavailable ({reason}) and no cloud model is "
+                                  f"mapped for model {data.get('model')!r} (cloud.models).",
+                                  code="local_pool_unavailable", retry_after=1.0)
+            raise self.policy.refusal(data_class, reason)
+        self.metrics.fallback(reason)
+        try:
+            reply, cloud_attempts = await self.cloud.send(path, data, cloud_model, stream, deadline)
+        except AttemptFailed as failure:
+            raise _cloud_error(reason, failure) from None
+        return Routed(reply, "cloud", None, "cloud", reason, attempts + cloud_attempts, cloud_model)
+
+    async def _try_local(self, path: str, body: bytes, stream: bool, deadline: float, *, cloud_ok: bool
+                         ) -> tuple[Reply | None, LocalUpstream | None, int, str | None]:
+        assert self.session is not None
+        timeouts = self.config.timeouts
+        tried: set[LocalUpstream] = set()
+        reason: str | None = None
+        attempts = 0
+        for _ in range(self.config.retries.local_attempts):
+            up, why = self.pool.pick(tried, allow_saturated=not cloud_ok)
+            if up is None:
+                if reason is None or why == SATURATED:
+                    reason = why
+                break
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                reason = reason or RESPONSE_TIMEOUT
+                break
+            tried.add(up)
+            attempts += 1
+            up.in_flight += 1
+            limit = min(timeouts.first_byte_s if stream else timeouts.response_s, remaining)
+            try:
+                reply = await bounded_exchange(
+                    self.session, up.base + path, body, up.headers, stream, limit,
+                    FIRST_BYTE_TIMEOUT if stream else RESPONSE_TIMEOUT, up.abort_signal(),
+                )
+            except AttemptFailed as failure:
+                up.in_flight -= 1
+                reason = failure.reason
+                self.pool.record_failure(up, immediate=failure.reason == CONNECT_REFUSED)
+                self.metrics.local_failure(up.label, failure.reason)
+                continue
+            except BaseException:
+                up.in_flight -= 1
+                raise
+            self.pool.record_success(up)
+            return reply, up, attempts, None
+        return None, None, attempts, reason
+
+
+def _cloud_error(local_reason: str, failure: AttemptFailed) -> RouterError:
+    what = f"{failure.reason}" + (f" {failure.status}" if failure.status else "")
+    message = (f"The local model pool is unavailable ({local_reason}) and the cloud fallback failed "
+               f"after {failure.attempts} attempt(s) (last: {what}).")
+    if failure.reason == UPSTREAM_429:
+        return RouterError(429, message, code="cloud_rate_limited", retry_after=failure.retry_after or 1.0)
+    if failure.reason in (FIRST_BYTE_TIMEOUT, RESPONSE_TIMEOUT):
+        return RouterError(504, message, code="cloud_timeout")
+    return RouterError(502, message, code="cloud_unavailable", retry_after=1.0)

@@ -1,0 +1,84 @@
+"""Active checks of the local pool: liveness probes (frozen upstreams) and vLLM saturation metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+
+import aiohttp
+
+from inference.router.config import RouterConfig
+from inference.router.pool import LocalUpstream, UpstreamPool
+
+WAITING_METRIC = "vllm:num_requests_waiting"
+_SAMPLE = re.compile(r"^vllm:num_requests_waiting(?:\{[^}]*\})?\s+([0-9.eE+-]+|NaN)", re.MULTILINE)
+
+
+def parse_waiting(text: str) -> float | None:
+    """Sum of ``vllm:num_requests_waiting`` samples (one per model); None when the metric is absent."""
+    values = [float(v) for v in _SAMPLE.findall(text) if v != "NaN"]
+    return sum(values) if values else None
+
+
+class HealthMonitor:
+    """Probes every upstream every ``health.interval_s``; polls ``/metrics`` for saturation."""
+
+    def __init__(self, config: RouterConfig, pool: UpstreamPool) -> None:
+        self.config = config
+        self.pool = pool
+        self._tasks: list[asyncio.Task[None]] = []
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        # Own connection pool, so probes never queue behind request traffic.
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=4.0),
+            timeout=aiohttp.ClientTimeout(total=self.config.health.timeout_s),
+        )
+        for up in self.pool.upstreams:
+            self._tasks.append(asyncio.create_task(self._probe_loop(up), name=f"probe {up.label}"))
+            if self.config.saturation.max_waiting is not None:
+                self._tasks.append(asyncio.create_task(self._metrics_loop(up), name=f"metrics {up.label}"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        if self._session is not None:
+            await self._session.close()
+
+    async def probe(self, up: LocalUpstream) -> bool:
+        assert self._session is not None
+        try:
+            async with self._session.get(up.base + self.config.health.path, headers=up.headers) as resp:
+                await resp.read()
+                return resp.status < 500
+        except (TimeoutError, aiohttp.ClientError, OSError):
+            return False
+
+    async def _probe_loop(self, up: LocalUpstream) -> None:
+        cfg = self.config.health
+        loop = asyncio.get_running_loop()
+        while True:
+            started = loop.time()
+            ok = await self.probe(up)
+            self.pool.probe_result(up, ok, cfg.failures_to_open)
+            await asyncio.sleep(max(0.0, cfg.interval_s - (loop.time() - started) if ok else cfg.interval_s))
+
+    async def _metrics_loop(self, up: LocalUpstream) -> None:
+        assert self._session is not None
+        cfg = self.config.saturation
+        url = up.base + cfg.metrics_path
+        while True:
+            try:
+                async with self._session.get(url, headers=up.headers) as resp:
+                    if resp.status == 200:
+                        waiting = parse_waiting(await resp.text())
+                        up.waiting = waiting or 0.0
+            except (TimeoutError, aiohttp.ClientError, OSError, UnicodeDecodeError):
+                pass  # liveness is the probe loop's business
+            await asyncio.sleep(cfg.poll_interval_s)

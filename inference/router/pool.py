@@ -1,0 +1,131 @@
+"""The local upstream pool: per-upstream state, least-in-flight choice, saturation, circuits."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from inference.router.circuit import CircuitBreaker
+from inference.router.config import RouterConfig, Upstream
+
+# Why the pool could not give a local upstream (also fallback reasons).
+ALL_CIRCUITS_OPEN = "all_circuits_open"
+SATURATED = "saturated"
+NO_LOCAL = "no_local_upstream"
+EXHAUSTED = "local_attempts_exhausted"
+
+
+class LocalUpstream:
+    """One local OpenAI-compatible server, as the router sees it."""
+
+    __slots__ = (
+        "label", "base", "headers", "in_flight", "capacity", "circuit", "waiting",
+        "probe_failures", "healthy", "_abort",
+    )
+
+    def __init__(self, spec: Upstream, config: RouterConfig) -> None:
+        self.label = spec.label
+        self.base = spec.url
+        self.headers = {"Content-Type": "application/json"}
+        if spec.api_key:
+            self.headers["Authorization"] = f"Bearer {spec.api_key}"
+        self.in_flight = 0
+        self.capacity = spec.max_in_flight or config.saturation.max_in_flight_per_upstream
+        self.circuit = CircuitBreaker(config.circuit.failures_to_open, config.circuit.open_s)
+        self.waiting = 0.0  # vllm:num_requests_waiting from the last metrics poll
+        self.probe_failures = 0
+        self.healthy = True  # last active probe answered
+        self._abort: asyncio.Future[str] | None = None
+
+    def __repr__(self) -> str:
+        return f"LocalUpstream({self.label}, {self.circuit.state}, in_flight={self.in_flight})"
+
+    def saturated(self, max_waiting: int | None) -> bool:
+        if self.capacity is not None and self.in_flight >= self.capacity:
+            return True
+        return max_waiting is not None and self.waiting > max_waiting
+
+    def abort_signal(self) -> asyncio.Future[str]:
+        """A future that resolves when this upstream is found unresponsive (shared by its requests)."""
+        fut = self._abort
+        if fut is None or fut.done():
+            fut = self._abort = asyncio.get_running_loop().create_future()
+        return fut
+
+    def fire_abort(self, reason: str) -> None:
+        fut = self._abort
+        if fut is not None and not fut.done():
+            fut.set_result(reason)
+        self._abort = None
+
+
+class UpstreamPool:
+    """Chooses the local upstream with the fewest requests in flight among those that may take one."""
+
+    def __init__(self, config: RouterConfig) -> None:
+        self.upstreams = [LocalUpstream(u, config) for u in config.upstreams]
+        self.max_waiting = config.saturation.max_waiting
+        self._rotor = 0
+
+    def __len__(self) -> int:
+        return len(self.upstreams)
+
+    def pick(self, exclude: set[LocalUpstream] | tuple = (), *, allow_saturated: bool) -> tuple[LocalUpstream | None, str]:
+        """Return (upstream, "") or (None, reason).
+
+        Saturated upstreams are chosen only when ``allow_saturated`` (the request may not leave, so it
+        queues locally rather than failing).
+        """
+        ups = self.upstreams
+        n = len(ups)
+        if n == 0:
+            return None, NO_LOCAL
+        best: LocalUpstream | None = None
+        busy: LocalUpstream | None = None
+        any_open = False
+        start = self._rotor = (self._rotor + 1) % n
+        max_waiting = self.max_waiting
+        for i in range(n):
+            up = ups[(start + i) % n]
+            if up in exclude:
+                continue
+            if not up.circuit.allows_requests:
+                any_open = True
+                continue
+            if up.saturated(max_waiting):
+                if busy is None or up.in_flight < busy.in_flight:
+                    busy = up
+                continue
+            if best is None or up.in_flight < best.in_flight:
+                best = up
+        if best is not None:
+            return best, ""
+        if busy is not None:
+            return (busy, "") if allow_saturated else (None, SATURATED)
+        if any_open:
+            return None, ALL_CIRCUITS_OPEN
+        return None, EXHAUSTED
+
+    def record_success(self, up: LocalUpstream) -> None:
+        up.circuit.record_success()
+
+    def record_failure(self, up: LocalUpstream, *, immediate: bool = False) -> None:
+        up.circuit.record_failure(time.monotonic(), immediate=immediate)
+
+    def probe_result(self, up: LocalUpstream, ok: bool, failures_to_open: int) -> None:
+        """Apply an active health probe result; an unresponsive upstream aborts its waiting requests."""
+        now = time.monotonic()
+        if ok:
+            up.probe_failures = 0
+            up.healthy = True
+            up.circuit.probe_succeeded(now)
+            return
+        up.probe_failures += 1
+        if up.probe_failures >= failures_to_open:
+            up.healthy = False
+            up.circuit.record_failure(now, immediate=True)
+            up.fire_abort("unresponsive")
+
+    @property
+    def any_available(self) -> bool:
+        return any(u.circuit.allows_requests for u in self.upstreams)

@@ -1,0 +1,146 @@
+"""Test harness: fake upstream processes (killable, freezable) and an in-thread router on 127.0.0.1."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from inference.router.app import RouterApp
+from inference.router.config import RouterConfig, parse_router_config
+
+FAKE = Path(__file__).with_name("fake_upstream.py")
+CLOUD_KEY = "sk-test-cloud-key-0123456789"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_json(method: str, url: str, payload: Any = None, timeout: float = 5.0) -> Any:
+    data = None if payload is None else json.dumps(payload).encode()
+    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        return json.loads(resp.read())
+
+
+class FakeProcess:
+    """One fake upstream in its own process, so tests can kill it or freeze it with SIGSTOP."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, str(FAKE), "--port", str(self.port), "--name", self.name],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                http_json("GET", self.url + "/health", timeout=0.5)
+                return
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"fake upstream {self.name} exited with {self.proc.returncode}") from None
+                time.sleep(0.05)
+        raise RuntimeError(f"fake upstream {self.name} did not start on port {self.port}")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.kill()
+            self.proc.wait()
+
+    def freeze(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGCONT)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def ensure_running(self) -> None:
+        if self.alive():
+            self.thaw()
+        else:
+            self.start()
+        self.reset()
+
+    def control(self, **behaviour: Any) -> None:
+        http_json("POST", self.url + "/_control", behaviour)
+
+    def reset(self) -> None:
+        http_json("POST", self.url + "/_reset", {})
+
+    def requests(self) -> list[dict[str, Any]]:
+        return http_json("GET", self.url + "/_record")["requests"]
+
+
+class RunningRouter:
+    def __init__(self, app: RouterApp, url: str, audit_path: Path) -> None:
+        self.app = app
+        self.url = url
+        self.v1 = url + "/v1"
+        self.audit_path = audit_path
+
+    def audit_lines(self) -> list[dict[str, Any]]:
+        self.app.audit.flush()
+        text = self.audit_path.read_text() if self.audit_path.exists() else ""
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def router_config(upstreams: list[str], cloud: str | None, audit_path: Path, **sections: Any) -> RouterConfig:
+    data: dict[str, Any] = {"upstreams": [{"url": u} for u in upstreams]}
+    if cloud is not None:
+        data["cloud"] = {"base_url": cloud, "api_key": "${TEST_CLOUD_KEY}", "models": {"*": "deepseek-chat"},
+                         "backoff_base_s": 0.05, "backoff_max_s": 0.5}
+    data["audit"] = {"path": str(audit_path), "flush_interval_s": 0.1}
+    data["health"] = {"interval_s": 0.1, "timeout_s": 0.5}
+    data["circuit"] = {"open_s": 0.5}
+    data["saturation"] = {"poll_interval_s": 0.2}
+    for key, value in sections.items():
+        data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
+    return parse_router_config(data, environ={"TEST_CLOUD_KEY": CLOUD_KEY})
+
+
+@contextlib.contextmanager
+def run_router(config: RouterConfig) -> Iterator[RunningRouter]:
+    """Serve a RouterApp with uvicorn in a background thread (its own event loop) on a free port."""
+    app = RouterApp(config)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", access_log=False,
+                                           lifespan="on", loop="asyncio", http="httptools"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("router did not start")
+        time.sleep(0.01)
+    audit = Path(config.audit.path)
+    try:
+        yield RunningRouter(app, f"http://127.0.0.1:{port}", audit)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
