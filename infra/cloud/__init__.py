@@ -1,0 +1,40 @@
+"""Cloud layer: one ComponentResource per platform, each giving a Kubernetes provider and GPU node facts.
+
+Every component exposes the same :class:`GpuNodeFacts` (what the chart must select and tolerate)
+and a ``provider`` (``pulumi_kubernetes.Provider``) plus the ``kubeconfig`` (a secret Output).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
+TIER_LABEL = "dsdeploy.io/gpu-tier"
+
+
+@dataclass(frozen=True)
+class GpuNodeFacts:
+    """Scheduling facts about the GPU nodes: the labels to select on and the taints to tolerate."""
+
+    labels: dict[str, str]
+    taints: list[dict[str, str]] = field(default_factory=list)
+    gpus_per_node: int | None = None
+
+    def tolerations(self) -> list[dict[str, str]]:
+        """Kubernetes tolerations that match :attr:`taints` exactly."""
+        result = []
+        for taint in self.taints:
+            toleration = {"key": taint["key"], "effect": taint["effect"]}
+            if taint.get("value") is None:
+                toleration["operator"] = "Exists"
+            else:
+                toleration.update(operator="Equal", value=taint["value"])
+            result.append(toleration)
+        return result
+
+
+def node_bounds(replicas_min: int, replicas_max: int, replicas_per_node: int) -> tuple[int, int]:
+    """GPU node counts (min, max) that hold the engine replica bounds."""
+    per_node = max(1, replicas_per_node)
+    return math.ceil(replicas_min / per_node), max(1, math.ceil(replicas_max / per_node))

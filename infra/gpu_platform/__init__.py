@@ -1,0 +1,80 @@
+"""Platform layer: GPU enablement that fits the platform, and the model cache's StorageClass.
+
+- gke: nothing to install. GKE installs the driver (the pool's ``gpu_driver_installation_config``)
+  and runs its own device plugin; the app waits for the GPU node pool.
+- eks: the NVIDIA device plugin chart (pinned), pinned to the GPU node group.
+- existing: the NVIDIA GPU operator (driver on or off), unless ``gpusAlreadyEnabled``.
+"""
+
+from __future__ import annotations
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from infra.cloud import GpuNodeFacts
+from infra.gpu_platform import device_plugin, gpu_operator
+from infra.gpu_platform.storage import storage_class_args
+from infra.stack_config import StackConfig
+
+
+class GpuPlatform(pulumi.ComponentResource):
+    """GPU enablement plus StorageClass; ``ready`` lists what the app must wait for."""
+
+    ready: list[pulumi.Resource]
+    storage_class_name: str | None
+    enablement: str
+
+    def __init__(
+        self,
+        name: str,
+        cfg: StackConfig,
+        facts: GpuNodeFacts,
+        provider: k8s.Provider,
+        gpu_nodes: pulumi.Resource | None,
+        opts: pulumi.ResourceOptions | None = None,
+    ):
+        super().__init__("dsdeploy:platform:GpuPlatform", name, None, opts)
+        on_cluster = pulumi.ResourceOptions(parent=self, provider=provider)
+        after_nodes = pulumi.ResourceOptions(parent=self, provider=provider,
+                                             depends_on=[gpu_nodes] if gpu_nodes else [])
+        self.ready = [gpu_nodes] if gpu_nodes else []
+        if cfg.platform == "gke":
+            self.enablement = "GKE-managed NVIDIA driver and device plugin (no extra plugin installed)"
+        elif cfg.platform == "eks":
+            ns = k8s.core.v1.Namespace("nvidia-device-plugin-ns", metadata={"name": device_plugin.NAMESPACE},
+                                       opts=on_cluster)
+            self.ready.append(k8s.helm.v4.Chart(
+                "nvidia-device-plugin",
+                chart=device_plugin.CHART,
+                version=device_plugin.VERSION,
+                repository_opts={"repo": device_plugin.REPO},
+                namespace=device_plugin.NAMESPACE,
+                values=device_plugin.device_plugin_values(facts),
+                opts=pulumi.ResourceOptions.merge(after_nodes, pulumi.ResourceOptions(depends_on=[ns])),
+            ))
+            self.enablement = f"NVIDIA device plugin chart {device_plugin.VERSION} on the GPU node group"
+        elif cfg.gpus_already_enabled:
+            self.enablement = "GPUs already enabled on the cluster (gpusAlreadyEnabled): nothing installed"
+        else:
+            ns = k8s.core.v1.Namespace("gpu-operator-ns", metadata={"name": gpu_operator.NAMESPACE},
+                                       opts=on_cluster)
+            self.ready.append(k8s.helm.v4.Chart(
+                "gpu-operator",
+                chart=gpu_operator.CHART,
+                version=gpu_operator.VERSION,
+                repository_opts={"repo": gpu_operator.REPO},
+                namespace=gpu_operator.NAMESPACE,
+                values=gpu_operator.gpu_operator_values(facts, cfg.gpu_operator_driver),
+                opts=pulumi.ResourceOptions(parent=self, provider=provider, depends_on=[ns]),
+            ))
+            driver = "with" if cfg.gpu_operator_driver else "without"
+            self.enablement = f"NVIDIA GPU operator {gpu_operator.VERSION} {driver} the driver"
+
+        self.storage_class_name = cfg.storage_class
+        args = None if cfg.storage_class else storage_class_args(cfg.platform)
+        if args is not None:
+            storage_class = k8s.storage.v1.StorageClass("model-cache-storage-class", opts=after_nodes, **args)
+            self.ready.append(storage_class)
+            self.storage_class_name = args["metadata"]["name"]
+        self.register_outputs({"enablement": self.enablement})
+

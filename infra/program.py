@@ -1,0 +1,98 @@
+"""The Pulumi program as a function: ``build(cfg, secrets)`` declares every layer and returns the outputs.
+
+``infra/__main__.py`` reads the stack config and exports what this returns; tests call
+:func:`build` once per platform x tier under ``pulumi.runtime.set_mocks``.
+Order: config (validated) -> plan (planner; a plan that does not fit stops here) -> cloud layer ->
+platform layer -> app. Nothing is declared before the config and the plan are known to be good.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pulumi
+
+from infra.app import DsdeployApp
+from infra.cloud.existing import ExistingCluster
+from infra.gpu_platform import GpuPlatform
+from infra.planner import PlanError, plan_deployment
+from infra.stack_config import PROJECT, StackConfig, StackConfigError
+
+ROUTER_PORT = 8080
+
+
+def make_plan(cfg: StackConfig) -> Any:
+    """The planner's plan for this stack, or a StackConfigError carrying the planner's explanation."""
+    try:
+        return plan_deployment(
+            cfg.model,
+            cfg.tier,
+            quantization=cfg.quantization,
+            context=cfg.context,
+            gpu_memory_utilization=cfg.gpu_memory_utilization,
+        )
+    except PlanError as exc:
+        raise StackConfigError(
+            f"{PROJECT}:model/tier/quantization: the planner refuses this stack: {exc}"
+        ) from None
+
+
+def plan_summary(plan: Any) -> dict[str, Any]:
+    """What the stack outputs about the plan (no secrets)."""
+    return {
+        "model": plan.served_model_name,
+        "modelId": plan.model_id,
+        "quantization": plan.quantization,
+        "gpu": plan.gpu,
+        "gpusPerReplica": plan.gpus_per_replica,
+        "tensorParallelSize": plan.tensor_parallel_size,
+        "maxModelLen": plan.max_model_len,
+        "maxConcurrentSequences": plan.max_num_seqs,
+        "warnings": list(plan.warnings),
+    }
+
+
+def _cluster(cfg: StackConfig, mapping: Any, secrets: dict[str, Any]) -> Any:
+    if cfg.platform == "gke":
+        from infra.cloud.gke import GkeCluster
+
+        return GkeCluster("gke", cfg, mapping)
+    if cfg.platform == "eks":
+        from infra.cloud.eks import EksCluster
+
+        return EksCluster("eks", cfg, mapping)
+    return ExistingCluster("existing", cfg, mapping, secrets["kubeconfig"])
+
+
+def build(cfg: StackConfig, secrets: dict[str, Any]) -> dict[str, Any]:
+    """Declare the whole stack; returns the stack outputs (kubeconfig as a secret)."""
+    plan = make_plan(cfg)
+    mapping = plan.machine(cfg.platform)
+    cluster = _cluster(cfg, mapping, secrets)
+    gpu_nodes = getattr(cluster, "gpu_pool", None) or getattr(cluster, "gpu_node_group", None)
+    platform = GpuPlatform("gpu-platform", cfg, cluster.gpu_facts, cluster.provider, gpu_nodes)
+    app = DsdeployApp(
+        "dsdeploy",
+        cfg,
+        plan,
+        cluster.gpu_facts,
+        cluster.provider,
+        platform.ready,
+        platform.storage_class_name,
+        secrets.get("deepseekApiKey"),
+    )
+    router_host = f"{app.values.get('fullnameOverride') or 'dsdeploy'}-router.{cfg.namespace}.svc.cluster.local"
+    substitutions = [text for text in (mapping.substitution,) if text]
+    return {
+        "routerEndpoint": f"http://{router_host}:{ROUTER_PORT}",
+        "routerPortForward": f"kubectl -n {cfg.namespace} port-forward svc/dsdeploy-router {ROUTER_PORT}:{ROUTER_PORT}",
+        "kubeconfig": pulumi.Output.secret(cluster.kubeconfig),
+        "plan": plan_summary(plan),
+        "substitutions": substitutions,
+        "provisioning": {
+            "model": cfg.effective_provisioning if cfg.platform != "existing" else "existing",
+            "note": cluster.provisioning_note,
+        },
+        "gpuEnablement": platform.enablement,
+        "gpuNodes": {"labels": cluster.gpu_facts.labels, "taints": cluster.gpu_facts.taints},
+    }

@@ -1,0 +1,268 @@
+"""The stack configuration of the Pulumi program: typed, validated before any resource exists.
+
+Keys live in the project namespace (``dsdeploy:<key>``) and are declared with types and
+descriptions in ``Pulumi.yaml``. :func:`validate_stack_config` turns the raw key/value mapping
+(strings from the Pulumi engine, or YAML values from a stack file) into a :class:`StackConfig`
+or raises one :class:`StackConfigError` that names the key, the value and what is allowed.
+
+The two secrets (``deepseekApiKey``, ``kubeconfig``) never enter this model: only whether they
+are present does; their values stay Pulumi secret Outputs (see :mod:`infra.program`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+PROJECT = "dsdeploy"
+SECRET_KEYS = ("deepseekApiKey", "kubeconfig")
+PROVISIONING = ("on-demand", "spot", "flex-start", "reservation")
+_QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$")
+_LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+
+
+class StackConfigError(ValueError):
+    """A stack configuration the program refuses; the message is meant for the user."""
+
+
+class Taint(BaseModel):
+    """A taint on the GPU nodes of an existing cluster (the chart tolerates it)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    key: str
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] = "NoSchedule"
+
+
+def _parse_taint(text: str) -> dict[str, Any]:
+    head, sep, effect = text.rpartition(":")
+    if not sep:
+        raise ValueError(f"{text!r} is not a taint in kubectl syntax key=value:Effect")
+    key, has_value, value = head.partition("=")
+    return {"key": key, "value": value if has_value else None, "effect": effect}
+
+
+class StackConfig(BaseModel):
+    """Every non-secret key of a dsdeploy stack (aliases are the Pulumi config keys)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    platform: Literal["gke", "eks", "existing"]
+    tier: Literal["base", "pro"]
+    model: str = Field(min_length=1)
+    quantization: str | None = None
+    context: int | None = Field(default=None, gt=0)
+    gpu_memory_utilization: float = Field(default=0.90, gt=0.0, le=0.98, alias="gpuMemoryUtilization")
+    replicas_min: int = Field(default=1, ge=0, le=64, alias="replicasMin")
+    replicas_max: int = Field(default=1, ge=1, le=64, alias="replicasMax")
+    provisioning: Literal["on-demand", "spot", "flex-start", "reservation"] | None = None
+    reservation_name: str | None = Field(default=None, alias="reservationName")
+    region: str | None = None
+    zone: str | None = None
+    gcp_project: str | None = Field(default=None, alias="gcpProject")
+    cluster_name: str = Field(default="dsdeploy", pattern=r"^[a-z][-a-z0-9]{0,30}$", alias="clusterName")
+    kubernetes_version: str | None = Field(default=None, alias="kubernetesVersion")
+    namespace: str = Field(default="dsdeploy", pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+    storage_size: str | None = Field(default=None, alias="storageSize")
+    storage_class: str | None = Field(default=None, alias="storageClass")
+    airgapped: bool = False
+    cloud_fallback: bool = Field(default=False, alias="cloudFallback")
+    gpu_driver_version: Literal["LATEST", "DEFAULT"] = Field(default="LATEST", alias="gpuDriverVersion")
+    deletion_protection: bool = Field(default=False, alias="deletionProtection")
+    gpu_node_labels: dict[str, str] = Field(default_factory=dict, alias="gpuNodeLabels")
+    gpu_node_taints: list[Taint] = Field(default_factory=list, alias="gpuNodeTaints")
+    gpus_already_enabled: bool = Field(default=False, alias="gpusAlreadyEnabled")
+    gpu_operator_driver: bool = Field(default=True, alias="gpuOperatorDriver")
+    router_replicas: int = Field(default=2, ge=1, le=20, alias="routerReplicas")
+    engine_type: Literal["vllm", "server"] = Field(default="vllm", alias="engineType")
+    hf_token_secret: str | None = Field(default=None, alias="hfTokenSecret")
+    hf_endpoint: str | None = Field(default=None, alias="hfEndpoint")
+
+    @staticmethod
+    def _json_text(value: Any) -> Any:
+        # The Pulumi engine hands structured values over as JSON text.
+        return json.loads(value) if isinstance(value, str) and value.strip()[:1] in "[{" else value
+
+    @field_validator("gpu_node_labels", mode="before")
+    @classmethod
+    def _label_list(cls, value: Any) -> Any:
+        # Pulumi.yaml types this key as an array of "key=value" strings.
+        value = cls._json_text(value)
+        if isinstance(value, list) and all(isinstance(item, str) for item in value):
+            pairs = [item.partition("=") for item in value]
+            bad = [item for item, (_, sep, _v) in zip(value, pairs, strict=True) if not sep]
+            if bad:
+                raise ValueError(f"{bad[0]!r} is not key=value")
+            return {key: val for key, _, val in pairs}
+        return value
+
+    @field_validator("gpu_node_taints", mode="before")
+    @classmethod
+    def _taint_list(cls, value: Any) -> Any:
+        # kubectl syntax "key=value:Effect" or "key:Effect", as Pulumi.yaml types it.
+        value = cls._json_text(value)
+        if isinstance(value, list):
+            return [_parse_taint(item) if isinstance(item, str) else item for item in value]
+        return value
+
+    @field_validator("storage_size")
+    @classmethod
+    def _quantity(cls, value: str | None) -> str | None:
+        if value is not None and not _QUANTITY.match(value):
+            raise ValueError("must be a Kubernetes quantity such as 200Gi")
+        return value
+
+    @field_validator("gpu_node_labels")
+    @classmethod
+    def _label_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        bad = [key for key in value if not _LABEL_KEY.match(key)]
+        if bad:
+            raise ValueError(f"label key(s) {bad} are not valid Kubernetes label keys")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> StackConfig:
+        checks = _consistency_problems(self)
+        if checks:
+            key, value, allowed = checks[0]
+            raise StackConfigError(_message(key, value, allowed))
+        return self
+
+    @property
+    def effective_provisioning(self) -> str:
+        """The provisioning model the GPU pool uses (the tier's obtainable default when unset)."""
+        if self.provisioning is not None:
+            return self.provisioning
+        # a3-highgpu-{1,2,4}g (GKE pro) is sold as Spot or Flex-start only; see docs/pulumi.md.
+        return "flex-start" if (self.platform, self.tier) == ("gke", "pro") else "on-demand"
+
+
+def _consistency_problems(cfg: StackConfig) -> list[tuple[str, Any, str]]:
+    """(key, value, what is allowed) for every rule that spans keys."""
+    problems: list[tuple[str, Any, str]] = []
+    if cfg.replicas_max < cfg.replicas_min:
+        problems.append(("replicasMax", cfg.replicas_max, f"an integer >= replicasMin ({cfg.replicas_min})"))
+    if cfg.platform == "gke":
+        if not cfg.region:
+            problems.append(("region", None, "a GCP region such as us-central1 (required on gke)"))
+        if not cfg.zone:
+            problems.append(("zone", None, "a zone of the region with the tier's GPUs, e.g. us-central1-a"))
+        elif cfg.region and not cfg.zone.startswith(cfg.region + "-"):
+            problems.append(("zone", cfg.zone, f"a zone inside region {cfg.region}"))
+    if cfg.platform == "eks":
+        if not cfg.region:
+            problems.append(("region", None, "an AWS region such as us-east-1 (required on eks)"))
+        if cfg.provisioning in ("flex-start", "reservation"):
+            problems.append(("provisioning", cfg.provisioning, "on-demand or spot on eks"))
+    if cfg.platform == "existing" and cfg.provisioning is not None:
+        problems.append(("provisioning", cfg.provisioning, "unset on existing (the cluster's nodes exist already)"))
+    if cfg.provisioning == "reservation" and not cfg.reservation_name:
+        problems.append(("reservationName", None, "the name of a Compute Engine reservation (provisioning=reservation)"))
+    if cfg.platform != "existing":
+        for key, value in (("gpuNodeLabels", cfg.gpu_node_labels), ("gpuNodeTaints", cfg.gpu_node_taints)):
+            if value:
+                problems.append((key, "set", "unset on gke/eks (the program labels and taints its own GPU pool)"))
+    return problems
+
+
+def _message(key: str, value: Any, allowed: str) -> str:
+    shown = "missing" if value is None else f"{value!r} is not valid"
+    top, _, rest = key.partition(".")
+    setter = f"pulumi config set {key}" if not rest else f"pulumi config set --path '{top}[{rest.replace('.', '].')}'"
+    return f"{PROJECT}:{key}: {shown}; allowed: {allowed}. Fix with `{setter} <value>`."
+
+
+def _field_alias(loc: tuple[Any, ...]) -> str:
+    if not loc:
+        return "(config)"
+    name = str(loc[0])
+    field = StackConfig.model_fields.get(name)
+    alias = field.alias if field and field.alias else name
+    return ".".join([alias, *(str(part) for part in loc[1:])])
+
+
+def validate_stack_config(raw: dict[str, Any], secrets_present: set[str] | frozenset[str] = frozenset()) -> StackConfig:
+    """Validate the raw ``key -> value`` mapping (keys without the ``dsdeploy:`` prefix).
+
+    ``secrets_present`` names the secret keys that are set; their values are never passed here.
+    """
+    unknown = sorted(set(raw) - _known_keys())
+    if unknown:
+        raise StackConfigError(
+            f"{PROJECT}:{unknown[0]}: is not a known key; allowed keys: {', '.join(sorted(_known_keys()))}."
+        )
+    plain = {key: value for key, value in raw.items() if key not in SECRET_KEYS and value is not None}
+    try:
+        cfg = StackConfig.model_validate(plain)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        if isinstance(err.get("ctx", {}).get("error"), StackConfigError):
+            raise err["ctx"]["error"] from None
+        key = _field_alias(tuple(err["loc"]))
+        value = err.get("input") if err["type"] != "missing" else None
+        raise StackConfigError(_message(key, value, _allowed_text(err))) from None
+    _check_secrets(cfg, set(secrets_present) | {key for key in SECRET_KEYS if raw.get(key) is not None})
+    return cfg
+
+
+def _allowed_text(err: dict[str, Any]) -> str:
+    if err["type"] == "literal_error":
+        return str(err["ctx"]["expected"])
+    if err["type"] == "missing":
+        return "a value (this key is required)"
+    return str(err["msg"]).removeprefix("Value error, ").removeprefix("must be ")
+
+
+def _check_secrets(cfg: StackConfig, present: set[str]) -> None:
+    if cfg.cloud_fallback and "deepseekApiKey" not in present:
+        raise StackConfigError(
+            f"{PROJECT}:deepseekApiKey: missing; cloudFallback is true, so the DeepSeek API key is required "
+            "as a secret. Set it with `pulumi config set --secret deepseekApiKey` (or set cloudFallback false)."
+        )
+    if cfg.platform == "existing" and "kubeconfig" not in present:
+        raise StackConfigError(
+            f"{PROJECT}:kubeconfig: missing; platform existing needs the cluster's kubeconfig as a secret. "
+            'Set it with `pulumi config set --secret kubeconfig "$(cat ~/.kube/config)"`.'
+        )
+
+
+def _known_keys() -> set[str]:
+    return {field.alias or name for name, field in StackConfig.model_fields.items()} | set(SECRET_KEYS)
+
+
+def read_stack_file(path: str | Path) -> tuple[dict[str, Any], set[str]]:
+    """The ``dsdeploy:`` keys of a ``Pulumi.<stack>.yaml`` file and the names of its secure ones."""
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    values: dict[str, Any] = {}
+    secure: set[str] = set()
+    for full_key, value in (data.get("config") or {}).items():
+        namespace, _, key = str(full_key).partition(":")
+        if namespace != PROJECT:
+            continue
+        if isinstance(value, dict) and set(value) == {"secure"}:
+            secure.add(key)
+            continue
+        values[key] = value
+    return values, secure
+
+
+def read_pulumi_config() -> tuple[StackConfig, dict[str, Any]]:
+    """Read and validate this stack's config from the Pulumi engine.
+
+    Returns the validated config and the secret Outputs (``deepseekApiKey``, ``kubeconfig``) that are set.
+    """
+    import pulumi
+    from pulumi.runtime import config as runtime_config
+
+    prefix = PROJECT + ":"
+    keys = set(runtime_config.CONFIG.get()) | set(runtime_config.get_config_env() or {})
+    raw = {key[len(prefix):]: runtime_config.get_config(key) for key in keys if key.startswith(prefix)}
+    conf = pulumi.Config(PROJECT)
+    secrets = {key: conf.get_secret(key) for key in SECRET_KEYS if raw.get(key) is not None}
+    cfg = validate_stack_config({k: v for k, v in raw.items() if k not in SECRET_KEYS}, set(secrets))
+    return cfg, secrets

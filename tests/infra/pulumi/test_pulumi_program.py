@@ -1,0 +1,227 @@
+"""The Pulumi program under mocks: resources and arguments per platform x tier, secrets, ordering, bad configs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import API_KEY, KUBECONFIG, STACKS, stack_run
+from pulumi_harness import ProgramRun, run_program
+
+from infra.catalog import load_catalog
+from infra.planner import plan_deployment
+from infra.stack_config import StackConfigError
+
+CHART = "kubernetes:helm.sh/v4:Chart"
+NODE_POOL = "gcp:container/nodePool:NodePool"
+NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
+GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NO_SCHEDULE"}
+
+
+def mapping(platform: str, tier: str):
+    return load_catalog().tier(tier).machine_for(platform)
+
+
+def charts(run: ProgramRun) -> dict[str, dict]:
+    return {r.name: r.inputs for r in run.of_type(CHART)}
+
+
+@pytest.mark.parametrize("tier", ["base", "pro"])
+def test_gke_gpu_pool_from_catalog(tier):
+    run = stack_run("gke", tier)
+    expected = mapping("gke", tier)
+    pool = run.one(NODE_POOL, "gke-gpu").inputs
+    config = pool["nodeConfig"]
+    assert config["machineType"] == expected.machine_type
+    [accelerator] = config["guestAccelerators"]
+    assert accelerator["type"] == expected.accelerator_type
+    assert accelerator["count"] == expected.accelerator_count
+    assert accelerator["gpuDriverInstallationConfig"] == {"gpuDriverVersion": "LATEST"}
+    assert config["taints"] == [GPU_TAINT]
+    assert config["labels"]["dsdeploy.io/gpu-tier"] == tier
+    assert not any(key.startswith("cloud.google.com/") for key in config["labels"])  # GKE sets those itself
+    if expected.local_ssd_count:
+        assert config["ephemeralStorageLocalSsdConfig"] == {"localSsdCount": expected.local_ssd_count}
+    else:
+        assert "ephemeralStorageLocalSsdConfig" not in config
+
+
+def test_gke_base_is_on_demand_and_autoscales_between_replica_bounds():
+    run = stack_run("gke", "base")
+    pool = run.one(NODE_POOL, "gke-gpu").inputs
+    assert pool["autoscaling"]["minNodeCount"] == 1 and pool["autoscaling"]["maxNodeCount"] == 2
+    assert "spot" not in pool["nodeConfig"] and "flexStart" not in pool["nodeConfig"]
+    assert run.outputs["provisioning"]["model"] == "on-demand"
+
+
+def test_gke_pro_defaults_to_flex_start_and_says_so():
+    run = stack_run("gke", "pro")
+    pool = run.one(NODE_POOL, "gke-gpu").inputs
+    assert pool["nodeConfig"]["flexStart"] is True
+    assert pool["nodeConfig"]["reservationAffinity"] == {"consumeReservationType": "NO_RESERVATION"}
+    assert pool["autoscaling"] == {"minNodeCount": 0, "maxNodeCount": 1, "locationPolicy": "ANY"}
+    assert pool["management"]["autoRepair"] is False
+    assert run.outputs["provisioning"]["model"] == "flex-start"
+    assert "Flex-start" in run.outputs["provisioning"]["note"]
+
+
+def test_gke_cluster_is_vpc_native_without_default_pool():
+    for tier, protected in (("base", False), ("pro", True)):
+        run = stack_run("gke", tier)
+        cluster = run.one("gcp:container/cluster:Cluster").inputs
+        assert cluster["removeDefaultNodePool"] is True
+        assert cluster["networkingMode"] == "VPC_NATIVE"
+        assert cluster["ipAllocationPolicy"] == {"clusterSecondaryRangeName": "pods",
+                                                 "servicesSecondaryRangeName": "services"}
+        assert cluster["deletionProtection"] is protected
+        system = run.one(NODE_POOL, "gke-system").inputs
+        assert system["nodeConfig"]["machineType"] == "e2-standard-4"
+        assert "guestAccelerators" not in system["nodeConfig"]
+
+
+@pytest.mark.parametrize("tier", ["base", "pro"])
+def test_gke_installs_no_device_plugin(tier):
+    run = stack_run("gke", tier)
+    assert set(charts(run)) == {"dsdeploy"}
+    assert not run.of_type("kubernetes:apps/v1:DaemonSet")
+    assert run.outputs["gpuEnablement"].startswith("GKE-managed")
+    storage = run.one("kubernetes:storage.k8s.io/v1:StorageClass").inputs
+    assert storage["provisioner"] == "pd.csi.storage.gke.io"
+
+
+@pytest.mark.parametrize("tier", ["base", "pro"])
+def test_eks_gpu_node_group(tier):
+    run = stack_run("eks", tier)
+    expected = mapping("eks", tier)
+    group = run.one(NODE_GROUP, "eks-gpu").inputs
+    assert group["amiType"] == "AL2023_x86_64_NVIDIA"
+    assert group["instanceTypes"] == [expected.machine_type]
+    assert group["taints"] == [GPU_TAINT]
+    assert group["labels"]["dsdeploy.io/gpu-tier"] == tier
+    system = run.one(NODE_GROUP, "eks-system").inputs
+    assert system["amiType"] == "AL2023_x86_64_STANDARD" and "taints" not in system
+    assert run.one("aws:eks/addon:Addon").inputs["addonName"] == "aws-ebs-csi-driver"
+    storage = run.one("kubernetes:storage.k8s.io/v1:StorageClass").inputs
+    assert storage["provisioner"] == "ebs.csi.aws.com" and storage["parameters"]["type"] == "gp3"
+    assert run.outputs["substitutions"] == [expected.substitution]
+
+
+def test_eks_capacity_and_bounds():
+    base = run_node_group("base")
+    assert base["capacityType"] == "SPOT"
+    assert base["scalingConfig"] == {"minSize": 1, "desiredSize": 1, "maxSize": 1}
+    pro = run_node_group("pro")  # replicas 2..4 at two pro replicas per p5.48xlarge
+    assert pro["capacityType"] == "ON_DEMAND"
+    assert pro["scalingConfig"] == {"minSize": 1, "desiredSize": 1, "maxSize": 2}
+
+
+def run_node_group(tier: str) -> dict:
+    return stack_run("eks", tier).one(NODE_GROUP, "eks-gpu").inputs
+
+
+@pytest.mark.parametrize("tier", ["base", "pro"])
+def test_eks_device_plugin_schedules_on_gpu_nodes(tier):
+    run = stack_run("eks", tier)
+    plugin = charts(run)["nvidia-device-plugin"]
+    assert plugin["version"] and plugin["version"][0].isdigit()  # pinned
+    group_labels = run.one(NODE_GROUP, "eks-gpu").inputs["labels"]
+    [term] = plugin["values"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"]
+    for expression in term["matchExpressions"]:
+        # Every requirement is a label the node group itself sets (no NFD/GFD labels on bare EKS nodes).
+        assert expression["operator"] == "In"
+        assert group_labels.get(expression["key"]) in expression["values"], expression
+    tolerated = {(t["key"], t.get("value"), t["effect"]) for t in plugin["values"]["tolerations"] if "effect" in t}
+    assert ("nvidia.com/gpu", "present", "NoSchedule") in tolerated
+    assert plugin["values"]["gfd"] == {"enabled": False} and plugin["values"]["nfd"] == {"enabled": False}
+
+
+def test_existing_creates_nothing_outside_the_cluster_and_installs_the_operator():
+    run = stack_run("existing", "base")
+    assert not [r for r in run.resources if r.typ.startswith(("gcp:", "aws:"))]
+    operator = charts(run)["gpu-operator"]
+    assert operator["values"]["driver"] == {"enabled": True}
+    tolerations = operator["values"]["daemonsets"]["tolerations"]
+    assert {"key": "gpu.example.com/dedicated", "operator": "Equal", "value": "inference",
+            "effect": "NoSchedule"} in tolerations
+    assert not run.of_type("kubernetes:storage.k8s.io/v1:StorageClass")  # the user's class is used
+
+
+def test_existing_with_gpus_enabled_installs_no_operator():
+    run = stack_run("existing", "pro")
+    assert set(charts(run)) == {"dsdeploy"}
+    assert "already enabled" in run.outputs["gpuEnablement"]
+
+
+def test_chart_runs_on_the_cluster_provider_after_gpu_enablement(any_run):
+    (platform, tier), run = any_run
+    chart = run.one(CHART, "dsdeploy")
+    assert f"::{platform}-k8s::" in chart.provider
+    assert chart.inputs["chart"].endswith("charts/dsdeploy")
+    after = set(run.dependencies["dsdeploy"])
+    expected = {"gke": {"gke-gpu"}, "eks": {"eks-gpu", "nvidia-device-plugin"},
+                "existing": {"gpu-operator"} if tier == "base" else set()}[platform]
+    assert expected <= after, after
+    if platform != "existing":
+        assert "model-cache-storage-class" in after
+
+
+def test_secrets_stay_secret(any_run):
+    (platform, tier), run = any_run
+    assert "kubeconfig" in run.secret_outputs
+    provider = run.one("pulumi:providers:kubernetes")
+    assert "kubeconfig" in provider.secret_paths
+    public = json.dumps({k: v for k, v in run.outputs.items() if k not in run.secret_outputs})
+    assert API_KEY not in public and "certificate-authority-data" not in public
+    secrets = run.of_type("kubernetes:core/v1:Secret")
+    if STACKS[(platform, tier)][1].get("deepseekApiKey"):
+        [secret] = secrets
+        assert secret.inputs["metadata"]["name"] == "dsdeploy-deepseek"
+        assert secret.inputs["stringData"] == {"api-key": API_KEY}
+        assert "stringData" in secret.secret_paths
+        assert charts(run)["dsdeploy"]["values"]["router"]["cloud"]["enabled"] is True
+    else:
+        assert secrets == []
+    for resource in run.resources:
+        if resource.typ != "kubernetes:core/v1:Secret":
+            assert API_KEY not in json.dumps(resource.inputs, default=str), resource.name
+    if platform == "existing":
+        assert provider.inputs["kubeconfig"] == KUBECONFIG
+
+
+def test_outputs_summarise_the_plan(any_run):
+    (platform, tier), run = any_run
+    raw = STACKS[(platform, tier)][0]
+    plan = plan_deployment(raw["model"], tier, quantization=raw.get("quantization"))
+    assert run.outputs["plan"]["model"] == plan.served_model_name
+    assert run.outputs["plan"]["quantization"] == plan.quantization
+    assert run.outputs["plan"]["tensorParallelSize"] == plan.tensor_parallel_size
+    assert run.outputs["plan"]["maxConcurrentSequences"] == plan.max_num_seqs
+    assert run.outputs["routerEndpoint"] == "http://dsdeploy-router.dsdeploy.svc.cluster.local:8080"
+    assert run.outputs["kubeconfig"].startswith("apiVersion: v1")
+
+
+BAD_CONFIGS = [
+    ({"platform": "gke", "tier": "gold", "model": "r1-distill-qwen-7b"}, {}, r"dsdeploy:tier: 'gold'.*'base' or 'pro'"),
+    ({"platform": "azure", "tier": "base", "model": "r1-distill-qwen-7b"}, {}, r"dsdeploy:platform: 'azure'.*'gke'"),
+    ({"platform": "gke", "tier": "base", "model": "r1-distill-qwen-7b", "region": "us-central1"}, {},
+     r"dsdeploy:zone: missing"),
+    ({"platform": "eks", "tier": "pro", "model": "r1-distill-qwen-7b", "region": "us-east-1",
+      "provisioning": "flex-start"}, {}, r"dsdeploy:provisioning: 'flex-start'.*on-demand or spot on eks"),
+    ({"platform": "existing", "tier": "base", "model": "r1-distill-qwen-7b"}, {}, r"dsdeploy:kubeconfig: missing"),
+    ({"platform": "existing", "tier": "base", "model": "r1-distill-qwen-7b", "cloudFallback": "true"},
+     {"kubeconfig": KUBECONFIG}, r"dsdeploy:deepseekApiKey: missing.*--secret"),
+    ({"platform": "existing", "tier": "base", "model": "deepseek-r1-distill-qwen-32b", "quantization": "bf16"},
+     {"kubeconfig": KUBECONFIG}, r"does not fit tier base.*short by"),
+    ({"platform": "existing", "tier": "base", "model": "no-such-model"}, {"kubeconfig": KUBECONFIG},
+     r"planner refuses this stack.*no-such-model"),
+]
+
+
+@pytest.mark.parametrize("raw,secrets,message", BAD_CONFIGS)
+def test_bad_config_fails_before_any_resource(raw, secrets, message):
+    run = ProgramRun()
+    with pytest.raises(StackConfigError, match=message) as caught:
+        run_program(raw, secrets, run=run)
+    assert [r.name for r in run.resources if r.typ != "pulumi:pulumi:Stack"] == []
+    assert "Traceback" not in str(caught.value)
