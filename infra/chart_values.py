@@ -33,7 +33,12 @@ DEFAULT_GPU_TOLERATIONS: list[dict[str, str]] = [
     {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 ]
 # Quantizations our own server (`dsdeploy serve`) runs; anything else needs vLLM.
-SERVER_QUANTIZATION = {"bf16": "bf16", "bnb-8bit": "bnb-8bit", "bnb-4bit": "bnb-4bit", "gguf-q4": "none"}
+SERVER_QUANTIZATION = {"bf16": "bf16", "bnb-8bit": "bnb-8bit", "bnb-4bit": "bnb-4bit"}
+# vLLM flags the chart renders from its own values; every other planner flag goes to engine.extraArgs.
+CHART_RENDERED_FLAGS = frozenset({
+    "--tensor-parallel-size", "--max-model-len", "--gpu-memory-utilization", "--max-num-seqs",
+    "--quantization", "--reasoning-parser", "--served-model-name", "--host", "--port", "--model",
+})
 
 
 class ChartValuesError(ValueError):
@@ -145,6 +150,22 @@ def _engine_resources(plan: DeploymentPlan, shm_gib: int) -> dict[str, Any]:
     }
 
 
+def _extra_engine_args(engine_args: list[str]) -> list[str]:
+    """The planner's vLLM flags that the chart has no dedicated value for, as `--flag=value` items."""
+    extra: list[str] = []
+    i = 0
+    while i < len(engine_args):
+        token = engine_args[i]
+        flag, _, value = token.partition("=")
+        if not value and i + 1 < len(engine_args) and not engine_args[i + 1].startswith("--"):
+            value = engine_args[i + 1]
+            i += 1
+        i += 1
+        if flag not in CHART_RENDERED_FLAGS:
+            extra.append(f"{flag}={value}" if value else flag)
+    return extra
+
+
 def _startup_failure_threshold(plan: DeploymentPlan, period_s: int = 10) -> int:
     """10 minutes plus one minute per 10 GiB of weights (load, compile, CUDA graphs)."""
     seconds = 600 + 60 * _gib(plan.weight_bytes) / 10
@@ -153,6 +174,11 @@ def _startup_failure_threshold(plan: DeploymentPlan, period_s: int = 10) -> int:
 
 def _engine_values(plan: DeploymentPlan, options: ChartOptions) -> dict[str, Any]:
     gpus = plan.gpus_per_replica
+    if plan.quantization == "gguf-q4":
+        raise ChartValuesError(
+            "quantization 'gguf-q4' needs one GGUF file chosen from the repository; the chart does not pick it. "
+            "Use another quantization, or write the values by hand with model.allowPatterns and model.ggufFile"
+        )
     if gpus == 0 and options.engine_type == "vllm":
         raise ChartValuesError(
             f"tier {plan.tier!r} has no GPU; vLLM needs one. Use engine_type='server' for CPU serving"
@@ -168,6 +194,7 @@ def _engine_values(plan: DeploymentPlan, options: ChartOptions) -> dict[str, Any
         "maxNumSeqs": plan.max_num_seqs,
         "quantization": plan.vllm_quantization or "",
         "reasoningParser": "deepseek_r1" if plan.reasoning else "",
+        "extraArgs": _extra_engine_args(plan.engine_args) if options.engine_type == "vllm" else [],
         "resources": _engine_resources(plan, shm_gib),
         "shm": {"sizeLimit": f"{shm_gib}Gi"},
         "startupProbe": {"failureThreshold": _startup_failure_threshold(plan)},
@@ -195,7 +222,7 @@ def chart_values(plan: DeploymentPlan, options: ChartOptions) -> dict[str, Any]:
     """Values for charts/dsdeploy from a plan; the same dict for `dsdeploy values` and Pulumi."""
     cache_size = options.model_cache_size or f"{math.ceil(_gib(plan.weight_bytes) * 1.3) + 10}Gi"
     model: dict[str, Any] = {
-        "id": plan.model_id,
+        "id": plan.checkpoint or plan.model_id,
         "servedModelName": plan.served_model_name,
         "source": "none" if options.airgapped else "hf",
     }
