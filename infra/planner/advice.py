@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from infra.catalog import Catalog, ModelSpec
-from infra.planner.quantization import QUANT_SPECS, QUANTIZATIONS
+from infra.planner.quantization import QUANT_SPECS
 from infra.planner.sizing import GB, TP_CANDIDATES, evaluate, valid_tp_sizes
 
 
@@ -17,9 +17,26 @@ def best_fit_sequences(model: ModelSpec, quant: str, gpu_key: str, gpus: int, co
     return best
 
 
+# Nearest-first order for suggestions: 8-bit before 4-bit, vLLM-native formats before bitsandbytes,
+# GGUF (experimental in vLLM) last.
+SUGGESTION_ORDER = ("bf16", "fp8", "int8", "bnb-8bit", "gptq-int4", "awq-int4", "bnb-4bit", "gguf-q4")
+
+
 def _quant_order(model: ModelSpec) -> list[str]:
-    """Highest fidelity first; among equal widths, quantizations with published weights first."""
-    return sorted(QUANTIZATIONS, key=lambda q: (-QUANT_SPECS[q].bits_per_weight, q not in model.published))
+    """Highest fidelity first; within a width, quantizations with published weights first."""
+    def width(q: str) -> int:  # 16, 8 or 4 bits
+        bits = QUANT_SPECS[q].bits_per_weight
+        return 16 if bits >= 12 else 8 if bits >= 6 else 4
+
+    return sorted(SUGGESTION_ORDER, key=lambda q: (-width(q), q not in model.published))
+
+
+def _availability(model: ModelSpec, quant: str) -> str:
+    if quant in model.published:
+        return "published weights"
+    if model.native_dtype == "bf16" and QUANT_SPECS[quant].runtime_vllm_flag:
+        return "vLLM quantizes at load"
+    return "no published weights"
 
 
 def suggest(model: ModelSpec, quant: str, tier_key: str, context: int, utilization: float,
@@ -28,11 +45,10 @@ def suggest(model: ModelSpec, quant: str, tier_key: str, context: int, utilizati
     tier = catalog.tier(tier_key)
     options: list[str] = []
     for q in _quant_order(model):
-        if QUANT_SPECS[q].bits_per_weight >= QUANT_SPECS[quant].bits_per_weight:
+        if q == quant or QUANT_SPECS[q].bits_per_weight > QUANT_SPECS[quant].bits_per_weight:
             continue
         if best_fit_sequences(model, q, tier.gpu, tier.gpus_per_replica, context, utilization, catalog):
-            published = "published" if q in model.published else "no published weights"
-            options.append(f"--quantization {q} on tier {tier_key} ({published})")
+            options.append(f"--quantization {q} on tier {tier_key} ({_availability(model, q)})")
             break
     by_size = sorted(catalog.tiers.values(), key=lambda t: t.gpus_per_replica * catalog.gpu(t.gpu).memory_bytes)
     for other in by_size:

@@ -1,0 +1,204 @@
+"""The shipped catalogs load and hold the agreed entries; broken copies fail naming file, entry, field."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from infra.catalog import CATALOG_DIR, PLATFORMS, CatalogError, load_catalog, read_catalog
+
+MODEL_IDS = [
+    "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B", "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B",
+    "deepseek-ai/DeepSeek-R1-Distill-Qwen-14B", "deepseek-ai/DeepSeek-R1-Distill-Qwen-32B",
+    "deepseek-ai/DeepSeek-R1-Distill-Llama-8B", "deepseek-ai/DeepSeek-R1-Distill-Llama-70B",
+    "deepseek-ai/DeepSeek-V2-Lite-Chat", "deepseek-ai/DeepSeek-Coder-V2-Lite-Instruct",
+    "deepseek-ai/DeepSeek-V3", "deepseek-ai/DeepSeek-R1",
+]
+
+
+def test_shipped_catalog_has_every_gpu_tier_and_model() -> None:
+    catalog = load_catalog()
+    assert set(catalog.gpus) == {"A100-40GB", "A100-80GB", "H100-80GB", "H200-141GB", "L40S-48GB", "L4-24GB"}
+    assert set(catalog.tiers) == {"base", "pro"}
+    assert list(catalog.models) == MODEL_IDS
+    assert load_catalog() is catalog  # cached
+
+
+def test_gpu_figures() -> None:
+    gpus = load_catalog().gpus
+    assert gpus["A100-40GB"].fp8_tflops is None and not gpus["A100-40GB"].fp8_native
+    assert gpus["H100-80GB"].memory_bandwidth_gbps == 3350 and gpus["H100-80GB"].fp8_tflops == 1979
+    assert gpus["H200-141GB"].memory_bandwidth_gbps == 4800
+    assert gpus["A100-40GB"].memory_bytes == 40 * 1024**3
+    for gpu in gpus.values():
+        assert gpu.interconnect and gpu.interconnect_gbps > 0
+
+
+def test_tiers_follow_the_mission_table() -> None:
+    catalog = load_catalog()
+    base, pro = catalog.tier("base"), catalog.tier("pro")
+    assert (base.gpu, base.gpus_per_replica, base.ram_gb, base.storage_tb) == ("A100-40GB", 1, 128, 2)
+    assert "8380" in base.cpu
+    assert (pro.gpu, pro.gpus_per_replica, pro.ram_gb, pro.storage_tb) == ("H100-80GB", 4, 512, 10)
+    assert "7V73X" in pro.cpu
+
+
+def test_machine_mappings() -> None:
+    catalog = load_catalog()
+    gke_base = catalog.tier("base").machine_for("gke")
+    assert (gke_base.machine_type, gke_base.accelerator_type, gke_base.accelerator_count) == (
+        "a2-highgpu-1g", "nvidia-tesla-a100", 1)
+    assert gke_base.node_labels == {"cloud.google.com/gke-accelerator": "nvidia-tesla-a100"}
+    gke_pro = catalog.tier("pro").machine_for("gke")
+    assert (gke_pro.machine_type, gke_pro.accelerator_type, gke_pro.accelerator_count) == (
+        "a3-highgpu-4g", "nvidia-h100-80gb", 4)
+    assert gke_pro.provisioning_note and gke_pro.local_ssd_count == 8
+    eks_pro = catalog.tier("pro").machine_for("eks")
+    assert (eks_pro.machine_type, eks_pro.accelerator_count, eks_pro.gpus_per_replica, eks_pro.replicas_per_node) == (
+        "p5.48xlarge", 8, 4, 2)
+    assert "two pro replicas" in eks_pro.substitution
+    eks_base = catalog.tier("base").machine_for("eks")
+    assert eks_base.machine_type == "p4d.24xlarge" and eks_base.replicas_per_node == 8
+    assert "no single-A100 instance" in eks_base.substitution
+    for tier in catalog.tiers.values():
+        assert set(tier.machines) == set(PLATFORMS)
+        assert tier.machine_for("existing").node_labels == {"dsdeploy.io/gpu-tier": tier.key}
+    with pytest.raises(CatalogError, match="unknown platform 'azure'; allowed: gke, eks, existing"):
+        catalog.tier("base").machine_for("azure")
+
+
+def test_lookup_by_id_alias_and_errors() -> None:
+    catalog = load_catalog()
+    assert catalog.model("r1-distill-qwen-7b").id == "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"
+    assert catalog.model("DeepSeek-AI/deepseek-v3").id == "deepseek-ai/DeepSeek-V3"
+    assert catalog.model("r1").id == "deepseek-ai/DeepSeek-R1"
+    with pytest.raises(CatalogError, match=r"unknown model 'gpt-4'; allowed: .*DeepSeek-V3 \(v3\)"):
+        catalog.model("gpt-4")
+    with pytest.raises(CatalogError, match="unknown tier 'ultra'; allowed: base, pro"):
+        catalog.tier("ultra")
+
+
+def _dense_params(m) -> int:
+    """Parameter count from config.json numbers: Qwen2 has q/k/v biases, Llama none."""
+    h, kv_dim, q_dim = m.hidden_size, m.num_key_value_heads * m.head_dim, m.num_attention_heads * m.head_dim
+    bias = q_dim + 2 * kv_dim if "Qwen" in m.id else 0
+    attention = h * q_dim + 2 * h * kv_dim + q_dim * h + bias
+    layer = attention + 3 * h * m.intermediate_size + 2 * h
+    return m.num_hidden_layers * layer + m.embedding_params + h
+
+
+def _mla_moe_params(m) -> tuple[int, int]:
+    """(total, activated incl. output head but not the input embedding) from config.json numbers."""
+    h, heads = m.hidden_size, m.num_attention_heads
+    qk = m.qk_nope_head_dim + m.qk_rope_head_dim
+    q = h * heads * qk if m.q_lora_rank is None else h * m.q_lora_rank + m.q_lora_rank + m.q_lora_rank * heads * qk
+    kv = h * (m.kv_lora_rank + m.qk_rope_head_dim) + m.kv_lora_rank + m.kv_lora_rank * heads * (m.qk_nope_head_dim + m.v_head_dim)
+    attention = q + kv + heads * m.v_head_dim * h + 2 * h
+    expert = 3 * h * m.moe_intermediate_size
+    moe_layers = m.num_hidden_layers - m.first_k_dense_replace
+    shared_and_gate = m.n_shared_experts * expert + m.n_routed_experts * h
+    common = m.num_hidden_layers * attention + m.first_k_dense_replace * 3 * h * m.intermediate_size + h
+    total = common + moe_layers * (m.n_routed_experts * expert + shared_and_gate) + m.embedding_params
+    active = common + moe_layers * (m.num_experts_per_tok * expert + shared_and_gate) + m.vocab_size * h
+    return total, active
+
+
+@pytest.mark.parametrize("model_id", MODEL_IDS)
+def test_param_counts_follow_from_the_architecture(model_id: str) -> None:
+    m = load_catalog().models[model_id]
+    if m.attention == "gqa":
+        assert _dense_params(m) == m.total_params
+        assert m.head_dim * m.num_attention_heads == m.hidden_size
+    else:
+        total, active = _mla_moe_params(m)
+        assert total == m.total_params
+        assert abs(active - m.active_params) / m.active_params < 0.05  # card: 2.4B / 37B activated
+        assert m.routed_expert_params == (m.num_hidden_layers - m.first_k_dense_replace) * m.n_routed_experts * 3 * m.hidden_size * m.moe_intermediate_size
+
+
+def test_mla_models_carry_latent_dims() -> None:
+    r1 = load_catalog().model("r1")
+    assert (r1.kv_lora_rank, r1.qk_rope_head_dim, r1.num_hidden_layers) == (512, 64, 61)
+    assert r1.native_dtype == "fp8" and r1.reasoning and r1.published["fp8"] == ["deepseek-ai/DeepSeek-R1"]
+
+
+# --- broken copies -------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def catalog_copy(tmp_path: Path) -> Path:
+    for name in ("gpus.yaml", "tiers.yaml", "models.yaml"):
+        shutil.copy(CATALOG_DIR / name, tmp_path / name)
+    return tmp_path
+
+
+def _edit(directory: Path, file: str, change) -> None:
+    path = directory / file
+    data = yaml.safe_load(path.read_text())
+    change(data)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def test_copy_of_the_catalog_loads(catalog_copy: Path) -> None:
+    assert read_catalog(catalog_copy).model("v3").kv_lora_rank == 512
+
+
+@pytest.mark.parametrize(
+    ("file", "change", "expected"),
+    [
+        ("models.yaml", lambda d: d["deepseek-ai/DeepSeek-V3"].update(num_attention_heads="many"),
+         r"models\.yaml: entry 'deepseek-ai/DeepSeek-V3': field 'num_attention_heads': .*integer.*'many'"),
+        ("models.yaml", lambda d: d["deepseek-ai/DeepSeek-R1"].pop("kv_lora_rank"),
+         r"models\.yaml: entry 'deepseek-ai/DeepSeek-R1': .*attention 'mla' needs \['kv_lora_rank'\]"),
+        ("models.yaml", lambda d: d["deepseek-ai/DeepSeek-V3"]["published"].update({"int3": ["x/y"]}),
+         r"entry 'deepseek-ai/DeepSeek-V3': .*unknown quantization\(s\) \['int3'\]; allowed: .*'bf16'"),
+        ("models.yaml", lambda d: d["deepseek-ai/DeepSeek-R1"]["aliases"].append("v3"),
+         r"entry 'deepseek-ai/DeepSeek-R1': field 'aliases': 'v3' is already used by 'deepseek-ai/DeepSeek-V3'"),
+        ("models.yaml", lambda d: d["deepseek-ai/DeepSeek-V3"].update(colour="blue"),
+         r"entry 'deepseek-ai/DeepSeek-V3': field 'colour': Extra inputs are not permitted"),
+        ("models.yaml", lambda d: d["deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"].update(num_key_value_heads=5),
+         r"entry 'deepseek-ai/DeepSeek-R1-Distill-Qwen-7B': .*num_attention_heads \(28\) must be a multiple of num_key_value_heads \(5\)"),
+        ("gpus.yaml", lambda d: d["H100-80GB"].pop("memory_mib"),
+         r"gpus\.yaml: entry 'H100-80GB': field 'memory_mib': Field required"),
+        ("gpus.yaml", lambda d: d["L4-24GB"].update(memory_bandwidth_gbps=-1),
+         r"gpus\.yaml: entry 'L4-24GB': field 'memory_bandwidth_gbps': .*greater than 0 \(got -1\)"),
+        ("tiers.yaml", lambda d: d["pro"].update(gpu="H100-94GB"),
+         r"tiers\.yaml: entry 'pro': field 'gpu': unknown GPU 'H100-94GB'; allowed: A100-40GB"),
+        ("tiers.yaml", lambda d: d["pro"]["machines"]["eks"].update(replicas_per_node=3),
+         r"tiers\.yaml: entry 'pro': .*accelerator_count \(8\) must equal gpus_per_replica \(4\) x replicas_per_node \(3\)"),
+        ("tiers.yaml", lambda d: d["base"]["machines"].pop("existing"),
+         r"tiers\.yaml: entry 'base': .*lacks platform\(s\) \['existing'\]"),
+        ("tiers.yaml", lambda d: d["base"]["machines"]["gke"].update(node_labels={}),
+         r"tiers\.yaml: entry 'base': field 'machines\.gke\.node_labels'"),
+    ],
+)
+def test_broken_entry_is_an_error_naming_file_entry_and_field(catalog_copy: Path, file, change, expected) -> None:
+    _edit(catalog_copy, file, change)
+    with pytest.raises(CatalogError, match=expected) as info:
+        read_catalog(catalog_copy)
+    assert str(catalog_copy / file) in str(info.value)
+
+
+def test_not_yaml_and_not_a_mapping(catalog_copy: Path) -> None:
+    (catalog_copy / "gpus.yaml").write_text("A100: [unclosed\n")
+    with pytest.raises(CatalogError, match=r"gpus\.yaml: not valid YAML"):
+        read_catalog(catalog_copy)
+    (catalog_copy / "gpus.yaml").write_text("- just\n- a list\n")
+    with pytest.raises(CatalogError, match=r"gpus\.yaml: expected a mapping of entries keyed by name, got list"):
+        read_catalog(catalog_copy)
+    (catalog_copy / "gpus.yaml").write_text("A100-40GB: 42\n")
+    with pytest.raises(CatalogError, match=r"gpus\.yaml: entry 'A100-40GB': expected a mapping of fields, got int"):
+        read_catalog(catalog_copy)
+
+
+def test_missing_file_and_reserved_fields(catalog_copy: Path) -> None:
+    _edit(catalog_copy, "tiers.yaml", lambda d: d["pro"]["machines"]["gke"].update(gpus_per_replica=2))
+    with pytest.raises(CatalogError, match=r"entry 'pro': field 'machines\.gke\.gpus_per_replica' comes from"):
+        read_catalog(catalog_copy)
+    shutil.copy(CATALOG_DIR / "tiers.yaml", catalog_copy / "tiers.yaml")
+    (catalog_copy / "models.yaml").unlink()
+    with pytest.raises(CatalogError, match=r"models\.yaml: cannot read catalog file"):
+        read_catalog(catalog_copy)

@@ -1,0 +1,216 @@
+"""Planner figures against cases computed by hand (the arithmetic is written out in each test)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from infra.catalog import load_catalog
+from infra.planner import QUANTIZATIONS, DeploymentPlan, PlanDoesNotFit, PlanError, plan_deployment
+from infra.planner.quantization import QUANT_SPECS
+from infra.planner.sizing import evaluate, kv_bytes_per_token_per_gpu, valid_tp_sizes
+
+GIB = 1024**3
+A100_40_USABLE = int(40960 * 1024 * 1024 * 0.90)   # 38,654,705,664 bytes at utilization 0.90
+RUNTIME = int(1.5 * GIB)                            # 1,610,612,736
+BATCHED_TOKENS = 8192
+SAMPLER_SEQS = 256
+
+
+def test_dense_r1_distill_qwen_7b_on_base_by_hand() -> None:
+    plan = plan_deployment("deepseek-ai/DeepSeek-R1-Distill-Qwen-7B", "base")
+    # config.json: 28 layers, hidden 3584, intermediate 18944, 28 heads, 4 KV heads, head_dim 128,
+    # vocab 152064, untied embeddings; 7,615,616,512 parameters.
+    weights = 7_615_616_512 * 2                               # bf16
+    assert weights == 15_231_233_024 == plan.weight_bytes
+    kv_per_token = 2 * 28 * 4 * 128 * 2                       # K and V, layers, KV heads, head_dim, bf16
+    assert kv_per_token == 57_344 == plan.kv_bytes_per_token
+    activations = BATCHED_TOKENS * (8 * 3584 + 3 * 18944) * 2  # 8192 x 171,008 = 1,400,897,536
+    sampler = SAMPLER_SEQS * 152_064 * 4                       # fp32 logits: 155,713,536
+    reserve = RUNTIME + activations + sampler                  # TP 1: no NCCL buffers
+    assert reserve == 3_167_223_808 == plan.reserve_bytes
+    kv_budget = A100_40_USABLE - weights - reserve             # 20,256,248,832 bytes
+    kv_tokens = kv_budget // kv_per_token                      # 353,240 tokens
+    assert kv_tokens == 353_240 == plan.kv_cache_tokens
+    assert plan.max_model_len == 32_768                        # default: min(131072, 32768)
+    assert plan.max_num_seqs == kv_tokens // 32_768 == 10
+    assert (plan.tensor_parallel_size, plan.gpus_per_replica, plan.gpu) == (1, 1, "A100-40GB")
+    # Decode bound: weights minus the input embedding table (not streamed), plus the KV cache of the
+    # sequence(s) at 32,768 tokens, over 1,555 GB/s.
+    streamed = weights - 152_064 * 3584 * 2                   # 14,141,238,272 bytes
+    kv_seq = 32_768 * kv_per_token                            # 1,879,048,192 bytes
+    per_seq = 1_555e9 / (streamed + kv_seq)                    # 97.06 tokens/s
+    batch = 10 * 1_555e9 / (streamed + 10 * kv_seq)            # 472.19 tokens/s
+    assert plan.decode_tokens_per_s_per_seq == pytest.approx(per_seq, abs=0.01)
+    assert plan.decode_tokens_per_s_batch == pytest.approx(batch, abs=0.01)
+    assert round(per_seq, 2) == 97.06 and round(batch, 2) == 472.19
+    assert plan.engine_args == [
+        "--tensor-parallel-size", "1", "--max-model-len", "32768", "--gpu-memory-utilization", "0.90",
+        "--max-num-seqs", "10", "--max-num-batched-tokens", "8192", "--reasoning-parser", "deepseek_r1",
+    ]
+    assert plan.reasoning and plan.vllm_quantization is None and plan.warnings == []
+    assert plan.served_model_name == "deepseek-r1-distill-qwen-7b"
+    assert plan.checkpoint == plan.model_id == "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"
+
+
+def test_mla_moe_coder_v2_lite_on_base_by_hand() -> None:
+    plan = plan_deployment("coder-v2-lite", "base", context=32_768)
+    # config.json: 27 layers, hidden 2048, dense intermediate 10944 (first layer), MLA kv_lora_rank 512,
+    # qk_rope_head_dim 64, 64 routed experts (6 per token, moe_intermediate 1408) + 2 shared, vocab 102400.
+    weights = 15_706_484_224 * 2
+    assert plan.weight_bytes == weights == 31_412_968_448
+    kv_per_token = 27 * (512 + 64) * 2                         # one latent + RoPE key per layer, bf16
+    assert kv_per_token == 31_104 == plan.kv_bytes_per_token
+    ffn = max(10_944, 1_408 * (6 + 2))                         # 11,264: routed + shared experts per token
+    reserve = RUNTIME + BATCHED_TOKENS * (8 * 2048 + 3 * ffn) * 2 + SAMPLER_SEQS * 102_400 * 4
+    assert reserve == 2_537_553_920 == plan.reserve_bytes
+    kv_tokens = (A100_40_USABLE - weights - reserve) // kv_per_token   # 4,704,183,296 // 31,104
+    assert kv_tokens == 151_240 == plan.kv_cache_tokens
+    assert plan.max_num_seqs == 151_240 // 32_768 == 4
+    # Decode: a token reads the non-expert weights and 6 of 64 routed experts per layer.
+    routed = 26 * 64 * 3 * 2048 * 1408 * 2                    # 26 MoE layers, bf16: 28,789,702,656 bytes
+    embed_in = 102_400 * 2048 * 2                              # input embedding, not streamed
+    streamed_1 = weights - embed_in - routed * (1 - 6 / 64)    # 4,902,870,016 bytes
+    kv_seq = 32_768 * kv_per_token
+    assert plan.decode_tokens_per_s_per_seq == pytest.approx(1_555e9 / (streamed_1 + kv_seq), abs=0.01)
+    touched_4 = 1 - (1 - 6 / 64) ** 4                          # expected share of experts 4 tokens touch
+    streamed_4 = weights - embed_in - routed * (1 - touched_4)
+    assert plan.decode_tokens_per_s_batch == pytest.approx(4 * 1_555e9 / (streamed_4 + 4 * kv_seq), abs=0.01)
+    assert plan.decode_tokens_per_s_per_seq == pytest.approx(262.58, abs=0.01)
+    assert not plan.reasoning and "--reasoning-parser" not in plan.engine_args
+
+
+def test_mla_kv_is_held_whole_by_every_gpu_and_gqa_is_sharded() -> None:
+    catalog = load_catalog()
+    v3 = catalog.model("v3")
+    assert kv_bytes_per_token_per_gpu(v3, 8) == 61 * (512 + 64) * 2 == 70_272
+    qwen32 = catalog.model("r1-distill-qwen-32b")                # 64 layers, 8 KV heads
+    assert kv_bytes_per_token_per_gpu(qwen32, 1) == 2 * 64 * 8 * 128 * 2
+    assert kv_bytes_per_token_per_gpu(qwen32, 4) == 2 * 64 * 2 * 128 * 2
+    qwen15 = catalog.model("r1-distill-qwen-1.5b")               # 2 KV heads: TP 4 replicates them
+    assert kv_bytes_per_token_per_gpu(qwen15, 4) == 2 * 28 * 1 * 128 * 2
+
+
+def test_v3_fp8_on_eight_h200_by_hand() -> None:
+    catalog = load_catalog()
+    v3, h200 = catalog.model("v3"), catalog.gpu("H200-141GB")
+    fit = evaluate(v3, QUANT_SPECS["fp8"], h200, 8, 32_768, 0.90)
+    embeddings = 129_280 * 7168 * 2                              # input + output, kept bf16
+    fp8_bits = 8 + 32 / (128 * 128)                              # fp32 scale per 128x128 block
+    weights = round((671_026_404_352 - embeddings) * fp8_bits / 8 + embeddings * 2)
+    assert fit.weight_bytes == weights                           # ~673.1 GB
+    usable = int(143_771 * 1024 * 1024 * 0.90)
+    reserve = (RUNTIME + int(0.5 * GIB) + BATCHED_TOKENS * (8 * 7168 + 3 * 18_432 // 8) * 2
+               + SAMPLER_SEQS * 129_280 * 4)
+    assert fit.reserve_bytes_per_gpu == reserve
+    assert fit.kv_tokens == (usable - weights // 8 - reserve) // 70_272
+    assert fit.sequences == fit.kv_tokens // 32_768 >= 8
+
+
+def test_tensor_parallel_choice() -> None:
+    catalog = load_catalog()
+    assert valid_tp_sizes(catalog.model("r1-distill-qwen-7b"), 8) == [1, 2, 4]   # 28 heads: 8 does not divide
+    assert valid_tp_sizes(catalog.model("r1-distill-qwen-1.5b"), 8) == [1, 2, 4]  # 12 heads
+    assert valid_tp_sizes(catalog.model("v3"), 8) == [1, 2, 4, 8]
+    assert valid_tp_sizes(catalog.model("r1-distill-qwen-14b"), 4) == [1, 2, 4]   # 40 heads, 8 KV heads
+    # 70B bf16 on 4x H100: TP 2 leaves no room for a 32K sequence, TP 4 does.
+    big = plan_deployment("r1-distill-llama-70b", "pro")
+    assert big.tensor_parallel_size == 4 and big.max_num_seqs >= 8
+    # 32B bf16: TP 1 fits fewer than 8 sequences, so the planner takes TP 2 (two replicas per node).
+    mid = plan_deployment("r1-distill-qwen-32b", "pro")
+    assert mid.tensor_parallel_size == 2 and mid.max_num_seqs >= 8
+    assert mid.machine("gke").replicas_per_node == 2 and mid.machine("gke").gpus_per_replica == 2
+    assert mid.machine("eks").replicas_per_node == 4
+    small = plan_deployment("r1-distill-qwen-7b", "pro")
+    assert small.tensor_parallel_size == 1 and small.machine("gke").replicas_per_node == 4
+
+
+def test_v3_bf16_on_pro_does_not_fit_and_says_by_how_much() -> None:
+    with pytest.raises(PlanDoesNotFit) as info:
+        plan_deployment("deepseek-ai/DeepSeek-V3", "pro", "bf16")
+    message = str(info.value)
+    # 671.03B x 2 bytes = 1342.1 GB of weights against 4 x 85.5 GB x 0.90 = 307.9 GB usable.
+    assert "weights 1342.1 GB" in message and "307.9 GB usable" in message
+    assert info.value.shortfall_bytes / 1e9 == pytest.approx(1057.2, abs=0.1)
+    assert "short by 1057.2 GB" in message
+    assert "8x H200-141GB" in message and "No tier or quantization in the catalog fits" in message
+
+
+def test_does_not_fit_names_the_nearest_fitting_quantization_and_tier() -> None:
+    with pytest.raises(PlanDoesNotFit, match=r"short by 39\.3 GB\. Would fit: --quantization gptq-int4 on tier "
+                                             r"base \(published weights\); or tier pro \(4x H100-80GB\) at bf16"):
+        plan_deployment("r1-distill-qwen-32b", "base")
+    with pytest.raises(PlanDoesNotFit, match=r"Would fit: tier pro \(4x H100-80GB\) at awq-int4\.$"):
+        plan_deployment("r1-distill-llama-70b", "base", "awq-int4")
+
+
+def test_default_context_shrinks_with_a_warning_but_an_explicit_one_does_not() -> None:
+    plan = plan_deployment("r1-distill-qwen-14b", "base")
+    assert plan.max_model_len == 16_384 and plan.max_num_seqs >= 1
+    assert any("context reduced from the default 32768 to 16384" in w for w in plan.warnings)
+    assert any("only 1 sequence(s)" in w for w in plan.warnings)
+    with pytest.raises(PlanDoesNotFit, match="one 32768-token sequence"):
+        plan_deployment("r1-distill-qwen-14b", "base", context=32_768)
+    assert plan_deployment("v2-lite", "pro").max_model_len == 32_768           # the model's own maximum
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "expected"),
+    [
+        ({"model": "llama-3-8b", "tier": "base"}, r"unknown model 'llama-3-8b'; allowed: .*\(r1-distill-qwen-7b\)"),
+        ({"model": "v3", "tier": "mega"}, r"unknown tier 'mega'; allowed: base, pro"),
+        ({"model": "v3", "tier": "pro", "quantization": "int3"}, r"unknown quantization 'int3'; allowed: bf16, fp8"),
+        ({"model": "v2-lite", "tier": "pro", "context": 65_536}, r"context 65536 is out of range for .*256\.\.32768"),
+        ({"model": "v2-lite", "tier": "pro", "context": 10}, r"context 10 is out of range"),
+        ({"model": "v2-lite", "tier": "pro", "gpu_memory_utilization": 1.5}, r"gpu_memory_utilization 1\.5 .*0\.10\.\.0\.99"),
+    ],
+)
+def test_bad_input_is_a_plan_error(kwargs: dict, expected: str) -> None:
+    with pytest.raises(PlanError, match=expected) as info:
+        plan_deployment(**kwargs)
+    assert not isinstance(info.value, PlanDoesNotFit)
+
+
+def test_quantization_sources_and_warnings() -> None:
+    runtime = plan_deployment("r1-distill-qwen-7b", "base", "fp8")      # vLLM quantizes bf16 at load
+    assert runtime.checkpoint == "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B" and runtime.vllm_quantization == "fp8"
+    assert runtime.engine_args[-4:-2] == ["--quantization", "fp8"]
+    assert any("no FP8 tensor cores" in w for w in runtime.warnings)    # A100
+    assert not plan_deployment("r1-distill-qwen-7b", "pro", "fp8").warnings
+    gptq = plan_deployment("r1-distill-qwen-7b", "base", "gptq-int4")   # published checkpoint
+    assert gptq.checkpoint == "RedHatAI/DeepSeek-R1-Distill-Qwen-7B-quantized.w4a16"
+    assert gptq.vllm_quantization is None and "--quantization" not in gptq.engine_args
+    missing = plan_deployment("v2-lite", "base", "awq-int4")            # nothing published: a warning
+    assert missing.checkpoint is None
+    assert any("no published awq-int4 weights" in w and "AutoAWQ" in w for w in missing.warnings)
+    gguf = plan_deployment("r1-distill-llama-8b", "base", "gguf-q4")
+    assert gguf.vllm_quantization == "gguf" and any("--tokenizer deepseek-ai/" in w for w in gguf.warnings)
+    bnb = plan_deployment("r1-distill-llama-8b", "base", "bnb-4bit")
+    assert bnb.vllm_quantization == "bitsandbytes"
+    # 4-bit weights are about a quarter of bf16 plus 16-bit embeddings:
+    # (8,030,261,248 - 2 x 128,256 x 4096) x 4.5 / 8 + 2 x 128,256 x 4096 x 2
+    body = 8_030_261_248 - 2 * 128_256 * 4096
+    assert bnb.weight_bytes == round(body * 4.5 / 8 + 2 * 128_256 * 4096 * 2)
+
+
+@pytest.mark.parametrize("quant", QUANTIZATIONS)
+def test_every_quantization_plans_the_7b_on_pro(quant: str) -> None:
+    plan = plan_deployment("r1-distill-qwen-7b", "pro", quant)
+    assert isinstance(plan, DeploymentPlan) and plan.max_num_seqs > 0 and plan.quantization == quant
+    assert plan.decode_tokens_per_s_batch >= plan.decode_tokens_per_s_per_seq > 0
+
+
+def test_plan_is_frozen_and_explains_itself() -> None:
+    plan = plan_deployment("v2-lite", "base")
+    with pytest.raises(Exception, match="frozen"):
+        plan.max_num_seqs = 1  # type: ignore[misc]
+    assert any(step.startswith("KV cache per token: MLA 27 layers x (512 + 64)") for step in plan.explanation)
+
+
+def test_planner_imports_neither_torch_nor_pulumi() -> None:
+    code = ("import sys, infra.planner, infra.plan_command; "
+            "bad = [m for m in ('torch', 'pulumi', 'transformers') if m in sys.modules]; "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)
