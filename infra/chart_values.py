@@ -45,16 +45,16 @@ class ChartValuesError(ValueError):
     """The plan and options cannot be turned into chart values (message says why and what to change)."""
 
 
-def _check_secret_name(field: str, value: str | None) -> str | None:
+def _check_secret_name(value: str | None) -> str | None:
     if value is None:
         return None
     if _LOOKS_LIKE_KEY.search(value):
         raise ValueError(
-            f"{field}: this looks like a credential, not the name of a Kubernetes Secret; "
+            "this looks like a credential, not the name of a Kubernetes Secret; "
             "create a Secret holding the key and give its name here"
         )
     if len(value) > 253 or not _SECRET_NAME.match(value):
-        raise ValueError(f"{field}: {value!r} is not a valid Secret name (lowercase DNS-1123 subdomain)")
+        raise ValueError(f"{value!r} is not a valid Secret name (lowercase DNS-1123 subdomain)")
     return value
 
 
@@ -81,25 +81,25 @@ class ChartOptions(BaseModel):
     @field_validator("cloud_api_key_secret")
     @classmethod
     def _cloud_secret(cls, v: str) -> str:
-        return _check_secret_name("cloud_api_key_secret", v) or v
+        return _check_secret_name(v) or v
 
     @field_validator("hf_token_secret")
     @classmethod
     def _hf_secret(cls, v: str | None) -> str | None:
-        return _check_secret_name("hf_token_secret", v)
+        return _check_secret_name(v)
 
     @field_validator("model_cache_size")
     @classmethod
     def _size(cls, v: str | None) -> str | None:
         if v is not None and not _QUANTITY.match(v):
-            raise ValueError(f"model_cache_size: {v!r} is not a Kubernetes quantity such as 200Gi")
+            raise ValueError(f"{v!r} is not a Kubernetes quantity such as 200Gi")
         return v
 
     @field_validator("hf_endpoint")
     @classmethod
     def _endpoint(cls, v: str | None) -> str | None:
         if v is not None and not re.match(r"^https?://[^\s/]+", v):
-            raise ValueError(f"hf_endpoint: {v!r} is not an http(s) URL such as https://hf-mirror.com")
+            raise ValueError(f"{v!r} is not an http(s) URL such as https://hf-mirror.com")
         return v.rstrip("/") if v else v
 
     @field_validator("gpu_node_selector")
@@ -107,7 +107,7 @@ class ChartOptions(BaseModel):
     def _selector(cls, v: dict[str, str]) -> dict[str, str]:
         for key in v:
             if not _LABEL_KEY.match(key):
-                raise ValueError(f"gpu_node_selector: {key!r} is not a valid label key")
+                raise ValueError(f"{key!r} is not a valid label key")
         return v
 
     @model_validator(mode="after")

@@ -1,0 +1,205 @@
+"""`dsdeploy values` (planner -> chart values file) and `dsdeploy render` (values -> plain manifests).
+
+`values` writes exactly what the Pulumi program hands the chart (same `chart_values` function), for
+GitOps repositories; `render` runs `helm template` on the bundled chart so kubectl users can
+`dsdeploy render -f values.yaml | kubectl apply -f -`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import yaml
+
+from infra.chart_values import CHART_DIR
+
+EXIT_OK, EXIT_DOES_NOT_FIT, EXIT_BAD_INPUT = 0, 1, 2
+
+
+class HelmNotFound(RuntimeError):
+    """No helm binary next to the Python interpreter or on PATH."""
+
+
+def find_helm() -> str:
+    """helm from the project's venv (scripts/install_tools.py puts it there), else from PATH."""
+    beside = Path(sys.executable).parent / "helm"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    found = shutil.which("helm")
+    if found:
+        return found
+    raise HelmNotFound(
+        "helm is not installed: run `python scripts/install_tools.py --bin-dir .venv/bin` "
+        "(or `make install-test`), or put helm v3.14+/v4 on PATH"
+    )
+
+
+def render_chart(
+    values_files: Sequence[str | os.PathLike[str]] = (),
+    *,
+    namespace: str = "dsdeploy",
+    release: str = "dsdeploy",
+    api_versions: Sequence[str] = (),
+    include_tests: bool = False,
+    kube_version: str | None = None,
+) -> str:
+    """`helm template` of charts/dsdeploy; raises RuntimeError with helm's message when it refuses."""
+    cmd = [find_helm(), "template", release, str(CHART_DIR), "--namespace", namespace]
+    for f in values_files:
+        cmd += ["-f", str(f)]
+    for api in api_versions:
+        cmd += ["--api-versions", api]
+    if kube_version:
+        cmd += ["--kube-version", kube_version]
+    if not include_tests:
+        cmd.append("--skip-tests")
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr.strip() or f"helm template exited {proc.returncode}")
+    return proc.stdout
+
+
+def _selector(items: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--gpu-node-selector {item!r}: expected KEY=VALUE, e.g. dsdeploy.io/gpu-tier=pro")
+        out[key] = value
+    return out
+
+
+def _replicas(text: str) -> tuple[int, int]:
+    lo, _, hi = text.partition(":")
+    try:
+        low, high = int(lo), int(hi or lo)
+    except ValueError:
+        raise ValueError(f"--engine-replicas {text!r}: expected N or MIN:MAX, e.g. 1:3") from None
+    return low, high
+
+
+def _header(plan, options) -> str:  # noqa: ANN001 - plan/options types come from lazily imported modules
+    lines = [
+        "# dsdeploy chart values, written by `dsdeploy values` from the capacity plan.",
+        f"# model {plan.model_id} ({plan.quantization}) on tier {plan.tier} ({plan.gpus_per_replica}x {plan.gpu}),"
+        f" platform {options.platform}",
+        f"# TP {plan.tensor_parallel_size}, context {plan.max_model_len}, {plan.max_num_seqs} concurrent sequences,"
+        f" ~{plan.decode_tokens_per_s_per_seq:.0f} tok/s per sequence",
+    ]
+    lines += [f"# warning: {w}" for w in plan.warnings]
+    lines.append("# Render: dsdeploy render -f THIS_FILE | kubectl apply -f -   (or point Argo CD / Flux at the chart)")
+    return "\n".join(lines) + "\n"
+
+
+def cmd_values(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from infra.chart_values import ChartOptions, ChartValuesError, chart_values
+    from infra.planner import PlanDoesNotFit, PlanError, plan_deployment
+
+    try:
+        low, high = _replicas(args.engine_replicas)
+        options = ChartOptions(
+            platform=args.platform,
+            gpu_node_selector=_selector(args.gpu_node_selector),
+            storage_class=args.storage_class,
+            model_cache_size=args.cache_size,
+            airgapped=args.airgapped,
+            cloud_fallback=args.cloud_fallback,
+            cloud_api_key_secret=args.cloud_api_key_secret,
+            engine_replicas_min=low,
+            engine_replicas_max=high,
+            router_replicas=args.router_replicas,
+            hf_token_secret=args.hf_token_secret,
+            hf_endpoint=args.hf_endpoint,
+            engine_type=args.engine,
+        )
+        plan = plan_deployment(args.model, args.tier, quantization=args.quantization, context=args.context,
+                               gpu_memory_utilization=args.gpu_memory_utilization)
+        values = chart_values(plan, options)
+    except PlanDoesNotFit as exc:
+        print(f"dsdeploy values: {exc}", file=sys.stderr)
+        return EXIT_DOES_NOT_FIT
+    except ValidationError as exc:
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"]) or "options"
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            print(f"dsdeploy values: {field}: {msg}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except (PlanError, ChartValuesError, ValueError) as exc:
+        print(f"dsdeploy values: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    text = _header(plan, options) + yaml.safe_dump(values, sort_keys=False)
+    if args.output and args.output != "-":
+        Path(args.output).write_text(text, encoding="utf-8")
+        print(f"wrote {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    for f in args.values:
+        if not Path(f).is_file():
+            print(f"dsdeploy render: values file {f} does not exist", file=sys.stderr)
+            return EXIT_BAD_INPUT
+    try:
+        out = render_chart(args.values, namespace=args.namespace, release=args.release,
+                           api_versions=args.api_versions, include_tests=args.include_tests)
+    except HelmNotFound as exc:
+        print(f"dsdeploy render: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except RuntimeError as exc:
+        print(f"dsdeploy render: the chart refused these values:\n{exc}", file=sys.stderr)
+        return EXIT_DOES_NOT_FIT
+    sys.stdout.write(out)
+    return EXIT_OK
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    values = subparsers.add_parser(
+        "values", help="write chart values for a model and tier (what Pulumi installs; for GitOps/kubectl)",
+        description="Plan a model on a tier and write the Helm values for charts/dsdeploy. "
+                    "Exit 0: written; 1: the model does not fit; 2: bad input.")
+    values.add_argument("--model", required=True, help="Hugging Face repo id or alias (e.g. r1-distill-qwen-7b)")
+    values.add_argument("--tier", required=True, help="hardware tier from the catalog (base, pro)")
+    values.add_argument("--platform", required=True, choices=["gke", "eks", "existing"])
+    values.add_argument("-o", "--output", help="file to write (default: stdout)")
+    values.add_argument("--quantization", help="bf16, fp8, int8, awq-int4, gptq-int4, bnb-8bit, bnb-4bit")
+    values.add_argument("--context", type=int, help="max model length in tokens")
+    values.add_argument("--gpu-memory-utilization", type=float, default=0.90)
+    values.add_argument("--engine", choices=["vllm", "server"], default="vllm",
+                        help="vllm (default) or the project's server")
+    values.add_argument("--gpu-node-selector", action="append", default=[], metavar="KEY=VALUE",
+                        help="node label of the GPU pool (existing clusters; repeatable)")
+    values.add_argument("--storage-class", help="StorageClass of the model cache")
+    values.add_argument("--cache-size", help="model cache size, e.g. 200Gi (default: weights + 30%% + 10Gi)")
+    values.add_argument("--airgapped", action="store_true", help="no download; the volume is pre-filled")
+    values.add_argument("--cloud-fallback", action="store_true", help="fall back to the DeepSeek API")
+    values.add_argument("--cloud-api-key-secret", default="dsdeploy-deepseek",
+                        help="name of the Secret holding the DeepSeek API key (key api-key)")
+    values.add_argument("--hf-token-secret", help="name of the Secret holding a Hugging Face token (key token)")
+    values.add_argument("--hf-endpoint", help="Hugging Face mirror, e.g. https://hf-mirror.com")
+    values.add_argument("--engine-replicas", default="1", metavar="N|MIN:MAX",
+                        help="engine replicas; MIN:MAX turns on queue-depth autoscaling")
+    values.add_argument("--router-replicas", type=int, default=2)
+    values.set_defaults(func=cmd_values)
+
+    render = subparsers.add_parser(
+        "render", help="print plain manifests of the chart for `kubectl apply -f -`",
+        description="Render charts/dsdeploy with helm template (no cluster needed). "
+                    "Exit 0: manifests on stdout; 1: the chart refused the values; 2: bad input or no helm.")
+    render.add_argument("-f", "--values", action="append", required=True, metavar="FILE",
+                        help="values file (repeatable; later files win)")
+    render.add_argument("-n", "--namespace", default="dsdeploy")
+    render.add_argument("--release", default="dsdeploy", help="release name (prefix of resource names)")
+    render.add_argument("--api-versions", action="append", default=[], metavar="GROUP/VERSION[/KIND]",
+                        help="APIs the target cluster has, e.g. monitoring.coreos.com/v1/ServiceMonitor, keda.sh/v1alpha1")
+    render.add_argument("--include-tests", action="store_true", help="also print the helm test Pod")
+    render.set_defaults(func=cmd_render)
