@@ -1,0 +1,86 @@
+"""`dsdeploy plan` as a user runs it: output, exit codes, errors on stderr without tracebacks."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from dsdeploy.cli import main
+
+
+def dsdeploy(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "dsdeploy", *args], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "COLUMNS": "200"})
+
+
+def test_distill_7b_on_base_prints_tp1_and_concurrency() -> None:
+    result = dsdeploy("plan", "--model", "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B", "--tier", "base")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "tensor parallel" in out and "│ 1 " in out.split("tensor parallel")[1].splitlines()[0]
+    line = next(row for row in out.splitlines() if "concurrent sequences" in row)
+    assert "10 at 32,768 tokens" in line
+    assert "--tensor-parallel-size 1" in out and "--reasoning-parser deepseek_r1" in out
+    # the EKS substitution is stated, never hidden
+    assert "AWS has no single-A100 instance" in out and "p4d.24xlarge" in out
+    assert result.stderr == ""
+
+
+def test_json_output_is_the_plan() -> None:
+    result = dsdeploy("plan", "--model", "r1-distill-qwen-7b", "--tier", "base", "--json")
+    assert result.returncode == 0, result.stderr
+    plan = json.loads(result.stdout)
+    assert plan["tensor_parallel_size"] == 1 and plan["max_num_seqs"] > 0
+    assert plan["model_id"] == "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"
+    assert plan["machines"]["gke"]["machine_type"] == "a2-highgpu-1g"
+    assert plan["machines"]["eks"]["substitution"].startswith("AWS has no single-A100 instance")
+
+
+def test_v3_bf16_on_pro_exits_nonzero_naming_the_shortfall() -> None:
+    result = dsdeploy("plan", "--model", "deepseek-ai/DeepSeek-V3", "--tier", "pro", "--quantization", "bf16")
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert "does not fit tier pro" in result.stderr and "short by 1057.2 GB" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_inputs_exit_2_with_a_message(capsys: pytest.CaptureFixture[str]) -> None:
+    cases = [
+        (["--model", "gpt-4", "--tier", "base"], "unknown model 'gpt-4'; allowed:"),
+        (["--model", "v3", "--tier", "gold"], "unknown tier 'gold'; allowed: base, pro"),
+        (["--model", "v3", "--tier", "pro", "--quantization", "q2"], "unknown quantization 'q2'; allowed:"),
+        (["--model", "v2-lite", "--tier", "pro", "--context", "999999"], "context 999999 is out of range"),
+        (["--model", "v2-lite", "--tier", "pro", "--gpu-memory-utilization", "0"], "out of range: allowed 0.10..0.99"),
+    ]
+    for args, message in cases:
+        assert main(["plan", *args]) == 2
+        captured = capsys.readouterr()
+        assert message in captured.err and captured.out == ""
+        assert captured.err.startswith("dsdeploy plan: error: ")
+
+
+def test_argparse_rejects_non_numbers_without_traceback() -> None:
+    result = dsdeploy("plan", "--model", "v3", "--tier", "pro", "--context", "lots")
+    assert result.returncode == 2
+    assert "invalid int value: 'lots'" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_json_error_for_scripts(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plan", "--model", "r1", "--tier", "base", "--json"]) == 1
+    captured = capsys.readouterr()
+    error = json.loads(captured.out)["error"]
+    assert error["type"] == "does_not_fit" and error["shortfall_gb"] > 600
+    assert "short by" in captured.err
+
+
+def test_warnings_and_explanation_are_printed(capsys: pytest.CaptureFixture[str],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    assert main(["plan", "--model", "v2-lite", "--tier", "base", "--quantization", "awq-int4"]) == 0
+    out = capsys.readouterr().out
+    assert "warning:" in out and "no published awq-int4 weights" in out
+    assert "How this was computed" in out and "MLA 27 layers" in out
