@@ -1,0 +1,278 @@
+"""One cost study: gathers price sheets, catalog and planner figures, and computes the comparison.
+
+``run_study(CostRequest(...)) -> CostStudy`` is what ``dsdeploy cost`` and ``dsdeploy report`` call.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from infra.decision.breakeven import BreakEven, break_even
+from infra.decision.cost_model import (
+    LocalOption,
+    Workload,
+    api_cost_per_call,
+    calls_per_replica_year,
+    check_volumes,
+    cloud_unit_cost,
+    onprem_unit_cost,
+)
+from infra.decision.currency import Currency, DecisionInputError, ExchangeRate
+from infra.decision.mission import MissionCheck, mission_check
+from infra.decision.prices import load_api_prices, load_local_prices
+
+MISSION_VOLUMES = (100_000.0, 1_000_000.0, 10_000_000.0)
+DEFAULT_MODEL = "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"
+
+
+class Amount(BaseModel):
+    """An amount the user typed, with its currency."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    amount: float = Field(ge=0)
+    currency: Currency
+
+
+class CostRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    volumes: list[float] = Field(default_factory=lambda: list(MISSION_VOLUMES))  # calls per year
+    workload: Workload = Field(default_factory=lambda: Workload(prompt_tokens=500, completion_tokens=500))
+    api_prices: str = "mission-flat"
+    api_model: str | None = None
+    currency: Currency = "CNY"
+    usd_cny: float | None = Field(default=None, gt=0)
+    local_prices: str | None = None
+    tiers: list[str] = Field(default_factory=lambda: ["base", "pro"])
+    platforms: list[Literal["gke", "eks"]] = Field(default_factory=lambda: ["gke", "eks"])
+    onprem: bool = True
+    model: str = DEFAULT_MODEL
+    quantization: str | None = None
+    context: int | None = Field(default=None, gt=0)
+    throughput_tokens_per_s: float | None = Field(default=None, gt=0)
+    amortization_years: float = Field(default=3.0, gt=0)
+    utilization: float = Field(default=0.6, gt=0, le=1)
+    hardware_price: Amount | None = None  # one replica's server, total
+    power_kw: float | None = Field(default=None, ge=0)
+    electricity_per_kwh: Amount | None = None
+    pue: float | None = Field(default=None, ge=1, le=3)
+    hosting_per_replica_year: Amount | None = None
+    ops_per_year: Amount | None = None
+    on_demand_hourly: Amount | None = None
+    spot_hourly: Amount | None = None
+
+
+class TierCapacity(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    tier: str
+    gpu: str
+    gpus_per_replica: int
+    tokens_per_s: float
+    source: str
+    calls_per_replica_year: float
+
+
+class VolumeRow(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    calls_per_year: float
+    api: float
+    local: dict[str, float | None]
+    replicas: dict[str, int]
+    cheapest: str
+
+
+class CostStudy(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    currency: Currency
+    exchange_rate: ExchangeRate
+    api_sheet: str
+    api_model: str
+    api_price_source: str
+    api_price_read_on: dt.date
+    api_cost_per_call: float
+    workload: Workload
+    amortization_years: float
+    utilization: float
+    capacities: list[TierCapacity]
+    options: list[LocalOption]
+    rows: list[VolumeRow]
+    break_evens: list[BreakEven]
+    assumptions: list[str]
+    mission: MissionCheck | None
+    warnings: list[str]
+
+    def api_cost(self, volume: float) -> float:
+        return self.api_cost_per_call * volume
+
+
+def _capacity(req: CostRequest, tier_name: str, gpu: str, gpus: int, warnings: list[str]) -> TierCapacity | None:
+    if req.throughput_tokens_per_s is not None:
+        tps, source = req.throughput_tokens_per_s, "measured, given with --throughput-tokens-per-s"
+    else:
+        try:
+            from infra.planner import PlanDoesNotFit, plan_deployment
+        except ImportError as exc:
+            raise DecisionInputError(
+                f"the capacity planner is not available ({exc}); pass --throughput-tokens-per-s N "
+                "(decode tokens/s of one replica, e.g. from a benchmark)"
+            ) from None
+        try:
+            plan = plan_deployment(req.model, tier_name, quantization=req.quantization, context=req.context)
+        except PlanDoesNotFit as exc:
+            warnings.append(f"tier {tier_name}: {req.model} does not fit, left out: {exc}")
+            return None
+        except ValueError as exc:  # PlanError: bad model/quantization/context
+            raise DecisionInputError(str(exc)) from None
+        tps = plan.decode_tokens_per_s_batch
+        source = (
+            f"planner upper bound for {plan.served_model_name} {plan.quantization} on {tier_name} "
+            f"(max_num_seqs {plan.max_num_seqs}, max_model_len {plan.max_model_len})"
+        )
+    cap = calls_per_replica_year(tps, req.workload, req.utilization)
+    return TierCapacity(tier=tier_name, gpu=gpu, gpus_per_replica=gpus, tokens_per_s=tps, source=source,
+                        calls_per_replica_year=cap)
+
+
+def run_study(req: CostRequest) -> CostStudy:
+    from infra.catalog import CatalogError, load_catalog
+
+    volumes = check_volumes(req.volumes)
+    sheet = load_api_prices(req.api_prices)
+    model_name, prices = sheet.model_prices(req.api_model)
+    local = load_local_prices(req.local_prices)
+    rate = local.exchange_rate
+    if req.usd_cny is not None:
+        rate = ExchangeRate(usd_cny=req.usd_cny, as_of=dt.date.today(), source="given with --usd-cny")
+    cur = req.currency
+
+    def conv(amount: float, currency: str) -> float:
+        return rate.convert(amount, currency, cur)
+
+    per_call = api_cost_per_call(prices, req.workload, conv(1.0, prices.currency))
+    if (req.on_demand_hourly or req.spot_hourly or req.hardware_price or req.power_kw is not None) and (
+        len(req.tiers) != 1
+    ):
+        raise DecisionInputError("--hardware-price, --power-kw, --on-demand-hourly and --spot-hourly apply to one "
+                                 "tier: give exactly one --tier")
+    if (req.on_demand_hourly or req.spot_hourly) and len(req.platforms) != 1:
+        raise DecisionInputError("--on-demand-hourly / --spot-hourly apply to one cloud: give exactly one --platform")
+    if req.throughput_tokens_per_s is not None and len(req.tiers) != 1:
+        raise DecisionInputError("--throughput-tokens-per-s is one replica's figure: give exactly one --tier")
+
+    catalog = load_catalog()
+    run = local.running
+    elec = req.electricity_per_kwh or run.electricity_per_kwh
+    hosting = req.hosting_per_replica_year or run.hosting_per_replica_year
+    ops = req.ops_per_year or run.ops_per_year
+    pue = req.pue if req.pue is not None else run.pue
+    fixed = conv(ops.amount, ops.currency)
+    warnings: list[str] = []
+    capacities: list[TierCapacity] = []
+    options: list[LocalOption] = []
+    for tier_name in req.tiers:
+        try:
+            tier = catalog.tier(tier_name)
+        except CatalogError as exc:
+            raise DecisionInputError(f"--tier {tier_name!r}: {exc}") from None
+        cap = _capacity(req, tier_name, tier.gpu, tier.gpus_per_replica, warnings)
+        if cap is None:
+            continue
+        capacities.append(cap)
+        if req.onprem:
+            options.append(_onprem_option(req, local, tier_name, tier.gpus_per_replica, cap, conv, pue, elec,
+                                          hosting, fixed))
+        for platform in req.platforms:
+            mapping = tier.machine_for(platform)
+            options.extend(_cloud_options(req, local, tier_name, platform, mapping, cap, conv, fixed))
+    if not capacities:
+        raise DecisionInputError("no tier can serve the model: " + "; ".join(warnings))
+
+    rows = []
+    for v in volumes:
+        costs = {o.key: o.annual_cost(v) for o in options}
+        candidates = {"API": per_call * v} | {k: c for k, c in costs.items() if c is not None}
+        rows.append(VolumeRow(calls_per_year=v, api=per_call * v, local=costs,
+                              replicas={c.tier: max(1, math.ceil(v / c.calls_per_replica_year - 1e-12))
+                                        for c in capacities},
+                              cheapest=min(candidates, key=lambda k: candidates[k])))
+    assumptions = [
+        f"exchange rate: {rate.describe()}",
+        f"API: {sheet.name} / {model_name}: {prices.input_cache_hit_per_mtok:g} (cache hit) / "
+        f"{prices.input_cache_miss_per_mtok:g} (cache miss) / {prices.output_per_mtok:g} (output) "
+        f"{prices.currency} per 1M tokens; source {prices.source}, read {prices.read_on}",
+        f"electricity {elec.amount:g} {elec.currency}/kWh ({elec.basis}), PUE {pue:g}",
+        f"hosting per replica-year {hosting.amount:g} {hosting.currency} ({hosting.source})",
+        f"operations per year {ops.amount:g} {ops.currency} ({ops.source})",
+        "servers and cloud nodes run all year (8,760 h); at least one replica is always on",
+    ]
+    return CostStudy(
+        currency=cur, exchange_rate=rate, api_sheet=sheet.name, api_model=model_name,
+        api_price_source=prices.source, api_price_read_on=prices.read_on, api_cost_per_call=per_call,
+        workload=req.workload, amortization_years=req.amortization_years, utilization=req.utilization,
+        capacities=capacities, options=options, rows=rows,
+        break_evens=[break_even(o, per_call) for o in options], assumptions=assumptions,
+        mission=mission_check(sheet.name, req.workload, per_call, cur, volumes), warnings=warnings,
+    )
+
+
+def _onprem_option(req, local, tier_name, gpus, cap, conv, pue, elec, hosting, fixed) -> LocalOption:  # noqa: ANN001
+    notes: list[str] = []
+    hw = local.hardware.get(tier_name)
+    if req.hardware_price is not None:
+        purchase = conv(req.hardware_price.amount, req.hardware_price.currency)
+        notes.append("purchase price given with --hardware-price")
+    elif hw is not None:
+        purchase = gpus * conv(hw.gpu.amount, hw.gpu.currency) + conv(hw.host.amount, hw.host.currency)
+        notes.append(f"purchase = {gpus} x GPU ({hw.gpu.basis}: {hw.gpu.source}) + host ({hw.host.basis})")
+    else:
+        return LocalOption(tier=tier_name, kind="on-prem", platform="on-prem", calls_per_replica_year=cap.calls_per_replica_year,
+                           missing_price=f"no hardware price for tier {tier_name!r} in the local price sheet "
+                           "(give --hardware-price)")
+    if req.power_kw is not None:
+        power = req.power_kw
+    elif hw is not None:
+        power = hw.power_kw.amount
+    else:
+        power = 0.0
+        notes.append("power not included (no --power-kw)")
+    parts = onprem_unit_cost(purchase=purchase, amortization_years=req.amortization_years, power_kw=power, pue=pue,
+                             electricity_per_kwh=conv(elec.amount, elec.currency),
+                             hosting_per_year=conv(hosting.amount, hosting.currency))
+    return LocalOption(tier=tier_name, kind="on-prem", platform="on-prem", calls_per_replica_year=cap.calls_per_replica_year,
+                       unit_cost_per_year=sum(parts.values()), fixed_cost_per_year=fixed,
+                       breakdown=parts | {"purchase": purchase}, notes=notes)
+
+
+def _cloud_options(req, local, tier_name, platform, mapping, cap, conv, fixed) -> list[LocalOption]:  # noqa: ANN001
+    out = []
+    machine = mapping.machine_type
+    price = local.cloud.get(machine) if machine else None
+    for kind, override, field in (("cloud-on-demand", req.on_demand_hourly, "on_demand_per_hour"),
+                                  ("cloud-spot", req.spot_hourly, "spot_per_hour")):
+        base = dict(tier=tier_name, kind=kind, platform=platform, machine_type=machine,
+                    replicas_per_node=mapping.replicas_per_node, calls_per_replica_year=cap.calls_per_replica_year,
+                    fixed_cost_per_year=fixed)
+        notes = [mapping.substitution] if mapping.substitution else []
+        if override is not None:
+            hourly = conv(override.amount, override.currency)
+            notes.append(f"hourly price given with --{kind.removeprefix('cloud-')}-hourly")
+        elif price is not None and getattr(price, field) is not None:
+            hourly = conv(getattr(price, field), price.currency)
+            notes.append(f"{machine} {price.region} {getattr(price, field):g} {price.currency}/h "
+                         f"({price.basis}, as of {price.as_of}): {price.source.split()[0]}")
+            if price.note:
+                notes.append(price.note)
+        else:
+            why = (f"no {field.replace('_', ' ')} price for {machine} in the local price sheet; "
+                   f"give --{kind.removeprefix('cloud-')}-hourly")
+            if price is not None and price.note:
+                notes.append(price.note)
+            out.append(LocalOption(**base, missing_price=why, notes=notes))
+            continue
+        parts = cloud_unit_cost(hourly)
+        out.append(LocalOption(**base, unit_cost_per_year=sum(parts.values()), breakdown=parts, notes=notes))
+    return out

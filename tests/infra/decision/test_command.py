@@ -1,0 +1,107 @@
+"""`dsdeploy cost` / `dsdeploy report` through the real CLI entry point: output, files, exit codes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from dsdeploy.cli import main
+from infra.decision.currency import DecisionInputError
+from infra.decision.prices import load_api_prices, load_local_prices
+from infra.decision.study import CostRequest, run_study
+
+
+def _json(capsys, *argv):
+    assert main(["cost", *argv, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_default_cost_reproduces_the_article_basis(capsys):
+    data = _json(capsys)
+    assert [r["calls_per_year"] for r in data["rows"]] == [100_000, 1_000_000, 10_000_000]
+    assert [r["api"] for r in data["rows"]] == pytest.approx([12_000, 120_000, 1_200_000])
+    assert data["currency"] == "CNY" and data["api_sheet"] == "mission-flat"
+    assert data["mission"]["reproduces_basis"] is True
+    assert {c["tier"] for c in data["capacities"]} == {"base", "pro"}
+    assert all("planner" in c["source"] for c in data["capacities"])
+    keys = {o["key"] for o in data["options"]}
+    assert {"base on-prem", "pro gke spot", "pro eks on-demand"} <= keys
+    assert {b["option"] for b in data["break_evens"]} == keys
+
+
+def test_cost_table_output_and_plot(capsys, tmp_path):
+    png = tmp_path / "cost.png"
+    assert main(["cost", "--tier", "base", "--calls-per-month", "50000", "--plot", str(png)]) == 0
+    out = capsys.readouterr().out
+    assert "600k calls/yr" in out and "base on-prem" in out and "Break-even" in out and "cheapest" in out
+    assert "-18.3%" in out  # the article's 1M row against its basis
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_measured_throughput_and_deepseek_prices_in_usd(capsys):
+    data = _json(capsys, "--tier", "pro", "--platform", "eks", "--throughput-tokens-per-s", "2000",
+                 "--api-prices", "deepseek", "--api-model", "deepseek-reasoner", "--currency", "USD",
+                 "--spot-hourly", "20", "--volumes", "1e6")
+    # reasoner: (500 x 0.55 + 500 x 2.19) / 1e6 = 0.00137 USD per call
+    assert data["api_cost_per_call"] == pytest.approx(0.00137)
+    spot = next(o for o in data["options"] if o["key"] == "pro eks spot")
+    assert spot["unit_cost_per_year"] == pytest.approx(20 * 8760)
+    assert data["capacities"][0]["source"].startswith("measured")
+    assert data["mission"]["reproduces_basis"] is False
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--volumes", "-100"], "--volumes: -100.0 is not allowed"),
+    (["--calls-per-month", "-5"], "--calls-per-month"),
+    (["--tier", "gold"], "--tier 'gold'"),
+    (["--api-prices", "nowhere.yaml"], "neither a preset"),
+    (["--api-prices", "deepseek", "--api-model", "gpt-4"], "--api-model 'gpt-4' is not in price sheet"),
+    (["--utilization", "1.5"], "--utilization"),
+    (["--throughput-tokens-per-s", "100"], "give exactly one --tier"),
+    (["--tier", "base", "--hardware-price", "lots"], "--hardware-price 'lots'"),
+    (["--tier", "base", "--model", "no-such-model"], "no-such-model"),
+])
+def test_bad_inputs_exit_2_with_a_clear_message(capsys, argv, message):
+    assert main(["cost", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err
+
+
+def test_missing_price_in_a_custom_sheet_is_named(tmp_path, capsys):
+    sheet = tmp_path / "api.yaml"
+    sheet.write_text("description: mine\ndefault_model: m\nmodels:\n  m:\n    currency: CNY\n"
+                     "    input_cache_miss_per_mtok: 2\n    output_per_mtok: 3\n    source: quote\n    read_on: 2026-11-01\n")
+    assert main(["cost", "--api-prices", str(sheet)]) == 2
+    err = capsys.readouterr().err
+    assert "models.m.input_cache_hit_per_mtok" in err and "Field required" in err
+
+
+def test_missing_cloud_price_is_reported_not_guessed(capsys):
+    data = _json(capsys, "--tier", "base", "--platform", "eks")
+    spot = next(o for o in data["options"] if o["key"] == "base eks spot")
+    assert spot["priced"] is False and "p4d.24xlarge" in spot["missing_price"]
+    assert all(r["local"]["base eks spot"] is None for r in data["rows"])
+
+
+def test_shipped_price_sheets_carry_source_and_date_for_every_price():
+    for preset in ("mission-flat", "deepseek"):
+        for name, p in load_api_prices(preset).models.items():
+            assert p.source and p.read_on, name
+    deepseek = load_api_prices("deepseek").models
+    assert {"deepseek-chat", "deepseek-reasoner"} <= set(deepseek)
+    local = load_local_prices()
+    for machine in ("a2-highgpu-1g", "a3-highgpu-4g", "p4d.24xlarge", "p5.48xlarge"):
+        entry = local.cloud[machine]
+        assert entry.source and entry.read_on and entry.on_demand_per_hour
+    for tier in ("base", "pro"):
+        assert local.hardware[tier].gpu.source and local.hardware[tier].host.basis
+    assert local.exchange_rate.as_of.isoformat() == "2024-11-25"
+
+
+def test_custom_local_sheet_with_unknown_key_is_rejected(tmp_path):
+    bad = tmp_path / "local.yaml"
+    bad.write_text("exchange_rate: {usd_cny: 7, as_of: 2026-01-01, source: x}\nhardware: {}\ncloud: {}\n"
+                   "running: {pue: 1.2}\nsurprise: 1\n")
+    with pytest.raises(DecisionInputError, match="surprise"):
+        run_study(CostRequest(local_prices=str(bad), throughput_tokens_per_s=100, tiers=["base"]))

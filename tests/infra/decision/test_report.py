@@ -1,0 +1,37 @@
+"""`dsdeploy report`: one Markdown document with plan, cost (chart next to it) and compliance."""
+
+from __future__ import annotations
+
+from dsdeploy.cli import main
+
+
+def test_report_file_with_chart(tmp_path, capsys):
+    out = tmp_path / "decision.md"
+    router = tmp_path / "router.yaml"
+    router.write_text("upstreams: [{url: 'http://127.0.0.1:8001'}]\ncloud: {api_key: '${K}'}\n"
+                      "policy: {default_class: internal, cloud_allowed: [public]}\naudit: {prompts: full}\n")
+    rc = main(["report", "--model", "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B", "--tier", "base",
+               "--volume", "2000000", "--router-config", str(router), "-o", str(out)])
+    assert rc == 0
+    assert "report written to" in capsys.readouterr().out
+    text = out.read_text()
+    chart = tmp_path / "decision-cost.png"
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for heading in ("# Deployment decision", "## 1. Deployment plan", "## 2. Cost", "## 3. Compliance"):
+        assert heading in text
+    assert "![Annual cost against volume, break-even points marked](decision-cost.png)" in text
+    assert "engine flags" in text and "--tensor-parallel-size" in text
+    assert "| base on-prem |" in text and "Break-even volume" in text
+    assert "audit.prompts=full" in text and "cloud_allowed [public]" in text
+    assert "Sources:" in text and "2022-10-07" in text
+
+
+def test_report_to_stdout_and_bad_mode(capsys):
+    rc = main(["report", "--model", "r1-distill-qwen-7b", "--tier", "base", "--volume", "1e5",
+               "--mode", "local-only", "--throughput-tokens-per-s", "800"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "## 3. Compliance" in text and "Nothing: prompts and answers stay" in text
+    assert "![" not in text  # no chart without -o
+    rc = main(["report", "--model", "r1-distill-qwen-7b", "--tier", "base", "--volume", "-3"])
+    assert rc == 2 and "--volume: -3.0 is not allowed" in capsys.readouterr().err
