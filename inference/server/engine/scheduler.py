@@ -1,0 +1,257 @@
+"""The engine: a background thread that batches every active sequence into one forward pass per token.
+
+Requests wait in a bounded queue; each iteration admits as many as there are free slots
+(``max_num_seqs``), prefills them together, merges them into the running batch, and then decodes one
+token for every running sequence in a single forward pass (continuous batching: sequences join and
+leave between steps). Cancelled or timed-out sequences leave at the next step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import torch
+
+from ..metrics import ServerMetrics
+from .kv_batch import KVBatch
+from .sampling import SamplingParams, choose_token
+from .sequence import GenerationEvent, GenerationHandle, Sequence
+
+log = logging.getLogger(__name__)
+
+
+class QueueFullError(RuntimeError):
+    """The waiting queue is at ``max_queue``: answer 429 at once."""
+
+
+class EngineClosedError(RuntimeError):
+    """The engine is draining or stopped: answer 503."""
+
+
+@dataclass(frozen=True)
+class EngineLimits:
+    max_num_seqs: int
+    max_queue: int
+    max_model_len: int
+    prefill_token_budget: int = 8192  # padded prompt tokens per prefill forward pass
+
+
+class Engine:
+    def __init__(self, model, tokenizer, limits: EngineLimits, eos_ids: set[int], pad_id: int,
+                 metrics: ServerMetrics) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.limits = limits
+        self.eos_ids = eos_ids
+        self.pad_id = pad_id
+        self.metrics = metrics
+        self._pending: deque[Sequence] = deque()
+        self._running: list[Sequence] = []
+        self._batch: KVBatch | None = None
+        self._cond = threading.Condition()
+        self._accepting = True
+        self._stop = False
+        self._thread = threading.Thread(target=self._loop, name="dsdeploy-engine", daemon=True)
+
+    # ---- asyncio side -------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    @property
+    def num_waiting(self) -> int:
+        return len(self._pending)
+
+    @property
+    def num_running(self) -> int:
+        return len(self._running)
+
+    @property
+    def idle(self) -> bool:
+        return not self._pending and not self._running
+
+    def submit(self, prompt_ids: list[int], params: SamplingParams, timeout_s: float | None) -> GenerationHandle:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+        deadline = time.monotonic() + timeout_s if timeout_s else None
+        sequence = Sequence(prompt_ids, params, self.tokenizer, deadline, loop, queue)
+        with self._cond:
+            if not self._accepting:
+                raise EngineClosedError("the server is shutting down")
+            if len(self._pending) >= self.limits.max_queue:
+                self.metrics.rejected.labels(reason="queue_full").inc()
+                raise QueueFullError(f"the request queue is full ({self.limits.max_queue} waiting)")
+            self._pending.append(sequence)
+            self.metrics.set_queue(len(self._running), len(self._pending))
+            self._cond.notify()
+        return GenerationHandle(sequence, queue)
+
+    def stop_accepting(self) -> None:
+        with self._cond:
+            self._accepting = False
+
+    def shutdown(self) -> None:
+        with self._cond:
+            self._accepting = False
+            self._stop = True
+            self._cond.notify()
+        self._thread.join(timeout=10)
+
+    # ---- engine thread ------------------------------------------------------------------------
+    def _loop(self) -> None:
+        torch.set_grad_enabled(False)
+        while True:
+            with self._cond:
+                while not self._pending and not self._running and not self._stop:
+                    self._cond.wait()
+                if self._stop:
+                    break
+                admitted = self._admit()
+            try:
+                self._reap()
+                if admitted:
+                    self._prefill(admitted)
+                if self._running:
+                    self._decode()
+            except Exception as exc:  # a failed forward pass must not kill the server
+                log.exception("engine step failed")
+                self._fail_all(f"generation failed: {type(exc).__name__}")
+            self._update_gauges()
+        self._fail_all("the server is shutting down")
+
+    def _admit(self) -> list[Sequence]:
+        admitted: list[Sequence] = []
+        free = self.limits.max_num_seqs - len(self._running)
+        now = time.monotonic()
+        while self._pending and len(admitted) < free:
+            seq = self._pending.popleft()
+            if seq.cancelled:
+                self._finish(seq, "cancelled")
+            elif seq.deadline is not None and now > seq.deadline:
+                self._finish(seq, "timeout")
+            else:
+                seq.admitted_at = now
+                self.metrics.queue_time.observe(now - seq.arrival)
+                admitted.append(seq)
+        # sequences still waiting can also be cancelled or time out
+        for seq in [s for s in self._pending if s.cancelled or (s.deadline and now > s.deadline)]:
+            self._pending.remove(seq)
+            self._finish(seq, "cancelled" if seq.cancelled else "timeout")
+        return admitted
+
+    def _reap(self) -> None:
+        now = time.monotonic()
+        keep = []
+        for row, seq in enumerate(self._running):
+            if seq.cancelled:
+                self._finish(seq, "cancelled")
+            elif seq.deadline is not None and now > seq.deadline:
+                self._finish(seq, "timeout")
+            else:
+                keep.append(row)
+        self._keep_rows(keep)
+
+    def _prefill(self, admitted: list[Sequence]) -> None:
+        admitted.sort(key=lambda s: len(s.prompt_ids))
+        groups: list[list[Sequence]] = [[]]
+        for seq in admitted:  # sorted by length, so the last one sets the padded width
+            group = groups[-1]
+            if group and (len(group) + 1) * len(seq.prompt_ids) > self.limits.prefill_token_budget:
+                groups.append([])
+            groups[-1].append(seq)
+        for group in groups:
+            try:
+                batch, logits = KVBatch.prefill(self.model, [s.prompt_ids for s in group], self.pad_id)
+            except Exception as exc:
+                log.exception("prefill failed")
+                for seq in group:
+                    self._fail(seq, f"prefill failed: {type(exc).__name__}")
+                continue
+            keep = [row for row, seq in enumerate(group) if self._accept(seq, logits[row])]
+            if not keep:
+                continue
+            if len(keep) < len(group):
+                batch.select(keep)
+            group = [group[row] for row in keep]
+            if self._batch is None:
+                self._batch, self._running = batch, group
+            else:
+                self._batch.merge(batch)
+                self._running.extend(group)
+
+    def _decode(self) -> None:
+        assert self._batch is not None
+        logits = self._batch.decode(self.model, [s.next_input for s in self._running])
+        keep = [row for row, seq in enumerate(self._running) if self._accept(seq, logits[row])]
+        self._keep_rows(keep)
+
+    def _keep_rows(self, keep: list[int]) -> None:
+        if len(keep) == len(self._running):
+            return
+        self._running = [self._running[row] for row in keep]
+        if not keep:
+            self._batch = None
+        elif self._batch is not None:
+            self._batch.select(keep)
+
+    def _accept(self, seq: Sequence, logits: torch.Tensor) -> bool:
+        """Sample one token for ``seq``; emit its text; return False when the sequence is finished."""
+        token = choose_token(logits, seq.params, seq.generator)
+        now = time.monotonic()
+        if seq.last_token_at is None:
+            self.metrics.ttft.observe(now - seq.arrival)
+        else:
+            self.metrics.inter_token.observe(now - seq.last_token_at)
+        seq.last_token_at = now
+        seq.generated.append(token)
+        self.metrics.generation_tokens.inc()
+        if token in self.eos_ids and not seq.params.ignore_eos:
+            self._finish(seq, "stop")
+            return False
+        delta = seq.text.push(token)
+        if delta:
+            seq.emit(GenerationEvent("delta", text=delta))
+        if seq.text.stopped:
+            self._finish(seq, "stop")
+            return False
+        if len(seq.generated) >= seq.params.max_tokens or (
+            len(seq.prompt_ids) + len(seq.generated) >= self.limits.max_model_len
+        ):
+            self._finish(seq, "length")
+            return False
+        seq.next_input = token
+        return True
+
+    def _finish(self, seq: Sequence, reason: str) -> None:
+        seq.finished = True
+        tail = seq.text.finish()
+        if tail and reason in ("stop", "length", "timeout"):
+            seq.emit(GenerationEvent("delta", text=tail))
+        self.metrics.request_finished(reason, len(seq.prompt_ids), len(seq.generated),
+                                      time.monotonic() - seq.arrival)
+        seq.emit(GenerationEvent("finish", finish_reason=reason, prompt_tokens=len(seq.prompt_ids),
+                                 completion_tokens=len(seq.generated)))
+
+    def _fail(self, seq: Sequence, message: str) -> None:
+        seq.finished = True
+        self.metrics.request_finished("error", len(seq.prompt_ids), len(seq.generated), 0.0)
+        seq.emit(GenerationEvent("error", message=message))
+
+    def _fail_all(self, message: str) -> None:
+        for seq in self._running:
+            self._fail(seq, message)
+        self._running, self._batch = [], None
+        with self._cond:
+            pending, self._pending = list(self._pending), deque()
+        for seq in pending:
+            self._fail(seq, message)
+
+    def _update_gauges(self) -> None:
+        self.metrics.set_queue(len(self._running), len(self._pending))
+        capacity = self.limits.max_num_seqs * self.limits.max_model_len
+        used = self._batch.size * self._batch.width if self._batch is not None else 0
+        self.metrics.kv_cache_usage.set(min(1.0, used / capacity) if capacity else 0.0)

@@ -1,0 +1,81 @@
+"""One generation request as the engine thread sees it, and its handle on the asyncio side."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from .sampling import SamplingParams, make_generator
+from .text_stream import TextStream
+
+_ids = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class GenerationEvent:
+    """``delta``: new text; ``finish``: done (finish_reason stop/length/timeout/cancelled); ``error``."""
+
+    kind: str
+    text: str = ""
+    finish_reason: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    message: str = ""
+
+
+class Sequence:
+    """State of one request inside the engine. Only the engine thread mutates it, except ``cancelled``."""
+
+    def __init__(self, prompt_ids: list[int], params: SamplingParams, tokenizer, deadline: float | None,
+                 loop: asyncio.AbstractEventLoop, queue: asyncio.Queue) -> None:
+        self.id = next(_ids)
+        self.prompt_ids = prompt_ids
+        self.params = params
+        self.generated: list[int] = []
+        self.text = TextStream(tokenizer, params.stop)
+        self.generator = make_generator(params.seed)
+        self.deadline = deadline
+        self.arrival = time.monotonic()
+        self.admitted_at: float | None = None
+        self.last_token_at: float | None = None
+        self.next_input: int | None = None
+        self.finished = False
+        self.cancelled = False
+        self._loop = loop
+        self._queue = queue
+
+    def emit(self, event: GenerationEvent) -> None:
+        # RuntimeError: the event loop is gone (server shutting down); nobody is listening
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, event)
+
+
+class GenerationHandle:
+    """What a route holds: iterate the events, or cancel (client gone)."""
+
+    def __init__(self, sequence: Sequence, queue: asyncio.Queue) -> None:
+        self._sequence = sequence
+        self._queue = queue
+        self.prompt_tokens = len(sequence.prompt_ids)
+
+    def cancel(self) -> None:
+        self._sequence.cancelled = True
+
+    async def next_event(self) -> GenerationEvent:
+        return await self._queue.get()
+
+    async def events(self) -> AsyncIterator[GenerationEvent]:
+        """Yield events up to and including the final ``finish`` or ``error``; cancel if abandoned."""
+        try:
+            while True:
+                event = await self._queue.get()
+                yield event
+                if event.kind != "delta":
+                    return
+        finally:
+            if not self._sequence.finished:
+                self.cancel()
