@@ -110,6 +110,7 @@ class RouterApp:
             "request_id": request_id, "time": time.time(), "method": "POST", "path": path, "route": "local",
             "attempts": 0, "cache": None,
         }
+        failures: list[str] = []
         data: dict[str, Any] | None = None
         routed: Routed | None = None
         status = 500
@@ -142,7 +143,7 @@ class RouterApp:
                                           [(b"x-dsdeploy-cache", b"hit")])
                     return
             deadline = time.monotonic() + self.config.timeouts.request_s
-            routed = await self.fallback.route(path, body, data, stream, data_class, deadline)
+            routed = await self.fallback.route(path, body, data, stream, data_class, deadline, failures)
             reply = routed.reply
             route = routed.route.encode()
             record.update(route=routed.route, upstream=routed.upstream_label,
@@ -188,6 +189,9 @@ class RouterApp:
             record["latency_ms"] = round(seconds * 1000.0, 3)
             record["prompt_tokens"] = prompt_tokens
             record["completion_tokens"] = completion_tokens
+            record["failures"] = failures
+            if routed is None and failures:
+                record["attempts"] = len(failures)
             self.metrics.request(route_name, status, seconds, prompt_tokens, completion_tokens,
                                  routed.cloud_model if routed is not None else None)
             self.audit.record(record, data)

@@ -19,7 +19,7 @@ from inference.router.config import AuditConfig
 AUDIT_FIELDS = (
     "request_id", "time", "key_id", "tenant", "data_class", "method", "path", "model", "stream",
     "route", "upstream", "status", "prompt_tokens", "completion_tokens", "latency_ms",
-    "fallback_reason", "attempts", "cache", "error",
+    "fallback_reason", "attempts", "failures", "cache", "error",
 )
 
 

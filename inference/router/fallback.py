@@ -70,14 +70,16 @@ class FallbackPolicy:
             await self.cloud.stop()
 
     async def route(self, path: str, body: bytes, data: dict[str, Any], stream: bool, data_class: str,
-                    deadline: float) -> Routed:
+                    deadline: float, failures: list[str]) -> Routed:
+        """Serve from the local pool, else the cloud if the class may leave; ``failures`` collects
+        ``upstream:reason`` for every failed attempt (for the audit log)."""
         cloud_model = None
         if self.cloud is not None and self.policy.may_leave(data_class):
             cloud_model = self.cloud.model_for(data.get("model"))
         reason: str | None = None
         attempts = 0
         if self.pool.upstreams:
-            reply, up, attempts, reason = await self._try_local(path, body, stream, deadline,
+            reply, up, attempts, reason = await self._try_local(path, body, stream, deadline, failures,
                                                                 cloud_ok=cloud_model is not None)
             if reply is not None and up is not None:
                 return Routed(reply, "local", up, up.label, None, attempts)
@@ -97,11 +99,12 @@ class FallbackPolicy:
         try:
             reply, cloud_attempts = await self.cloud.send(path, data, cloud_model, stream, deadline)
         except AttemptFailed as failure:
+            failures.append(f"cloud:{failure.reason}")
             raise _cloud_error(reason, failure) from None
         return Routed(reply, "cloud", None, "cloud", reason, attempts + cloud_attempts, cloud_model)
 
-    async def _try_local(self, path: str, body: bytes, stream: bool, deadline: float, *, cloud_ok: bool
-                         ) -> tuple[Reply | None, LocalUpstream | None, int, str | None]:
+    async def _try_local(self, path: str, body: bytes, stream: bool, deadline: float, failures: list[str], *,
+                         cloud_ok: bool) -> tuple[Reply | None, LocalUpstream | None, int, str | None]:
         assert self.session is not None
         timeouts = self.config.timeouts
         tried: set[LocalUpstream] = set()
@@ -129,6 +132,7 @@ class FallbackPolicy:
             except AttemptFailed as failure:
                 up.in_flight -= 1
                 reason = failure.reason
+                failures.append(f"{up.label}:{failure.reason}")
                 self.pool.record_failure(up, immediate=failure.reason == CONNECT_REFUSED)
                 self.metrics.local_failure(up.label, failure.reason)
                 continue

@@ -123,6 +123,8 @@ class FakeUpstream:
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"text/event-stream")]})
         n = int(b["chunks"])
+        if cut and n == 0:
+            raise RuntimeError("fake upstream: stream cut before its first byte")
         for i in range(n):
             delta: dict[str, Any] = {"content": f"{text} part {i} "}
             if i == 0:

@@ -104,10 +104,17 @@ class RunningRouter:
         self.v1 = url + "/v1"
         self.audit_path = audit_path
 
-    def audit_lines(self) -> list[dict[str, Any]]:
-        self.app.audit.flush()
-        text = self.audit_path.read_text() if self.audit_path.exists() else ""
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
+    def audit_lines(self, at_least: int = 1) -> list[dict[str, Any]]:
+        """The audit file's records, once it holds ``at_least`` of them and has stopped growing."""
+        deadline = time.monotonic() + 5
+        previous: list[dict[str, Any]] | None = None
+        while True:
+            text = self.audit_path.read_text() if self.audit_path.exists() else ""
+            lines = [json.loads(line) for line in text.splitlines() if line.strip()]
+            if (len(lines) >= at_least and lines == previous) or time.monotonic() > deadline:
+                return lines
+            previous = lines
+            time.sleep(0.15)
 
 
 def router_config(upstreams: list[str], cloud: str | None, audit_path: Path, **sections: Any) -> RouterConfig:

@@ -1,0 +1,185 @@
+"""Fault injection: 5xx, 429 + Retry-After, malformed bodies, slow first byte, cut streams, dead and
+frozen upstreams, saturation. Restricted requests never reach the cloud stand-in, whatever fails."""
+
+from __future__ import annotations
+
+import threading
+import time
+import urllib.request
+
+import openai
+import pytest
+
+from .harness import router_config, run_router
+
+MSG = [{"role": "user", "content": "hi"}]
+
+
+def client(router, data_class: str | None = None, timeout: float = 20) -> openai.OpenAI:
+    headers = {"X-Data-Class": data_class} if data_class else None
+    return openai.OpenAI(base_url=router.v1, api_key="unused", max_retries=0, timeout=timeout,
+                         default_headers=headers)
+
+
+def chat(router, data_class: str | None = None, **kw):
+    return client(router, data_class).chat.completions.with_raw_response.create(
+        model="fake-model", messages=MSG, **kw)
+
+
+def test_5xx_tries_other_local_upstream_before_cloud(ups, tmp_path):
+    ups["a"].control(mode="status", status=500)
+    with run_router(router_config([ups["a"].url, ups["b"].url], ups["cloud"].url, tmp_path / "a.jsonl")) as r:
+        for _ in range(4):
+            raw = chat(r, "public")
+            assert raw.headers["x-dsdeploy-route"] == "local"
+            assert raw.parse().choices[0].message.content == "answer from b"
+        ups["b"].control(mode="status", status=502)
+        raw = chat(r, "public")
+        assert raw.headers["x-dsdeploy-route"] == "cloud"
+        line = r.audit_lines()[-1]
+        assert line["route"] == "cloud" and line["fallback_reason"] in ("upstream_5xx", "all_circuits_open")
+    assert len(ups["cloud"].requests()) == 1
+
+
+def test_local_429_with_retry_after_falls_back_and_cloud_retries_honour_it(ups, tmp_path):
+    ups["a"].control(mode="status", status=429, retry_after="0")
+    ups["cloud"].control(fail_next=2, status=429, retry_after="0")
+    with run_router(router_config([ups["a"].url], ups["cloud"].url, tmp_path / "a.jsonl")) as r:
+        raw = chat(r, "public")
+        assert raw.headers["x-dsdeploy-route"] == "cloud"
+        line = r.audit_lines()[-1]
+        assert line["fallback_reason"] == "upstream_429" and line["attempts"] == 1 + 3
+    assert len(ups["cloud"].requests()) == 3
+
+
+def test_cloud_exhausted_gives_clear_error_not_500(ups, tmp_path):
+    ups["a"].control(mode="status", status=500)
+    ups["cloud"].control(mode="status", status=503)
+    with run_router(router_config([ups["a"].url], ups["cloud"].url, tmp_path / "a.jsonl")) as r:
+        with pytest.raises(openai.APIStatusError) as info:
+            chat(r, "public")
+        assert info.value.status_code == 502
+        assert "cloud fallback failed after 3 attempt(s)" in info.value.message
+
+
+def test_malformed_local_body_is_retried_elsewhere(ups, tmp_path):
+    ups["a"].control(mode="malformed")
+    with run_router(router_config([ups["a"].url, ups["b"].url], ups["cloud"].url, tmp_path / "a.jsonl")) as r:
+        for _ in range(3):
+            assert chat(r).parse().choices[0].message.content == "answer from b"
+        ups["b"].control(mode="malformed")
+        raw = chat(r, "public")
+        assert raw.headers["x-dsdeploy-route"] == "cloud"
+    assert len(ups["cloud"].requests()) == 1
+
+
+def test_local_4xx_goes_back_unchanged(ups, tmp_path):
+    ups["a"].control(mode="status", status=400)
+    with run_router(router_config([ups["a"].url], ups["cloud"].url, tmp_path / "a.jsonl")) as r:
+        with pytest.raises(openai.BadRequestError) as info:
+            chat(r, "public")
+        assert info.value.message.endswith("a says 400")
+    assert ups["cloud"].requests() == []
+
+
+def test_slow_first_byte_goes_elsewhere_but_slow_streams_are_not_hangs(ups, tmp_path):
+    ups["a"].control(delay=1.5)
+    cfg = router_config([ups["a"].url, ups["b"].url], None, tmp_path / "a.jsonl",
+                        timeouts={"first_byte_s": 0.4, "response_s": 0.4}, retries={"local_attempts": 2})
+    with run_router(cfg) as r:
+        for stream in (False, True, False, True, False, True):
+            out = client(r).chat.completions.create(model="fake-model", messages=MSG, stream=stream)
+            text = "".join(c.choices[0].delta.content or "" for c in out) if stream else out.choices[0].message.content
+            assert "answer from b" in text
+        reasons = [f for line in r.audit_lines() for f in line["failures"]]
+        assert any(f.endswith(":first_byte_timeout") for f in reasons)
+        assert any(f.endswith(":response_timeout") for f in reasons)
+    # A long generation that keeps streaming on a healthy upstream is served in full by it.
+    ups["a"].control(delay=0.0, chunks=8, chunk_delay=0.25)
+    cfg = router_config([ups["a"].url, ups["b"].url], None, tmp_path / "b.jsonl", timeouts={"first_byte_s": 0.4})
+    with run_router(cfg) as r:
+        ups["b"].control(mode="status", status=500)
+        out = client(r).chat.completions.create(model="fake-model", messages=MSG, stream=True)
+        assert len([c for c in out if c.choices and c.choices[0].delta.content]) == 8
+        assert r.audit_lines()[-1]["error"] is None
+
+
+def test_stream_cut_after_first_byte_ends_with_error_event(ups, tmp_path):
+    ups["a"].control(mode="cut_stream", chunks=6)
+    with run_router(router_config([ups["a"].url], ups["cloud"].url, tmp_path / "a.jsonl")) as r:
+        got = []
+        with pytest.raises(openai.APIError) as info:
+            for chunk in client(r, "public").chat.completions.create(model="fake-model", messages=MSG, stream=True):
+                got.append(chunk.choices[0].delta.content)
+        assert "ended before the answer was complete" in str(info.value)
+        assert 1 <= len(got) < 6
+        line = r.audit_lines()[-1]
+        assert line["error"] == "stream_interrupted" and line["route"] == "local"
+        with urllib.request.urlopen(r.url + "/metrics") as resp:
+            assert 'dsdeploy_router_stream_errors_total{route="local"} 1.0' in resp.read().decode()
+    assert ups["cloud"].requests() == []  # bytes had reached the client: no fallback
+
+
+@pytest.mark.parametrize("fault", ["status500", "status429", "malformed", "slow", "killed", "cut_before_byte"])
+def test_restricted_never_reaches_cloud(ups, tmp_path, fault):
+    a = ups["a"]
+    if fault == "status500":
+        a.control(mode="status", status=500)
+    elif fault == "status429":
+        a.control(mode="status", status=429, retry_after="1")
+    elif fault == "malformed":
+        a.control(mode="malformed")
+    elif fault == "slow":
+        a.control(delay=2.0)
+    elif fault == "killed":
+        a.kill()
+    elif fault == "cut_before_byte":
+        a.control(mode="cut_stream", chunks=0)
+    cfg = router_config([a.url], ups["cloud"].url, tmp_path / "a.jsonl",
+                        timeouts={"first_byte_s": 0.3, "response_s": 0.3})
+    with run_router(cfg) as r:
+        for data_class in ("restricted", None, "internal"):
+            with pytest.raises(openai.APIStatusError) as info:
+                chat(r, data_class, stream=fault == "cut_before_byte")
+            assert info.value.status_code == 503
+            assert info.value.body["code"] == "local_pool_unavailable"
+            assert "may not leave the premises" in info.value.message
+            assert info.value.response.headers["x-dsdeploy-route"] == "local"
+        assert chat(r, "public").headers["x-dsdeploy-route"] == "cloud"
+    seen = ups["cloud"].requests()
+    assert len(seen) == 1 and seen[0]["headers"].get("x-data-class") is None
+
+
+def test_spill_over_on_saturation_before_errors(ups, tmp_path):
+    ups["a"].control(waiting=20)
+    cfg = router_config([ups["a"].url], ups["cloud"].url, tmp_path / "a.jsonl", saturation={"max_waiting": 8})
+    with run_router(cfg) as r:
+        time.sleep(0.5)  # one metrics poll
+        assert chat(r, "public").headers["x-dsdeploy-route"] == "cloud"
+        assert chat(r, "restricted").headers["x-dsdeploy-route"] == "local"  # queues locally, never leaves
+        assert r.audit_lines()[0]["fallback_reason"] == "saturated"
+    # the router's own in-flight count against a configured capacity
+    ups["a"].control(waiting=0, delay=1.0)
+    cfg = router_config([ups["a"].url], ups["cloud"].url, tmp_path / "b.jsonl",
+                        saturation={"max_in_flight_per_upstream": 1})
+    with run_router(cfg) as r:
+        routes: list[str] = []
+        threads = [threading.Thread(target=lambda: routes.append(chat(r, "public").headers["x-dsdeploy-route"]))
+                   for _ in range(2)]
+        for t in threads:
+            t.start()
+            time.sleep(0.2)
+        for t in threads:
+            t.join()
+        assert sorted(routes) == ["cloud", "local"]
+
+
+def test_cloud_only_mode(ups, tmp_path):
+    with run_router(router_config([], ups["cloud"].url, tmp_path / "a.jsonl")) as r:
+        raw = chat(r, "public")
+        assert raw.headers["x-dsdeploy-route"] == "cloud"
+        assert raw.parse().choices[0].message.content == "answer from cloud"
+        with pytest.raises(openai.APIStatusError) as info:
+            chat(r, "restricted")
+        assert info.value.status_code == 503
+    assert len(ups["cloud"].requests()) == 1
