@@ -70,7 +70,8 @@ def build(cfg: StackConfig, secrets: dict[str, Any]) -> dict[str, Any]:
     mapping = plan.machine(cfg.platform)
     cluster = _cluster(cfg, mapping, secrets)
     gpu_nodes = getattr(cluster, "gpu_pool", None) or getattr(cluster, "gpu_node_group", None)
-    platform = GpuPlatform("gpu-platform", cfg, cluster.gpu_facts, cluster.provider, gpu_nodes)
+    platform = GpuPlatform("gpu-platform", cfg, cluster.gpu_facts, cluster.provider, gpu_nodes,
+                           shared_cache=cluster.shared_cache, storage_ready=cluster.storage_ready)
     app = DsdeployApp(
         "dsdeploy",
         cfg,

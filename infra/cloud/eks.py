@@ -15,6 +15,7 @@ import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
 from infra.cloud import GPU_TAINT, TIER_LABEL, GpuNodeFacts, node_bounds
+from infra.cloud.eks_shared_cache import EksSharedCache
 from infra.stack_config import StackConfig
 
 GPU_AMI_TYPE = "AL2023_x86_64_NVIDIA"
@@ -75,12 +76,14 @@ class EksNetwork(pulumi.ComponentResource):
 
     private_subnet_ids: list[pulumi.Output[str]]
     public_subnet_ids: list[pulumi.Output[str]]
+    vpc_id: pulumi.Output[str]
+    cidr = "10.0.0.0/16"
 
     def __init__(self, name: str, cluster_name: str, opts: pulumi.ResourceOptions | None = None):
         super().__init__("dsdeploy:cloud:EksNetwork", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         zones = aws.get_availability_zones_output(state="available").names
-        vpc = aws.ec2.Vpc(f"{name}-vpc", cidr_block="10.0.0.0/16", enable_dns_hostnames=True,
+        vpc = aws.ec2.Vpc(f"{name}-vpc", cidr_block=self.cidr, enable_dns_hostnames=True,
                           enable_dns_support=True, tags={"Name": cluster_name}, opts=child)
         igw = aws.ec2.InternetGateway(f"{name}-igw", vpc_id=vpc.id, opts=child)
         public_rt = aws.ec2.RouteTable(f"{name}-public", vpc_id=vpc.id,
@@ -108,6 +111,7 @@ class EksNetwork(pulumi.ComponentResource):
             aws.ec2.RouteTableAssociation(f"{name}-private-{index}", subnet_id=private.id,
                                           route_table_id=private_rt.id, opts=child)
             self.private_subnet_ids.append(private.id)
+        self.vpc_id = vpc.id
         self.register_outputs({"vpcId": vpc.id})
 
 
@@ -135,6 +139,8 @@ class EksCluster(pulumi.ComponentResource):
     gpu_node_group: aws.eks.NodeGroup
     ebs_csi: aws.eks.Addon
     provisioning_note: str
+    shared_cache: dict[str, pulumi.Input[str]] | None
+    storage_ready: list[pulumi.Resource]
 
     def __init__(self, name: str, cfg: StackConfig, mapping: Any, opts: pulumi.ResourceOptions | None = None):
         super().__init__("dsdeploy:cloud:EksCluster", name, None, opts)
@@ -190,6 +196,14 @@ class EksCluster(pulumi.ComponentResource):
         self.ebs_csi = aws.eks.Addon(
             f"{name}-ebs-csi", cluster_name=cluster.name, addon_name="aws-ebs-csi-driver",
             resolve_conflicts_on_create="OVERWRITE", opts=pulumi.ResourceOptions(parent=self, depends_on=[system]))
+        self.storage_ready = [self.ebs_csi]
+        self.shared_cache = None
+        if cfg.replicas_max > 1:  # several engine pods share one ReadWriteMany cache
+            efs = EksSharedCache(f"{name}-shared-cache", cluster_name=cluster.name, vpc_id=network.vpc_id,
+                                 vpc_cidr=network.cidr, subnet_ids=network.private_subnet_ids,
+                                 node_role_name=node_role.name, after=[system], opts=child)
+            self.shared_cache = {"fileSystemId": efs.file_system_id}
+            self.storage_ready += efs.ready
         self.kubeconfig = _kubeconfig(cluster.name, cluster.endpoint, cluster.certificate_authority.data, cfg.region)
         self.provider = k8s.Provider(f"{name}-k8s", kubeconfig=self.kubeconfig, opts=child)
         args = gpu_node_group_args(cfg, mapping)

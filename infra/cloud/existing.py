@@ -22,6 +22,8 @@ class ExistingCluster(pulumi.ComponentResource):
     kubeconfig: pulumi.Output[str]
     gpu_facts: GpuNodeFacts
     provisioning_note: str
+    shared_cache: None
+    storage_ready: list[pulumi.Resource]
 
     def __init__(self, name: str, cfg: StackConfig, mapping: Any, kubeconfig: pulumi.Input[str],
                  opts: pulumi.ResourceOptions | None = None):
@@ -34,5 +36,7 @@ class ExistingCluster(pulumi.ComponentResource):
             labels=dict(cfg.gpu_node_labels) or dict(mapping.node_labels),
             taints=[taint.model_dump() for taint in cfg.gpu_node_taints],
         )
+        self.shared_cache = None  # the user's storageClass must be ReadWriteMany when replicasMax > 1
+        self.storage_ready = []
         self.provisioning_note = "Existing cluster: its GPU nodes are used as they are."
         self.register_outputs({})

@@ -99,6 +99,8 @@ class GkeCluster(pulumi.ComponentResource):
     gpu_facts: GpuNodeFacts
     gpu_pool: gcp.container.NodePool
     provisioning_note: str
+    shared_cache: dict[str, pulumi.Input[str]] | None
+    storage_ready: list[pulumi.Resource]
 
     def __init__(self, name: str, cfg: StackConfig, mapping: Any, opts: pulumi.ResourceOptions | None = None):
         super().__init__("dsdeploy:cloud:GkeCluster", name, None, opts)
@@ -137,7 +139,11 @@ class GkeCluster(pulumi.ComponentResource):
             workload_identity_config=(
                 {"workload_pool": f"{cfg.gcp_project}.svc.id.goog"} if cfg.gcp_project else None
             ),
-            addons_config={"gce_persistent_disk_csi_driver_config": {"enabled": True}},
+            addons_config={
+                "gce_persistent_disk_csi_driver_config": {"enabled": True},
+                # Several engine replicas share one ReadWriteMany model cache: Filestore.
+                "gcp_filestore_csi_driver_config": {"enabled": cfg.replicas_max > 1},
+            },
             opts=child,
             **project,
         )
@@ -174,6 +180,8 @@ class GkeCluster(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, ignore_changes=["initialNodeCount"]),
             **project,
         )
+        self.shared_cache = {"network": network.name} if cfg.replicas_max > 1 else None
+        self.storage_ready = []
         self.kubeconfig = _kubeconfig(cluster.name, cluster.endpoint, cluster.master_auth.cluster_ca_certificate)
         self.provider = k8s.Provider(f"{name}-k8s", kubeconfig=self.kubeconfig, opts=child)
         self.gpu_facts = GpuNodeFacts(

@@ -31,6 +31,8 @@ class GpuPlatform(pulumi.ComponentResource):
         facts: GpuNodeFacts,
         provider: k8s.Provider,
         gpu_nodes: pulumi.Resource | None,
+        shared_cache: dict[str, pulumi.Input[str]] | None = None,
+        storage_ready: list[pulumi.Resource] | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ):
         super().__init__("dsdeploy:platform:GpuPlatform", name, None, opts)
@@ -71,9 +73,13 @@ class GpuPlatform(pulumi.ComponentResource):
             self.enablement = f"NVIDIA GPU operator {gpu_operator.VERSION} {driver} the driver"
 
         self.storage_class_name = cfg.storage_class
-        args = None if cfg.storage_class else storage_class_args(cfg.platform)
+        args = None if cfg.storage_class else storage_class_args(cfg.platform, shared_cache)
         if args is not None:
-            storage_class = k8s.storage.v1.StorageClass("model-cache-storage-class", opts=after_nodes, **args)
+            storage_class = k8s.storage.v1.StorageClass(
+                "model-cache-storage-class",
+                opts=pulumi.ResourceOptions.merge(after_nodes, pulumi.ResourceOptions(depends_on=storage_ready or [])),
+                **args,
+            )
             self.ready.append(storage_class)
             self.storage_class_name = args["metadata"]["name"]
         self.register_outputs({"enablement": self.enablement})

@@ -85,8 +85,6 @@ def test_gke_installs_no_device_plugin(tier):
     assert set(charts(run)) == {"dsdeploy"}
     assert not run.of_type("kubernetes:apps/v1:DaemonSet")
     assert run.outputs["gpuEnablement"].startswith("GKE-managed")
-    storage = run.one("kubernetes:storage.k8s.io/v1:StorageClass").inputs
-    assert storage["provisioner"] == "pd.csi.storage.gke.io"
 
 
 @pytest.mark.parametrize("tier", ["base", "pro"])
@@ -100,9 +98,7 @@ def test_eks_gpu_node_group(tier):
     assert group["labels"]["dsdeploy.io/gpu-tier"] == tier
     system = run.one(NODE_GROUP, "eks-system").inputs
     assert system["amiType"] == "AL2023_x86_64_STANDARD" and "taints" not in system
-    assert run.one("aws:eks/addon:Addon").inputs["addonName"] == "aws-ebs-csi-driver"
-    storage = run.one("kubernetes:storage.k8s.io/v1:StorageClass").inputs
-    assert storage["provisioner"] == "ebs.csi.aws.com" and storage["parameters"]["type"] == "gp3"
+    assert run.one("aws:eks/addon:Addon", "ebs-csi").inputs["addonName"] == "aws-ebs-csi-driver"
     assert run.outputs["substitutions"] == [expected.substitution]
 
 
@@ -134,6 +130,33 @@ def test_eks_device_plugin_schedules_on_gpu_nodes(tier):
     tolerated = {(t["key"], t.get("value"), t["effect"]) for t in plugin["values"]["tolerations"] if "effect" in t}
     assert ("nvidia.com/gpu", "present", "NoSchedule") in tolerated
     assert plugin["values"]["gfd"] == {"enabled": False} and plugin["values"]["nfd"] == {"enabled": False}
+
+
+@pytest.mark.parametrize(
+    "platform,tier,provisioner",
+    [("gke", "base", "filestore.csi.storage.gke.io"), ("gke", "pro", "pd.csi.storage.gke.io"),
+     ("eks", "base", "ebs.csi.aws.com"), ("eks", "pro", "efs.csi.aws.com")],
+)
+def test_model_cache_storage_fits_the_replica_count(platform, tier, provisioner):
+    """One replica: SSD block storage. Several (replicasMax > 1): a shared file system the cloud layer made."""
+    run = stack_run(platform, tier)
+    storage = run.one("kubernetes:storage.k8s.io/v1:StorageClass").inputs
+    assert storage["provisioner"] == provisioner
+    if provisioner == "ebs.csi.aws.com":
+        assert storage["parameters"]["type"] == "gp3"
+    if provisioner == "efs.csi.aws.com":
+        efs = run.one("aws:efs/fileSystem:FileSystem").inputs
+        assert efs["encrypted"] is True
+        assert storage["parameters"]["fileSystemId"] == "eks-shared-cache-fs-id"
+        assert len(run.of_type("aws:efs/mountTarget:MountTarget")) == 2
+        assert run.one("aws:eks/addon:Addon", "efs-csi").inputs["addonName"] == "aws-efs-csi-driver"
+        assert "eks-shared-cache-efs-csi" in run.dependencies["model-cache-storage-class"]
+    if provisioner.startswith("filestore"):
+        addons = run.one("gcp:container/cluster:Cluster").inputs["addonsConfig"]
+        assert addons["gcpFilestoreCsiDriverConfig"] == {"enabled": True}
+        assert storage["parameters"]["network"] == "gke-net"
+    if platform == "gke" and tier == "pro":
+        assert not run.of_type("aws:efs/fileSystem:FileSystem")
 
 
 def test_existing_creates_nothing_outside_the_cluster_and_installs_the_operator():

@@ -1,0 +1,166 @@
+"""The seam to the chart: the values the program hands ``helm.v4.Chart``, rendered by real ``helm template``.
+
+The values are taken from the Chart resource's inputs as the mock engine received them (so this is
+what the Kubernetes provider would get), rendered with the project's helm binary and validated
+against the Kubernetes schemas in strict mode. Then the facts that must line up across layers:
+GPU limits = the plan's tensor-parallel size, tolerations cover the pool's taint, the node
+selector is what the GPU nodes carry, the storage class is the one the platform layer made.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+from conftest import STACKS, stack_run
+from pulumi_harness import ProgramRun
+
+from infra.chart_values import CHART_DIR
+from infra.planner import plan_deployment
+from infra.program import ROUTER_PORT
+
+ROOT = Path(__file__).resolve().parents[3]
+HELM = ROOT / ".venv" / "bin" / "helm"
+KUBE_VERSION = "1.33.0"
+NO_SCHEMA = {"ServiceMonitor", "PodMonitor", "PrometheusRule", "ScaledObject", "HTTPRoute"}
+
+pytestmark = pytest.mark.skipif(
+    not HELM.exists() and shutil.which("helm") is None,
+    reason="helm is installed by scripts/install_tools.py (make test runs it)",
+)
+
+
+def _ints(node: Any) -> Any:
+    """The engine's wire format has only doubles; helm (Go) prints integral floats as integers too."""
+    if isinstance(node, float) and node.is_integer():
+        return int(node)
+    if isinstance(node, dict):
+        return {key: _ints(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_ints(value) for value in node]
+    return node
+
+
+_RENDERED: dict[tuple[str, str], list[dict]] = {}
+
+
+def rendered(key: tuple[str, str], tmp_dir: Path) -> list[dict]:
+    if key not in _RENDERED:
+        chart = stack_run(*key).one("kubernetes:helm.sh/v4:Chart", "dsdeploy").inputs
+        assert Path(chart["chart"]) == CHART_DIR
+        values_file = tmp_dir / f"{key[0]}-{key[1]}-values.yaml"
+        values_file.write_text(yaml.safe_dump(_ints(chart["values"])))
+        helm = str(HELM) if HELM.exists() else "helm"
+        result = subprocess.run(
+            [helm, "template", chart["name"], str(CHART_DIR), "--namespace", chart["namespace"],
+             "--kube-version", KUBE_VERSION, "--values", str(values_file)],
+            capture_output=True, text=True, timeout=120,
+        )
+        assert result.returncode == 0, result.stderr
+        _RENDERED[key] = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    return _RENDERED[key]
+
+
+@pytest.fixture(params=sorted(STACKS), ids=lambda key: f"{key[0]}-{key[1]}")
+def manifests(request, tmp_path_factory) -> tuple[tuple[str, str], ProgramRun, list[dict]]:
+    key = request.param
+    return key, stack_run(*key), rendered(key, tmp_path_factory.mktemp("values"))
+
+
+def find(docs: list[dict], kind: str, name_suffix: str) -> dict:
+    found = [d for d in docs if d["kind"] == kind and d["metadata"]["name"].endswith(name_suffix)]
+    assert len(found) == 1, [(d["kind"], d["metadata"]["name"]) for d in docs]
+    return found[0]
+
+
+def test_rendered_manifests_validate_strictly(manifests):
+    _, _, docs = manifests
+    assert docs
+    for doc in docs:
+        if doc["kind"] in NO_SCHEMA:
+            continue
+        kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+
+
+def test_engine_gpu_limit_is_the_plans_tensor_parallel_size(manifests):
+    (platform, tier), run, docs = manifests
+    raw = STACKS[(platform, tier)][0]
+    plan = plan_deployment(raw["model"], tier, quantization=raw.get("quantization"))
+    engine = find(docs, "Deployment", "-engine")["spec"]["template"]["spec"]
+    [container] = [c for c in engine["containers"] if c["resources"].get("limits", {}).get("nvidia.com/gpu")]
+    assert int(container["resources"]["limits"]["nvidia.com/gpu"]) == plan.tensor_parallel_size
+    assert int(container["resources"]["limits"]["nvidia.com/gpu"]) == run.outputs["plan"]["tensorParallelSize"]
+    args = " ".join(container.get("args", []) + container.get("command", []))
+    assert f"--tensor-parallel-size={plan.tensor_parallel_size}" in args.replace(
+        "--tensor-parallel-size ", "--tensor-parallel-size=")
+
+
+def _tolerates(tolerations: list[dict], taint: dict) -> bool:
+    for tol in tolerations:
+        if tol.get("effect") not in (None, taint["effect"]):
+            continue
+        if tol.get("operator") == "Exists" and tol.get("key") in (None, taint["key"]):
+            return True
+        if tol.get("key") == taint["key"] and tol.get("value") == taint.get("value"):
+            return True
+    return False
+
+
+def test_engine_lands_on_the_gpu_nodes(manifests):
+    (platform, _), run, docs = manifests
+    engine = find(docs, "Deployment", "-engine")["spec"]["template"]["spec"]
+    facts = run.outputs["gpuNodes"]
+    for taint in facts["taints"]:
+        assert _tolerates(engine.get("tolerations", []), taint), (taint, engine.get("tolerations"))
+    assert engine["nodeSelector"] == facts["labels"]
+    if platform == "gke":
+        pool = run.one("gcp:container/nodePool:NodePool", "gke-gpu").inputs["nodeConfig"]
+        # The pool's own labels plus GKE's accelerator label are on every GPU node.
+        on_node = {**pool["labels"], "cloud.google.com/gke-accelerator": pool["guestAccelerators"][0]["type"]}
+        assert engine["nodeSelector"].items() <= on_node.items()
+    if platform == "eks":
+        group = run.one("aws:eks/nodeGroup:NodeGroup", "eks-gpu").inputs
+        on_node = {**group["labels"], "node.kubernetes.io/instance-type": group["instanceTypes"][0]}
+        assert engine["nodeSelector"].items() <= on_node.items()
+
+
+def test_model_cache_uses_the_platform_storage_class(manifests):
+    (platform, tier), run, docs = manifests
+    claim = find(docs, "PersistentVolumeClaim", "-model-cache")
+    expected = STACKS[(platform, tier)][0].get("storageClass")
+    if platform in ("gke", "eks"):
+        expected = run.one("kubernetes:storage.k8s.io/v1:StorageClass").inputs["metadata"]["name"]
+    assert claim["spec"].get("storageClassName") == expected
+    if claim["spec"]["accessModes"] == ["ReadWriteMany"] and platform != "existing":
+        provisioner = run.one("kubernetes:storage.k8s.io/v1:StorageClass").inputs["provisioner"]
+        assert provisioner in ("filestore.csi.storage.gke.io", "efs.csi.aws.com")
+
+
+def test_router_service_matches_the_endpoint_output(manifests):
+    _, run, docs = manifests
+    service = find(docs, "Service", "-router")
+    host = f"{service['metadata']['name']}.{run.one('kubernetes:helm.sh/v4:Chart', 'dsdeploy').inputs['namespace']}"
+    assert run.outputs["routerEndpoint"] == f"http://{host}.svc.cluster.local:{ROUTER_PORT}"
+    assert [p["port"] for p in service["spec"]["ports"]] == [ROUTER_PORT]
+
+
+def test_cloud_fallback_reads_the_key_from_the_programs_secret(manifests):
+    (platform, tier), run, docs = manifests
+    router = find(docs, "Deployment", "-router")["spec"]["template"]["spec"]
+    refs = [
+        env["valueFrom"]["secretKeyRef"]
+        for container in router["containers"]
+        for env in container.get("env", [])
+        if "secretKeyRef" in env.get("valueFrom", {})
+    ]
+    if STACKS[(platform, tier)][1].get("deepseekApiKey"):
+        secret = run.one("kubernetes:core/v1:Secret").inputs
+        assert {"name": secret["metadata"]["name"], "key": "api-key"} in [
+            {"name": ref["name"], "key": ref["key"]} for ref in refs]
+    else:
+        assert not [ref for ref in refs if ref["name"] == "dsdeploy-deepseek"]
