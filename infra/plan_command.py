@@ -92,8 +92,9 @@ def _print_table(plan: Any, machines: dict[str, dict[str, Any]]) -> None:
         table.add_row(key, value)
     for platform, m in machines.items():
         shape = m["machine_type"] or "your GPU nodes"
+        labels = ", ".join(f"{k}={v}" for k, v in m["node_labels"].items())
         text = (f"{shape}, {m['accelerator_count']} GPU(s)/node, {m['replicas_per_node']} replica(s)/node, "
-                f"labels {m['node_labels']}")
+                f"node selector {labels}")
         if m["substitution"]:
             text += f"\nsubstitution: {m['substitution']}"
         if m["provisioning_note"]:

@@ -182,6 +182,11 @@ def plan_deployment(model: str, tier: str, quantization: str | None = None, cont
         f"decode bound, 1 sequence at {fit.context} tokens: {per_seq:.1f} tokens/s; {seqs} sequences: "
         f"{batch:.1f} tokens/s ({fit.tp}x {gpu.memory_bandwidth_gbps:.0f} GB/s, weights read once per step)",
     ]
+    if fit.tp < tier_spec.gpus_per_replica:
+        explanation.append(
+            f"tier {tier_spec.key} gives {tier_spec.gpus_per_replica} GPUs per replica; this plan needs {fit.tp}, so "
+            f"each {tier_spec.gpus_per_replica}-GPU slot runs {tier_spec.gpus_per_replica // fit.tp} engine replicas "
+            "(see machine(platform).replicas_per_node)")
     return DeploymentPlan(
         model_id=spec.id,
         served_model_name=spec.served_model_name,
