@@ -54,7 +54,7 @@ def break_even(option: LocalOption, api_cost_per_call: float) -> BreakEven:
         return BreakEven(
             option=key, volume=None, annual_cost=None, first_crossing=None,
             reason=(
-                f"the API stays cheaper at every volume: one {'node' if option.kind != 'on-prem' else 'replica'} "
+                f"the API stays cheaper at every volume: one {'node' if option.kind != 'on-prem' else 'server'} "
                 f"costs {unit:,.0f}/year but serves at most {cap:,.0f} calls/year, which cost "
                 f"{a * cap:,.0f}/year on the API"
             ),
@@ -68,7 +68,7 @@ def break_even(option: LocalOption, api_cost_per_call: float) -> BreakEven:
     return BreakEven(
         option=key, volume=volume, annual_cost=a * volume, first_crossing=first,
         reason=(
-            f"above {volume:,.0f} calls/year {key} is never dearer than the API "
-            f"({option.units(volume + 1)} unit(s) of {option.replicas_per_node} replica(s) each)"
+            f"from {volume:,.0f} calls/year on, {key} is never dearer than the API "
+            f"({option.units(volume * 1.0001)} {'server' if option.kind == 'on-prem' else 'node'}(s))"
         ),
     )

@@ -53,11 +53,11 @@ def _add_cost_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--amortization-years", type=float, default=3.0, help="hardware depreciation period (default 3)")
     p.add_argument("--utilization", type=float, default=0.6,
                    help="share of a replica's throughput used at peak (0-1, default 0.6)")
-    p.add_argument("--hardware-price", metavar="AMOUNT[CUR]", help="one replica's server, bought (report currency if no unit)")
-    p.add_argument("--power-kw", type=float, help="average draw of one replica's server, kW")
+    p.add_argument("--hardware-price", metavar="AMOUNT[CUR]", help="one server of the tier's shape, bought (report currency if no unit)")
+    p.add_argument("--power-kw", type=float, help="average draw of one server, kW")
     p.add_argument("--electricity-per-kwh", metavar="AMOUNT[CUR]", help="electricity tariff")
     p.add_argument("--pue", type=float, help="data-centre PUE (1.0-3.0)")
-    p.add_argument("--hosting-per-replica-year", metavar="AMOUNT[CUR]", help="rack/colocation per replica-year")
+    p.add_argument("--hosting-per-server-year", metavar="AMOUNT[CUR]", help="rack/colocation per server-year")
     p.add_argument("--ops-per-year", metavar="AMOUNT[CUR]", help="operations staff time per year (all options)")
     p.add_argument("--on-demand-hourly", metavar="AMOUNT[CUR]", help="cloud node on-demand price per hour (USD if no unit)")
     p.add_argument("--spot-hourly", metavar="AMOUNT[CUR]", help="cloud node spot price per hour (USD if no unit)")
@@ -109,7 +109,7 @@ def request_from_args(args: argparse.Namespace, volumes: list[float] | None) -> 
     if args.platform:
         fields["platforms"] = args.platform
     for name, default_cur in (("hardware_price", args.currency), ("electricity_per_kwh", args.currency),
-                              ("hosting_per_replica_year", args.currency), ("ops_per_year", args.currency),
+                              ("hosting_per_server_year", args.currency), ("ops_per_year", args.currency),
                               ("on_demand_hourly", "USD"), ("spot_hourly", "USD")):
         value = getattr(args, name)
         if value is not None:

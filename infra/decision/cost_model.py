@@ -7,10 +7,10 @@ API cost per call = (prompt tokens x (hit ratio x cache-hit price + (1 - hit rat
 Local capacity: one replica decodes ``tokens_per_s`` (planner bound or measured); at the target
 utilization and the peak-to-average ratio it serves
     calls per replica-year = tokens_per_s x utilization x 31,536,000 s / (completion tokens x peak-to-average)
-Replicas at a volume = max(1, ceil(volume / calls per replica-year)); cloud nodes = ceil(replicas / replicas
-per node). Annual local cost = fixed (operations) + units x cost per unit-year, where the unit is a
-replica's server (on-prem: purchase / amortization years + power + hosting) or a cloud node
-(hourly price x 8,760 h, always on).
+Replicas at a volume = max(1, ceil(volume / calls per replica-year)); units = ceil(replicas / replicas per
+unit). Annual local cost = fixed (operations) + units x cost per unit-year, where the unit is a bought
+server of the tier's shape (purchase / amortization years + power + hosting) or a cloud node (hourly price
+x 8,760 h, always on); a unit runs several replicas when the plan needs fewer GPUs than the unit has.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ class LocalOption(_Frozen):
     machine_type: str | None = None
     replicas_per_node: int = Field(default=1, ge=1)
     calls_per_replica_year: float = Field(gt=0)
-    unit_cost_per_year: float | None = Field(default=None, ge=0)  # per replica (on-prem) or per node (cloud)
+    unit_cost_per_year: float | None = Field(default=None, ge=0)  # per server (on-prem) or per node (cloud)
     fixed_cost_per_year: float = Field(default=0.0, ge=0)
     breakdown: dict[str, float] = Field(default_factory=dict)  # per unit-year, report currency
     missing_price: str | None = None  # why unit_cost_per_year is None

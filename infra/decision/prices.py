@@ -71,13 +71,13 @@ class SourcedAmount(_Strict):
 
 
 class PowerDraw(_Strict):
-    amount: float = Field(ge=0, description="average electrical draw of one replica's server, kW")
+    amount: float = Field(ge=0, description="average electrical draw of one server, kW")
     source: str = Field(min_length=1)
     basis: Basis
 
 
 class TierHardware(_Strict):
-    gpu: SourcedAmount  # price of ONE GPU; multiplied by the tier's gpus_per_replica
+    gpu: SourcedAmount  # price of ONE GPU; multiplied by the tier's GPU count
     host: SourcedAmount  # the server around the GPUs
     power_kw: PowerDraw
 
@@ -98,7 +98,7 @@ class CloudMachinePrice(_Strict):
 class RunningCosts(_Strict):
     electricity_per_kwh: SourcedAmount
     pue: float = Field(ge=1.0, le=3.0)
-    hosting_per_replica_year: SourcedAmount
+    hosting_per_server_year: SourcedAmount
     ops_per_year: SourcedAmount
 
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from typing import Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -56,11 +57,11 @@ class CostRequest(BaseModel):
     throughput_tokens_per_s: float | None = Field(default=None, gt=0)
     amortization_years: float = Field(default=3.0, gt=0)
     utilization: float = Field(default=0.6, gt=0, le=1)
-    hardware_price: Amount | None = None  # one replica's server, total
+    hardware_price: Amount | None = None  # one server of the tier's shape, total
     power_kw: float | None = Field(default=None, ge=0)
     electricity_per_kwh: Amount | None = None
     pue: float | None = Field(default=None, ge=1, le=3)
-    hosting_per_replica_year: Amount | None = None
+    hosting_per_server_year: Amount | None = None
     ops_per_year: Amount | None = None
     on_demand_hourly: Amount | None = None
     spot_hourly: Amount | None = None
@@ -109,9 +110,11 @@ class CostStudy(BaseModel):
         return self.api_cost_per_call * volume
 
 
-def _capacity(req: CostRequest, tier_name: str, gpu: str, gpus: int, warnings: list[str]) -> TierCapacity | None:
+def _capacity(req: CostRequest, tier: Any, warnings: list[str]) -> tuple[TierCapacity, Callable[[str], Any]] | None:
+    """One replica's throughput, and the machine mapping per platform (the plan's, when there is a plan)."""
     if req.throughput_tokens_per_s is not None:
         tps, source = req.throughput_tokens_per_s, "measured, given with --throughput-tokens-per-s"
+        gpus, mapping = tier.gpus_per_replica, tier.machine_for
     else:
         try:
             from infra.planner import PlanDoesNotFit, plan_deployment
@@ -121,20 +124,21 @@ def _capacity(req: CostRequest, tier_name: str, gpu: str, gpus: int, warnings: l
                 "(decode tokens/s of one replica, e.g. from a benchmark)"
             ) from None
         try:
-            plan = plan_deployment(req.model, tier_name, quantization=req.quantization, context=req.context)
+            plan = plan_deployment(req.model, tier.key, quantization=req.quantization, context=req.context)
         except PlanDoesNotFit as exc:
-            warnings.append(f"tier {tier_name}: {req.model} does not fit, left out: {exc}")
+            warnings.append(f"tier {tier.key}: {req.model} does not fit, left out: {exc}")
             return None
         except ValueError as exc:  # PlanError: bad model/quantization/context
             raise DecisionInputError(str(exc)) from None
         tps = plan.decode_tokens_per_s_batch
+        gpus, mapping = plan.gpus_per_replica, plan.machine
         source = (
-            f"planner upper bound for {plan.served_model_name} {plan.quantization} on {tier_name} "
+            f"planner upper bound for {plan.served_model_name} {plan.quantization} on {tier.key} "
             f"(max_num_seqs {plan.max_num_seqs}, max_model_len {plan.max_model_len})"
         )
     cap = calls_per_replica_year(tps, req.workload, req.utilization)
-    return TierCapacity(tier=tier_name, gpu=gpu, gpus_per_replica=gpus, tokens_per_s=tps, source=source,
-                        calls_per_replica_year=cap)
+    return TierCapacity(tier=tier.key, gpu=tier.gpu, gpus_per_replica=gpus, tokens_per_s=tps, source=source,
+                        calls_per_replica_year=cap), mapping
 
 
 def run_study(req: CostRequest) -> CostStudy:
@@ -166,7 +170,7 @@ def run_study(req: CostRequest) -> CostStudy:
     catalog = load_catalog()
     run = local.running
     elec = req.electricity_per_kwh or run.electricity_per_kwh
-    hosting = req.hosting_per_replica_year or run.hosting_per_replica_year
+    hosting = req.hosting_per_server_year or run.hosting_per_server_year
     ops = req.ops_per_year or run.ops_per_year
     pue = req.pue if req.pue is not None else run.pue
     fixed = conv(ops.amount, ops.currency)
@@ -178,15 +182,17 @@ def run_study(req: CostRequest) -> CostStudy:
             tier = catalog.tier(tier_name)
         except CatalogError as exc:
             raise DecisionInputError(f"--tier {tier_name!r}: {exc}") from None
-        cap = _capacity(req, tier_name, tier.gpu, tier.gpus_per_replica, warnings)
-        if cap is None:
+        found = _capacity(req, tier, warnings)
+        if found is None:
             continue
+        cap, mapping_for = found
         capacities.append(cap)
         if req.onprem:
-            options.append(_onprem_option(req, local, tier_name, tier.gpus_per_replica, cap, conv, pue, elec,
-                                          hosting, fixed))
+            options.append(_onprem_option(req, local, tier_name, tier.gpus_per_replica,
+                                          mapping_for("existing").replicas_per_node, cap, conv, pue, elec, hosting,
+                                          fixed))
         for platform in req.platforms:
-            mapping = tier.machine_for(platform)
+            mapping = mapping_for(platform)
             options.extend(_cloud_options(req, local, tier_name, platform, mapping, cap, conv, fixed))
     if not capacities:
         raise DecisionInputError("no tier can serve the model: " + "; ".join(warnings))
@@ -205,7 +211,7 @@ def run_study(req: CostRequest) -> CostStudy:
         f"{prices.input_cache_miss_per_mtok:g} (cache miss) / {prices.output_per_mtok:g} (output) "
         f"{prices.currency} per 1M tokens; source {prices.source}, read {prices.read_on}",
         f"electricity {elec.amount:g} {elec.currency}/kWh ({elec.basis}), PUE {pue:g}",
-        f"hosting per replica-year {hosting.amount:g} {hosting.currency} ({hosting.source})",
+        f"hosting per server-year {hosting.amount:g} {hosting.currency} ({hosting.source})",
         f"operations per year {ops.amount:g} {ops.currency} ({ops.source})",
         "servers and cloud nodes run all year (8,760 h); at least one replica is always on",
     ]
@@ -219,19 +225,24 @@ def run_study(req: CostRequest) -> CostStudy:
     )
 
 
-def _onprem_option(req, local, tier_name, gpus, cap, conv, pue, elec, hosting, fixed) -> LocalOption:  # noqa: ANN001
+def _onprem_option(req, local, tier_name, gpus, per_server, cap, conv, pue, elec, hosting, fixed) -> LocalOption:  # noqa: ANN001
+    """A bought server of the tier's shape (``gpus`` GPUs), hosting ``per_server`` replicas of the plan."""
     notes: list[str] = []
+    base = dict(tier=tier_name, kind="on-prem", platform="on-prem", replicas_per_node=per_server,
+                calls_per_replica_year=cap.calls_per_replica_year)
     hw = local.hardware.get(tier_name)
     if req.hardware_price is not None:
         purchase = conv(req.hardware_price.amount, req.hardware_price.currency)
-        notes.append("purchase price given with --hardware-price")
+        notes.append("server purchase price given with --hardware-price")
     elif hw is not None:
         purchase = gpus * conv(hw.gpu.amount, hw.gpu.currency) + conv(hw.host.amount, hw.host.currency)
-        notes.append(f"purchase = {gpus} x GPU ({hw.gpu.basis}: {hw.gpu.source}) + host ({hw.host.basis})")
+        notes.append(f"server purchase = {gpus} x GPU ({hw.gpu.basis}: {hw.gpu.source}) + host ({hw.host.basis})")
     else:
-        return LocalOption(tier=tier_name, kind="on-prem", platform="on-prem", calls_per_replica_year=cap.calls_per_replica_year,
-                           missing_price=f"no hardware price for tier {tier_name!r} in the local price sheet "
-                           "(give --hardware-price)")
+        return LocalOption(**base, missing_price=f"no hardware price for tier {tier_name!r} in the local price "
+                                                 "sheet (give --hardware-price)")
+    if per_server > 1:
+        notes.append(f"the plan needs {gpus // per_server} GPU(s) per replica, so one {gpus}-GPU server runs "
+                     f"{per_server} replicas")
     if req.power_kw is not None:
         power = req.power_kw
     elif hw is not None:
@@ -242,8 +253,7 @@ def _onprem_option(req, local, tier_name, gpus, cap, conv, pue, elec, hosting, f
     parts = onprem_unit_cost(purchase=purchase, amortization_years=req.amortization_years, power_kw=power, pue=pue,
                              electricity_per_kwh=conv(elec.amount, elec.currency),
                              hosting_per_year=conv(hosting.amount, hosting.currency))
-    return LocalOption(tier=tier_name, kind="on-prem", platform="on-prem", calls_per_replica_year=cap.calls_per_replica_year,
-                       unit_cost_per_year=sum(parts.values()), fixed_cost_per_year=fixed,
+    return LocalOption(**base, unit_cost_per_year=sum(parts.values()), fixed_cost_per_year=fixed,
                        breakdown=parts | {"purchase": purchase}, notes=notes)
 
 
@@ -256,7 +266,7 @@ def _cloud_options(req, local, tier_name, platform, mapping, cap, conv, fixed) -
         base = dict(tier=tier_name, kind=kind, platform=platform, machine_type=machine,
                     replicas_per_node=mapping.replicas_per_node, calls_per_replica_year=cap.calls_per_replica_year,
                     fixed_cost_per_year=fixed)
-        notes = [mapping.substitution] if mapping.substitution else []
+        notes = [n for n in (mapping.substitution, mapping.provisioning_note) if n]
         if override is not None:
             hourly = conv(override.amount, override.currency)
             notes.append(f"hourly price given with --{kind.removeprefix('cloud-')}-hourly")

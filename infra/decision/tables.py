@@ -33,7 +33,8 @@ def breakeven_table(study: CostStudy) -> Table:
     rows = []
     for b in study.break_evens:
         opt = next(o for o in study.options if o.key == b.option)
-        unit = "replica" if opt.kind == "on-prem" else f"node ({opt.machine_type}, {opt.replicas_per_node} replica(s))"
+        unit = (f"server ({opt.replicas_per_node} replica(s))" if opt.kind == "on-prem"
+                else f"node ({opt.machine_type}, {opt.replicas_per_node} replica(s))")
         unit_cost = "-" if opt.unit_cost_per_year is None else f"{format_money(opt.unit_cost_per_year, cur)} per {unit}"
         rows.append([
             b.option,
