@@ -214,3 +214,23 @@ def test_planner_imports_neither_torch_nor_pulumi() -> None:
             "bad = [m for m in ('torch', 'pulumi', 'transformers') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_every_model_tier_and_quantization_plans_or_explains_the_shortfall() -> None:
+    catalog = load_catalog()
+    outcomes = {"fits": 0, "short": 0}
+    for model in catalog.models:
+        for tier in catalog.tiers:
+            for quant in QUANTIZATIONS:
+                try:
+                    plan = plan_deployment(model, tier, quant)
+                except PlanDoesNotFit as exc:
+                    assert exc.shortfall_bytes > 0 and "short by" in str(exc)
+                    assert "Would fit:" in str(exc) or "No tier or quantization" in str(exc)
+                    outcomes["short"] += 1
+                    continue
+                outcomes["fits"] += 1
+                assert 1 <= plan.max_num_seqs <= 256
+                assert plan.tensor_parallel_size <= catalog.tier(tier).gpus_per_replica
+                assert plan.decode_tokens_per_s_batch >= plan.decode_tokens_per_s_per_seq > 0
+    assert outcomes["fits"] > 100 and outcomes["short"] > 20
