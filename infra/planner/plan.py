@@ -7,6 +7,7 @@ from pydantic import BaseModel, ConfigDict
 from infra.catalog import Catalog, CatalogError, MachineMapping, ModelSpec, load_catalog
 from infra.planner.advice import suggest
 from infra.planner.errors import PlanDoesNotFit, PlanError
+from infra.planner.explain import MIN_USEFUL_SEQS, explain
 from infra.planner.quantization import QUANT_SPECS, QUANTIZATIONS, QuantSpec
 from infra.planner.sizing import (
     GB,
@@ -23,13 +24,12 @@ from infra.planner.weights import checkpoint_for
 DEFAULT_CONTEXT = 32768       # DeepSeek's recommended R1 generation budget (32,768 tokens)
 FALLBACK_CONTEXTS = (16384, 8192, 4096)
 MIN_CONTEXT = 256
-MIN_USEFUL_SEQS = 8           # the smallest TP reaching this many sequences wins
 
 
 class DeploymentPlan(BaseModel):
     """Everything downstream (chart values, Pulumi, cost) takes from the planner."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, protected_namespaces=())
 
     model_id: str
     served_model_name: str
@@ -164,29 +164,7 @@ def plan_deployment(model: str, tier: str, quantization: str | None = None, cont
                         "smaller quantization or a larger tier raises concurrency")
     per_seq = decode_tokens_per_s(spec, quant, gpu, fit, 1)
     batch = decode_tokens_per_s(spec, quant, gpu, fit, seqs)
-    explanation = [
-        f"weights: {spec.total_params / 1e9:.2f}B params in {quant_key} ({quant.bits_per_weight:.3f} bits/weight"
-        f"{', embeddings and output head 16-bit' if quant.embeddings_16bit else ''}) = {fit.weight_bytes / GB:.2f} GB",
-        f"KV cache per token: {_kv_formula(spec)} = {kv_bytes_per_token(spec):,} bytes; per GPU at TP {fit.tp}: "
-        f"{fit.kv_bytes_per_token_per_gpu:,} bytes",
-        f"reserve per GPU (runtime, NCCL, activations of {MAX_NUM_BATCHED_TOKENS} batched tokens, sampler): "
-        f"{fit.reserve_bytes_per_gpu / GB:.2f} GB",
-        f"tensor parallel {fit.tp}: smallest size that divides the {spec.num_attention_heads} attention heads"
-        f"{'' if spec.attention == 'mla' else f' and fits the {spec.num_key_value_heads} KV heads'} and holds "
-        f"{MIN_USEFUL_SEQS}+ sequences (or the most sequences when none does)",
-        f"per GPU: {gpu.memory_bytes / GB:.1f} GB x {gpu_memory_utilization:.2f} = {fit.usable_bytes_per_gpu / GB:.2f} GB"
-        f" - weights/TP {fit.weight_bytes / fit.tp / GB:.2f} GB - reserve {fit.reserve_bytes_per_gpu / GB:.2f} GB"
-        f" = {fit.kv_budget_bytes_per_gpu / GB:.2f} GB for KV = {fit.kv_tokens:,} tokens",
-        f"concurrent sequences at {fit.context} tokens: {fit.kv_tokens:,} // {fit.context} = {fit.sequences}"
-        f"{f' (capped at {MAX_NUM_SEQS_CAP})' if fit.sequences > MAX_NUM_SEQS_CAP else ''}",
-        f"decode bound, 1 sequence at {fit.context} tokens: {per_seq:.1f} tokens/s; {seqs} sequences: "
-        f"{batch:.1f} tokens/s ({fit.tp}x {gpu.memory_bandwidth_gbps:.0f} GB/s, weights read once per step)",
-    ]
-    if fit.tp < tier_spec.gpus_per_replica:
-        explanation.append(
-            f"tier {tier_spec.key} gives {tier_spec.gpus_per_replica} GPUs per replica; this plan needs {fit.tp}, so "
-            f"each {tier_spec.gpus_per_replica}-GPU slot runs {tier_spec.gpus_per_replica // fit.tp} engine replicas "
-            "(see machine(platform).replicas_per_node)")
+    explanation = explain(spec, quant, gpu, tier_spec, fit, gpu_memory_utilization, seqs, per_seq, batch)
     return DeploymentPlan(
         model_id=spec.id,
         served_model_name=spec.served_model_name,
@@ -213,8 +191,3 @@ def plan_deployment(model: str, tier: str, quantization: str | None = None, cont
         explanation=explanation,
     )
 
-
-def _kv_formula(spec: ModelSpec) -> str:
-    if spec.attention == "mla":
-        return (f"MLA {spec.num_hidden_layers} layers x ({spec.kv_lora_rank} + {spec.qk_rope_head_dim}) x 2 bytes")
-    return (f"2 x {spec.num_hidden_layers} layers x {spec.num_key_value_heads} KV heads x {spec.head_dim} x 2 bytes")
