@@ -60,25 +60,32 @@ def build_figure(study: CostStudy, title: str | None = None) -> Figure:
         ys = [o.annual_cost(x) for x in xs]
         ax.plot(xs, ys, drawstyle="steps-post", linestyle=_STYLE[o.kind], linewidth=1.8,
                 color=colors[i % len(colors)], label=o.key)
-    marks = [b for b in study.break_evens if b.volume is not None and lo <= b.volume <= hi]
-    for j, b in enumerate(sorted(marks, key=lambda b: b.volume or 0)):
+    marks = sorted((b for b in study.break_evens if b.volume is not None and lo <= b.volume <= hi),
+                   key=lambda b: b.volume or 0)
+    side: list[tuple[str, str]] = []  # (text, color), listed to the right, bottom-up
+    unpriced = [o.key for o in study.options if not o.priced]
+    if unpriced:
+        side += [(f"  {k}", "#666666") for k in reversed(unpriced)] + [("not priced (no price in the sheet):", "#666666")]
+    numbered = []
+    for n, b in enumerate(marks, start=1):
         color = colors[[o.key for o in priced].index(b.option) % len(colors)]
         ax.plot([b.volume], [b.annual_cost], marker="o", markersize=9, markerfacecolor="white",
                 markeredgecolor=color, markeredgewidth=2.2, linestyle="none", label=f"_break-even {b.option}")
-        ax.annotate(f"{b.option}\nbreak-even {format_volume(b.volume)} calls/yr",
-                    xy=(b.volume, b.annual_cost), xytext=(-12, 18 + 26 * (j % 3)), textcoords="offset points",
-                    ha="right", fontsize=8, color=color,
-                    bbox={"boxstyle": "round,pad=0.2", "facecolor": "white", "edgecolor": "none", "alpha": 0.85},
-                    arrowprops={"arrowstyle": "-", "color": color, "linewidth": 0.8})
+        ax.annotate(str(n), xy=(b.volume, b.annual_cost), xytext=(-7, 7), textcoords="offset points", ha="right",
+                    va="bottom", fontsize=9, fontweight="bold", color=color,
+                    bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none", "alpha": 0.85})
+        numbered.append((f"{n}  {b.option}: {format_volume(b.volume)} calls/yr, {format_money(b.annual_cost, cur)}/yr",
+                         color))
+    if numbered:
+        side += list(reversed(numbered)) + [("break-even (local never dearer from here on):", "black")]
+    for i, (text, color) in enumerate(side):
+        ax.annotate(text, xy=(1.01, 0.0), xycoords="axes fraction", xytext=(0, 12 * i), textcoords="offset points",
+                    ha="left", va="bottom", fontsize=8, color=color)
     for r in study.rows:
         if r.calls_per_year > 0:
             ax.axvline(r.calls_per_year, color="#bbbbbb", linewidth=0.8, zorder=0)
             ax.text(r.calls_per_year, 0.01, f" {format_volume(r.calls_per_year)}", transform=ax.get_xaxis_transform(),
                     ha="left", va="bottom", fontsize=8, color="#666666")
-    unpriced = [o.key for o in study.options if not o.priced]
-    if unpriced:
-        ax.text(1.01, 0.0, "not priced (no price in the sheet):\n" + "\n".join(unpriced), transform=ax.transAxes,
-                ha="left", va="bottom", fontsize=8, color="#666666")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlim(lo, hi)
@@ -92,7 +99,7 @@ def build_figure(study: CostStudy, title: str | None = None) -> Figure:
         f"API vs local annual cost ({w.prompt_tokens:g}+{w.completion_tokens:g} tokens/call, peak x{w.peak_to_average:g}, "
         f"utilization {study.utilization:g}, {study.amortization_years:g}-year amortization)"), fontsize=10, pad=10)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False,
-              title="solid on-prem, dashed on-demand,\ndotted spot; o = break-even", title_fontsize=8)
+              title="solid on-prem, dashed on-demand, dotted spot", title_fontsize=8)
     return fig
 
 

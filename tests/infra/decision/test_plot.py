@@ -35,8 +35,10 @@ def test_figure_has_api_and_local_series_and_marked_break_evens(study):
         assert list(m.get_xdata()) == [pytest.approx(be.volume)]
         assert list(m.get_ydata()) == [pytest.approx(be.annual_cost)]
     texts = [t.get_text() for t in ax.texts]
-    assert any("base on-prem" in t and "break-even 510k" in t for t in texts)
-    assert any("not priced" in t and "base eks spot" in t for t in texts)
+    # numbered markers, and the numbered list beside the chart: "1  base on-prem: 510k calls/yr, ¥61,149/yr"
+    assert any(t.startswith("1  base on-prem: 510k calls/yr") for t in texts)
+    assert "1" in texts and str(len(markers)) in texts
+    assert any(t.startswith("not priced") for t in texts) and "  base eks spot" in texts
     # the API line is the API cost: check one point
     api = ax.get_lines()[0]
     x, y = api.get_xdata()[10], api.get_ydata()[10]
