@@ -1,0 +1,102 @@
+"""Shared fixtures of the chart tests: helm, rendered scenarios (rendered once per session), checkov."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from infra.chart_values import CHART_DIR
+
+REPO = Path(__file__).resolve().parents[2]
+SCENARIOS = ("gke-base", "gke-pro", "eks-pro", "onprem-cpu", "airgapped")
+NAMESPACE = "dsdeploy"
+RELEASE = "ds"
+
+
+def helm_path() -> str:
+    """helm from .venv/bin (scripts/install_tools.py) or PATH; missing helm fails the test, never skips it."""
+    for candidate in (REPO / ".venv" / "bin" / "helm", Path(sys.executable).parent / "helm"):
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    found = shutil.which("helm")
+    if not found:
+        pytest.fail("helm not found in .venv/bin or on PATH: run `python scripts/install_tools.py --bin-dir .venv/bin`")
+    return found
+
+
+@dataclass(frozen=True)
+class Rendered:
+    text: str
+    docs: list[dict[str, Any]]
+
+    def kind(self, kind: str) -> list[dict[str, Any]]:
+        return [d for d in self.docs if d["kind"] == kind]
+
+    def one(self, kind: str, component: str) -> dict[str, Any]:
+        found = [d for d in self.kind(kind)
+                 if d["metadata"]["labels"].get("app.kubernetes.io/component") == component]
+        assert len(found) == 1, f"expected one {kind} of component {component}, found {len(found)}"
+        return found[0]
+
+    def pod_specs(self) -> list[tuple[str, dict[str, Any]]]:
+        """(kind/name, pod spec) of every workload, the helm test Pod included."""
+        out = []
+        for d in self.docs:
+            name = f"{d['kind']}/{d['metadata']['name']}"
+            if d["kind"] in ("Deployment", "Job", "StatefulSet", "DaemonSet"):
+                out.append((name, d["spec"]["template"]["spec"]))
+            elif d["kind"] == "Pod":
+                out.append((name, d["spec"]))
+        return out
+
+
+def helm_template(*args: str, values: dict[str, Any] | None = None, tmp: Path | None = None) -> subprocess.CompletedProcess:
+    cmd = [helm_path(), "template", RELEASE, str(CHART_DIR), "--namespace", NAMESPACE, *args]
+    if values is not None:
+        assert tmp is not None
+        path = tmp / "values.yaml"
+        path.write_text(yaml.safe_dump(values))
+        cmd += ["-f", str(path)]
+    return subprocess.run(cmd, capture_output=True, text=True, check=False)
+
+
+def parse(text: str) -> Rendered:
+    return Rendered(text, [d for d in yaml.safe_load_all(text) if d])
+
+
+def scenario_file(name: str) -> Path:
+    return CHART_DIR / "ci" / f"{name}-values.yaml"
+
+
+# Cluster APIs the scenarios are rendered against (as if the operators were installed).
+SCENARIO_APIS = {
+    "gke-pro": ["monitoring.coreos.com/v1/ServiceMonitor", "monitoring.coreos.com/v1/PrometheusRule", "keda.sh/v1alpha1"],
+}
+
+
+@pytest.fixture(scope="session")
+def rendered() -> dict[str, Rendered]:
+    out = {}
+    for name in SCENARIOS:
+        apis = [a for api in SCENARIO_APIS.get(name, []) for a in ("--api-versions", api)]
+        proc = helm_template("-f", str(scenario_file(name)), *apis)
+        assert proc.returncode == 0, f"{name}: helm template failed:\n{proc.stderr}"
+        out[name] = parse(proc.stdout)
+    return out
+
+
+@pytest.fixture(scope="session")
+def rendered_dir(rendered: dict[str, Rendered], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every scenario's manifests as <scenario>.yaml in one folder (one checkov run for all)."""
+    folder = tmp_path_factory.mktemp("rendered")
+    for name, r in rendered.items():
+        (folder / f"{name}.yaml").write_text(r.text)
+    return folder

@@ -1,0 +1,311 @@
+"""Assertions on the rendered objects of every scenario: GPUs, placement, shm, secrets, pod security, policies."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from inference.router.config import load_router_config
+from tests.charts.conftest import NAMESPACE, SCENARIOS, Rendered, helm_template, parse, scenario_file
+
+GPU_SCENARIOS = ("gke-base", "gke-pro", "eks-pro", "airgapped")
+
+
+def values_of(scenario: str) -> dict:
+    return yaml.safe_load(scenario_file(scenario).read_text())
+
+
+def engine_container(r: Rendered) -> dict:
+    return r.one("Deployment", "engine")["spec"]["template"]["spec"]["containers"][0]
+
+
+def arg(container: dict, flag: str) -> str | None:
+    for a in container.get("args", []):
+        if a.startswith(flag + "="):
+            return a.split("=", 1)[1]
+    return None
+
+
+@pytest.mark.parametrize("scenario", GPU_SCENARIOS)
+def test_gpu_limit_equals_tensor_parallel_size(rendered: dict[str, Rendered], scenario: str) -> None:
+    tp = values_of(scenario)["engine"]["tensorParallelSize"]
+    c = engine_container(rendered[scenario])
+    assert c["resources"]["limits"]["nvidia.com/gpu"] == tp
+    assert c["resources"]["requests"]["nvidia.com/gpu"] == tp
+    assert arg(c, "--tensor-parallel-size") == str(tp)
+    assert c["command"] == ["vllm", "serve"]
+    assert re.match(r"^vllm/vllm-openai:v\d+\.\d+\.\d+$|^registry\.site\.local/", c["image"]), c["image"]
+
+
+@pytest.mark.parametrize("scenario", GPU_SCENARIOS)
+def test_gpu_pods_select_and_tolerate_the_gpu_pool(rendered: dict[str, Rendered], scenario: str) -> None:
+    spec = rendered[scenario].one("Deployment", "engine")["spec"]["template"]["spec"]
+    expected = values_of(scenario)["engine"]["gpu"]["nodeSelector"]
+    assert expected and spec["nodeSelector"] == expected
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"]
+
+
+def test_platform_labels(rendered: dict[str, Rendered]) -> None:
+    sel = {s: rendered[s].one("Deployment", "engine")["spec"]["template"]["spec"]["nodeSelector"] for s in GPU_SCENARIOS}
+    assert sel["gke-base"] == {"cloud.google.com/gke-accelerator": "nvidia-tesla-a100"}
+    assert sel["gke-pro"] == {"cloud.google.com/gke-accelerator": "nvidia-h100-80gb"}
+    assert "node.kubernetes.io/instance-type" in sel["eks-pro"]
+    assert sel["airgapped"] == {"site.example/gpu": "a100-40gb"}
+
+
+def test_cpu_tier_has_no_gpu_placement(rendered: dict[str, Rendered]) -> None:
+    r = rendered["onprem-cpu"]
+    spec = r.one("Deployment", "engine")["spec"]["template"]["spec"]
+    assert "nodeSelector" not in spec and "tolerations" not in spec
+    c = spec["containers"][0]
+    assert "nvidia.com/gpu" not in c["resources"]["limits"] and "nvidia.com/gpu" not in c["resources"]["requests"]
+    assert c["command"] == ["dsdeploy", "serve"]
+    assert arg(c, "--device") == "cpu" and arg(c, "--quantization") == "bf16"
+    assert c["readinessProbe"]["httpGet"]["path"] == "/ready"
+    assert "nvidia.com/gpu" not in r.text
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_shm_is_memory_backed_and_sized(rendered: dict[str, Rendered], scenario: str) -> None:
+    v = values_of(scenario)["engine"]
+    spec = rendered[scenario].one("Deployment", "engine")["spec"]["template"]["spec"]
+    shm = next(vol for vol in spec["volumes"] if vol["name"] == "shm")
+    expected = v.get("shm", {}).get("sizeLimit") or f"{max(2, 4 * v['tensorParallelSize'])}Gi"
+    assert shm["emptyDir"] == {"medium": "Memory", "sizeLimit": expected}
+    mounts = {m["mountPath"]: m["name"] for m in spec["containers"][0]["volumeMounts"]}
+    assert mounts["/dev/shm"] == "shm"
+    if v["tensorParallelSize"] > 1:  # NCCL between ranks needs more than the 64 MiB default
+        assert int(expected.removesuffix("Gi")) >= 4 * v["tensorParallelSize"]
+
+
+def test_default_shm_follows_tensor_parallel_size(tmp_path: Path) -> None:
+    proc = helm_template(values={"engine": {"gpusPerReplica": 8, "tensorParallelSize": 8}}, tmp=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    spec = parse(proc.stdout).one("Deployment", "engine")["spec"]["template"]["spec"]
+    shm = next(vol for vol in spec["volumes"] if vol["name"] == "shm")
+    assert shm["emptyDir"]["sizeLimit"] == "32Gi"
+
+
+def test_engine_args_follow_values(rendered: dict[str, Rendered]) -> None:
+    c = engine_container(rendered["gke-pro"])
+    v = values_of("gke-pro")["engine"]
+    assert arg(c, "--quantization") == "fp8"
+    assert arg(c, "--reasoning-parser") == "deepseek_r1"
+    assert arg(c, "--max-model-len") == str(v["maxModelLen"])
+    assert arg(c, "--gpu-memory-utilization") == str(v["gpuMemoryUtilization"])
+    assert arg(c, "--max-num-seqs") == str(v["maxNumSeqs"])
+    assert arg(c, "--served-model-name") == "deepseek-r1-distill-llama-70b"
+    assert c["args"][0] == "/models/deepseek-r1-distill-llama-70b"
+    assert {"name": "HF_HUB_OFFLINE", "value": "1"} in c["env"]
+    for probe, path in (("startupProbe", "/health"), ("readinessProbe", "/health"), ("livenessProbe", "/health")):
+        assert c[probe]["httpGet"]["path"] == path
+    startup = c["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 600
+
+
+SECRET_LIKE = re.compile(r"sk-[A-Za-z0-9]{16,}|hf_[A-Za-z0-9]{16,}|AKIA[A-Z0-9]{16}")
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_no_secret_values_in_output(rendered: dict[str, Rendered], scenario: str) -> None:
+    r = rendered[scenario]
+    assert not r.kind("Secret"), "the chart must only reference existing Secrets"
+    assert not SECRET_LIKE.search(r.text)
+    for _, spec in r.pod_specs():
+        for c in spec["containers"] + spec.get("initContainers", []):
+            for env in c.get("env", []):
+                if re.search(r"KEY|TOKEN|SECRET|PASSWORD", env["name"]) and env["name"] != "DSDEPLOY_TOKEN_FILE":
+                    assert "value" not in env and "secretKeyRef" in env["valueFrom"], env
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_every_pod_is_restricted(rendered: dict[str, Rendered], scenario: str) -> None:
+    r = rendered[scenario]
+    accounts = {d["metadata"]["name"]: d for d in r.kind("ServiceAccount")}
+    specs = r.pod_specs()
+    assert len(specs) >= 3
+    for name, spec in specs:
+        psc = spec["securityContext"]
+        assert psc["runAsNonRoot"] is True and psc["seccompProfile"]["type"] == "RuntimeDefault", name
+        assert spec["automountServiceAccountToken"] is False, name
+        assert accounts[spec["serviceAccountName"]]["automountServiceAccountToken"] is False, name
+        assert not spec.get("hostNetwork") and not spec.get("hostPID") and not spec.get("hostIPC"), name
+        assert all("hostPath" not in v for v in spec.get("volumes", [])), name
+        for c in spec["containers"] + spec.get("initContainers", []):
+            sc = c["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False, (name, c["name"])
+            assert sc["capabilities"]["drop"] == ["ALL"] and not sc["capabilities"].get("add"), (name, c["name"])
+            assert sc["readOnlyRootFilesystem"] is True and sc["runAsNonRoot"] is True, (name, c["name"])
+            assert sc["runAsUser"] >= 10000 and sc.get("privileged") is False, (name, c["name"])
+            assert set(c["resources"]["limits"]) >= {"cpu", "memory"}, (name, c["name"])
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_router_config_loads_with_the_routers_loader(rendered: dict[str, Rendered], scenario: str,
+                                                      tmp_path: Path) -> None:
+    r = rendered[scenario]
+    text = r.one("ConfigMap", "router")["data"]["router.yaml"]
+    path = tmp_path / "router.yaml"
+    path.write_text(text)
+    cfg = load_router_config(path, environ={"DEEPSEEK_API_KEY": "test-key-not-real"})
+    assert cfg.upstreams[0].url == f"http://ds-dsdeploy-engine.{NAMESPACE}.svc:8000"
+    assert cfg.server.host == "0.0.0.0"
+    v = values_of(scenario).get("router", {})
+    cloud = v.get("cloud", {}).get("enabled", False)
+    assert (cfg.cloud is not None) == cloud
+    container = r.one("Deployment", "router")["spec"]["template"]["spec"]["containers"][0]
+    if cloud:
+        assert "${DEEPSEEK_API_KEY}" in text and cfg.cloud.api_key == "test-key-not-real"
+        env = {e["name"]: e for e in container["env"]}
+        ref = env["DEEPSEEK_API_KEY"]["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": v["cloud"]["apiKeySecret"]["name"], "key": "api-key"}
+    else:
+        assert "env" not in container
+    # The router refuses a non-loopback bind without auth unless the chart said so explicitly.
+    cfg.check_bind("0.0.0.0")
+
+
+def test_router_extra_config_is_merged(rendered: dict[str, Rendered]) -> None:
+    text = rendered["eks-pro"].one("ConfigMap", "router")["data"]["router.yaml"]
+    cfg = yaml.safe_load(text)
+    assert cfg["timeouts"] == {"first_byte_s": 30.0} and cfg["saturation"] == {"max_waiting": 16}
+    assert cfg["policy"]["cloud_allowed"] == ["public", "internal"]
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_router_is_redundant(rendered: dict[str, Rendered], scenario: str) -> None:
+    r = rendered[scenario]
+    hpa = r.one("HorizontalPodAutoscaler", "router")
+    assert hpa["spec"]["minReplicas"] >= 2
+    assert hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu"
+    assert r.one("PodDisruptionBudget", "router")["spec"]["minAvailable"] == 1
+    assert r.one("PodDisruptionBudget", "engine")["spec"]["maxUnavailable"] == 1
+
+
+def test_router_replicas_without_hpa(tmp_path: Path) -> None:
+    proc = helm_template(values={"router": {"autoscaling": {"enabled": False}}}, tmp=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    r = parse(proc.stdout)
+    assert r.one("Deployment", "router")["spec"]["replicas"] == 2
+    assert not r.kind("HorizontalPodAutoscaler")
+
+
+def policy(r: Rendered, component: str) -> dict:
+    return r.one("NetworkPolicy", component)["spec"]
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_network_policies(rendered: dict[str, Rendered], scenario: str) -> None:
+    r = rendered[scenario]
+    deny = r.one("NetworkPolicy", "network")["spec"]
+    assert deny["policyTypes"] == ["Ingress", "Egress"] and "ingress" not in deny and "egress" not in deny
+    engine = policy(r, "engine")
+    assert engine["egress"] == []
+    sources = engine["ingress"][0]["from"]
+    assert sources[0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "router"
+    assert all("podSelector" not in s or s["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "router"
+               for s in sources)
+    router = policy(r, "router")
+    ports = [p["port"] for rule in router["egress"] for p in rule["ports"]]
+    cloud = values_of(scenario).get("router", {}).get("cloud", {}).get("enabled", False)
+    assert sorted(ports) == sorted([53, 53, 8000] + ([443] if cloud else []))
+    if r.kind("Job"):
+        download = policy(r, "model-download")
+        assert download["ingress"] == []
+        assert sorted(p["port"] for rule in download["egress"] for p in rule["ports"]) == [53, 53, 443]
+    covered = {json.dumps(d["spec"]["podSelector"], sort_keys=True) for d in r.kind("NetworkPolicy")}
+    assert len(covered) == len(r.kind("NetworkPolicy"))
+
+
+def test_download_job(rendered: dict[str, Rendered]) -> None:
+    job = rendered["gke-pro"].kind("Job")[0]
+    spec = job["spec"]
+    assert spec["activeDeadlineSeconds"] > 0 and spec["backoffLimit"] >= 1
+    c = spec["template"]["spec"]["containers"][0]
+    assert "--source=hf" in c["args"] and "--model-id=deepseek-ai/DeepSeek-R1-Distill-Llama-70B" in c["args"]
+    assert any(a.startswith("--attempts=") for a in c["args"])
+    token = next(v for v in spec["template"]["spec"]["volumes"] if v["name"] == "token")
+    assert token["secret"]["secretName"] == "hf-token"  # token from a file, not an env var
+    eks = rendered["eks-pro"].kind("Job")[0]["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "HF_ENDPOINT", "value": "https://hf-mirror.com"} in eks["env"]
+    cpu = rendered["onprem-cpu"].kind("Job")[0]["spec"]["template"]["spec"]["containers"][0]
+    assert "--source=modelscope" in cpu["args"]
+    assert cpu["image"] == "registry.internal.example/dsdeploy/model-fetch:1.0"
+    # The engine waits for the download's marker before it starts.
+    init = rendered["gke-pro"].one("Deployment", "engine")["spec"]["template"]["spec"]["initContainers"][0]
+    assert any(a.startswith("--wait=") for a in init["args"])
+
+
+def test_airgapped_skips_download(rendered: dict[str, Rendered]) -> None:
+    r = rendered["airgapped"]
+    assert not r.kind("Job") and not r.kind("PersistentVolumeClaim")
+    spec = r.one("Deployment", "engine")["spec"]["template"]["spec"]
+    assert spec["initContainers"][0]["args"] == ["--dest=/models/DeepSeek-R1-Distill-Qwen-14B", "--check-only"]
+    claim = next(v for v in spec["volumes"] if v["name"] == "model-cache")["persistentVolumeClaim"]
+    assert claim["claimName"] == "deepseek-weights"
+    assert not [p for p in r.kind("NetworkPolicy") if "443" in json.dumps(p)], "no egress outside on an offline site"
+
+
+def test_download_job_name_changes_with_the_model(tmp_path: Path) -> None:
+    names = set()
+    for model in ("deepseek-ai/DeepSeek-R1-Distill-Qwen-7B", "deepseek-ai/DeepSeek-R1-Distill-Qwen-14B"):
+        proc = helm_template(values={"model": {"id": model}}, tmp=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        names.add(parse(proc.stdout).kind("Job")[0]["metadata"]["name"])
+    assert len(names) == 2  # Jobs are immutable: a new model must not collide with the old Job
+
+
+def test_engine_autoscaling_keda_or_hpa(rendered: dict[str, Rendered], tmp_path: Path) -> None:
+    so = rendered["gke-pro"].one("ScaledObject", "engine")
+    trigger = so["spec"]["triggers"][0]
+    assert trigger["type"] == "prometheus" and "vllm:num_requests_waiting" in trigger["metadata"]["query"]
+    assert "replicas" not in rendered["gke-pro"].one("Deployment", "engine")["spec"]
+    assert not [h for h in rendered["gke-pro"].kind("HorizontalPodAutoscaler")
+                if h["metadata"]["labels"]["app.kubernetes.io/component"] == "engine"]
+    hpa = rendered["eks-pro"].one("HorizontalPodAutoscaler", "engine")
+    assert hpa["spec"]["metrics"][0]["pods"]["metric"]["name"] == "vllm:num_requests_waiting"
+    # provider auto: KEDA when the API exists, HPA otherwise
+    values = {"engine": {"autoscaling": {"enabled": True, "provider": "auto"}}}
+    with_keda = parse(helm_template("--api-versions", "keda.sh/v1alpha1", values=values, tmp=tmp_path).stdout)
+    without = parse(helm_template(values=values, tmp=tmp_path).stdout)
+    assert with_keda.kind("ScaledObject") and not without.kind("ScaledObject")
+    assert without.one("HorizontalPodAutoscaler", "engine")
+    off = parse(helm_template("--api-versions", "keda.sh/v1alpha1", tmp=tmp_path).stdout)
+    assert not off.kind("ScaledObject"), "autoscaling is off by default"
+
+
+def test_monitoring_follows_the_cluster_api(rendered: dict[str, Rendered], tmp_path: Path) -> None:
+    assert not rendered["gke-base"].kind("ServiceMonitor") and not rendered["gke-base"].kind("PrometheusRule")
+    r = parse(helm_template("--api-versions", "monitoring.coreos.com/v1/ServiceMonitor",
+                            "--api-versions", "monitoring.coreos.com/v1/PrometheusRule").stdout)
+    assert {d["metadata"]["labels"]["app.kubernetes.io/component"] for d in r.kind("ServiceMonitor")} == {"engine", "router"}
+    rules = rendered["gke-pro"].kind("PrometheusRule")[0]["spec"]["groups"][0]["rules"]
+    assert {x["alert"] for x in rules} == {"DsdeployEngineNotReady", "DsdeployFallbackRateHigh",
+                                          "DsdeployQueueSaturated", "DsdeployGpuMemoryHigh"}
+    assert rendered["gke-pro"].kind("PrometheusRule")[0]["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    dash = rendered["gke-base"].one("ConfigMap", "monitoring")
+    assert dash["metadata"]["labels"]["grafana_dashboard"] == "1"
+    board = json.loads(next(iter(dash["data"].values())))
+    assert board["panels"] and any("vllm:num_requests_waiting" in json.dumps(p) for p in board["panels"])
+
+
+def test_helm_test_hook(rendered: dict[str, Rendered]) -> None:
+    pod = rendered["gke-base"].kind("Pod")[0]
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    c = pod["spec"]["containers"][0]
+    assert c["command"] == ["dsdeploy", "smoke"]
+    assert f"--url=http://ds-dsdeploy-router.{NAMESPACE}.svc:8080" in c["args"]
+    keyed = rendered["gke-pro"].kind("Pod")[0]["spec"]["containers"][0]
+    assert keyed["env"][0]["valueFrom"]["secretKeyRef"]["name"] == "dsdeploy-client-key"
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_everything_is_namespaced_and_labelled(rendered: dict[str, Rendered], scenario: str) -> None:
+    for d in rendered[scenario].docs:
+        assert d["metadata"]["namespace"] == NAMESPACE, d["metadata"]["name"]
+        assert d["metadata"]["labels"]["app.kubernetes.io/instance"] == "ds"
+        assert len(d["metadata"]["name"]) <= 63

@@ -1,0 +1,94 @@
+"""Every scenario: helm lint, Kubernetes schema validation (strict, 1.30 to newest) and a clean checkov scan."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+
+from infra.chart_values import CHART_DIR
+from tests.charts.conftest import REPO, SCENARIOS, Rendered, helm_path, scenario_file
+
+# Custom resources kubernetes-validate has no schema for; everything else must validate.
+NO_SCHEMA_KINDS = {"ServiceMonitor", "ScaledObject", "PrometheusRule"}
+
+
+def kubernetes_minors() -> list[str]:
+    latest = kubernetes_validate.latest_version()
+    major, minor = (int(p) for p in latest.split(".")[:2])
+    assert (major, minor) >= (1, 30), f"kubernetes-validate ships schemas only up to {latest}"
+    return [f"1.{m}" for m in range(30, minor + 1)]
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_helm_lint_strict(scenario: str) -> None:
+    proc = subprocess.run([helm_path(), "lint", "--strict", str(CHART_DIR), "-f", str(scenario_file(scenario))],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_helm_lint_defaults() -> None:
+    proc = subprocess.run([helm_path(), "lint", "--strict", str(CHART_DIR)], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("version", kubernetes_minors())
+def test_scenarios_validate_strict(rendered: dict[str, Rendered], version: str) -> None:
+    errors = []
+    checked = 0
+    for name, r in rendered.items():
+        for doc in r.docs:
+            if doc["kind"] in NO_SCHEMA_KINDS:
+                continue
+            try:
+                kubernetes_validate.validate(doc, version, strict=True)
+                checked += 1
+            except kubernetes_validate.ValidationError as exc:
+                errors.append(f"{name} {doc['kind']}/{doc['metadata']['name']}: {exc.message}")
+    assert not errors, "\n".join(errors)
+    assert checked >= 80
+
+
+def test_strict_validation_catches_unknown_fields(rendered: dict[str, Rendered]) -> None:
+    # The validator must be able to fail: a misspelled field in a real rendered Deployment.
+    doc = json.loads(json.dumps(rendered["gke-base"].one("Deployment", "engine")))
+    doc["spec"]["template"]["spec"]["containers"][0]["resource"] = {}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(doc, kubernetes_minors()[-1], strict=True)
+
+
+def test_every_scenario_renders_its_kinds(rendered: dict[str, Rendered]) -> None:
+    for name, r in rendered.items():
+        kinds = {d["kind"] for d in r.docs}
+        assert {"Deployment", "Service", "ConfigMap", "NetworkPolicy", "ServiceAccount", "PodDisruptionBudget"} <= kinds, name
+    assert {"ScaledObject", "ServiceMonitor", "PrometheusRule", "Ingress"} <= {d["kind"] for d in rendered["gke-pro"].docs}
+    assert "HorizontalPodAutoscaler" in {d["kind"] for d in rendered["eks-pro"].docs}
+
+
+def checkov_bin() -> Path:
+    path = REPO / ".venv-checkov" / "bin" / "checkov"
+    if not path.is_file():
+        pytest.fail(f"checkov not found at {path}: python3 -m venv .venv-checkov && .venv-checkov/bin/pip install checkov")
+    return path
+
+
+@pytest.mark.slow
+def test_checkov_clean_on_every_scenario(rendered_dir: Path) -> None:
+    proc = subprocess.run(
+        [str(checkov_bin()), "-d", str(rendered_dir), "--framework", "kubernetes", "--skip-download",
+         "-o", "json"],
+        capture_output=True, text=True, check=False, timeout=600,
+    )
+    report = json.loads(proc.stdout)
+    results = (report[0] if isinstance(report, list) else report)["results"]
+    failed = [f"{c['check_id']} {c['resource']} ({c['file_path']}): {c['check_name']}" for c in results["failed_checks"]]
+    assert not failed, "\n".join(failed)
+    assert len(results["passed_checks"]) > 1000
+    for skip in results["skipped_checks"]:  # a skip is allowed only with a written reason
+        reason = skip["check_result"].get("suppress_comment", "")
+        assert len(reason) > 20, f"{skip['check_id']} on {skip['resource']} skipped without a reason"
+    # Every pod is covered by a NetworkPolicy (checkov's graph check ran and passed).
+    assert any(c["check_id"] == "CKV2_K8S_6" for c in results["passed_checks"])
