@@ -29,7 +29,7 @@ def explain(spec: ModelSpec, quant: QuantSpec, gpu: Gpu, tier: Tier, fit: Fit, u
         f"{fit.reserve_bytes_per_gpu / GB:.2f} GB",
         f"tensor parallel {fit.tp}: smallest size that divides the {spec.num_attention_heads} attention heads"
         f"{kv_heads} and holds {MIN_USEFUL_SEQS}+ sequences (or the most sequences when none does)",
-        f"per GPU: {gpu.memory_bytes / GB:.1f} GB x {utilization:.2f} = {fit.usable_bytes_per_gpu / GB:.2f} GB"
+        f"per GPU: {gpu.memory_mib:,} MiB ({gpu.memory_bytes / GB:.1f} GB) x {utilization:.2f} = {fit.usable_bytes_per_gpu / GB:.2f} GB"
         f" - weights/TP {fit.weight_bytes / fit.tp / GB:.2f} GB - reserve {fit.reserve_bytes_per_gpu / GB:.2f} GB"
         f" = {fit.kv_budget_bytes_per_gpu / GB:.2f} GB for KV = {fit.kv_tokens:,} tokens",
         f"concurrent sequences at {fit.context} tokens: {fit.kv_tokens:,} // {fit.context} = {fit.sequences}{capped}",

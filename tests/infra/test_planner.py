@@ -125,6 +125,8 @@ def test_tensor_parallel_choice() -> None:
     assert mid.machine("eks").replicas_per_node == 4
     small = plan_deployment("r1-distill-qwen-7b", "pro")
     assert small.tensor_parallel_size == 1 and small.machine("gke").replicas_per_node == 4
+    assert small.machine("existing").node_labels == {"dsdeploy.io/gpu-tier": "pro"}
+    assert small.machine("eks").node_labels == {"node.kubernetes.io/instance-type": "p5.48xlarge"}
 
 
 def test_v3_bf16_on_pro_does_not_fit_and_says_by_how_much() -> None:
