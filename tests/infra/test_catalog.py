@@ -202,3 +202,10 @@ def test_missing_file_and_reserved_fields(catalog_copy: Path) -> None:
     (catalog_copy / "models.yaml").unlink()
     with pytest.raises(CatalogError, match=r"models\.yaml: cannot read catalog file"):
         read_catalog(catalog_copy)
+
+
+def test_an_entry_given_twice_is_an_error(catalog_copy: Path) -> None:
+    text = (catalog_copy / "gpus.yaml").read_text()
+    (catalog_copy / "gpus.yaml").write_text(text + "\nL4-24GB:\n  name: again\n")
+    with pytest.raises(CatalogError, match=r"gpus\.yaml: not valid YAML: .*duplicate key 'L4-24GB'"):
+        read_catalog(catalog_copy)
