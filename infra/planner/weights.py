@@ -33,8 +33,9 @@ def checkpoint_for(spec: ModelSpec, quant: QuantSpec, gpu: Gpu) -> CheckpointSou
     published = spec.published.get(quant.name, [])
     vllm_quant = "gguf" if quant.name == "gguf-q4" else None
     if quant.name == "gguf-q4" and published:
-        warnings.append(f"vLLM's GGUF support is experimental: download a Q4_K_M .gguf file from {published[0]}, "
-                        f"pass its local path as the model and add --tokenizer {spec.id}")
+        warnings.append(f"vLLM's GGUF support is experimental: download the Q4_K_M .gguf file from {published[0]} "
+                        f"(merge split files with llama-gguf-split --merge), pass its local path as the model and "
+                        f"add --tokenizer {spec.id}")
     if published:
         return CheckpointSource(published[0], vllm_quant, warnings)
     if quant.name == "bf16":
