@@ -37,6 +37,22 @@ class CompletionBody(_Body):
     prompt: str | list[str] | list[int] | list[list[int]]
 
 
+def _param(data: Any, loc: tuple[Any, ...]) -> str | None:
+    """The field path of an error, without pydantic's union-member tags (``prompt.str`` -> ``prompt``)."""
+    parts: list[str] = []
+    node = data
+    for part in loc:
+        if isinstance(node, dict) and isinstance(part, str):
+            parts.append(part)
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int):
+            parts.append(str(part))
+            node = node[part] if part < len(node) else None
+        else:
+            break
+    return ".".join(parts) or None
+
+
 _MODELS: dict[str, type[_Body]] = {"/v1/chat/completions": ChatBody, "/v1/completions": CompletionBody}
 
 
@@ -52,7 +68,7 @@ def parse_body(path: str, raw: bytes) -> dict[str, Any]:
         _MODELS[path].model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
-        param = ".".join(str(p) for p in err["loc"]) or None
+        param = _param(data, err["loc"])
         shown = err.get("input")
         got = "" if isinstance(shown, dict | list) or err["type"] == "missing" else f" (got {shown!r:.60})"
         raise RouterError(400, f"Invalid value for '{param}': {err['msg']}{got}.", code="invalid_value", param=param) from None
