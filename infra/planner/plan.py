@@ -105,12 +105,8 @@ def _choose(spec: ModelSpec, quant: QuantSpec, catalog: Catalog, tier_key: str, 
 def _not_fit(spec: ModelSpec, quant: str, catalog: Catalog, tier_key: str, ctx: int, utilization: float) -> PlanDoesNotFit:
     tier = catalog.tier(tier_key)
     gpu = catalog.gpu(tier.gpu)
-    sizes = valid_tp_sizes(spec, tier.gpus_per_replica)
-    if not sizes:
-        return PlanDoesNotFit(
-            f"{spec.id} cannot be split over tier {tier_key}'s {tier.gpus_per_replica} GPUs: vLLM needs the "
-            f"attention heads ({spec.num_attention_heads}) divisible by the tensor-parallel size", 0, None)
-    fit = evaluate(spec, QUANT_SPECS[quant], gpu, sizes[-1], ctx, utilization)
+    widest = valid_tp_sizes(spec, tier.gpus_per_replica)[-1]  # TP 1 is always valid
+    fit = evaluate(spec, QUANT_SPECS[quant], gpu, widest, ctx, utilization)
     short = fit.needed_bytes - fit.usable_bytes
     advice = suggest(spec, quant, tier_key, ctx, utilization, catalog)
     message = (
@@ -123,11 +119,16 @@ def _not_fit(spec: ModelSpec, quant: str, catalog: Catalog, tier_key: str, ctx: 
     return PlanDoesNotFit(message, short, advice)
 
 
+def _utilization_flag(utilization: float) -> str:
+    """0.9 -> "0.90"; a finer value is passed as given (never rounded up past what was planned)."""
+    return f"{utilization:.2f}" if round(utilization, 2) == utilization else repr(utilization)
+
+
 def _engine_args(spec: ModelSpec, fit: Fit, utilization: float, seqs: int, vllm_quant: str | None) -> list[str]:
     args = [
         "--tensor-parallel-size", str(fit.tp),
         "--max-model-len", str(fit.context),
-        "--gpu-memory-utilization", f"{utilization:.2f}",
+        "--gpu-memory-utilization", _utilization_flag(utilization),
         "--max-num-seqs", str(seqs),
         "--max-num-batched-tokens", str(MAX_NUM_BATCHED_TOKENS),
     ]

@@ -236,3 +236,12 @@ def test_every_model_tier_and_quantization_plans_or_explains_the_shortfall() -> 
                 assert plan.tensor_parallel_size <= catalog.tier(tier).gpus_per_replica
                 assert plan.decode_tokens_per_s_batch >= plan.decode_tokens_per_s_per_seq > 0
     assert outcomes["fits"] > 100 and outcomes["short"] > 20
+
+
+def test_utilization_flag_is_never_rounded_up() -> None:
+    plan = plan_deployment("r1-distill-qwen-7b", "base", gpu_memory_utilization=0.925)
+    flag = plan.engine_args[plan.engine_args.index("--gpu-memory-utilization") + 1]
+    assert flag == "0.925" and plan.gpu_memory_utilization == 0.925
+    # less memory for the KV cache than at 0.95, more than at 0.90
+    assert (plan_deployment("r1-distill-qwen-7b", "base").kv_cache_tokens < plan.kv_cache_tokens
+            < plan_deployment("r1-distill-qwen-7b", "base", gpu_memory_utilization=0.95).kv_cache_tokens)
