@@ -14,7 +14,7 @@ from infra.cloud import GpuNodeFacts
 
 CHART = "nvidia-device-plugin"
 REPO = "https://nvidia.github.io/k8s-device-plugin"
-VERSION = "0.17.1"
+VERSION = "0.18.2"  # values checked by rendering the chart at tag v0.18.2
 NAMESPACE = "nvidia-device-plugin"
 
 

@@ -13,7 +13,7 @@ from infra.cloud import GpuNodeFacts
 
 CHART = "gpu-operator"
 REPO = "https://helm.ngc.nvidia.com/nvidia"
-VERSION = "v25.3.0"
+VERSION = "v26.7.0"  # values checked by rendering the chart at this tag (ClusterPolicy)
 NAMESPACE = "gpu-operator"
 
 

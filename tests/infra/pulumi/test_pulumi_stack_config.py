@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pulumi
@@ -146,3 +147,33 @@ def test_engine_config_errors_are_raised_before_resources():
     with pytest.raises(StackConfigError, match="dsdeploy:platform: missing"):
         run_program({"tier": "base", "model": "x"}, {}, run=run)
     assert [r for r in run.resources if r.typ != "pulumi:pulumi:Stack"] == []
+
+
+def test_main_reads_an_example_stack_and_exports_the_outputs():
+    """infra/__main__.py end to end under mocks, fed the onprem example stack as the engine would."""
+    import runpy
+
+    from pulumi.runtime.settings import get_root_resource
+
+    values, _ = read_stack_file(ROOT / "Pulumi.onprem.yaml")
+    # The engine hands every value over as text; structured ones as JSON.
+    engine_config = {f"dsdeploy:{key}": value if isinstance(value, str) else json.dumps(value)
+                     for key, value in values.items()}
+    engine_config["dsdeploy:kubeconfig"] = KUBECONFIG
+    run = ProgramRun()
+    pulumi.runtime.set_mocks(RecordingMocks(run), project="dsdeploy", stack="onprem")
+    pulumi.runtime.set_all_config(engine_config, ["dsdeploy:kubeconfig"])
+    try:
+
+        @pulumi.runtime.test
+        def program():
+            runpy.run_path(str(ROOT / "infra" / "__main__.py"), run_name="__main__")
+            exported = get_root_resource().outputs
+            assert {"routerEndpoint", "kubeconfig", "plan", "substitutions", "provisioning"} <= set(exported)
+            return pulumi.Output.from_input(exported["plan"]).apply(
+                lambda plan: run.outputs.update(plan=plan))
+
+        program()
+        assert run.outputs["plan"]["quantization"] == "awq-int4"
+    finally:
+        pulumi.runtime.set_all_config({}, [])
