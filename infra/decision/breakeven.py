@@ -22,6 +22,7 @@ import math
 from pydantic import BaseModel, ConfigDict
 
 from infra.decision.cost_model import LocalOption
+from infra.decision.currency import format_money
 
 
 class BreakEven(BaseModel):
@@ -39,7 +40,7 @@ def _ceil(x: float) -> int:
     return math.ceil(x - 1e-9)
 
 
-def break_even(option: LocalOption, api_cost_per_call: float) -> BreakEven:
+def break_even(option: LocalOption, api_cost_per_call: float, currency: str = "CNY") -> BreakEven:
     key = option.key
     if option.unit_cost_per_year is None:
         return BreakEven(option=key, volume=None, annual_cost=None, first_crossing=None,
@@ -55,8 +56,8 @@ def break_even(option: LocalOption, api_cost_per_call: float) -> BreakEven:
             option=key, volume=None, annual_cost=None, first_crossing=None,
             reason=(
                 f"the API stays cheaper at every volume: one {'node' if option.kind != 'on-prem' else 'server'} "
-                f"costs {unit:,.0f}/year but serves at most {cap:,.0f} calls/year, which cost "
-                f"{a * cap:,.0f}/year on the API"
+                f"costs {format_money(unit, currency)}/year but serves at most {cap:,.0f} calls/year, which cost "
+                f"{format_money(a * cap, currency)}/year on the API"
             ),
         )
     k_last = max(1, _ceil((fixed + unit) / a / saving))

@@ -76,6 +76,10 @@ def build_figure(study: CostStudy, title: str | None = None) -> Figure:
                     bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none", "alpha": 0.85})
         numbered.append((f"{n}  {b.option}: {format_volume(b.volume)} calls/yr, {format_money(b.annual_cost, cur)}/yr",
                          color))
+    never = [b.option for b in study.break_evens if b.volume is None and b.option in [o.key for o in priced]]
+    if never:
+        side += [(f"  {k}", "#666666") for k in reversed(never)] + [("no break-even (API cheaper at every volume):",
+                                                                     "#666666")]
     if numbered:
         side += list(reversed(numbered)) + [("break-even (local never dearer from here on):", "black")]
     for i, (text, color) in enumerate(side):

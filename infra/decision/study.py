@@ -220,7 +220,7 @@ def run_study(req: CostRequest) -> CostStudy:
         api_price_source=prices.source, api_price_read_on=prices.read_on, api_cost_per_call=per_call,
         workload=req.workload, amortization_years=req.amortization_years, utilization=req.utilization,
         capacities=capacities, options=options, rows=rows,
-        break_evens=[break_even(o, per_call) for o in options], assumptions=assumptions,
+        break_evens=[break_even(o, per_call, cur) for o in options], assumptions=assumptions,
         mission=mission_check(sheet.name, req.workload, per_call, cur, volumes), warnings=warnings,
     )
 
