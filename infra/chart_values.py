@@ -61,7 +61,7 @@ def _check_secret_name(value: str | None) -> str | None:
 class ChartOptions(BaseModel):
     """Deployment choices the plan does not make (platform, storage, secrets, scaling)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
     platform: Literal["gke", "eks", "existing"]
     gpu_node_selector: dict[str, str] = Field(default_factory=dict)

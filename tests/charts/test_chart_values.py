@@ -1,0 +1,176 @@
+"""chart_values (the one function behind `dsdeploy values` and Pulumi) and the values/render commands."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from dsdeploy.cli import main
+from infra.chart_values import ChartOptions, ChartValuesError, chart_values
+from infra.planner import plan_deployment
+from tests.charts.conftest import Rendered, helm_template, parse
+
+NO_SCHEMA_KINDS = {"ServiceMonitor", "ScaledObject", "PrometheusRule"}
+
+COMBOS = [
+    ("r1-distill-qwen-7b", "base", None, "gke"),
+    ("r1-distill-qwen-14b", "base", None, "eks"),
+    ("r1-distill-qwen-32b", "pro", None, "gke"),
+    ("r1-distill-llama-70b", "pro", "fp8", "eks"),
+    ("r1-distill-qwen-7b", "base", "bnb-4bit", "existing"),
+]
+
+
+def render_values(values: dict, tmp_path: Path) -> Rendered:
+    proc = helm_template(values=values, tmp=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    r = parse(proc.stdout)
+    latest = kubernetes_validate.latest_version()
+    for doc in r.docs:
+        if doc["kind"] not in NO_SCHEMA_KINDS:
+            kubernetes_validate.validate(doc, latest, strict=True)
+    return r
+
+
+@pytest.mark.parametrize(("model", "tier", "quant", "platform"), COMBOS)
+def test_planned_values_render_cleanly(model: str, tier: str, quant: str | None, platform: str,
+                                       tmp_path: Path) -> None:
+    plan = plan_deployment(model, tier, quantization=quant)
+    values = chart_values(plan, ChartOptions(platform=platform, cloud_fallback=True))
+    r = render_values(values, tmp_path)
+    c = r.one("Deployment", "engine")["spec"]["template"]["spec"]["containers"][0]
+    assert c["resources"]["limits"]["nvidia.com/gpu"] == plan.gpus_per_replica == plan.tensor_parallel_size
+    assert f"--tensor-parallel-size={plan.tensor_parallel_size}" in c["args"]
+    assert f"--max-model-len={plan.max_model_len}" in c["args"]
+    assert ("--reasoning-parser=deepseek_r1" in c["args"]) == plan.reasoning
+    if plan.vllm_quantization:
+        assert f"--quantization={plan.vllm_quantization}" in c["args"]
+    # flags the planner wants and the chart has no value for still reach vLLM, once
+    assert "--max-num-batched-tokens=8192" in c["args"]
+    flags = [a.split("=")[0] for a in c["args"] if a.startswith("--")]
+    assert len(flags) == len(set(flags)), flags
+    spec = r.one("Deployment", "engine")["spec"]["template"]["spec"]
+    assert spec["nodeSelector"] == plan.machine(platform).node_labels
+    assert r.one("Job", "model-download")["spec"]["template"]["spec"]["containers"][0]["args"][2] == \
+        f"--model-id={plan.checkpoint or plan.model_id}"
+
+
+def test_platform_selectors_and_options(tmp_path: Path) -> None:
+    plan = plan_deployment("r1-distill-qwen-7b", "base")
+    gke = chart_values(plan, ChartOptions(platform="gke"))
+    assert gke["engine"]["gpu"]["nodeSelector"] == {"cloud.google.com/gke-accelerator": "nvidia-tesla-a100"}
+    assert gke["engine"]["gpu"]["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    onprem = chart_values(plan, ChartOptions(platform="existing", gpu_node_selector={"site/gpu": "a100"},
+                                             gpu_tolerations=[], airgapped=True, storage_class="nfs",
+                                             engine_replicas_min=1, engine_replicas_max=4,
+                                             hf_endpoint="https://hf-mirror.com/"))
+    assert onprem["engine"]["gpu"] == {"nodeSelector": {"site/gpu": "a100"}, "tolerations": []}
+    assert onprem["model"]["source"] == "none" and onprem["modelCache"]["airgapped"] is True
+    assert onprem["modelCache"]["accessMode"] == "ReadWriteMany"
+    assert onprem["engine"]["autoscaling"] == {"enabled": True, "minReplicas": 1, "maxReplicas": 4}
+    assert onprem["model"]["hfEndpoint"] == "https://hf-mirror.com"
+    r = render_values(onprem, tmp_path)
+    assert not r.kind("Job") and r.kind("HorizontalPodAutoscaler")
+
+
+def test_server_engine_on_cpu(tmp_path: Path) -> None:
+    plan = plan_deployment("r1-distill-qwen-1.5b", "base").model_copy(update={"gpus_per_replica": 0})
+    with pytest.raises(ChartValuesError, match="no GPU; vLLM needs one"):
+        chart_values(plan, ChartOptions(platform="existing"))
+    values = chart_values(plan, ChartOptions(platform="existing", engine_type="server"))
+    r = render_values(values, tmp_path)
+    spec = r.one("Deployment", "engine")["spec"]["template"]["spec"]
+    assert "nodeSelector" not in spec and "tolerations" not in spec
+    assert "--device=cpu" in spec["containers"][0]["args"]
+
+
+def test_server_engine_refuses_quantizations_it_cannot_run() -> None:
+    plan = plan_deployment("r1-distill-llama-70b", "pro", quantization="fp8")
+    with pytest.raises(ChartValuesError, match="not served by the project's server"):
+        chart_values(plan, ChartOptions(platform="gke", engine_type="server"))
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("cloud_api_key_secret", "sk-4f8a9c0d1e2b3a4f5c6d7e8f9a0b1c2d", "looks like a credential"),
+    ("hf_token_secret", "hf_AbCdEfGhIjKlMnOpQrStUvWxYz012345", "looks like a credential"),
+    ("cloud_api_key_secret", "My Secret", "not a valid Secret name"),
+    ("model_cache_size", "big", "not a Kubernetes quantity"),
+    ("hf_endpoint", "hf-mirror.com", "not an http(s) URL"),
+    ("platform", "azure", "gke"),
+    ("gpu_count", 2, "Extra inputs are not permitted"),
+])
+def test_chart_options_reject(field: str, value: object, message: str) -> None:
+    kwargs = {"platform": "gke", field: value}
+    with pytest.raises(ValidationError, match=re.escape(message)) as err:
+        ChartOptions(**kwargs)
+    if "credential" in message:
+        assert str(value) not in str(err.value), "a secret must never appear in an error"
+
+
+def test_chart_options_replica_order() -> None:
+    with pytest.raises(ValidationError, match="below engine_replicas_min"):
+        ChartOptions(platform="gke", engine_replicas_min=3, engine_replicas_max=2)
+
+
+def test_values_command_writes_a_file_that_renders(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "values.yaml"
+    rc = main(["values", "--model", "r1-distill-llama-70b", "--tier", "pro", "--quantization", "fp8",
+               "--platform", "eks", "--cloud-fallback", "--engine-replicas", "1:3", "-o", str(out)])
+    assert rc == 0
+    values = yaml.safe_load(out.read_text())
+    assert out.read_text().startswith("# dsdeploy chart values")
+    assert values["engine"]["tensorParallelSize"] == 4 and values["engine"]["autoscaling"]["maxReplicas"] == 3
+    capsys.readouterr()
+    rc = main(["render", "-f", str(out), "--namespace", "llm"])
+    manifests = capsys.readouterr().out
+    assert rc == 0
+    r = parse(manifests)
+    assert {d["metadata"]["namespace"] for d in r.docs} == {"llm"}
+    assert not r.kind("Pod"), "render prints what kubectl should apply: no helm test Pod"
+    assert r.one("Deployment", "engine")["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"][
+        "nvidia.com/gpu"] == 4
+
+
+def test_values_command_to_stdout_matches_chart_values(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["values", "--model", "r1-distill-qwen-7b", "--tier", "base", "--platform", "gke"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    expected = chart_values(plan_deployment("r1-distill-qwen-7b", "base"), ChartOptions(platform="gke"))
+    assert printed == expected
+
+
+def test_values_command_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["values", "--model", "v3", "--tier", "pro", "--platform", "gke"]) == 1
+    assert "does not fit" in capsys.readouterr().err
+    assert main(["values", "--model", "r1-distill-qwen-7b", "--tier", "huge", "--platform", "gke"]) == 2
+    assert "huge" in capsys.readouterr().err
+    key = "sk-4f8a9c0d1e2b3a4f5c6d7e8f9a0b1c2d"
+    assert main(["values", "--model", "r1-distill-qwen-7b", "--tier", "base", "--platform", "gke",
+                 "--cloud-api-key-secret", key]) == 2
+    captured = capsys.readouterr()
+    assert "cloud_api_key_secret" in captured.err and key not in captured.err + captured.out
+    assert main(["values", "--model", "r1-distill-qwen-7b", "--tier", "base", "--platform", "existing",
+                 "--gpu-node-selector", "novalue"]) == 2
+    assert "KEY=VALUE" in capsys.readouterr().err
+
+
+def test_render_command_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["render", "-f", str(tmp_path / "missing.yaml")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("engine:\n  gpus: 2\n")
+    assert main(["render", "-f", str(bad)]) == 1
+    assert "'gpus' not allowed" in capsys.readouterr().err
+
+
+def test_render_command_with_cluster_apis(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    values = tmp_path / "v.yaml"
+    values.write_text("engine:\n  autoscaling:\n    enabled: true\n")
+    assert main(["render", "-f", str(values), "--api-versions", "keda.sh/v1alpha1",
+                 "--api-versions", "monitoring.coreos.com/v1/ServiceMonitor", "--include-tests"]) == 0
+    r = parse(capsys.readouterr().out)
+    assert r.kind("ScaledObject") and r.kind("ServiceMonitor") and r.kind("Pod")
