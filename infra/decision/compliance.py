@@ -20,13 +20,17 @@ MODES: tuple[str, ...] = ("local-only", "hybrid", "cloud-only")
 TPP_THRESHOLD = 4800
 
 SOURCES = {
+    "nvidia-8k-2022": "NVIDIA Form 8-K of 2022-08-31: on 2022-08-26 the US government imposed a license requirement, "
+                      "effective immediately, for any export to China (including Hong Kong) and Russia of the A100 and "
+                      "H100, quoted at http://www.indiandefensenews.in/2022/09/us-restricts-export-of-nvidia-computer.html",
     "bis-2022": "BIS interim final rule of 2022-10-07 (advanced computing ICs, ECCN 3A090 / 4A090; license "
-                "requirement for China and Macau), summary: https://wsgr.com/en/insights/"
+                "requirement for China), summary: https://wsgr.com/en/insights/"
                 "bis-implements-new-semiconductor-and-supercomputer-related-export-controls-and-end-use-controls.html",
     "bis-2023": "BIS interim final rules of 2023-10-17, effective 2023-11-17 (TPP and performance-density "
-                "thresholds; license requirement extended beyond China and Macau to dozens of countries), "
+                "thresholds; license requirement extended beyond China to dozens of countries), "
                 "summary: https://www.jdsupra.com/legalnews/bis-expands-export-controls-on-advanced-4995082/ "
-                "and https://natlawreview.com/node/257706/printable/print",
+                "and https://natlawreview.com/node/257706/printable/print; NVIDIA Form 8-K of 2023-10-17: "
+                "https://sec.gov/Archives/edgar/data/1045810/000104581023000217/0001045810-23-000217.txt",
     "deepseek-privacy": "DeepSeek privacy policy: \"We store the information we collect in secure servers "
                         "located in the People's Republic of China\", quoted in "
                         "https://www.wired.com/story/deepseek-ai-china-privacy-data/ (2025-01-27)",
@@ -94,20 +98,23 @@ def gpu_tpp(gpus: dict[str, Any]) -> dict[str, float]:
 def _export_row(mode: str, tpp: dict[str, float]) -> ComplianceRow:
     over = sorted(k for k, v in tpp.items() if v >= TPP_THRESHOLD)
     under = sorted(k for k, v in tpp.items() if v < TPP_THRESHOLD)
+    below = (f"; below it: {', '.join(under)} (the lower TPP + performance-density test is not evaluated here)"
+             if under else "")
     gpu_text = (
-        f"By dense datasheet figures, {', '.join(over) or 'none'} exceed the ECCN 3A090 TPP threshold of "
-        f"{TPP_THRESHOLD} (TPP = TFLOP/s x bit length){'; ' + ', '.join(under) + ' fall below it (the lower TPP + performance-density test is not evaluated here)' if under else ''}. "
-        "Exporting such GPUs, or servers with them, to China and Macau has required a US license since the "
-        "2022-10-07 rule, and to dozens of further countries since the 2023 rules; cloud providers apply the "
-        "same rules to where their GPU regions are and who may rent them. Cloud GPU shapes are offered only in "
-        "some regions. Rules changed repeatedly after 2023: check the current EAR for your destination before "
-        "buying or renting (not legal advice)."
+        f"By dense datasheet figures, {', '.join(over) or 'none'} exceed the ECCN 3A090 threshold of TPP "
+        f"{TPP_THRESHOLD} (TPP = TFLOP/s x bit length){below}. Exports of A100 and H100 to China (including "
+        "Hong Kong) and Russia have needed a US license since 2022-08-26; the BIS rule of 2022-10-07 made this a "
+        "rule for all chips above the threshold to China (H200 has the H100's compute and is above it too), and "
+        "the 2023-10-17 rules extended the license requirement to dozens of further countries. Cloud providers "
+        "apply these rules to their GPU regions and customers, and GPU machine types exist only in some regions. "
+        "The rules changed again after 2023: check the current EAR for your destination before buying or "
+        "renting (a factual note, not legal advice)."
     )
     if mode == "cloud-only":
-        return ComplianceRow(dimension="Export control", rule="bis-2022, bis-2023",
+        return ComplianceRow(dimension="Export control", rule="nvidia-8k-2022, bis-2022, bis-2023",
                              answer="You hold no GPUs, so GPU export licensing is not your question; whether you "
                                     "may send your data to the provider is (see 'What leaves'). For reference: " + gpu_text)
-    return ComplianceRow(dimension="Export control", rule="bis-2022, bis-2023", answer=gpu_text)
+    return ComplianceRow(dimension="Export control", rule="nvidia-8k-2022, bis-2022, bis-2023", answer=gpu_text)
 
 
 def compliance_matrix(mode: str, router_config: str | None = None) -> ComplianceMatrix:
@@ -172,6 +179,6 @@ def compliance_matrix(mode: str, router_config: str | None = None) -> Compliance
         rows.append(ComplianceRow(dimension="Models", rule="provider",
                                   answer="The provider decides which model answers behind each name and changes it over time."))
     rows.append(_export_row(mode, tpp))
-    used = ["router", "bis-2022", "bis-2023"] + (["deepseek-privacy", "deepseek-aliases"] if mode != "local-only" else [])
+    used = ["router", "nvidia-8k-2022", "bis-2022", "bis-2023"] + (["deepseek-privacy", "deepseek-aliases"] if mode != "local-only" else [])
     return ComplianceMatrix(mode=mode, router_config=router_config, rows=rows, gpu_tpp=tpp,
                             sources=[f"{k}: {SOURCES[k]}" for k in used], warnings=warnings)
