@@ -143,7 +143,7 @@ def download(args: argparse.Namespace) -> int:
             log("incomplete after download: " + "; ".join(problems))
         except Exception as exc:  # any failure is retried, then reported
             log(f"attempt {attempt} failed: {type(exc).__name__}: {str(exc)[:300]}")
-        wait = min(300, 10 * 2 ** (attempt - 1))
+        wait = min(300.0, args.backoff * 2 ** (attempt - 1))
         if attempt == args.attempts or time.monotonic() + wait > deadline:
             break
         time.sleep(wait)
@@ -182,6 +182,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--attempts", type=int, default=5)
     parser.add_argument("--max-workers", type=int, default=8)
     parser.add_argument("--deadline", type=float, default=10800, help="seconds for all attempts")
+    parser.add_argument("--backoff", type=float, default=10.0, help="seconds before the 2nd attempt (doubles)")
     parser.add_argument("--wait", type=float, metavar="SECONDS", help="wait for the download marker")
     parser.add_argument("--poll", type=float, default=10.0, help="seconds between checks with --wait")
     parser.add_argument("--check-only", action="store_true", help="only check the folder is complete")
