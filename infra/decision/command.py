@@ -10,6 +10,7 @@ import argparse
 import json
 import re
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import ValidationError
@@ -126,7 +127,8 @@ def _validation_message(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def _guarded(fn):  # noqa: ANN001, ANN202
+def _guarded(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Bad input -> one line on stderr and exit code 2."""
     def wrapper(args: argparse.Namespace) -> int:
         try:
             return fn(args)

@@ -15,6 +15,7 @@ from infra.decision.currency import SYMBOLS, DecisionInputError, format_money, f
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter
 
     from infra.decision.study import CostStudy
 
@@ -107,13 +108,13 @@ def build_figure(study: CostStudy, title: str | None = None) -> Figure:
     return fig
 
 
-def _money_formatter(cur: str):  # noqa: ANN202
+def _money_formatter(cur: str) -> FuncFormatter:
     from matplotlib.ticker import FuncFormatter
 
     return FuncFormatter(lambda y, _pos: format_money(y, cur))
 
 
-def _volume_formatter():  # noqa: ANN202
+def _volume_formatter() -> FuncFormatter:
     from matplotlib.ticker import FuncFormatter
 
     return FuncFormatter(lambda x, _pos: format_volume(x))

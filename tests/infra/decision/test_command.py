@@ -105,3 +105,14 @@ def test_custom_local_sheet_with_unknown_key_is_rejected(tmp_path):
                    "running: {pue: 1.2}\nsurprise: 1\n")
     with pytest.raises(DecisionInputError, match="surprise"):
         run_study(CostRequest(local_prices=str(bad), throughput_tokens_per_s=100, tiers=["base"]))
+
+
+def test_tiers_the_model_does_not_fit_are_left_out_or_refused(capsys):
+    # a 70B model in bf16 does not fit one A100 40GB: base is left out with a warning, pro is priced
+    data = _json(capsys, "--model", "deepseek-ai/DeepSeek-R1-Distill-Llama-70B", "--volumes", "1e7")
+    assert {c["tier"] for c in data["capacities"]} == {"pro"}
+    assert any("tier base" in w and "does not fit" in w for w in data["warnings"])
+    # DeepSeek-V3 fits no single A100: nothing to price -> exit 2 naming the shortfall
+    assert main(["cost", "--model", "deepseek-ai/DeepSeek-V3", "--tier", "base"]) == 2
+    err = capsys.readouterr().err
+    assert "no tier can serve the model" in err and "short by" in err
