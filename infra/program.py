@@ -58,9 +58,13 @@ def _cluster(cfg: StackConfig, mapping: Any, secrets: dict[str, Any]) -> Any:
 
         return GkeCluster("gke", cfg, mapping)
     if cfg.platform == "eks":
+        import pulumi_aws as aws
+
         from infra.cloud.eks import EksCluster
 
-        return EksCluster("eks", cfg, mapping)
+        # An explicit provider: every AWS resource lands in dsdeploy:region, whatever aws:region says.
+        region = aws.Provider("aws", region=cfg.region)
+        return EksCluster("eks", cfg, mapping, opts=pulumi.ResourceOptions(providers={"aws": region}))
     return ExistingCluster("existing", cfg, mapping, secrets["kubeconfig"])
 
 

@@ -58,7 +58,7 @@ class StackConfig(BaseModel):
     quantization: str | None = None
     context: int | None = Field(default=None, gt=0)
     gpu_memory_utilization: float = Field(default=0.90, gt=0.0, le=0.98, alias="gpuMemoryUtilization")
-    replicas_min: int = Field(default=1, ge=0, le=64, alias="replicasMin")
+    replicas_min: int = Field(default=1, ge=1, le=64, alias="replicasMin")
     replicas_max: int = Field(default=1, ge=1, le=64, alias="replicasMax")
     provisioning: Literal["on-demand", "spot", "flex-start", "reservation"] | None = None
     reservation_name: str | None = Field(default=None, alias="reservationName")
@@ -161,6 +161,9 @@ def _consistency_problems(cfg: StackConfig) -> list[tuple[str, Any, str]]:
             problems.append(("provisioning", cfg.provisioning, "on-demand or spot on eks"))
     if cfg.platform == "existing" and cfg.provisioning is not None:
         problems.append(("provisioning", cfg.provisioning, "unset on existing (the cluster's nodes exist already)"))
+    if cfg.platform == "existing" and cfg.replicas_max > 1 and not cfg.storage_class:
+        problems.append(("storageClass", None, "a ReadWriteMany StorageClass of your cluster: with replicasMax > 1 "
+                         "several engine pods share the model cache"))
     if cfg.provisioning == "reservation" and not cfg.reservation_name:
         problems.append(("reservationName", None, "the name of a Compute Engine reservation (provisioning=reservation)"))
     if cfg.platform != "existing":

@@ -82,7 +82,7 @@ class EksNetwork(pulumi.ComponentResource):
     def __init__(self, name: str, cluster_name: str, opts: pulumi.ResourceOptions | None = None):
         super().__init__("dsdeploy:cloud:EksNetwork", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        zones = aws.get_availability_zones_output(state="available").names
+        zones = aws.get_availability_zones_output(state="available", opts=pulumi.InvokeOutputOptions(parent=self)).names
         vpc = aws.ec2.Vpc(f"{name}-vpc", cidr_block=self.cidr, enable_dns_hostnames=True,
                           enable_dns_support=True, tags={"Name": cluster_name}, opts=child)
         igw = aws.ec2.InternetGateway(f"{name}-igw", vpc_id=vpc.id, opts=child)

@@ -53,7 +53,7 @@ users:
     return pulumi.Output.secret(pulumi.Output.all(name, endpoint, ca).apply(render))
 
 
-def gpu_pool_node_config(cfg: StackConfig, mapping: Any) -> dict[str, Any]:
+def gpu_pool_node_config(cfg: StackConfig, mapping: Any, workload_identity: bool = True) -> dict[str, Any]:
     """The GPU pool's ``node_config`` from the catalog mapping and the stack config."""
     provisioning = cfg.effective_provisioning
     labels = {k: v for k, v in mapping.node_labels.items() if not k.startswith(RESERVED_LABEL_PREFIXES)}
@@ -72,9 +72,10 @@ def gpu_pool_node_config(cfg: StackConfig, mapping: Any) -> dict[str, Any]:
         "disk_size_gb": 200,
         "disk_type": "pd-ssd",
         "oauth_scopes": ["https://www.googleapis.com/auth/cloud-platform"],
-        "workload_metadata_config": {"mode": "GKE_METADATA"},
         "shielded_instance_config": {"enable_secure_boot": True, "enable_integrity_monitoring": True},
     }
+    if workload_identity:  # the metadata server mode needs Workload Identity on the cluster
+        node_config["workload_metadata_config"] = {"mode": "GKE_METADATA"}
     if mapping.local_ssd_count:
         node_config["ephemeral_storage_local_ssd_config"] = {"local_ssd_count": mapping.local_ssd_count}
     if provisioning == "spot":
@@ -105,6 +106,7 @@ class GkeCluster(pulumi.ComponentResource):
     def __init__(self, name: str, cfg: StackConfig, mapping: Any, opts: pulumi.ResourceOptions | None = None):
         super().__init__("dsdeploy:cloud:GkeCluster", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
+        project_id = cfg.gcp_project or gcp.config.project  # dsdeploy:gcpProject, else gcp:project
         project = {"project": cfg.gcp_project} if cfg.gcp_project else {}
 
         network = gcp.compute.Network(
@@ -137,7 +139,7 @@ class GkeCluster(pulumi.ComponentResource):
             release_channel={"channel": "REGULAR"},
             min_master_version=cfg.kubernetes_version,
             workload_identity_config=(
-                {"workload_pool": f"{cfg.gcp_project}.svc.id.goog"} if cfg.gcp_project else None
+                {"workload_pool": f"{project_id}.svc.id.goog"} if project_id else None
             ),
             addons_config={
                 "gce_persistent_disk_csi_driver_config": {"enabled": True},
@@ -176,7 +178,7 @@ class GkeCluster(pulumi.ComponentResource):
                 "location_policy": "ANY" if flex else "BALANCED",
             },
             management={"auto_repair": not flex, "auto_upgrade": True},
-            node_config=gpu_pool_node_config(cfg, mapping),
+            node_config=gpu_pool_node_config(cfg, mapping, workload_identity=bool(project_id)),
             opts=pulumi.ResourceOptions(parent=self, ignore_changes=["initialNodeCount"]),
             **project,
         )

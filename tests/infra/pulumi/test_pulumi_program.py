@@ -232,6 +232,8 @@ BAD_CONFIGS = [
     ({"platform": "eks", "tier": "pro", "model": "r1-distill-qwen-7b", "region": "us-east-1",
       "provisioning": "flex-start"}, {}, r"dsdeploy:provisioning: 'flex-start'.*on-demand or spot on eks"),
     ({"platform": "existing", "tier": "base", "model": "r1-distill-qwen-7b"}, {}, r"dsdeploy:kubeconfig: missing"),
+    ({"platform": "existing", "tier": "base", "model": "r1-distill-qwen-7b", "replicasMax": 3},
+     {"kubeconfig": KUBECONFIG}, r"dsdeploy:storageClass: missing; allowed: a ReadWriteMany StorageClass"),
     ({"platform": "existing", "tier": "base", "model": "r1-distill-qwen-7b", "cloudFallback": "true"},
      {"kubeconfig": KUBECONFIG}, r"dsdeploy:deepseekApiKey: missing.*--secret"),
     ({"platform": "existing", "tier": "base", "model": "deepseek-r1-distill-qwen-32b", "quantization": "bf16"},
@@ -248,3 +250,17 @@ def test_bad_config_fails_before_any_resource(raw, secrets, message):
         run_program(raw, secrets, run=run)
     assert [r.name for r in run.resources if r.typ != "pulumi:pulumi:Stack"] == []
     assert "Traceback" not in str(caught.value)
+
+
+def test_eks_resources_use_the_stack_region_provider():
+    run = stack_run("eks", "pro")
+    provider = run.one("pulumi:providers:aws")
+    assert provider.inputs["region"] == "us-east-1"
+    for resource in run.resources:
+        if resource.typ.startswith("aws:"):
+            assert "pulumi:providers:aws::aws::" in resource.provider, resource.name
+
+
+def test_gke_workload_identity_only_with_a_project():
+    pool = stack_run("gke", "base").one(NODE_POOL, "gke-gpu").inputs["nodeConfig"]
+    assert "workloadMetadataConfig" not in pool  # no project known under mocks: no GKE_METADATA mode

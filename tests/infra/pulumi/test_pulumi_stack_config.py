@@ -117,7 +117,7 @@ def test_read_pulumi_config_from_the_engine_keeps_secrets_secret():
     pulumi.runtime.set_mocks(RecordingMocks(ProgramRun()), project="dsdeploy", stack="onprem")
     pulumi.runtime.set_all_config(
         {"dsdeploy:platform": "existing", "dsdeploy:tier": "base", "dsdeploy:model": "r1-distill-qwen-7b",
-         "dsdeploy:replicasMax": "2", "dsdeploy:gpuNodeLabels": '["gpu=yes"]', "dsdeploy:kubeconfig": KUBECONFIG,
+         "dsdeploy:replicasMax": "2", "dsdeploy:storageClass": "nfs", "dsdeploy:gpuNodeLabels": '["gpu=yes"]', "dsdeploy:kubeconfig": KUBECONFIG,
          "aws:region": "us-east-1"},
         ["dsdeploy:kubeconfig"],
     )
