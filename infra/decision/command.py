@@ -30,11 +30,20 @@ def parse_money(text: str, flag: str, default_currency: str) -> dict[str, Any]:
     return {"amount": float(m.group(1)), "currency": cur}
 
 
-def _add_cost_options(p: argparse.ArgumentParser) -> None:
+def _add_cost_options(p: argparse.ArgumentParser, *, volumes: bool = True) -> None:
+    if volumes:
+        _add_volume_options(p)
+    _add_price_options(p)
+
+
+def _add_volume_options(p: argparse.ArgumentParser) -> None:
     vol = p.add_mutually_exclusive_group()
     vol.add_argument("--volumes", type=float, nargs="+", metavar="CALLS_PER_YEAR",
                      help="calls per year to compare (default: the article's 100000 1000000 10000000)")
     vol.add_argument("--calls-per-month", type=float, nargs="+", metavar="N", help="calls per month (x12)")
+
+
+def _add_price_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prompt-tokens", type=float, default=500, help="average prompt tokens per call (default 500)")
     p.add_argument("--completion-tokens", type=float, default=500, help="average completion tokens per call (default 500)")
     p.add_argument("--cache-hit-ratio", type=float, default=0.0, help="share of prompt tokens billed as API cache hits (0-1)")
@@ -86,7 +95,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                      help="deployment mode for the compliance matrix (default hybrid)")
     rep.add_argument("--router-config", metavar="FILE", help="router YAML whose policy and audit settings to report")
     rep.add_argument("-o", "--output", metavar="report.md", help="write here (the chart goes next to it); default stdout")
-    _add_cost_options(rep)
+    _add_cost_options(rep, volumes=False)
     rep.set_defaults(func=run_report)
 
 
