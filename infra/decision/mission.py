@@ -17,6 +17,8 @@ and gives no hardware, power or throughput figures behind the local column.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from pydantic import BaseModel, ConfigDict
 
 from infra.decision.cost_model import Workload
@@ -39,6 +41,8 @@ class MissionRow(BaseModel):
     difference_pct: float  # (article - basis) / basis
     article_local_3y: float
     this_study_api: float | None  # this run's API cost at that volume, when the run uses the article basis
+    this_study_local_3y: float | None = None  # this run's cheapest local option x 3 years, same condition
+    this_study_local_option: str | None = None
 
 
 class MissionCheck(BaseModel):
@@ -53,15 +57,19 @@ def basis_api_cost(calls: float) -> float:
 
 
 def mission_check(sheet: str, workload: Workload, per_call: float, currency: str,
-                  volumes: list[float]) -> MissionCheck:
+                  cheapest_local: Callable[[float], tuple[str, float] | None] | None = None) -> MissionCheck:
+    """The article's rows against its basis; ``cheapest_local(calls)`` -> (option, annual cost) of this run."""
     same_basis = sheet == "mission-flat" and currency == "CNY" and workload.tokens_per_call == ARTICLE_TOKENS_PER_CALL
     rows = []
     for calls, (api, local3) in ARTICLE_TABLE.items():
         basis = basis_api_cost(calls)
+        local = cheapest_local(calls) if (same_basis and cheapest_local is not None) else None
         rows.append(MissionRow(
             calls_per_year=calls, article_api=api, basis_api=basis,
             difference_pct=round((api - basis) / basis * 100, 1), article_local_3y=local3,
             this_study_api=per_call * calls if same_basis else None,
+            this_study_local_3y=None if local is None else 3 * local[1],
+            this_study_local_option=None if local is None else local[0],
         ))
     notes = [
         "Article basis (section 3.1 footnote): CNY 0.12 per 1,000 tokens; 1,000 tokens per call reproduces its "
@@ -74,7 +82,9 @@ def mission_check(sheet: str, workload: Workload, per_call: float, currency: str
                 f"gives CNY {r.basis_api:,.0f} ({r.difference_pct:+.1f}% in the article, no reason given)."
             )
     notes.append("The article compares one year of API cost with a three-year local TCO, and states no hardware, "
-                 "power or throughput figures for its local column; this tool annualizes both sides.")
+                 "power or throughput figures for its local column; this tool annualizes both sides (the "
+                 "'this run local x 3 yr' column is the cheapest local option of this run over three years, "
+                 "for comparison with the article's column).")
     if not same_basis:
         notes.append("This run does not use the article basis (preset mission-flat, CNY, 1,000 tokens per call), "
                      "so its figures are not comparable row by row.")

@@ -220,5 +220,12 @@ def run_study(req: CostRequest) -> CostStudy:
         workload=req.workload, amortization_years=req.amortization_years, utilization=req.utilization,
         capacities=capacities, options=options, rows=rows,
         break_evens=[break_even(o, per_call, cur) for o in options], assumptions=assumptions,
-        mission=mission_check(sheet.name, req.workload, per_call, cur, volumes), warnings=warnings,
+        mission=mission_check(sheet.name, req.workload, per_call, cur, _cheapest_local(options)), warnings=warnings,
     )
+
+
+def _cheapest_local(options: list[LocalOption]) -> Callable[[float], tuple[str, float] | None]:
+    def cheapest(calls: float) -> tuple[str, float] | None:
+        costs = [(o.key, c) for o in options if (c := o.annual_cost(calls)) is not None]
+        return min(costs, key=lambda kc: kc[1]) if costs else None
+    return cheapest

@@ -33,7 +33,8 @@ def test_mission_basis_100k_calls_is_12000_cny_per_year():
 
 
 def test_mission_check_states_where_the_article_differs_from_its_basis():
-    check = mission_check("mission-flat", Workload(prompt_tokens=400, completion_tokens=600), 0.12, "CNY", [1e5])
+    check = mission_check("mission-flat", Workload(prompt_tokens=400, completion_tokens=600), 0.12, "CNY",
+                          lambda calls: ("base on-prem", 61_000.0))
     assert check.reproduces_basis
     by_calls = {r.calls_per_year: r for r in check.rows}
     assert by_calls[100_000].difference_pct == 0.0
@@ -41,7 +42,9 @@ def test_mission_check_states_where_the_article_differs_from_its_basis():
     assert by_calls[1_000_000].difference_pct == -18.3
     assert by_calls[10_000_000].difference_pct == -31.7
     assert any("98,000" in n and "120,000" in n for n in check.notes)
-    assert not mission_check("deepseek", Workload(), 0.01, "CNY", [1e5]).reproduces_basis
+    assert by_calls[100_000].this_study_local_3y == pytest.approx(183_000)  # 3 x 61,000
+    assert by_calls[100_000].this_study_local_option == "base on-prem"
+    assert not mission_check("deepseek", Workload(), 0.01, "CNY").reproduces_basis
 
 
 def test_deepseek_price_with_cache_hits_and_currency_conversion():
