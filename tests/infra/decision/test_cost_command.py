@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
+import yaml
 
 from dsdeploy.cli import main
 from infra.decision.currency import DecisionInputError
@@ -116,3 +118,21 @@ def test_tiers_the_model_does_not_fit_are_left_out_or_refused(capsys):
     assert main(["cost", "--model", "deepseek-ai/DeepSeek-V3", "--tier", "base"]) == 2
     err = capsys.readouterr().err
     assert "no tier can serve the model" in err and "short by" in err
+
+
+def test_tier_without_hardware_price_and_explicit_exchange_rate(tmp_path, capsys):
+    sheet = tmp_path / "local.yaml"
+    text = (Path(__file__).resolve().parents[3] / "infra/decision/local_prices.yaml").read_text()
+    data = yaml.safe_load(text)
+    del data["hardware"]["pro"]
+    sheet.write_text(yaml.safe_dump(data))
+    out = _json(capsys, "--local-prices", str(sheet), "--tier", "pro", "--platform", "gke",
+                "--throughput-tokens-per-s", "1000", "--usd-cny", "7.0", "--volumes", "1e6")
+    onprem = next(o for o in out["options"] if o["key"] == "pro on-prem")
+    assert onprem["priced"] is False and "no hardware price for tier 'pro'" in onprem["missing_price"]
+    assert "--hardware-price" in onprem["missing_price"]
+    # a3-highgpu-4g spot 17.6978748493151 USD/h x 8,760 h x 7.0 CNY/USD
+    spot = next(o for o in out["options"] if o["key"] == "pro gke spot")
+    assert spot["unit_cost_per_year"] == pytest.approx(17.6978748493151 * 8760 * 7.0)
+    assert out["exchange_rate"]["usd_cny"] == 7.0 and out["exchange_rate"]["source"] == "given with --usd-cny"
+    assert any(a.startswith("exchange rate: 1 USD = 7 CNY") for a in out["assumptions"])
