@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from infra.catalog import Tier
 from infra.decision.breakeven import BreakEven, break_even
 from infra.decision.cost_model import (
     LocalOption,
@@ -23,7 +24,7 @@ from infra.decision.cost_model import (
 from infra.decision.currency import Currency, DecisionInputError, ExchangeRate
 from infra.decision.mission import MissionCheck, mission_check
 from infra.decision.options import cloud_options, onprem_option
-from infra.decision.prices import load_api_prices, load_local_prices
+from infra.decision.prices import SourcedAmount, load_api_prices, load_local_prices
 
 MISSION_VOLUMES = (100_000.0, 1_000_000.0, 10_000_000.0)
 DEFAULT_MODEL = "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"
@@ -109,7 +110,7 @@ class CostStudy(BaseModel):
         return self.api_cost_per_call * volume
 
 
-def _capacity(req: CostRequest, tier: Any, warnings: list[str]) -> tuple[TierCapacity, Callable[[str], Any]] | None:
+def _capacity(req: CostRequest, tier: Tier, warnings: list[str]) -> tuple[TierCapacity, Callable[[str], Any]] | None:
     """One replica's throughput, and the machine mapping per platform (the plan's, when there is a plan)."""
     if req.throughput_tokens_per_s is not None:
         tps, source = req.throughput_tokens_per_s, "measured, given with --throughput-tokens-per-s"
@@ -209,9 +210,9 @@ def run_study(req: CostRequest) -> CostStudy:
         f"API: {sheet.name} / {model_name}: {prices.input_cache_hit_per_mtok:g} (cache hit) / "
         f"{prices.input_cache_miss_per_mtok:g} (cache miss) / {prices.output_per_mtok:g} (output) "
         f"{prices.currency} per 1M tokens; source {prices.source}, read {prices.read_on}",
-        f"electricity {elec.amount:g} {elec.currency}/kWh ({elec.basis}), PUE {pue:g}",
-        f"hosting per server-year {hosting.amount:g} {hosting.currency} ({hosting.source})",
-        f"operations per year {ops.amount:g} {ops.currency} ({ops.source})",
+        f"electricity {elec.amount:g} {elec.currency}/kWh ({_origin(elec)}), PUE {pue:g}",
+        f"hosting per server-year {hosting.amount:g} {hosting.currency} ({_origin(hosting)})",
+        f"operations per year {ops.amount:g} {ops.currency} ({_origin(ops)})",
         "servers and cloud nodes run all year (8,760 h); at least one replica is always on",
     ]
     return CostStudy(
@@ -229,3 +230,9 @@ def _cheapest_local(options: list[LocalOption]) -> Callable[[float], tuple[str, 
         costs = [(o.key, c) for o in options if (c := o.annual_cost(calls)) is not None]
         return min(costs, key=lambda kc: kc[1]) if costs else None
     return cheapest
+
+
+def _origin(value: Amount | SourcedAmount) -> str:
+    if isinstance(value, Amount):
+        return "given on the command line"
+    return f"{value.basis}: {value.source}"

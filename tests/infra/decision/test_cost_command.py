@@ -44,13 +44,20 @@ def test_cost_table_output_and_plot(capsys, tmp_path):
 def test_measured_throughput_and_deepseek_prices_in_usd(capsys):
     data = _json(capsys, "--tier", "pro", "--platform", "eks", "--throughput-tokens-per-s", "2000",
                  "--api-prices", "deepseek", "--api-model", "deepseek-reasoner", "--currency", "USD",
-                 "--spot-hourly", "20", "--volumes", "1e6")
+                 "--spot-hourly", "20", "--volumes", "1e6", "--electricity-per-kwh", "0.15USD",
+                 "--ops-per-year", "70000CNY", "--hosting-per-server-year", "1000", "--power-kw", "5",
+                 "--pue", "1.2", "--usd-cny", "7")
     # reasoner: (500 x 0.55 + 500 x 2.19) / 1e6 = 0.00137 USD per call
     assert data["api_cost_per_call"] == pytest.approx(0.00137)
     spot = next(o for o in data["options"] if o["key"] == "pro eks spot")
     assert spot["unit_cost_per_year"] == pytest.approx(20 * 8760)
     assert data["capacities"][0]["source"].startswith("measured")
     assert data["mission"]["reproduces_basis"] is False
+    # on-prem: power 5 kW x 1.2 x 8,760 h x 0.15 USD = 7,884 USD; hosting 1,000 USD; ops 70,000 CNY / 7 = 10,000 USD
+    onprem = next(o for o in data["options"] if o["key"] == "pro on-prem")
+    assert onprem["breakdown"]["power"] == pytest.approx(7884) and onprem["breakdown"]["hosting"] == pytest.approx(1000)
+    assert onprem["fixed_cost_per_year"] == pytest.approx(10_000)
+    assert any("operations per year 70000 CNY (given on the command line)" in a for a in data["assumptions"])
 
 
 @pytest.mark.parametrize(("argv", "message"), [
