@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import API_KEY, KUBECONFIG, STACKS, stack_run
 from pulumi_harness import ProgramRun, run_program
+from pulumi_stacks import API_KEY, KUBECONFIG, STACKS, stack_run
 
 from infra.catalog import load_catalog
 from infra.planner import plan_deployment

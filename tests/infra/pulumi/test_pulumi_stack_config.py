@@ -8,8 +8,8 @@ from pathlib import Path
 import pulumi
 import pytest
 import yaml
-from conftest import KUBECONFIG
 from pulumi_harness import ProgramRun, RecordingMocks, run_program
+from pulumi_stacks import KUBECONFIG
 
 from infra.planner import plan_deployment
 from infra.stack_config import (
