@@ -66,9 +66,8 @@ users:
     return pulumi.Output.secret(pulumi.Output.all(name, endpoint, ca).apply(render))
 
 
-def _quota_name(instance_type: str) -> str:
-    family = "P" if instance_type.startswith("p") else "G and VT"
-    return f"Running On-Demand {family} instances"
+def _family(mapping: Any) -> str:
+    return "P" if str(mapping.machine_type).startswith("p") else "G and VT"
 
 
 class EksNetwork(pulumi.ComponentResource):
@@ -214,7 +213,8 @@ class EksCluster(pulumi.ComponentResource):
         )
         spot = args["capacity_type"] == "SPOT"
         self.provisioning_note = " ".join(part for part in (
-            "GPU nodes are Spot instances and may be interrupted." if spot else
-            f"GPU nodes are on-demand instances; they need the '{_quota_name(mapping.machine_type)}' vCPU quota.",
+            f"GPU nodes are Spot instances and may be interrupted (quota: 'All {_family(mapping)} Spot "
+            "Instance Requests')."
+            if spot else "GPU nodes are on-demand instances.",
             mapping.provisioning_note) if part)
         self.register_outputs({"clusterName": cluster.name, "gpuNodeGroup": self.gpu_node_group.node_group_name})
