@@ -10,7 +10,7 @@ import math
 from collections.abc import Callable
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from infra.catalog import Tier
 from infra.decision.breakeven import BreakEven, break_even
@@ -65,6 +65,13 @@ class CostRequest(BaseModel):
     ops_per_year: Amount | None = None
     on_demand_hourly: Amount | None = None
     spot_hourly: Amount | None = None
+
+    @field_validator("tiers", "platforms")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("give at least one")
+        return list(dict.fromkeys(v))  # repeated names count once, order kept
 
 
 class TierCapacity(BaseModel):
