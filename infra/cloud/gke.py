@@ -73,6 +73,7 @@ def gpu_pool_node_config(cfg: StackConfig, mapping: Any, workload_identity: bool
         "disk_type": "pd-ssd",
         "oauth_scopes": ["https://www.googleapis.com/auth/cloud-platform"],
         "shielded_instance_config": {"enable_secure_boot": True, "enable_integrity_monitoring": True},
+        "gvnic": {"enabled": True},  # A3 machine types need gVNIC; harmless elsewhere
     }
     if workload_identity:  # the metadata server mode needs Workload Identity on the cluster
         node_config["workload_metadata_config"] = {"mode": "GKE_METADATA"}
