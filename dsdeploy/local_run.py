@@ -73,7 +73,7 @@ def _raise_interrupt(signum, frame) -> None:
 
 
 def run_local_stack(args) -> int:
-    console = Console()
+    console = Console(soft_wrap=True)
     err = Console(stderr=True, soft_wrap=True)
     try:
         options = options_from_args(args)
