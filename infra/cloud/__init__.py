@@ -7,7 +7,12 @@ and a ``provider`` (``pulumi_kubernetes.Provider``) plus the ``kubeconfig`` (a s
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+import yaml
 
 GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
 TIER_LABEL = "dsdeploy.io/gpu-tier"
@@ -38,3 +43,27 @@ def node_bounds(replicas_min: int, replicas_max: int, replicas_per_node: int) ->
     """GPU node counts (min, max) that hold the engine replica bounds."""
     per_node = max(1, replicas_per_node)
     return math.ceil(replicas_min / per_node), max(1, math.ceil(replicas_max / per_node))
+
+
+def exec_kubeconfig(
+    name: pulumi.Input[str],
+    server: pulumi.Input[str],
+    ca_data: pulumi.Input[str],
+    user_exec: Callable[[str], dict[str, Any]],
+) -> pulumi.Output[str]:
+    """A kubeconfig (secret Output) whose user runs the cloud's token command; ``user_exec(cluster)`` gives it."""
+
+    def render(args: list[str]) -> str:
+        cluster, endpoint, ca = args
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": cluster, "cluster": {"server": endpoint, "certificate-authority-data": ca}}],
+            "contexts": [{"name": cluster, "context": {"cluster": cluster, "user": cluster}}],
+            "current-context": cluster,
+            "users": [{"name": cluster, "user": {"exec": {
+                "apiVersion": "client.authentication.k8s.io/v1beta1", **user_exec(cluster)}}}],
+        }
+        return yaml.safe_dump(config, sort_keys=False)
+
+    return pulumi.Output.secret(pulumi.Output.all(name, server, ca_data).apply(render))

@@ -14,7 +14,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
-from infra.cloud import GPU_TAINT, TIER_LABEL, GpuNodeFacts, node_bounds
+from infra.cloud import GPU_TAINT, TIER_LABEL, GpuNodeFacts, exec_kubeconfig, node_bounds
 from infra.cloud.eks_shared_cache import EksSharedCache
 from infra.stack_config import StackConfig
 
@@ -38,32 +38,6 @@ def _assume_role(service: str) -> str:
             "Statement": [{"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}],
         }
     )
-
-
-def _kubeconfig(name: pulumi.Output[str], endpoint: pulumi.Output[str], ca: pulumi.Output[str], region: str):
-    def render(args: list[str]) -> str:
-        cluster, server, ca_data = args
-        return f"""apiVersion: v1
-kind: Config
-clusters:
-- name: {cluster}
-  cluster:
-    server: {server}
-    certificate-authority-data: {ca_data}
-contexts:
-- name: {cluster}
-  context: {{cluster: {cluster}, user: {cluster}}}
-current-context: {cluster}
-users:
-- name: {cluster}
-  user:
-    exec:
-      apiVersion: client.authentication.k8s.io/v1beta1
-      command: aws
-      args: [eks, get-token, --cluster-name, {cluster}, --region, {region}, --output, json]
-"""
-
-    return pulumi.Output.secret(pulumi.Output.all(name, endpoint, ca).apply(render))
 
 
 def _family(mapping: Any) -> str:
@@ -203,7 +177,12 @@ class EksCluster(pulumi.ComponentResource):
                                  node_role_name=node_role.name, after=[system], opts=child)
             self.shared_cache = {"fileSystemId": efs.file_system_id}
             self.storage_ready += efs.ready
-        self.kubeconfig = _kubeconfig(cluster.name, cluster.endpoint, cluster.certificate_authority.data, cfg.region)
+        region = cfg.region
+        self.kubeconfig = exec_kubeconfig(
+            cluster.name, cluster.endpoint, cluster.certificate_authority.data,
+            lambda name: {"command": "aws",
+                          "args": ["eks", "get-token", "--cluster-name", name, "--region", region, "--output", "json"]},
+        )
         self.provider = k8s.Provider(f"{name}-k8s", kubeconfig=self.kubeconfig, opts=child)
         args = gpu_node_group_args(cfg, mapping)
         self.gpu_facts = GpuNodeFacts(

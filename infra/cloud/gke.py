@@ -12,7 +12,7 @@ import pulumi
 import pulumi_gcp as gcp
 import pulumi_kubernetes as k8s
 
-from infra.cloud import GPU_TAINT, TIER_LABEL, GpuNodeFacts, node_bounds
+from infra.cloud import GPU_TAINT, TIER_LABEL, GpuNodeFacts, exec_kubeconfig, node_bounds
 from infra.stack_config import StackConfig
 
 SYSTEM_MACHINE_TYPE = "e2-standard-4"
@@ -24,33 +24,6 @@ PROVISIONING_NOTES = {
     "reservation": "GPU nodes consume the named Compute Engine reservation only.",
     "on-demand": "GPU nodes are on-demand VMs; they need on-demand GPU quota and available capacity.",
 }
-
-
-def _kubeconfig(name: pulumi.Output[str], endpoint: pulumi.Output[str], ca: pulumi.Output[str]) -> pulumi.Output[str]:
-    def render(args: list[str]) -> str:
-        cluster, server, ca_data = args
-        return f"""apiVersion: v1
-kind: Config
-clusters:
-- name: {cluster}
-  cluster:
-    server: https://{server}
-    certificate-authority-data: {ca_data}
-contexts:
-- name: {cluster}
-  context: {{cluster: {cluster}, user: {cluster}}}
-current-context: {cluster}
-users:
-- name: {cluster}
-  user:
-    exec:
-      apiVersion: client.authentication.k8s.io/v1beta1
-      command: gke-gcloud-auth-plugin
-      installHint: Install gke-gcloud-auth-plugin (gcloud components install gke-gcloud-auth-plugin)
-      provideClusterInfo: true
-"""
-
-    return pulumi.Output.secret(pulumi.Output.all(name, endpoint, ca).apply(render))
 
 
 def gpu_pool_node_config(cfg: StackConfig, mapping: Any, workload_identity: bool = True) -> dict[str, Any]:
@@ -185,7 +158,11 @@ class GkeCluster(pulumi.ComponentResource):
         )
         self.shared_cache = {"network": network.name} if cfg.replicas_max > 1 else None
         self.storage_ready = []
-        self.kubeconfig = _kubeconfig(cluster.name, cluster.endpoint, cluster.master_auth.cluster_ca_certificate)
+        self.kubeconfig = exec_kubeconfig(
+            cluster.name, cluster.endpoint.apply(lambda ip: f"https://{ip}"), cluster.master_auth.cluster_ca_certificate,
+            lambda _name: {"command": "gke-gcloud-auth-plugin", "provideClusterInfo": True,
+                           "installHint": "gcloud components install gke-gcloud-auth-plugin"},
+        )
         self.provider = k8s.Provider(f"{name}-k8s", kubeconfig=self.kubeconfig, opts=child)
         self.gpu_facts = GpuNodeFacts(
             labels={**mapping.node_labels, TIER_LABEL: cfg.tier},

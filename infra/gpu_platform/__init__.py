@@ -8,6 +8,9 @@
 
 from __future__ import annotations
 
+from types import ModuleType
+from typing import Any
+
 import pulumi
 import pulumi_kubernetes as k8s
 
@@ -36,39 +39,19 @@ class GpuPlatform(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
     ):
         super().__init__("dsdeploy:platform:GpuPlatform", name, None, opts)
-        on_cluster = pulumi.ResourceOptions(parent=self, provider=provider)
         after_nodes = pulumi.ResourceOptions(parent=self, provider=provider,
                                              depends_on=[gpu_nodes] if gpu_nodes else [])
         self.ready = [gpu_nodes] if gpu_nodes else []
         if cfg.platform == "gke":
             self.enablement = "GKE-managed NVIDIA driver and device plugin (no extra plugin installed)"
         elif cfg.platform == "eks":
-            ns = k8s.core.v1.Namespace("nvidia-device-plugin-ns", metadata={"name": device_plugin.NAMESPACE},
-                                       opts=on_cluster)
-            self.ready.append(k8s.helm.v4.Chart(
-                "nvidia-device-plugin",
-                chart=device_plugin.CHART,
-                version=device_plugin.VERSION,
-                repository_opts={"repo": device_plugin.REPO},
-                namespace=device_plugin.NAMESPACE,
-                values=device_plugin.device_plugin_values(facts),
-                opts=pulumi.ResourceOptions.merge(after_nodes, pulumi.ResourceOptions(depends_on=[ns])),
-            ))
+            self.ready.append(self._chart(device_plugin, device_plugin.device_plugin_values(facts), after_nodes))
             self.enablement = f"NVIDIA device plugin chart {device_plugin.VERSION} on the GPU node group"
         elif cfg.gpus_already_enabled:
             self.enablement = "GPUs already enabled on the cluster (gpusAlreadyEnabled): nothing installed"
         else:
-            ns = k8s.core.v1.Namespace("gpu-operator-ns", metadata={"name": gpu_operator.NAMESPACE},
-                                       opts=on_cluster)
-            self.ready.append(k8s.helm.v4.Chart(
-                "gpu-operator",
-                chart=gpu_operator.CHART,
-                version=gpu_operator.VERSION,
-                repository_opts={"repo": gpu_operator.REPO},
-                namespace=gpu_operator.NAMESPACE,
-                values=gpu_operator.gpu_operator_values(facts, cfg.gpu_operator_driver),
-                opts=pulumi.ResourceOptions(parent=self, provider=provider, depends_on=[ns]),
-            ))
+            values = gpu_operator.gpu_operator_values(facts, cfg.gpu_operator_driver)
+            self.ready.append(self._chart(gpu_operator, values, after_nodes))
             driver = "with" if cfg.gpu_operator_driver else "without"
             self.enablement = f"NVIDIA GPU operator {gpu_operator.VERSION} {driver} the driver"
 
@@ -83,4 +66,18 @@ class GpuPlatform(pulumi.ComponentResource):
             self.ready.append(storage_class)
             self.storage_class_name = args["metadata"]["name"]
         self.register_outputs({"enablement": self.enablement})
+
+    def _chart(self, source: ModuleType, values: dict[str, Any], opts: pulumi.ResourceOptions) -> k8s.helm.v4.Chart:
+        """A pinned upstream chart (module with CHART, REPO, VERSION, NAMESPACE) in its own namespace."""
+        namespace = k8s.core.v1.Namespace(f"{source.CHART}-ns", metadata={"name": source.NAMESPACE},
+                                          opts=pulumi.ResourceOptions(parent=self, provider=opts.provider))
+        return k8s.helm.v4.Chart(
+            source.CHART,
+            chart=source.CHART,
+            version=source.VERSION,
+            repository_opts={"repo": source.REPO},
+            namespace=source.NAMESPACE,
+            values=values,
+            opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[namespace])),
+        )
 

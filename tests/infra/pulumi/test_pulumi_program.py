@@ -264,3 +264,20 @@ def test_eks_resources_use_the_stack_region_provider():
 def test_gke_workload_identity_only_with_a_project():
     pool = stack_run("gke", "base").one(NODE_POOL, "gke-gpu").inputs["nodeConfig"]
     assert "workloadMetadataConfig" not in pool  # no project known under mocks: no GKE_METADATA mode
+
+
+@pytest.mark.parametrize("platform,server,command", [
+    ("gke", "https://203.0.113.10", "gke-gcloud-auth-plugin"),
+    ("eks", "https://ABC.gr7.us-east-1.eks.amazonaws.com", "aws"),
+])
+def test_kubeconfig_reaches_the_new_cluster(platform, server, command):
+    import yaml
+    from pulumi_harness import CA_DATA
+
+    config = yaml.safe_load(stack_run(platform, "pro").outputs["kubeconfig"])
+    [cluster] = config["clusters"]
+    assert cluster["cluster"] == {"server": server, "certificate-authority-data": CA_DATA}
+    user = config["users"][0]["user"]["exec"]
+    assert user["command"] == command
+    if platform == "eks":
+        assert user["args"][-4:] == ["--region", "us-east-1", "--output", "json"]
