@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import kubernetes_validate
 import pytest
 import yaml
 
@@ -100,3 +103,13 @@ def rendered_dir(rendered: dict[str, Rendered], tmp_path_factory: pytest.TempPat
     for name, r in rendered.items():
         (folder / f"{name}.yaml").write_text(r.text)
     return folder
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cached_schemas() -> Iterator[None]:
+    """kubernetes-validate re-reads the (large, read-only) schema files for every object; read each once."""
+    patch = pytest.MonkeyPatch()
+    utils = kubernetes_validate.utils
+    patch.setattr(utils, "schema_contents", functools.lru_cache(maxsize=None)(utils.schema_contents))
+    yield
+    patch.undo()
