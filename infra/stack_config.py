@@ -268,4 +268,9 @@ def read_pulumi_config() -> tuple[StackConfig, dict[str, Any]]:
     conf = pulumi.Config(PROJECT)
     secrets = {key: conf.get_secret(key) for key in SECRET_KEYS if raw.get(key) is not None}
     cfg = validate_stack_config({k: v for k, v in raw.items() if k not in SECRET_KEYS}, set(secrets))
+    if cfg.platform == "gke" and not cfg.gcp_project and not runtime_config.get_config("gcp:project"):
+        raise StackConfigError(
+            f"{PROJECT}:gcpProject: missing; platform gke needs a GCP project id. Set it with "
+            "`pulumi config set gcp:project <project-id>` (or `pulumi config set gcpProject <project-id>`)."
+        )
     return cfg, secrets

@@ -177,3 +177,16 @@ def test_main_reads_an_example_stack_and_exports_the_outputs():
         assert run.outputs["plan"]["quantization"] == "awq-int4"
     finally:
         pulumi.runtime.set_all_config({}, [])
+
+
+def test_gke_stack_without_a_project_is_refused_on_the_engine_path():
+    pulumi.runtime.set_mocks(RecordingMocks(ProgramRun()), project="dsdeploy", stack="gke")
+    pulumi.runtime.set_all_config({f"dsdeploy:{key}": value for key, value in GKE.items()}, [])
+    try:
+        with pytest.raises(StackConfigError, match=r"dsdeploy:gcpProject: missing.*pulumi config set gcp:project"):
+            read_pulumi_config()
+        pulumi.runtime.set_all_config({**{f"dsdeploy:{k}": v for k, v in GKE.items()}, "gcp:project": "p-1"}, [])
+        cfg, _ = read_pulumi_config()
+        assert cfg.platform == "gke"
+    finally:
+        pulumi.runtime.set_all_config({}, [])
