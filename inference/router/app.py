@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
 import sys
 import time
 import traceback
-import uuid
 from typing import Any, TextIO
 
-from inference.router.audit import AuditLog
+from inference.router.audit import AuditLog, new_record
 from inference.router.auth import Authenticator
 from inference.router.cache import ResponseCache, is_deterministic
 from inference.router.cloud import CloudRoute
@@ -24,6 +25,14 @@ from inference.router.policy import DataClassPolicy
 from inference.router.pool import UpstreamPool
 from inference.router.ratelimit import RateLimiter
 from inference.router.streaming import relay
+
+_ID_PREFIX = os.urandom(8).hex()  # per process; with a counter: unique ids without uuid4's cost
+_ID_COUNTER = itertools.count(1)
+
+
+def new_request_id() -> str:
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
+
 
 COMPLETION_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
 JSON = b"application/json"
@@ -95,7 +104,7 @@ class RouterApp:
 
     async def _completion(self, scope: dict[str, Any], receive: Any, send: Any, path: str) -> None:
         started = time.perf_counter()
-        request_id = uuid.uuid4().hex
+        request_id = new_request_id()
         rid = request_id.encode()
         authorization = data_class_header = None
         content_length = -1
@@ -106,10 +115,13 @@ class RouterApp:
                 data_class_header = value
             elif name == b"content-length":
                 content_length = int(value) if value.isdigit() else -1
-        record: dict[str, Any] = {
-            "request_id": request_id, "time": time.time(), "method": "POST", "path": path, "route": "local",
-            "attempts": 0, "cache": None,
-        }
+        record = new_record()
+        record["request_id"] = request_id
+        record["time"] = time.time()
+        record["method"] = "POST"
+        record["path"] = path
+        record["route"] = "local"
+        record["attempts"] = 0
         failures: list[str] = []
         data: dict[str, Any] | None = None
         routed: Routed | None = None
@@ -143,7 +155,7 @@ class RouterApp:
                                           [(b"x-dsdeploy-cache", b"hit")])
                     return
             deadline = time.monotonic() + self.config.timeouts.request_s
-            routed = await self.fallback.route(path, body, data, stream, data_class, deadline, failures)
+            routed = await self.fallback.route(path, body, data, stream, data_class, deadline, failures, rid)
             reply = routed.reply
             route = routed.route.encode()
             record.update(route=routed.route, upstream=routed.upstream_label,
@@ -165,8 +177,8 @@ class RouterApp:
             else:
                 assert reply.body is not None
                 await self._send_body(send, status, reply.content_type.encode(), route, rid, reply.body, extra)
-                usage = reply.parsed.get("usage") if reply.parsed else None
-                if isinstance(usage, dict):
+                usage = reply.usage
+                if usage is not None:
                     prompt_tokens = int(usage.get("prompt_tokens") or 0)
                     completion_tokens = int(usage.get("completion_tokens") or 0)
                 if cache_key is not None and status == 200 and self.cache is not None:
@@ -234,7 +246,7 @@ class RouterApp:
         await self._send_body(send, exc.status, JSON, route, rid, exc.body(), extra)
 
     async def _other(self, scope: dict[str, Any], send: Any, path: str) -> None:
-        rid = uuid.uuid4().hex.encode()
+        rid = new_request_id().encode()
         method = scope["method"]
         if path == "/health" and method in ("GET", "HEAD"):
             await self._send_body(send, 200, JSON, LOCAL, rid, b'{"status":"ok"}')

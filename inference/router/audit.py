@@ -23,6 +23,15 @@ AUDIT_FIELDS = (
 )
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, check_circular=False)
+_TEMPLATE = dict.fromkeys(AUDIT_FIELDS)
+
+
+def new_record() -> dict[str, Any]:
+    """A record with every audit field present (None until set)."""
+    return _TEMPLATE.copy()
+
+
 def prompt_content(data: dict[str, Any] | None) -> Any:
     if not data:
         return None
@@ -40,6 +49,8 @@ class AuditLog:
         self._stream = stream
         self._owns_stream = False
         self._task: asyncio.Task[None] | None = None
+        self._second = -1
+        self._second_text = ""
 
     def record(self, fields: dict[str, Any], request_data: dict[str, Any] | None) -> None:
         """Queue one record (cheap: the JSON is built later, outside the request)."""
@@ -76,9 +87,18 @@ class AuditLog:
             except OSError as exc:  # a full disk must not take the router down
                 print(f"audit: write failed: {exc}", file=sys.stderr)
 
+    def _time(self, t: float) -> str:
+        second = int(t)
+        if second != self._second:
+            self._second = second
+            self._second_text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        return f"{self._second_text}.{int((t - second) * 1000):03d}Z"
+
     def render(self, fields: dict[str, Any], request_data: dict[str, Any] | None) -> str:
-        line = {name: fields.get(name) for name in AUDIT_FIELDS}
-        line["time"] = datetime.fromtimestamp(fields["time"], UTC).isoformat(timespec="milliseconds")
+        """One JSON line; ``fields`` should hold every name in AUDIT_FIELDS (see ``new_record``)."""
+        line = fields if len(fields) >= len(AUDIT_FIELDS) else {**dict.fromkeys(AUDIT_FIELDS), **fields}
+        if isinstance(line["time"], float):
+            line["time"] = self._time(line["time"])
         mode = self.config.prompts
         if mode != "off":
             content = prompt_content(request_data)
@@ -87,7 +107,7 @@ class AuditLog:
                 line["prompt_sha256"] = hashlib.sha256(canonical.encode()).hexdigest()
             else:
                 line["prompt"] = content
-        return json.dumps(line, separators=(",", ":"), ensure_ascii=False)
+        return _ENCODER.encode(line)
 
     def flush(self) -> None:
         if not self._buffer or self._stream is None:

@@ -17,7 +17,7 @@ from inference.router.proxy import (
     RESPONSE_TIMEOUT,
     AttemptFailed,
     Reply,
-    bounded_exchange,
+    bounded_cloud,
 )
 
 
@@ -60,10 +60,8 @@ class CloudRoute:
                 break
             limit = min(cfg.first_byte_timeout_s, remaining) if stream else remaining
             try:
-                reply = await bounded_exchange(
-                    self.session, url, body, self._headers, stream, limit,
-                    FIRST_BYTE_TIMEOUT if stream else RESPONSE_TIMEOUT,
-                )
+                reply = await bounded_cloud(self.session, url, body, self._headers, stream, limit,
+                                            FIRST_BYTE_TIMEOUT if stream else RESPONSE_TIMEOUT)
                 return reply, attempt + 1
             except AttemptFailed as failure:
                 last = failure

@@ -49,5 +49,5 @@ def serve(config, host: str, port: int, *, log_level: str = "warning") -> None: 
 
     uvicorn.run(
         RouterApp(config), host=host, port=port, loop="uvloop", http="httptools", lifespan="on",
-        access_log=False, log_level=log_level, timeout_keep_alive=30,
+        access_log=False, log_level=log_level, timeout_keep_alive=30, proxy_headers=False, server_header=False,
     )

@@ -6,8 +6,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
-
 from inference.router.cloud import CloudRoute
 from inference.router.config import RouterConfig
 from inference.router.errors import RouterError
@@ -21,7 +19,7 @@ from inference.router.proxy import (
     UPSTREAM_429,
     AttemptFailed,
     Reply,
-    bounded_exchange,
+    bounded_local,
 )
 
 
@@ -51,26 +49,19 @@ class FallbackPolicy:
         self.policy = policy
         self.metrics = metrics
         self.cloud = cloud
-        self.session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
-        t = self.config.timeouts
-        self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=4.0),
-            timeout=aiohttp.ClientTimeout(total=None, connect=t.connect_s, sock_connect=t.connect_s),
-            auto_decompress=False,
-        )
         if self.cloud is not None:
             await self.cloud.start()
 
     async def stop(self) -> None:
-        if self.session is not None:
-            await self.session.close()
+        for up in self.pool.upstreams:
+            up.client.close()
         if self.cloud is not None:
             await self.cloud.stop()
 
     async def route(self, path: str, body: bytes, data: dict[str, Any], stream: bool, data_class: str,
-                    deadline: float, failures: list[str]) -> Routed:
+                    deadline: float, failures: list[str], request_id: bytes = b"-") -> Routed:
         """Serve from the local pool, else the cloud if the class may leave; ``failures`` collects
         ``upstream:reason`` for every failed attempt (for the audit log)."""
         cloud_model = None
@@ -80,7 +71,7 @@ class FallbackPolicy:
         attempts = 0
         if self.pool.upstreams:
             reply, up, attempts, reason = await self._try_local(path, body, stream, deadline, failures,
-                                                                cloud_ok=cloud_model is not None)
+                                                                request_id, cloud_ok=cloud_model is not None)
             if reply is not None and up is not None:
                 return Routed(reply, "local", up, up.label, None, attempts)
         else:
@@ -103,9 +94,9 @@ class FallbackPolicy:
             raise _cloud_error(reason, failure) from None
         return Routed(reply, "cloud", None, "cloud", reason, attempts + cloud_attempts, cloud_model)
 
-    async def _try_local(self, path: str, body: bytes, stream: bool, deadline: float, failures: list[str], *,
-                         cloud_ok: bool) -> tuple[Reply | None, LocalUpstream | None, int, str | None]:
-        assert self.session is not None
+    async def _try_local(self, path: str, body: bytes, stream: bool, deadline: float, failures: list[str],
+                         request_id: bytes, *, cloud_ok: bool
+                         ) -> tuple[Reply | None, LocalUpstream | None, int, str | None]:
         timeouts = self.config.timeouts
         tried: set[LocalUpstream] = set()
         reason: str | None = None
@@ -125,10 +116,8 @@ class FallbackPolicy:
             up.in_flight += 1
             limit = min(timeouts.first_byte_s if stream else timeouts.response_s, remaining)
             try:
-                reply = await bounded_exchange(
-                    self.session, up.base + path, body, up.headers, stream, limit,
-                    FIRST_BYTE_TIMEOUT if stream else RESPONSE_TIMEOUT, up.abort_signal(),
-                )
+                reply = await bounded_local(up, up.request(path, body, request_id), stream, limit,
+                                            FIRST_BYTE_TIMEOUT if stream else RESPONSE_TIMEOUT)
             except AttemptFailed as failure:
                 up.in_flight -= 1
                 reason = failure.reason

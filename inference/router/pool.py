@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from urllib.parse import urlsplit
 
 from inference.router.circuit import CircuitBreaker
 from inference.router.config import RouterConfig, Upstream
+from inference.router.upstream_http import UpstreamHttpClient
 
 # Why the pool could not give a local upstream (also fallback reasons).
 ALL_CIRCUITS_OPEN = "all_circuits_open"
@@ -20,7 +22,7 @@ class LocalUpstream:
 
     __slots__ = (
         "label", "base", "headers", "in_flight", "capacity", "circuit", "waiting",
-        "probe_failures", "healthy", "_abort",
+        "probe_failures", "healthy", "client", "prefix", "raw_headers", "pending", "aborted",
     )
 
     def __init__(self, spec: Upstream, config: RouterConfig) -> None:
@@ -29,13 +31,22 @@ class LocalUpstream:
         self.headers = {"Content-Type": "application/json"}
         if spec.api_key:
             self.headers["Authorization"] = f"Bearer {spec.api_key}"
+        parts = urlsplit(spec.url)
+        self.prefix = parts.path.rstrip("/")
+        self.client = UpstreamHttpClient(
+            parts.hostname or "127.0.0.1", parts.port or (443 if parts.scheme == "https" else 80),
+            connect_timeout_s=config.timeouts.connect_s, tls=parts.scheme == "https",
+        )
+        self.raw_headers = "".join(f"{k}: {v}\r\n" for k, v in self.headers.items()).encode()
+        # requests waiting for this upstream's first byte -> (deadline, reason if it passes)
+        self.pending: dict[asyncio.Task[object], tuple[float, str]] = {}
+        self.aborted: dict[asyncio.Task[object], str] = {}  # cancelled by the router, and why
         self.in_flight = 0
         self.capacity = spec.max_in_flight or config.saturation.max_in_flight_per_upstream
         self.circuit = CircuitBreaker(config.circuit.failures_to_open, config.circuit.open_s)
         self.waiting = 0.0  # vllm:num_requests_waiting from the last metrics poll
         self.probe_failures = 0
         self.healthy = True  # last active probe answered
-        self._abort: asyncio.Future[str] | None = None
 
     def __repr__(self) -> str:
         return f"LocalUpstream({self.label}, {self.circuit.state}, in_flight={self.in_flight})"
@@ -45,18 +56,24 @@ class LocalUpstream:
             return True
         return max_waiting is not None and self.waiting > max_waiting
 
-    def abort_signal(self) -> asyncio.Future[str]:
-        """A future that resolves when this upstream is found unresponsive (shared by its requests)."""
-        fut = self._abort
-        if fut is None or fut.done():
-            fut = self._abort = asyncio.get_running_loop().create_future()
-        return fut
+    def request(self, path: str, body: bytes, request_id: bytes) -> bytes:
+        """The raw HTTP request for this upstream."""
+        return self.client.request_bytes(
+            b"POST", self.prefix + path, body, self.raw_headers + b"X-Dsdeploy-Request-Id: " + request_id + b"\r\n")
 
-    def fire_abort(self, reason: str) -> None:
-        fut = self._abort
-        if fut is not None and not fut.done():
-            fut.set_result(reason)
-        self._abort = None
+    def abort_pending(self, reason: str = "unresponsive") -> None:
+        """Cancel the requests still waiting for this upstream's first byte (they go elsewhere)."""
+        for task in self.pending:
+            if task not in self.aborted:
+                self.aborted[task] = reason
+                task.cancel(f"dsdeploy: {reason}")
+
+    def expire_pending(self, now: float) -> None:
+        """Cancel the requests whose first-byte (or whole-answer) deadline has passed."""
+        for task, (deadline, reason) in self.pending.items():
+            if now >= deadline and task not in self.aborted:
+                self.aborted[task] = reason
+                task.cancel(f"dsdeploy: {reason}")
 
 
 class UpstreamPool:
@@ -124,7 +141,7 @@ class UpstreamPool:
         if up.probe_failures >= failures_to_open:
             up.healthy = False
             up.circuit.record_failure(now, immediate=True)
-            up.fire_abort("unresponsive")
+            up.abort_pending()
 
     @property
     def any_available(self) -> bool:

@@ -1,20 +1,25 @@
 """One HTTP exchange with an upstream (local or cloud), up to the first byte that may reach the client.
 
 Nothing here sends anything to the client, so any failure raised is safe to retry elsewhere.
+Local upstreams go through the lean keep-alive client (``upstream_http``); the cloud through aiohttp.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import json
+import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
 
 from inference.router.backoff import parse_retry_after
+from inference.router.upstream_http import UpstreamClosed, UpstreamMalformed
+
+if TYPE_CHECKING:
+    from inference.router.pool import LocalUpstream
 
 # Failure reasons (also the fallback reasons in metrics and audit).
 CONNECT_REFUSED = "connect_refused"
@@ -37,74 +42,101 @@ class AttemptFailed(Exception):
         self.attempts = 1
 
 
+class BodyStream(Protocol):
+    async def readany(self) -> bytes: ...
+    def close(self) -> None: ...
+
+
 @dataclass(slots=True)
 class Reply:
-    """What an upstream answered: a whole body, or (stream) its first chunk and the open response."""
+    """What an upstream answered: a whole body, or (stream) its first chunk and the rest to read."""
 
     status: int
     content_type: str
     body: bytes | None = None
-    parsed: dict[str, Any] | None = None  # JSON of a 200 non-streamed body
+    usage: dict[str, Any] | None = None  # "usage" of a 200 non-streamed body
     first_chunk: bytes | None = None
-    response: aiohttp.ClientResponse | None = None
+    stream: BodyStream | None = None
     retry_after: str | None = None
 
     def close(self) -> None:
-        if self.response is not None:
-            self.response.close()
-            self.response = None
+        if self.stream is not None:
+            self.stream.close()
+            self.stream = None
 
 
-def _connect_failure(exc: aiohttp.ClientConnectorError) -> AttemptFailed:
-    refused = getattr(exc, "os_error", None)
-    if isinstance(refused, ConnectionRefusedError) or getattr(refused, "errno", None) == errno.ECONNREFUSED:
-        return AttemptFailed(CONNECT_REFUSED)
-    return AttemptFailed(CONNECT_ERROR)
+def _fail_on_status(status: int, retry_after: str | None) -> None:
+    if status == 429 or status >= 500:
+        raise AttemptFailed(UPSTREAM_429 if status == 429 else UPSTREAM_5XX, status=status,
+                            retry_after=parse_retry_after(retry_after))
 
 
-async def exchange(session: aiohttp.ClientSession, url: str, body: bytes, headers: dict[str, str],
-                   stream: bool) -> Reply:
-    """POST and read up to the first client-visible byte; raise AttemptFailed for retryable outcomes.
+_DECODER = json.JSONDecoder()
 
-    A 4xx other than 429 is a Reply (it goes back to the client unchanged).
+
+def answer_usage(data: bytes) -> dict[str, Any] | None:
+    """The ``usage`` object of a JSON answer, read without parsing the whole answer.
+
+    Raises AttemptFailed(MALFORMED) when the body is not a JSON object (truncated, HTML, garbage).
+    A quoted ``"usage"`` cannot occur inside a JSON string (its quotes would be escaped), so the
+    last one is the key.
     """
+    body = data.strip()
+    if not (body.startswith(b"{") and body.endswith(b"}")):
+        raise AttemptFailed(MALFORMED)
+    i = body.rfind(b'"usage"')
+    if i < 0:
+        return None
+    j = body.find(b"{", i + 7)
+    if j < 0 or body[i + 7:j].strip(b" \t\r\n:"):
+        return None  # "usage": null
     try:
-        resp = await session.post(url, data=body, headers=headers)
-    except aiohttp.ClientConnectorError as exc:
-        raise _connect_failure(exc) from None
-    except (TimeoutError, aiohttp.ServerTimeoutError):
-        raise AttemptFailed(CONNECT_ERROR) from None
-    except (aiohttp.ClientError, OSError):
+        usage, _ = _DECODER.raw_decode(body[j:].decode("utf-8", "replace"))
+    except ValueError:
+        raise AttemptFailed(MALFORMED) from None
+    return usage if isinstance(usage, dict) else None
+
+
+def _whole(status: int, ctype: str, data: bytes, retry_after: str | None) -> Reply:
+    usage = answer_usage(data) if status == 200 else None
+    return Reply(status, ctype, body=data, usage=usage, retry_after=retry_after)
+
+
+def _check_first(first: bytes) -> None:
+    if not first:
+        raise AttemptFailed(RESET)
+    if not (first.startswith(b"data:") or first.startswith(b":") or first.startswith(b"event:")):
+        raise AttemptFailed(MALFORMED)
+
+
+async def exchange_local(up: LocalUpstream, raw: bytes, stream: bool) -> Reply:
+    """Send a prepared request to a local upstream; 4xx other than 429 is a Reply (passed through)."""
+    try:
+        resp = await up.client.request(raw)
+    except ConnectionRefusedError:
+        raise AttemptFailed(CONNECT_REFUSED) from None
+    except UpstreamMalformed:
+        raise AttemptFailed(MALFORMED) from None
+    except UpstreamClosed:
         raise AttemptFailed(RESET) from None
+    except (OSError, TimeoutError) as exc:
+        refused = getattr(exc, "errno", None) == errno.ECONNREFUSED
+        raise AttemptFailed(CONNECT_REFUSED if refused else CONNECT_ERROR) from None
     try:
         status = resp.status
-        ctype = resp.headers.get("Content-Type", "application/json")
-        if status == 429 or status >= 500:
-            retry_after = parse_retry_after(resp.headers.get("Retry-After"))
-            resp.close()
-            raise AttemptFailed(UPSTREAM_429 if status == 429 else UPSTREAM_5XX, status=status, retry_after=retry_after)
+        ctype = resp.header(b"content-type", "application/json") or "application/json"
+        _fail_on_status(status, resp.header(b"retry-after"))
         if status != 200 or not stream:
             data = await resp.read()
-            resp.release()
-            parsed = None
-            if status == 200:
-                try:
-                    parsed = json.loads(data)
-                except ValueError:
-                    raise AttemptFailed(MALFORMED) from None
-                if not isinstance(parsed, dict):
-                    raise AttemptFailed(MALFORMED)
-            return Reply(status, ctype, body=data, parsed=parsed, retry_after=resp.headers.get("Retry-After"))
-        first = await resp.content.readany()
-        if not first:
-            raise AttemptFailed(RESET)
-        if not (first.startswith(b"data:") or first.startswith(b":") or first.startswith(b"event:")):
-            raise AttemptFailed(MALFORMED)
-        return Reply(200, ctype, first_chunk=first, response=resp)
-    except AttemptFailed:
+            resp.close()
+            return _whole(status, ctype, data, resp.header(b"retry-after"))
+        first = await resp.readany()
+        _check_first(first)
+        return Reply(200, ctype, first_chunk=first, stream=resp)
+    except UpstreamMalformed:
         resp.close()
-        raise
-    except (TimeoutError, aiohttp.ClientError, OSError):
+        raise AttemptFailed(MALFORMED) from None
+    except (UpstreamClosed, OSError):
         resp.close()
         raise AttemptFailed(RESET) from None
     except BaseException:
@@ -112,27 +144,76 @@ async def exchange(session: aiohttp.ClientSession, url: str, body: bytes, header
         raise
 
 
-def _close_late_reply(task: asyncio.Task[Reply]) -> None:
-    if not task.cancelled() and task.exception() is None:
-        task.result().close()
+async def bounded_local(up: LocalUpstream, raw: bytes, stream: bool, timeout: float, timeout_reason: str) -> Reply:
+    """``exchange_local`` within ``timeout``, ended early when the upstream is found unresponsive.
+
+    No timer per request: the health monitor's deadline sweep (every 50 ms) and its probes cancel
+    the waiting task, and the reason they leave in ``up.aborted`` turns into an AttemptFailed.
+    """
+    task = asyncio.current_task()
+    assert task is not None
+    up.pending[task] = (time.monotonic() + timeout, timeout_reason)
+    try:
+        return await exchange_local(up, raw, stream)
+    except asyncio.CancelledError:
+        reason = up.aborted.pop(task, None)
+        if reason is not None:  # cancelled by the router's monitor, not by anyone else
+            task.uncancel()
+            raise AttemptFailed(reason) from None
+        raise
+    finally:
+        up.pending.pop(task, None)
+        up.aborted.pop(task, None)
 
 
-async def bounded_exchange(session: aiohttp.ClientSession, url: str, body: bytes, headers: dict[str, str],
-                           stream: bool, timeout: float, timeout_reason: str,
-                           abort: asyncio.Future[str] | None = None) -> Reply:
-    """``exchange`` limited by ``timeout`` and cancelled early when ``abort`` resolves (frozen upstream)."""
-    task = asyncio.ensure_future(exchange(session, url, body, headers, stream))
-    waiters: tuple[asyncio.Future[Any], ...] = (task,) if abort is None else (task, abort)
-    done, _ = await asyncio.wait(waiters, timeout=max(0.001, timeout), return_when=asyncio.FIRST_COMPLETED)
-    if task in done:
-        return task.result()
-    task.cancel()
-    task.add_done_callback(_safe_close)
-    if abort is not None and abort in done:
-        raise AttemptFailed(UNRESPONSIVE)
-    raise AttemptFailed(timeout_reason)
+class _AiohttpStream:
+    __slots__ = ("_resp",)
+
+    def __init__(self, resp: aiohttp.ClientResponse) -> None:
+        self._resp = resp
+
+    async def readany(self) -> bytes:
+        return await self._resp.content.readany()
+
+    def close(self) -> None:
+        self._resp.close()
 
 
-def _safe_close(task: asyncio.Task[Reply]) -> None:
-    with contextlib.suppress(BaseException):
-        _close_late_reply(task)
+async def exchange_cloud(session: aiohttp.ClientSession, url: str, body: bytes, headers: dict[str, str],
+                         stream: bool) -> Reply:
+    """POST to the cloud API and read up to the first client-visible byte."""
+    try:
+        resp = await session.post(url, data=body, headers=headers)
+    except aiohttp.ClientConnectorError as exc:
+        refused = isinstance(getattr(exc, "os_error", None), ConnectionRefusedError)
+        raise AttemptFailed(CONNECT_REFUSED if refused else CONNECT_ERROR) from None
+    except (TimeoutError, aiohttp.ServerTimeoutError):
+        raise AttemptFailed(CONNECT_ERROR) from None
+    except (aiohttp.ClientError, OSError):
+        raise AttemptFailed(RESET) from None
+    try:
+        status = resp.status
+        ctype = resp.headers.get("Content-Type", "application/json")
+        _fail_on_status(status, resp.headers.get("Retry-After"))
+        if status != 200 or not stream:
+            data = await resp.read()
+            resp.release()
+            return _whole(status, ctype, data, resp.headers.get("Retry-After"))
+        first = await resp.content.readany()
+        _check_first(first)
+        return Reply(200, ctype, first_chunk=first, stream=_AiohttpStream(resp))
+    except (aiohttp.ClientError, OSError):
+        resp.close()
+        raise AttemptFailed(RESET) from None
+    except BaseException:
+        resp.close()
+        raise
+
+
+async def bounded_cloud(session: aiohttp.ClientSession, url: str, body: bytes, headers: dict[str, str],
+                        stream: bool, timeout: float, timeout_reason: str) -> Reply:
+    try:
+        async with asyncio.timeout(max(0.001, timeout)):
+            return await exchange_cloud(session, url, body, headers, stream)
+    except TimeoutError:
+        raise AttemptFailed(timeout_reason) from None

@@ -45,9 +45,9 @@ async def relay(reply: Reply, send: Send, receive: Receive, idle_s: float, deadl
 
     The caller has already sent the response start. Stops reading the upstream when the client leaves.
     """
-    assert reply.response is not None and reply.first_chunk is not None
+    assert reply.stream is not None and reply.first_chunk is not None
     outcome = StreamOutcome()
-    content = reply.response.content
+    content = reply.stream
     first = reply.first_chunk
     tail = first[-32:]
     _scan(first, outcome)
@@ -67,7 +67,7 @@ async def relay(reply: Reply, send: Send, receive: Receive, idle_s: float, deadl
             except TimeoutError:
                 outcome.error = "stream_idle_timeout"
                 break
-            except (aiohttp.ClientError, OSError):
+            except (aiohttp.ClientError, OSError, ValueError):
                 outcome.error = "stream_interrupted"
                 break
             if not chunk:

@@ -137,7 +137,8 @@ def run_router(config: RouterConfig) -> Iterator[RunningRouter]:
     app = RouterApp(config)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", access_log=False,
-                                           lifespan="on", loop="asyncio", http="httptools"))
+                                           lifespan="on", loop="asyncio", http="httptools",
+                                           proxy_headers=False))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10

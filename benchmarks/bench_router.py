@@ -1,0 +1,345 @@
+"""Router overhead, side by side: a fixed-answer upstream reached directly, through the dsdeploy router,
+and through the LiteLLM proxy (one worker each), at concurrency 1 and 32; plus the time from a local
+upstream's death (SIGKILL, and SIGSTOP) to the first request served by the cloud.
+
+    .venv/bin/python benchmarks/bench_router.py [--seconds 5] [--skip-litellm]
+
+The router runs with auth on, the audit log and metrics enabled. LiteLLM lives in its own venv,
+`.venv-litellm`, created here when missing (`pip install 'litellm[proxy]'`). Everything stays on
+127.0.0.1. The script prints figures and ratios; it asserts nothing about speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+LITELLM_VENV = ROOT / ".venv-litellm"
+BENCH_KEY = "bench-key-0123456789"
+ANSWER = json.dumps({
+    "id": "cmpl-fixed", "object": "chat.completion", "created": 0, "model": "fake-model",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "fixed answer"}, "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7},
+}).encode()
+METRICS = b"vllm:num_requests_waiting{model_name=\"fake-model\"} 0\n"
+REQUEST_BODY = json.dumps({"model": "fake-model", "messages": [{"role": "user", "content": "hello"}],
+                           "max_tokens": 8}).encode()
+
+
+# ---------------------------------------------------------------- the fixed-answer upstream
+async def fixed_app(scope, receive, send):  # noqa: ANN001 (raw ASGI)
+    if scope["type"] != "http":
+        return
+    while (await receive()).get("more_body"):
+        pass
+    path = scope["path"]
+    body, ctype = (METRICS, b"text/plain") if path == "/metrics" else (ANSWER, b"application/json")
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", ctype)]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def serve_upstream(port: int) -> None:
+    import uvicorn
+
+    uvicorn.run(fixed_app, host="127.0.0.1", port=port, log_level="error", access_log=False,
+                loop="uvloop", http="httptools", lifespan="off")
+
+
+# ---------------------------------------------------------------- load generator (raw asyncio + httptools)
+class _Conn(asyncio.Protocol):
+    def __init__(self) -> None:
+        import httptools
+
+        self.parser = httptools.HttpResponseParser(self)
+        self.waiter: asyncio.Future | None = None
+        self.headers: dict[bytes, bytes] = {}
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport):  # noqa: ANN001
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.parser.feed_data(data)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers[name.lower()] = value
+
+    def on_message_complete(self) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result((self.parser.get_status_code(), self.headers))
+
+    def connection_lost(self, exc):  # noqa: ANN001
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(ConnectionError("closed"))
+
+
+async def _connect(port: int) -> _Conn:
+    loop = asyncio.get_running_loop()
+    _, proto = await loop.create_connection(_Conn, "127.0.0.1", port)
+    return proto
+
+
+def _request_bytes(port: int, headers: dict[str, str]) -> bytes:
+    lines = [f"POST /v1/chat/completions HTTP/1.1", f"Host: 127.0.0.1:{port}", "Content-Type: application/json",
+             f"Content-Length: {len(REQUEST_BODY)}"] + [f"{k}: {v}" for k, v in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + REQUEST_BODY
+
+
+@dataclass
+class LoadResult:
+    latencies: list[float] = field(default_factory=list)
+    errors: int = 0
+    seconds: float = 0.0
+
+    @property
+    def rps(self) -> float:
+        return len(self.latencies) / self.seconds if self.seconds else 0.0
+
+    def pct(self, q: float) -> float:
+        s = sorted(self.latencies)
+        return s[min(len(s) - 1, int(q * len(s)))] * 1000.0 if s else float("nan")
+
+
+async def _worker(port: int, payload: bytes, stop_at: float, result: LoadResult, record: bool,
+                  routes: list | None = None) -> None:
+    conn = await _connect(port)
+    loop = asyncio.get_running_loop()
+    clock = time.perf_counter
+    while clock() < stop_at:
+        conn.headers = {}
+        conn.waiter = loop.create_future()
+        started = clock()
+        conn.transport.write(payload)
+        try:
+            status, headers = await conn.waiter
+        except ConnectionError:
+            result.errors += 1
+            conn = await _connect(port)
+            continue
+        ended = clock()
+        if status != 200:
+            result.errors += 1
+        elif record:
+            result.latencies.append(ended - started)
+        if routes is not None:
+            routes.append((time.monotonic(), status, headers.get(b"x-dsdeploy-route", b"").decode()))
+    conn.transport.close()
+
+
+async def run_load(port: int, headers: dict[str, str], concurrency: int, seconds: float, warmup: float) -> LoadResult:
+    payload = _request_bytes(port, headers)
+    warm = LoadResult()
+    await asyncio.gather(*(_worker(port, payload, time.perf_counter() + warmup, warm, False)
+                           for _ in range(concurrency)))
+    result = LoadResult()
+    started = time.perf_counter()
+    await asyncio.gather(*(_worker(port, payload, started + seconds, result, True) for _ in range(concurrency)))
+    result.seconds = time.perf_counter() - started
+    result.errors += warm.errors
+    return result
+
+
+# ---------------------------------------------------------------- processes
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, proc: subprocess.Popen, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process {proc.args[:3]} exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listening on {port} after {timeout} s")
+
+
+def start_upstream() -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, __file__, "--serve-upstream", str(port)])
+    wait_port(port, proc)
+    return proc, port
+
+
+def rss_mb(pid: int) -> float:
+    import psutil
+
+    proc = psutil.Process(pid)
+    procs = [proc, *proc.children(recursive=True)]
+    return sum(p.memory_info().rss for p in procs) / 2**20
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGCONT)
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def start_router(tmp: Path, upstream_port: int, cloud_port: int | None = None) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    cfg: dict = {
+        "upstreams": [{"url": f"http://127.0.0.1:{upstream_port}"}],
+        "policy": {"default_class": "public" if cloud_port else "internal", "cloud_allowed": ["public"]},
+        "auth": {"keys_sha256": [hashlib.sha256(BENCH_KEY.encode()).hexdigest()]},
+        "audit": {"enabled": True, "path": str(tmp / f"audit-{port}.jsonl")},
+        "metrics": {"enabled": True},
+    }
+    if cloud_port:
+        cfg["cloud"] = {"base_url": f"http://127.0.0.1:{cloud_port}", "api_key": "${BENCH_CLOUD_KEY}"}
+    path = tmp / f"router-{port}.yaml"
+    path.write_text(json.dumps(cfg))  # JSON is YAML
+    env = {**os.environ, "BENCH_CLOUD_KEY": "sk-bench-cloud"}
+    proc = subprocess.Popen([sys.executable, "-m", "inference.router", "--config", str(path), "--port", str(port)],
+                            cwd=ROOT, env=env)
+    wait_port(port, proc)
+    return proc, port
+
+
+def ensure_litellm() -> Path:
+    exe = LITELLM_VENV / "bin" / "litellm"
+    if not exe.exists():
+        print("creating .venv-litellm (pip install 'litellm[proxy]') ...", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(LITELLM_VENV)], check=True)
+        subprocess.run([str(LITELLM_VENV / "bin" / "pip"), "install", "-q", "litellm[proxy]"], check=True)
+    return exe
+
+
+def start_litellm(tmp: Path, upstream_port: int) -> tuple[subprocess.Popen, int]:
+    exe = ensure_litellm()
+    port = free_port()
+    cfg = {"model_list": [{"model_name": "fake-model", "litellm_params": {
+        "model": "openai/fake-model", "api_base": f"http://127.0.0.1:{upstream_port}/v1", "api_key": "unused"}}]}
+    path = tmp / "litellm.yaml"
+    path.write_text(json.dumps(cfg))
+    env = {**os.environ, "LITELLM_MASTER_KEY": "sk-" + BENCH_KEY, "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+           "LITELLM_LOG": "ERROR", "DISABLE_SCHEMA_UPDATE": "True"}
+    proc = subprocess.Popen([str(exe), "--config", str(path), "--host", "127.0.0.1", "--port", str(port),
+                             "--num_workers", "1"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_port(port, proc, timeout=180)
+    return proc, port
+
+
+# ---------------------------------------------------------------- death -> cloud
+async def _death_to_cloud(router_port: int, victim: subprocess.Popen, how: signal.Signals) -> tuple[float, int, int]:
+    payload = _request_bytes(router_port, {"Authorization": f"Bearer {BENCH_KEY}", "X-Data-Class": "public"})
+    routes: list = []
+    result = LoadResult()
+    stop_at = time.perf_counter() + 4.0
+    workers = [asyncio.ensure_future(_worker(router_port, payload, stop_at, result, True, routes)) for _ in range(4)]
+    await asyncio.sleep(1.0)
+    killed_at = time.monotonic()
+    os.kill(victim.pid, how)
+    await asyncio.gather(*workers)
+    first_cloud = next((t for t, status, route in routes if route == "cloud" and status == 200 and t >= killed_at), None)
+    failed = sum(1 for t, status, _ in routes if status != 200)
+    total = len(routes)
+    return ((first_cloud - killed_at) * 1000.0 if first_cloud else float("nan")), failed + result.errors, total
+
+
+# ---------------------------------------------------------------- main
+def fmt(r: LoadResult) -> str:
+    return f"p50 {r.pct(0.5):7.3f} ms  p99 {r.pct(0.99):7.3f} ms  {r.rps:8.0f} req/s  errors {r.errors}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument("--skip-litellm", action="store_true")
+    parser.add_argument("--serve-upstream", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_upstream:
+        serve_upstream(args.serve_upstream)
+        return
+    import uvloop
+
+    print(f"bench_router: {os.cpu_count()} CPUs, load generator and servers share them; {args.seconds:g} s per run")
+    results: dict[tuple[str, int], LoadResult] = {}
+    rss: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmpdir:
+        tmp = Path(tmpdir)
+        upstream, up_port = start_upstream()
+        try:
+            targets: list[tuple[str, object]] = [("direct", None), ("router", start_router), ("litellm", start_litellm)]
+            if args.skip_litellm:
+                targets = targets[:2]
+            for name, starter in targets:
+                proc = None
+                port, headers = up_port, {}
+                if starter is start_router:
+                    proc, port = start_router(tmp, up_port)
+                    headers = {"Authorization": f"Bearer {BENCH_KEY}"}
+                elif starter is start_litellm:
+                    proc, port = start_litellm(tmp, up_port)
+                    headers = {"Authorization": f"Bearer sk-{BENCH_KEY}"}
+                try:
+                    for conc in (1, 32):
+                        res = uvloop.run(run_load(port, headers, conc, args.seconds, args.warmup))
+                        results[(name, conc)] = res
+                        print(f"  {name:8s} c={conc:<3d} {fmt(res)}", flush=True)
+                    rss[name] = rss_mb(proc.pid if proc else upstream.pid)
+                finally:
+                    if proc is not None:
+                        stop(proc)
+            deaths = {}
+            for how in (signal.SIGKILL, signal.SIGSTOP):
+                local, local_port = start_upstream()
+                cloud, cloud_port = start_upstream()
+                router, router_port = start_router(tmp, local_port, cloud_port)
+                try:
+                    time.sleep(0.5)
+                    deaths[how.name] = uvloop.run(_death_to_cloud(router_port, local, how))
+                finally:
+                    for p in (router, local, cloud):
+                        stop(p)
+        finally:
+            stop(upstream)
+
+    print("\nsummary (added latency = router p50/p99 minus direct p50/p99)")
+    for conc in (1, 32):
+        d, r = results[("direct", conc)], results[("router", conc)]
+        line = (f"  c={conc:<3d} router added p50 {r.pct(0.5) - d.pct(0.5):+.3f} ms, p99 {r.pct(0.99) - d.pct(0.99):+.3f} ms;"
+                f" router/direct req/s {r.rps / d.rps:.2f}")
+        if ("litellm", conc) in results:
+            lt = results[("litellm", conc)]
+            line += (f"; litellm added p50 {lt.pct(0.5) - d.pct(0.5):+.3f} ms; router/litellm req/s {r.rps / lt.rps:.1f}x")
+        print(line)
+    print("  RSS after load: " + ", ".join(f"{k} {v:.0f} MiB" for k, v in rss.items() if k != "direct"))
+    for name, (ms, failed, total) in deaths.items():
+        print(f"  local upstream {name}: first cloud answer {ms:.0f} ms after; {failed} failed of {total} requests")
+    r1 = results[("router", 1)].pct(0.5) - results[("direct", 1)].pct(0.5)
+    r32 = results[("router", 32)].rps / results[("direct", 32)].rps
+    print("\ntargets: added p50 at c=1 <= 0.5 ms: " + ("met" if r1 <= 0.5 else "MISSED") + f" ({r1:.3f} ms); "
+          "router >= 80% of direct req/s at c=32: " + ("met" if r32 >= 0.8 else "MISSED") + f" ({r32:.0%})", end="")
+    if ("litellm", 32) in results:
+        x = results[("router", 32)].rps / results[("litellm", 32)].rps
+        print("; router >= 5x litellm at c=32: " + ("met" if x >= 5 else "MISSED") + f" ({x:.1f}x)")
+    else:
+        print()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,250 @@
+"""A lean HTTP/1.1 keep-alive client for the local upstreams (the router's hot path).
+
+Built on asyncio protocols and the ``httptools`` parser (the one uvicorn uses). Measured on this
+project's 2-core box against the fixed-answer upstream: ~65 us of client CPU per request, against
+~285 us for aiohttp, which the router keeps for the cloud route (TLS, proxies) and health probes.
+It speaks only what the router needs: POST/GET with a body, Content-Length or chunked answers,
+streamed reading, keep-alive reuse, and a clean close of anything left half-read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+
+import httptools
+
+_HIGH_WATER = 1 << 20  # pause reading a streamed answer when this much is buffered
+
+
+class UpstreamClosed(ConnectionError):
+    """The connection closed (or was reset) before the answer was complete."""
+
+
+class UpstreamMalformed(ValueError):
+    """The upstream's bytes are not HTTP."""
+
+
+class _Connection(asyncio.Protocol):
+    __slots__ = ("transport", "parser", "closed", "idle_since", "response", "reused", "got_bytes", "_client")
+
+    def __init__(self, client: UpstreamHttpClient) -> None:
+        self._client = client
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.closed = False
+        self.idle_since = 0.0
+        self.response: UpstreamResponse | None = None
+        self.reused = False
+        self.got_bytes = False
+
+    # asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.got_bytes = True
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            self._fail(UpstreamMalformed("the upstream's answer is not valid HTTP"))
+            self.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._fail(UpstreamClosed("the upstream closed the connection before the answer was complete"))
+
+    # httptools callbacks
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self.response is not None:
+            self.response.headers[name.lower()] = value
+
+    def on_headers_complete(self) -> None:
+        resp = self.response
+        if resp is not None:
+            resp.status = self.parser.get_status_code()
+            if not resp.headers_ready.done():
+                resp.headers_ready.set_result(None)
+
+    def on_body(self, body: bytes) -> None:
+        resp = self.response
+        if resp is not None:
+            resp._feed(body)
+
+    def on_message_complete(self) -> None:
+        resp = self.response
+        if resp is not None:
+            resp.keep_alive = self.parser.should_keep_alive()
+            resp._complete()
+
+    def _fail(self, exc: Exception) -> None:
+        resp = self.response
+        if resp is not None and not resp.complete:
+            resp._error(exc)
+
+    def abort(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+
+class UpstreamResponse:
+    """Status and headers are set when ``post`` returns; the body is read with ``read`` or ``readany``."""
+
+    __slots__ = ("status", "headers", "headers_ready", "complete", "keep_alive", "_chunks", "_buffered",
+                 "_waiter", "_exc", "_conn", "_paused")
+
+    def __init__(self, conn: _Connection) -> None:
+        self.status = 0
+        self.headers: dict[bytes, bytes] = {}
+        self.headers_ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.complete = False
+        self.keep_alive = True
+        self._chunks: collections.deque[bytes] = collections.deque()
+        self._buffered = 0
+        self._waiter: asyncio.Future[None] | None = None
+        self._exc: Exception | None = None
+        self._conn: _Connection | None = conn
+        self._paused = False
+
+    def header(self, name: bytes, default: str | None = None) -> str | None:
+        value = self.headers.get(name)
+        return value.decode("latin-1") if value is not None else default
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _feed(self, body: bytes) -> None:
+        self._chunks.append(body)
+        self._buffered += len(body)
+        if self._buffered > _HIGH_WATER and not self._paused and self._conn and self._conn.transport:
+            self._conn.transport.pause_reading()
+            self._paused = True
+        self._wake()
+
+    def _complete(self) -> None:
+        self.complete = True
+        self._wake()
+
+    def _error(self, exc: Exception) -> None:
+        self._exc = exc
+        if not self.headers_ready.done():
+            self.headers_ready.set_exception(exc)
+            self.headers_ready.exception()  # retrieved: nobody may be waiting any more
+        self._wake()
+
+    async def readany(self) -> bytes:
+        """The next bytes of the body; b"" once it is complete; UpstreamClosed if it broke off."""
+        while True:
+            if self._chunks:
+                data = b"".join(self._chunks) if len(self._chunks) > 1 else self._chunks[0]
+                self._chunks.clear()
+                self._buffered = 0
+                if self._paused and self._conn and self._conn.transport:
+                    self._conn.transport.resume_reading()
+                    self._paused = False
+                return data
+            if self.complete:
+                return b""
+            if self._exc is not None:
+                raise self._exc
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+
+    async def read(self) -> bytes:
+        parts = []
+        while True:
+            chunk = await self.readany()
+            if not chunk:
+                return b"".join(parts)
+            parts.append(chunk)
+
+    def close(self) -> None:
+        """Give the connection back when the answer was read in full, else close it."""
+        conn = self._conn
+        if conn is None:
+            return
+        self._conn = None
+        conn.response = None
+        if self.complete and self.keep_alive and not conn.closed and not self._paused:
+            conn._client._release(conn)
+        else:
+            conn.abort()
+
+
+class UpstreamHttpClient:
+    """Keep-alive connections to one upstream (host, port)."""
+
+    def __init__(self, host: str, port: int, *, connect_timeout_s: float, keepalive_s: float = 4.0,
+                 tls: bool = False) -> None:
+        self.host = host
+        self.port = port
+        self.tls = tls
+        self.connect_timeout_s = connect_timeout_s
+        self.keepalive_s = keepalive_s  # below uvicorn's (and vLLM's) 5 s idle timeout
+        self._idle: list[_Connection] = []
+        self._host_header = f"{host}:{port}".encode()
+
+    def request_bytes(self, method: bytes, path: str, body: bytes, headers: bytes = b"") -> bytes:
+        return b"".join((
+            method, b" ", path.encode(), b" HTTP/1.1\r\nHost: ", self._host_header,
+            b"\r\nContent-Length: ", str(len(body)).encode(), b"\r\n", headers, b"\r\n", body,
+        ))
+
+    async def _connect(self) -> _Connection:
+        loop = asyncio.get_running_loop()
+        _, conn = await asyncio.wait_for(
+            loop.create_connection(lambda: _Connection(self), self.host, self.port, ssl=self.tls or None),
+            self.connect_timeout_s)
+        return conn
+
+    def _release(self, conn: _Connection) -> None:
+        conn.idle_since = time.monotonic()
+        conn.reused = True
+        self._idle.append(conn)
+
+    def _take_idle(self) -> _Connection | None:
+        now = time.monotonic()
+        while self._idle:
+            conn = self._idle.pop()
+            if not conn.closed and now - conn.idle_since < self.keepalive_s:
+                return conn
+            conn.abort()
+        return None
+
+    async def request(self, raw: bytes) -> UpstreamResponse:
+        """Send a prepared request; return once the status and headers have arrived."""
+        conn = self._take_idle()
+        if conn is not None:
+            try:
+                return await self._send(conn, raw)
+            except UpstreamClosed:
+                if conn.got_bytes:
+                    raise
+                # the idle connection was closed by the server as we reused it: once more, fresh
+        return await self._send(await self._connect(), raw)
+
+    async def _send(self, conn: _Connection, raw: bytes) -> UpstreamResponse:
+        conn.got_bytes = False
+        resp = conn.response = UpstreamResponse(conn)
+        try:
+            assert conn.transport is not None
+            conn.transport.write(raw)
+            await resp.headers_ready
+        except BaseException:
+            conn.response = None
+            resp._conn = None
+            conn.abort()
+            raise
+        return resp
+
+    def close(self) -> None:
+        for conn in self._idle:
+            conn.abort()
+        self._idle.clear()
