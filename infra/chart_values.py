@@ -238,6 +238,8 @@ def chart_values(plan: DeploymentPlan, options: ChartOptions) -> dict[str, Any]:
         model_cache["accessMode"] = "ReadWriteMany"
     router: dict[str, Any] = {
         "replicas": options.router_replicas,
+        # A budget of one available pod would block every node drain when there is only one.
+        "pdb": {"enabled": options.router_replicas > 1},
         "autoscaling": {"minReplicas": options.router_replicas,
                         "maxReplicas": max(options.router_replicas, 2 * options.router_replicas)},
         "cloud": {

@@ -76,6 +76,12 @@ def test_object_store_source_needs_uri(tmp_path: Path) -> None:
     assert proc.returncode != 0 and "/model/uri" in proc.stderr and "gs://" in proc.stderr
 
 
+def test_tensor_parallel_needs_the_gpus(tmp_path: Path) -> None:
+    proc = helm_template(values={"engine": {"gpusPerReplica": 2, "tensorParallelSize": 4}}, tmp=tmp_path)
+    assert proc.returncode != 0
+    assert "engine.tensorParallelSize (4) needs as many GPUs, but engine.gpusPerReplica is 2" in proc.stderr
+
+
 def test_httproute_needs_a_gateway(tmp_path: Path) -> None:
     proc = helm_template(values={"router": {"httpRoute": {"enabled": True}}}, tmp=tmp_path)
     assert proc.returncode != 0 and "parentRefs" in proc.stderr

@@ -76,6 +76,10 @@ def test_platform_selectors_and_options(tmp_path: Path) -> None:
     assert onprem["model"]["hfEndpoint"] == "https://hf-mirror.com"
     r = render_values(onprem, tmp_path)
     assert not r.kind("Job") and r.kind("HorizontalPodAutoscaler")
+    single = chart_values(plan, ChartOptions(platform="gke", router_replicas=1))
+    assert single["router"]["pdb"] == {"enabled": False}  # a one-pod budget would block node drains
+    assert not [d for d in render_values(single, tmp_path).kind("PodDisruptionBudget")
+                if d["metadata"]["labels"]["app.kubernetes.io/component"] == "router"]
 
 
 def test_server_engine_on_cpu(tmp_path: Path) -> None:
