@@ -34,6 +34,7 @@ DEFAULT_GPU_TOLERATIONS: list[dict[str, str]] = [
 ]
 # Quantizations our own server (`dsdeploy serve`) runs; anything else needs vLLM.
 SERVER_QUANTIZATION = {"bf16": "bf16", "bnb-8bit": "bnb-8bit", "bnb-4bit": "bnb-4bit"}
+NATIVE_BYTES_PER_PARAM = {"bf16": 2, "fp16": 2, "fp32": 4, "fp8": 1}
 # vLLM flags the chart renders from its own values; every other planner flag goes to engine.extraArgs.
 CHART_RENDERED_FLAGS = frozenset({
     "--tensor-parallel-size", "--max-model-len", "--gpu-memory-utilization", "--max-num-seqs",
@@ -166,6 +167,18 @@ def _extra_engine_args(engine_args: list[str]) -> list[str]:
     return extra
 
 
+def _download_bytes(plan: DeploymentPlan) -> int:
+    """Bytes the cache must hold: the checkpoint on disk, which is the original weights (not the smaller
+    in-GPU size) when vLLM quantizes while loading (fp8, bitsandbytes on the original repo)."""
+    if plan.vllm_quantization and plan.checkpoint in (None, plan.model_id):
+        from infra.catalog import load_catalog
+
+        spec = load_catalog().model(plan.model_id)
+        per_param = NATIVE_BYTES_PER_PARAM.get(spec.native_dtype, 2)
+        return max(plan.weight_bytes, int(spec.total_params * per_param))
+    return plan.weight_bytes
+
+
 def _startup_failure_threshold(plan: DeploymentPlan, period_s: int = 10) -> int:
     """10 minutes plus one minute per 10 GiB of weights (load, compile, CUDA graphs)."""
     seconds = 600 + 60 * _gib(plan.weight_bytes) / 10
@@ -220,7 +233,7 @@ def _engine_values(plan: DeploymentPlan, options: ChartOptions) -> dict[str, Any
 
 def chart_values(plan: DeploymentPlan, options: ChartOptions) -> dict[str, Any]:
     """Values for charts/dsdeploy from a plan; the same dict for `dsdeploy values` and Pulumi."""
-    cache_size = options.model_cache_size or f"{math.ceil(_gib(plan.weight_bytes) * 1.3) + 10}Gi"
+    cache_size = options.model_cache_size or f"{math.ceil(_gib(_download_bytes(plan)) * 1.3) + 10}Gi"
     model: dict[str, Any] = {
         "id": plan.checkpoint or plan.model_id,
         "servedModelName": plan.served_model_name,

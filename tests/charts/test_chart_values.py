@@ -60,6 +60,19 @@ def test_planned_values_render_cleanly(model: str, tier: str, quant: str | None,
         f"--model-id={plan.checkpoint or plan.model_id}"
 
 
+def test_cache_holds_the_checkpoint_on_disk() -> None:
+    # fp8 applied by vLLM while loading: the cache holds the original bf16 weights (~141 GB), not 72 GB.
+    runtime = plan_deployment("r1-distill-llama-70b", "pro", quantization="fp8")
+    assert runtime.vllm_quantization == "fp8" and runtime.checkpoint == runtime.model_id
+    size = int(chart_values(runtime, ChartOptions(platform="gke"))["modelCache"]["size"].removesuffix("Gi"))
+    assert size * 1024**3 > 70553706496 * 2 * 1.2
+    # a published quantized checkpoint is what gets downloaded
+    published = plan_deployment("r1-distill-qwen-7b", "base", quantization="gptq-int4")
+    values = chart_values(published, ChartOptions(platform="gke"))
+    assert values["model"]["id"] == published.checkpoint
+    assert int(values["modelCache"]["size"].removesuffix("Gi")) * 1024**3 < 15231233024 * 1.3 + 11 * 1024**3
+
+
 def test_platform_selectors_and_options(tmp_path: Path) -> None:
     plan = plan_deployment("r1-distill-qwen-7b", "base")
     gke = chart_values(plan, ChartOptions(platform="gke"))
