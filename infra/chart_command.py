@@ -50,6 +50,9 @@ def render_chart(
     kube_version: str | None = None,
 ) -> str:
     """`helm template` of charts/dsdeploy; raises RuntimeError with helm's message when it refuses."""
+    if not (CHART_DIR / "Chart.yaml").is_file():
+        raise HelmNotFound(f"the chart is not at {CHART_DIR}: run dsdeploy from a checkout of the repository "
+                           "(pip install -e .), or use helm on charts/dsdeploy directly")
     cmd = [find_helm(), "template", release, str(CHART_DIR), "--namespace", namespace]
     for f in values_files:
         cmd += ["-f", str(f)]
