@@ -22,8 +22,8 @@ from infra.chart_values import CHART_DIR
 EXIT_OK, EXIT_DOES_NOT_FIT, EXIT_BAD_INPUT = 0, 1, 2
 
 
-class HelmNotFound(RuntimeError):
-    """No helm binary next to the Python interpreter or on PATH."""
+class RenderUnavailable(RuntimeError):
+    """No helm binary (next to the Python interpreter or on PATH), or no chart folder to render."""
 
 
 def find_helm() -> str:
@@ -34,7 +34,7 @@ def find_helm() -> str:
     found = shutil.which("helm")
     if found:
         return found
-    raise HelmNotFound(
+    raise RenderUnavailable(
         "helm is not installed: run `python scripts/install_tools.py --bin-dir .venv/bin` "
         "(or `make install-test`), or put helm v3.14+/v4 on PATH"
     )
@@ -51,7 +51,7 @@ def render_chart(
 ) -> str:
     """`helm template` of charts/dsdeploy; raises RuntimeError with helm's message when it refuses."""
     if not (CHART_DIR / "Chart.yaml").is_file():
-        raise HelmNotFound(f"the chart is not at {CHART_DIR}: run dsdeploy from a checkout of the repository "
+        raise RenderUnavailable(f"the chart is not at {CHART_DIR}: run dsdeploy from a checkout of the repository "
                            "(pip install -e .), or use helm on charts/dsdeploy directly")
     cmd = [find_helm(), "template", release, str(CHART_DIR), "--namespace", namespace]
     for f in values_files:
@@ -155,7 +155,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     try:
         out = render_chart(args.values, namespace=args.namespace, release=args.release,
                            api_versions=args.api_versions, include_tests=args.include_tests)
-    except HelmNotFound as exc:
+    except RenderUnavailable as exc:
         print(f"dsdeploy render: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except RuntimeError as exc:
