@@ -38,6 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chat-template", help="Jinja file replacing the model's chat template")
     parser.add_argument("--cache-dir", help="where GGUF files are converted to (default ~/.cache/dsdeploy/models)")
     parser.add_argument("--trust-remote-code", action="store_true")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: one per core)")
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     parser.set_defaults(func=run)
 

@@ -30,3 +30,4 @@ class ServerConfig(BaseModel):
     chat_template: str | None = Field(None, description="Path of a Jinja chat template replacing the model's.")
     cache_dir: str | None = Field(None, description="Where GGUF files are converted to (default ~/.cache/dsdeploy).")
     trust_remote_code: bool = False
+    threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice).")

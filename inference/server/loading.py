@@ -101,8 +101,11 @@ def is_reasoning_model(name: str, model_config) -> bool:
 
 
 def load_model(config: ServerConfig) -> LoadedModel:
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    if config.threads:
+        torch.set_num_threads(config.threads)
     warnings.filterwarnings("ignore", message=".*MatMul8bitLt.*")
     started = time.monotonic()
     source, default_name = resolve_source(config)

@@ -45,12 +45,21 @@ def _short(value: object) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+_TYPE_TAGS = frozenset({"str", "int", "float", "bool", "list", "dict", "none", "function-after", "union"})
+
+
+def _param_path(loc: tuple) -> list[str]:
+    """Field path of a pydantic error, without the union-branch tags pydantic inserts (``str``, ``list[...]``)."""
+    return [str(p) for p in loc
+            if p != "body" and not (isinstance(p, str) and ("[" in p or p in _TYPE_TAGS))]
+
+
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     errors = exc.errors()
     if not errors:
         return "invalid request body", None
     first = errors[0]
-    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    loc = _param_path(first.get("loc", ()))
     if first.get("type") == "json_invalid":
         return f"the request body is not valid JSON: {first.get('ctx', {}).get('error', 'parse error')}", None
     if not loc and first.get("type") in ("model_attributes_type", "dict_type"):
