@@ -98,10 +98,13 @@ def rendered() -> dict[str, Rendered]:
 
 @pytest.fixture(scope="session")
 def rendered_dir(rendered: dict[str, Rendered], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Every scenario's manifests as <scenario>.yaml in one folder (one checkov run for all)."""
+    """Every scenario's manifests (and the chart defaults') as <name>.yaml in one folder (one checkov run)."""
     folder = tmp_path_factory.mktemp("rendered")
     for name, r in rendered.items():
         (folder / f"{name}.yaml").write_text(r.text)
+    defaults = helm_template()
+    assert defaults.returncode == 0, defaults.stderr
+    (folder / "defaults.yaml").write_text(defaults.stdout)
     return folder
 
 
