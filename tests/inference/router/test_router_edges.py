@@ -179,3 +179,13 @@ def test_router_imports_neither_torch_nor_pulumi():
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_router_image_is_small_non_root_and_router_only():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[3] / "inference" / "Dockerfile.router").read_text()
+    assert "python:3.11-slim" in text and '".[router]"' in text and '"dsdeploy[router]"' in text
+    assert "USER 10001" in text and "--no-cache-dir" in text
+    assert "COPY infra" not in text  # no Pulumi code in the router image
+    assert 'ENTRYPOINT ["dsdeploy", "route"]' in text
