@@ -53,11 +53,9 @@ async def relay(reply: Reply, send: Send, receive: Receive, idle_s: float, deadl
     _scan(first, outcome)
     await send({"type": "http.response.body", "body": first, "more_body": True})
     gone = asyncio.ensure_future(receive())  # resolves with http.disconnect when the client leaves
+    gone.add_done_callback(lambda _: reply.close())  # stop reading (and let the engine stop generating)
     try:
         while True:
-            if gone.done():
-                outcome.client_gone = True
-                return outcome
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 outcome.error = "request_timeout"
@@ -75,6 +73,10 @@ async def relay(reply: Reply, send: Send, receive: Receive, idle_s: float, deadl
             _scan(chunk, outcome)
             tail = (tail + chunk)[-32:]
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        if gone.done():
+            outcome.client_gone = True
+            outcome.error = None
+            return outcome
         if outcome.error is None:
             if b"[DONE]" in tail:
                 outcome.completed = True

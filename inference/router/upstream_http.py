@@ -175,6 +175,8 @@ class UpstreamResponse:
         if self.complete and self.keep_alive and not conn.closed and not self._paused:
             conn._client._release(conn)
         else:
+            if not self.complete and self._exc is None:
+                self._error(UpstreamClosed("the router closed the connection"))  # wakes a waiting reader
             conn.abort()
 
 

@@ -183,3 +183,16 @@ def test_cloud_only_mode(ups, tmp_path):
             chat(r, "restricted")
         assert info.value.status_code == 503
     assert len(ups["cloud"].requests()) == 1
+
+
+def test_client_leaving_mid_stream_releases_the_upstream(ups, tmp_path):
+    ups["a"].control(chunks=40, chunk_delay=0.25)  # a 10 s generation
+    with run_router(router_config([ups["a"].url], None, tmp_path / "a.jsonl")) as r:
+        stream = client(r).chat.completions.create(model="fake-model", messages=MSG, stream=True)
+        first = next(iter(stream))
+        assert first.choices[0].delta.content == "answer from a part 0 "
+        stream.close()  # the client goes away
+        line = r.audit_lines()[-1]
+        assert line["error"] == "client_disconnected" and line["status"] == 200
+        assert line["latency_ms"] < 5000  # released long before the generation would have ended
+        assert r.app.pool.upstreams[0].in_flight == 0
