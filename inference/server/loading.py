@@ -106,7 +106,10 @@ def load_model(config: ServerConfig) -> LoadedModel:
 
     if config.threads:
         torch.set_num_threads(config.threads)
+    # bitsandbytes on CPU warns on every 8-bit matmul that it casts float32 inputs to float16
     warnings.filterwarnings("ignore", message=".*MatMul8bitLt.*")
+    logging.getLogger("bitsandbytes.autograd._functions").addFilter(
+        lambda record: "MatMul8bitLt" not in record.getMessage())
     started = time.monotonic()
     source, default_name = resolve_source(config)
     device = pick_device(config.device)

@@ -30,7 +30,7 @@ def model_folder() -> Path:
 
 def server_command(folder: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "inference.server", "--model", str(folder), "--served-model-name", MODEL_NAME,
-            "--max-model-len", "2048", "--threads", "1", "--log-level", "warning", *extra]
+            "--max-model-len", "2048", "--threads", "1", "--log-level", "info", *extra]
 
 
 def start_server(folder: Path, *extra: str) -> ServerProcess:
