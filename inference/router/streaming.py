@@ -54,25 +54,25 @@ async def relay(reply: Reply, send: Send, receive: Receive, idle_s: float, deadl
     await send({"type": "http.response.body", "body": first, "more_body": True})
     gone = asyncio.ensure_future(receive())  # resolves with http.disconnect when the client leaves
     gone.add_done_callback(lambda _: reply.close())  # stop reading (and let the engine stop generating)
+    loop = asyncio.get_running_loop()
     try:
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                outcome.error = "request_timeout"
-                break
-            try:
-                chunk = await asyncio.wait_for(content.readany(), timeout=min(idle_s, remaining))
-            except TimeoutError:
-                outcome.error = "stream_idle_timeout"
-                break
-            except (aiohttp.ClientError, OSError, ValueError):
-                outcome.error = "stream_interrupted"
-                break
-            if not chunk:
-                break
-            _scan(chunk, outcome)
-            tail = (tail + chunk)[-32:]
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        try:
+            # One timer per stream, re-armed per chunk (no task per chunk as with wait_for); disarmed
+            # while a slow client is being sent to, since that is not the upstream's silence.
+            async with asyncio.timeout(None) as guard:
+                while True:
+                    guard.reschedule(loop.time() + min(idle_s, max(0.0, deadline - time.monotonic())))
+                    chunk = await content.readany()
+                    guard.reschedule(None)
+                    if not chunk:
+                        break
+                    _scan(chunk, outcome)
+                    tail = (tail + chunk)[-32:]
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except TimeoutError:
+            outcome.error = "request_timeout" if time.monotonic() >= deadline else "stream_idle_timeout"
+        except (aiohttp.ClientError, OSError, ValueError):
+            outcome.error = "stream_interrupted"
         if gone.done():
             outcome.client_gone = True
             outcome.error = None

@@ -196,3 +196,13 @@ def test_client_leaving_mid_stream_releases_the_upstream(ups, tmp_path):
         assert line["error"] == "client_disconnected" and line["status"] == 200
         assert line["latency_ms"] < 5000  # released long before the generation would have ended
         assert r.app.pool.upstreams[0].in_flight == 0
+
+
+def test_stream_gone_silent_ends_with_idle_error_event(ups, tmp_path):
+    ups["a"].control(chunks=4, chunk_delay=1.5)
+    cfg = router_config([ups["a"].url], None, tmp_path / "a.jsonl", timeouts={"stream_idle_s": 0.4})
+    with run_router(cfg) as r:
+        with pytest.raises(openai.APIError, match="sent nothing for 0.4 s"):
+            for _ in client(r).chat.completions.create(model="fake-model", messages=MSG, stream=True):
+                pass
+        assert r.audit_lines()[-1]["error"] == "stream_idle_timeout"

@@ -1,0 +1,90 @@
+"""Small parts on their own: circuit breaker, pool choice, rate limiter, cache bounds, usage reading."""
+
+from __future__ import annotations
+
+import pytest
+
+from inference.router.cache import ResponseCache, is_deterministic
+from inference.router.circuit import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
+from inference.router.config import parse_router_config
+from inference.router.health import parse_waiting
+from inference.router.pool import ALL_CIRCUITS_OPEN, SATURATED, UpstreamPool
+from inference.router.proxy import AttemptFailed, answer_usage
+from inference.router.ratelimit import RateLimiter
+
+
+def test_circuit_opens_half_opens_and_closes():
+    c = CircuitBreaker(failures_to_open=3, open_s=2.0)
+    assert not c.record_failure(0.0) and not c.record_failure(0.1) and c.state == CLOSED
+    assert c.record_failure(0.2) and c.state == OPEN and not c.allows_requests
+    assert not c.probe_succeeded(1.0) and c.state == OPEN  # too early
+    assert c.probe_succeeded(2.3) and c.state == HALF_OPEN and c.allows_requests
+    assert c.record_failure(2.4) and c.state == OPEN  # one failure re-opens a half-open circuit
+    c.probe_succeeded(5.0)
+    c.record_success()
+    assert c.state == CLOSED and c.failures == 0
+    assert c.record_failure(6.0, immediate=True) and c.state == OPEN
+
+
+def test_pool_picks_least_in_flight_and_reports_why_not():
+    cfg = parse_router_config({"upstreams": [{"url": "http://h:1"}, {"url": "http://h:2"}, {"url": "http://h:3"}],
+                               "saturation": {"max_waiting": 4}})
+    pool = UpstreamPool(cfg)
+    a, b, c = pool.upstreams
+    a.in_flight, b.in_flight, c.in_flight = 3, 1, 2
+    assert pool.pick(allow_saturated=False) == (b, "")
+    assert pool.pick({b}, allow_saturated=False) == (c, "")
+    b.waiting = 5  # saturated by its vLLM queue
+    assert pool.pick(allow_saturated=False) == (c, "")
+    for up in (a, c):
+        up.waiting = 9
+    assert pool.pick(allow_saturated=False) == (None, SATURATED)
+    assert pool.pick(allow_saturated=True) == (b, "")  # may not leave: queue on the least loaded
+    for up in pool.upstreams:
+        up.circuit.record_failure(0.0, immediate=True)
+    assert pool.pick(allow_saturated=True) == (None, ALL_CIRCUITS_OPEN)
+
+
+def test_rate_limiter_refills_and_says_when():
+    limiter = RateLimiter()
+    assert limiter.acquire("k", 2, now=0.0) is None
+    assert limiter.acquire("k", 2, now=0.0) is None
+    wait = limiter.acquire("k", 2, now=0.0)
+    assert wait == pytest.approx(30.0)
+    assert limiter.acquire("k", 2, now=30.0) is None
+    assert limiter.acquire("other", 2, now=0.0) is None
+    assert RateLimiter.retry_after_header(0.2) == "1"
+
+
+def test_cache_bounds_ttl_and_tenants():
+    cache = ResponseCache(max_bytes=100, ttl_s=10)
+    data = {"messages": [{"role": "user", "content": "x"}], "temperature": 0}
+    k1, k2 = cache.key("t1", "/v1/chat/completions", data), cache.key("t2", "/v1/chat/completions", data)
+    assert k1 != k2
+    cache.put(k1, b"a" * 60, "application/json", "local", now=0.0)
+    assert cache.get(k2, now=1.0) is None and cache.get(k1, now=1.0) is not None
+    cache.put(k2, b"b" * 60, "application/json", "local", now=1.0)  # evicts k1 (bytes bound)
+    assert cache.get(k1, now=2.0) is None and cache.bytes == 60
+    assert cache.get(k2, now=11.5) is None and len(cache) == 0  # TTL
+    cache.put(k1, b"c" * 500, "application/json", "local")  # larger than the bound: not kept
+    assert len(cache) == 0
+    assert is_deterministic(data) and not is_deterministic({**data, "stream": True})
+    assert not is_deterministic({"temperature": 0.5}) and not is_deterministic({})
+
+
+def test_usage_is_read_without_parsing_the_whole_answer():
+    body = b'{"id":"x","choices":[{"message":{"content":"the \\"usage\\": {} trap"}}],"usage":{"prompt_tokens":3,"completion_tokens":2}}'
+    assert answer_usage(body) == {"prompt_tokens": 3, "completion_tokens": 2}
+    assert answer_usage(b'{"id":"x","usage":null}') is None
+    assert answer_usage(b' {"id":"x"}\n') is None
+    for bad in (b'{"id": "x", "choices": [', b"<html>oops</html>", b"", b"[1]"):
+        with pytest.raises(AttemptFailed):
+            answer_usage(bad)
+
+
+def test_parse_waiting_sums_models_and_ignores_other_metrics():
+    text = ('# TYPE vllm:num_requests_waiting gauge\nvllm:num_requests_waiting{model_name="a"} 3.0\n'
+            'vllm:num_requests_waiting{model_name="b"} 2\nvllm:num_requests_waiting_total 99\n'
+            'vllm:num_requests_running{model_name="a"} 7\n')
+    assert parse_waiting(text) == 5.0
+    assert parse_waiting("other 1\n") is None
