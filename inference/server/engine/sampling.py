@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+GREEDY_TEMPERATURE = 1e-5  # at or below: argmax
+
 
 @dataclass(frozen=True)
 class SamplingParams:
@@ -27,7 +29,7 @@ def make_generator(seed: int | None) -> torch.Generator | None:
 
 def choose_token(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> int:
     """Pick the next token from one row of logits [V] (float32)."""
-    if params.temperature <= 1e-5:
+    if params.temperature <= GREEDY_TEMPERATURE:
         return int(torch.argmax(logits))
     probs = torch.softmax(logits / params.temperature, dim=-1)
     if params.top_p < 1.0:

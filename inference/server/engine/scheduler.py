@@ -19,7 +19,7 @@ import torch
 
 from ..metrics import ServerMetrics
 from .kv_batch import KVBatch
-from .sampling import SamplingParams, choose_token
+from .sampling import GREEDY_TEMPERATURE, SamplingParams, choose_token
 from .sequence import GenerationEvent, GenerationHandle, Sequence
 
 log = logging.getLogger(__name__)
@@ -171,7 +171,8 @@ class Engine:
                 for seq in group:
                     self._fail(seq, f"prefill failed: {type(exc).__name__}")
                 continue
-            keep = [row for row, seq in enumerate(group) if self._accept(seq, logits[row])]
+            greedy = self._greedy(logits, group)
+            keep = [row for row, seq in enumerate(group) if self._accept(seq, logits[row], greedy[row])]
             if not keep:
                 continue
             if len(keep) < len(group):
@@ -186,7 +187,8 @@ class Engine:
     def _decode(self) -> None:
         assert self._batch is not None
         logits = self._batch.decode(self.model, [s.next_input for s in self._running])
-        keep = [row for row, seq in enumerate(self._running) if self._accept(seq, logits[row])]
+        greedy = self._greedy(logits, self._running)
+        keep = [row for row, seq in enumerate(self._running) if self._accept(seq, logits[row], greedy[row])]
         self._keep_rows(keep)
 
     def _keep_rows(self, keep: list[int]) -> None:
@@ -198,9 +200,19 @@ class Engine:
         elif self._batch is not None:
             self._batch.select(keep)
 
-    def _accept(self, seq: Sequence, logits: torch.Tensor) -> bool:
-        """Sample one token for ``seq``; emit its text; return False when the sequence is finished."""
-        token = choose_token(logits, seq.params, seq.generator)
+    @staticmethod
+    def _greedy(logits: torch.Tensor, sequences: list[Sequence]) -> list[int | None]:
+        """Argmax of every row in one device round trip (for rows at temperature 0)."""
+        if not any(s.params.temperature <= GREEDY_TEMPERATURE for s in sequences):
+            return [None] * len(sequences)
+        return logits.argmax(dim=-1).tolist()
+
+    def _accept(self, seq: Sequence, logits: torch.Tensor, greedy: int | None) -> bool:
+        """Take one token for ``seq``; emit its text; return False when the sequence is finished."""
+        if seq.params.temperature <= GREEDY_TEMPERATURE and greedy is not None:
+            token = greedy
+        else:
+            token = choose_token(logits, seq.params, seq.generator)
         now = time.monotonic()
         if seq.last_token_at is None:
             self.metrics.ttft.observe(now - seq.arrival)
