@@ -18,7 +18,6 @@ import json
 import os
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -93,7 +92,7 @@ async def _connect(port: int) -> _Conn:
 
 
 def _request_bytes(port: int, headers: dict[str, str]) -> bytes:
-    lines = [f"POST /v1/chat/completions HTTP/1.1", f"Host: 127.0.0.1:{port}", "Content-Type: application/json",
+    lines = ["POST /v1/chat/completions HTTP/1.1", f"Host: 127.0.0.1:{port}", "Content-Type: application/json",
              f"Content-Length: {len(REQUEST_BODY)}"] + [f"{k}: {v}" for k, v in headers.items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + REQUEST_BODY
 
@@ -179,12 +178,34 @@ def start_upstream() -> tuple[subprocess.Popen, int]:
     return proc, port
 
 
-def rss_mb(pid: int) -> float:
+def _tree(pid: int) -> list:
     import psutil
 
     proc = psutil.Process(pid)
-    procs = [proc, *proc.children(recursive=True)]
-    return sum(p.memory_info().rss for p in procs) / 2**20
+    return [proc, *proc.children(recursive=True)]
+
+
+def rss_mb(pid: int) -> float:
+    return sum(p.memory_info().rss for p in _tree(pid)) / 2**20
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) used so far by a process and its children."""
+    total = 0.0
+    for p in _tree(pid):
+        t = p.cpu_times()
+        total += t.user + t.system
+    return total
+
+
+def litellm_overhead_ms(port: int) -> str:
+    """LiteLLM's own report of the latency it added (response header), for one request."""
+    import urllib.request
+
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/chat/completions", data=REQUEST_BODY,
+                                 headers={"Authorization": f"Bearer sk-{BENCH_KEY}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return resp.headers.get("x-litellm-overhead-duration-ms", "n/a")
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -278,6 +299,7 @@ def main() -> None:
 
     print(f"bench_router: {os.cpu_count()} CPUs, load generator and servers share them; {args.seconds:g} s per run")
     results: dict[tuple[str, int], LoadResult] = {}
+    cpu_us: dict[tuple[str, int], float] = {}  # CPU of the measured server (router / litellm / upstream) per request
     rss: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
@@ -296,10 +318,17 @@ def main() -> None:
                     proc, port = start_litellm(tmp, up_port)
                     headers = {"Authorization": f"Bearer sk-{BENCH_KEY}"}
                 try:
+                    if starter is start_litellm:
+                        print(f"  litellm reports its own overhead as {litellm_overhead_ms(port)} ms (one request)")
+                    measured = proc.pid if proc else upstream.pid
                     for conc in (1, 32):
-                        res = uvloop.run(run_load(port, headers, conc, args.seconds, args.warmup))
+                        uvloop.run(run_load(port, headers, conc, args.warmup, 0.0))
+                        before = cpu_s(measured)
+                        res = uvloop.run(run_load(port, headers, conc, args.seconds, 0.0))
+                        cpu_us[(name, conc)] = (cpu_s(measured) - before) / max(1, len(res.latencies)) * 1e6
                         results[(name, conc)] = res
-                        print(f"  {name:8s} c={conc:<3d} {fmt(res)}", flush=True)
+                        print(f"  {name:8s} c={conc:<3d} {fmt(res)}  server CPU {cpu_us[(name, conc)]:6.0f} us/req",
+                              flush=True)
                     rss[name] = rss_mb(proc.pid if proc else upstream.pid)
                 finally:
                     if proc is not None:
@@ -327,6 +356,8 @@ def main() -> None:
             lt = results[("litellm", conc)]
             line += (f"; litellm added p50 {lt.pct(0.5) - d.pct(0.5):+.3f} ms; router/litellm req/s {r.rps / lt.rps:.1f}x")
         print(line)
+    print("  server CPU per request (the upstream's for direct): " + ", ".join(
+        f"{n} c={c} {v:.0f} us" for (n, c), v in cpu_us.items()))
     print("  RSS after load: " + ", ".join(f"{k} {v:.0f} MiB" for k, v in rss.items() if k != "direct"))
     for name, (ms, failed, total) in deaths.items():
         print(f"  local upstream {name}: first cloud answer {ms:.0f} ms after; {failed} failed of {total} requests")

@@ -79,7 +79,7 @@ class HealthMonitor:
         while True:
             started = loop.time()
             ok = await self.probe(up)
-            self.pool.probe_result(up, ok, cfg.failures_to_open)
+            self.pool.probe_result(up, ok, cfg.failures_to_open, cfg.timeout_s)
             await asyncio.sleep(max(0.0, cfg.interval_s - (loop.time() - started) if ok else cfg.interval_s))
 
     async def _metrics_loop(self, up: LocalUpstream) -> None:

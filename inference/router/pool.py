@@ -129,9 +129,14 @@ class UpstreamPool:
     def record_failure(self, up: LocalUpstream, *, immediate: bool = False) -> None:
         up.circuit.record_failure(time.monotonic(), immediate=immediate)
 
-    def probe_result(self, up: LocalUpstream, ok: bool, failures_to_open: int) -> None:
-        """Apply an active health probe result; an unresponsive upstream aborts its waiting requests."""
+    def probe_result(self, up: LocalUpstream, ok: bool, failures_to_open: int, window_s: float = 0.0) -> None:
+        """Apply an active health probe result; an unresponsive upstream aborts its waiting requests.
+
+        A failed probe does not count while the upstream sent bytes within ``window_s`` (busy, not frozen).
+        """
         now = time.monotonic()
+        if not ok and now - up.client.last_progress < window_s:
+            return
         if ok:
             up.probe_failures = 0
             up.healthy = True

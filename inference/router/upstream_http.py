@@ -45,6 +45,7 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.got_bytes = True
+        self._client.last_progress = time.monotonic()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError:
@@ -191,6 +192,7 @@ class UpstreamHttpClient:
         self.connect_timeout_s = connect_timeout_s
         self.keepalive_s = keepalive_s  # below uvicorn's (and vLLM's) 5 s idle timeout
         self._idle: list[_Connection] = []
+        self.last_progress = 0.0  # when this upstream last sent us any byte (proof it is not frozen)
         self._host_header = f"{host}:{port}".encode()
 
     def request_bytes(self, method: bytes, path: str, body: bytes, headers: bytes = b"") -> bytes:

@@ -88,3 +88,16 @@ def test_parse_waiting_sums_models_and_ignores_other_metrics():
             'vllm:num_requests_running{model_name="a"} 7\n')
     assert parse_waiting(text) == 5.0
     assert parse_waiting("other 1\n") is None
+
+
+def test_failed_probe_does_not_open_a_busy_upstream():
+    import time
+
+    pool = UpstreamPool(parse_router_config({"upstreams": [{"url": "http://h:1"}]}))
+    (up,) = pool.upstreams
+    up.client.last_progress = time.monotonic()  # bytes just arrived on another request
+    pool.probe_result(up, False, failures_to_open=1, window_s=0.75)
+    assert up.circuit.allows_requests
+    up.client.last_progress = time.monotonic() - 5  # silent: frozen
+    pool.probe_result(up, False, failures_to_open=1, window_s=0.75)
+    assert not up.circuit.allows_requests and not up.healthy
