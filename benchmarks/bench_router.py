@@ -22,8 +22,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
+
+from http_load import LoadResult, request_bytes, run_load, worker  # benchmarks/ is the script's folder
 
 ROOT = Path(__file__).resolve().parents[1]
 LITELLM_VENV = ROOT / ".venv-litellm"
@@ -55,100 +56,6 @@ def serve_upstream(port: int) -> None:
 
     uvicorn.run(fixed_app, host="127.0.0.1", port=port, log_level="error", access_log=False,
                 loop="uvloop", http="httptools", lifespan="off")
-
-
-# ---------------------------------------------------------------- load generator (raw asyncio + httptools)
-class _Conn(asyncio.Protocol):
-    def __init__(self) -> None:
-        import httptools
-
-        self.parser = httptools.HttpResponseParser(self)
-        self.waiter: asyncio.Future | None = None
-        self.headers: dict[bytes, bytes] = {}
-        self.transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport):  # noqa: ANN001
-        self.transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        self.parser.feed_data(data)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers[name.lower()] = value
-
-    def on_message_complete(self) -> None:
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result((self.parser.get_status_code(), self.headers))
-
-    def connection_lost(self, exc):  # noqa: ANN001
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_exception(ConnectionError("closed"))
-
-
-async def _connect(port: int) -> _Conn:
-    loop = asyncio.get_running_loop()
-    _, proto = await loop.create_connection(_Conn, "127.0.0.1", port)
-    return proto
-
-
-def _request_bytes(port: int, headers: dict[str, str]) -> bytes:
-    lines = ["POST /v1/chat/completions HTTP/1.1", f"Host: 127.0.0.1:{port}", "Content-Type: application/json",
-             f"Content-Length: {len(REQUEST_BODY)}"] + [f"{k}: {v}" for k, v in headers.items()]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode() + REQUEST_BODY
-
-
-@dataclass
-class LoadResult:
-    latencies: list[float] = field(default_factory=list)
-    errors: int = 0
-    seconds: float = 0.0
-
-    @property
-    def rps(self) -> float:
-        return len(self.latencies) / self.seconds if self.seconds else 0.0
-
-    def pct(self, q: float) -> float:
-        s = sorted(self.latencies)
-        return s[min(len(s) - 1, int(q * len(s)))] * 1000.0 if s else float("nan")
-
-
-async def _worker(port: int, payload: bytes, stop_at: float, result: LoadResult, record: bool,
-                  routes: list | None = None) -> None:
-    conn = await _connect(port)
-    loop = asyncio.get_running_loop()
-    clock = time.perf_counter
-    while clock() < stop_at:
-        conn.headers = {}
-        conn.waiter = loop.create_future()
-        started = clock()
-        conn.transport.write(payload)
-        try:
-            status, headers = await conn.waiter
-        except ConnectionError:
-            result.errors += 1
-            conn = await _connect(port)
-            continue
-        ended = clock()
-        if status != 200:
-            result.errors += 1
-        elif record:
-            result.latencies.append(ended - started)
-        if routes is not None:
-            routes.append((time.monotonic(), status, headers.get(b"x-dsdeploy-route", b"").decode()))
-    conn.transport.close()
-
-
-async def run_load(port: int, headers: dict[str, str], concurrency: int, seconds: float, warmup: float) -> LoadResult:
-    payload = _request_bytes(port, headers)
-    warm = LoadResult()
-    await asyncio.gather(*(_worker(port, payload, time.perf_counter() + warmup, warm, False)
-                           for _ in range(concurrency)))
-    result = LoadResult()
-    started = time.perf_counter()
-    await asyncio.gather(*(_worker(port, payload, started + seconds, result, True) for _ in range(concurrency)))
-    result.seconds = time.perf_counter() - started
-    result.errors += warm.errors
-    return result
 
 
 # ---------------------------------------------------------------- processes
@@ -265,11 +172,11 @@ def start_litellm(tmp: Path, upstream_port: int) -> tuple[subprocess.Popen, int]
 
 # ---------------------------------------------------------------- death -> cloud
 async def _death_to_cloud(router_port: int, victim: subprocess.Popen, how: signal.Signals) -> tuple[float, int, int]:
-    payload = _request_bytes(router_port, {"Authorization": f"Bearer {BENCH_KEY}", "X-Data-Class": "public"})
+    payload = request_bytes(router_port, REQUEST_BODY, {"Authorization": f"Bearer {BENCH_KEY}", "X-Data-Class": "public"})
     routes: list = []
     result = LoadResult()
     stop_at = time.perf_counter() + 4.0
-    workers = [asyncio.ensure_future(_worker(router_port, payload, stop_at, result, True, routes)) for _ in range(4)]
+    workers = [asyncio.ensure_future(worker(router_port, payload, stop_at, result, True, routes)) for _ in range(4)]
     await asyncio.sleep(1.0)
     killed_at = time.monotonic()
     os.kill(victim.pid, how)
@@ -322,9 +229,9 @@ def main() -> None:
                         print(f"  litellm reports its own overhead as {litellm_overhead_ms(port)} ms (one request)")
                     measured = proc.pid if proc else upstream.pid
                     for conc in (1, 32):
-                        uvloop.run(run_load(port, headers, conc, args.warmup, 0.0))
+                        uvloop.run(run_load(port, REQUEST_BODY, headers, conc, args.warmup, 0.0))
                         before = cpu_s(measured)
-                        res = uvloop.run(run_load(port, headers, conc, args.seconds, 0.0))
+                        res = uvloop.run(run_load(port, REQUEST_BODY, headers, conc, args.seconds, 0.0))
                         cpu_us[(name, conc)] = (cpu_s(measured) - before) / max(1, len(res.latencies)) * 1e6
                         results[(name, conc)] = res
                         print(f"  {name:8s} c={conc:<3d} {fmt(res)}  server CPU {cpu_us[(name, conc)]:6.0f} us/req",

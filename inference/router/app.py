@@ -123,6 +123,7 @@ class RouterApp:
         record["route"] = "local"
         record["attempts"] = 0
         failures: list[str] = []
+        streaming = False
         data: dict[str, Any] | None = None
         routed: Routed | None = None
         status = 500
@@ -163,6 +164,7 @@ class RouterApp:
             status = reply.status
             extra = [(b"retry-after", reply.retry_after.encode())] if reply.retry_after and status >= 400 else None
             if reply.first_chunk is not None:
+                streaming = True
                 await send({"type": "http.response.start", "status": 200, "headers": _headers(
                     reply.content_type.encode(), route, rid, [(b"cache-control", b"no-cache")])})
                 outcome = await relay(reply, send, receive, self.config.timeouts.stream_idle_s, deadline)
@@ -188,10 +190,12 @@ class RouterApp:
             record["error"] = exc.code
             await self._error(send, exc, LOCAL, rid)
         except Exception as exc:  # a router bug: answer in the OpenAI shape, keep the trace in the log
-            status = 500
             record["error"] = "internal_error"
             traceback.print_exception(exc, file=sys.stderr)
-            await self._error(send, RouterError(500, f"Internal router error (request {request_id})."), LOCAL, rid)
+            if not streaming:  # a started stream cannot change its status; the client sees it cut
+                status = 500
+                await self._error(send, RouterError(500, f"Internal router error (request {request_id})."),
+                                  LOCAL, rid)
         finally:
             if routed is not None:
                 routed.finish()

@@ -19,18 +19,14 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from inference.router.env_refs import RouterConfigError, check_secret_refs, expand_env
+
 DATA_CLASSES: tuple[str, ...] = ("public", "internal", "restricted")
 DataClass = Literal["public", "internal", "restricted"]
 
-_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-_SECRET_REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
-# Fields that hold secrets: their raw YAML value must be exactly one ${NAME} reference.
-SECRET_FIELDS: tuple[tuple[str, ...], ...] = (("cloud", "api_key"),)
 
 
-class RouterConfigError(ValueError):
-    """The router config file is missing, unreadable or invalid (message names field and value)."""
 
 
 class _Strict(BaseModel):
@@ -262,49 +258,6 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def _expand(value: Any, where: str, environ: Mapping[str, str], resolve: bool) -> Any:
-    if isinstance(value, dict):
-        return {k: _expand(v, f"{where}.{k}" if where else str(k), environ, resolve) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_expand(v, f"{where}[{i}]", environ, resolve) for i, v in enumerate(value)]
-    if isinstance(value, str) and "${" in value:
-        def repl(m: re.Match[str]) -> str:
-            name = m.group(1)
-            if not resolve:
-                return f"unresolved-{name}"
-            if name not in environ:
-                raise RouterConfigError(f"{where}: environment variable {name} is not set")
-            return environ[name]
-
-        return _ENV_REF.sub(repl, value)
-    return value
-
-
-def _secret_values(raw: dict[str, Any]) -> list[tuple[str, Any]]:
-    found: list[tuple[str, Any]] = []
-    for path in SECRET_FIELDS:
-        node: Any = raw
-        for key in path:
-            node = node.get(key) if isinstance(node, dict) else None
-        if node is not None:
-            found.append((".".join(path), node))
-    upstreams = raw.get("upstreams")
-    if isinstance(upstreams, list):
-        for i, up in enumerate(upstreams):
-            if isinstance(up, dict) and up.get("api_key") is not None:
-                found.append((f"upstreams[{i}].api_key", up["api_key"]))
-    return found
-
-
-def _check_secret_refs(raw: dict[str, Any]) -> None:
-    for dotted, node in _secret_values(raw):
-        if not isinstance(node, str) or not _SECRET_REF.match(node.strip()):
-            raise RouterConfigError(
-                f"{dotted}: must be an environment reference like ${{DEEPSEEK_API_KEY}}; "
-                "a literal secret is not allowed in the config file"
-            )
-
-
 def _format_errors(exc: ValidationError, source: str) -> str:
     lines = [f"invalid router config {source}:"]
     for err in exc.errors():
@@ -328,9 +281,9 @@ def parse_router_config(
     if not isinstance(data, Mapping):
         raise RouterConfigError(f"{source}: the top level must be a mapping, got {type(data).__name__}")
     raw = dict(data)
-    _check_secret_refs(raw)
+    check_secret_refs(raw)
     env = os.environ if environ is None else environ
-    expanded = _expand(raw, "", env, resolve_env)
+    expanded = expand_env(raw, "", env, resolve_env)
     try:
         return RouterConfig.model_validate(expanded)
     except ValidationError as exc:
