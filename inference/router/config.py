@@ -47,6 +47,8 @@ class Upstream(_Strict):
     name: str | None = None  # label in metrics and audit; default host:port
     max_in_flight: int | None = Field(default=None, ge=1)  # overrides saturation.max_in_flight_per_upstream
     api_key: str | None = None  # ${ENV} reference when the upstream wants a key (vLLM --api-key)
+    discover: bool = False  # every address the host resolves to is an upstream (a headless Service: each pod)
+    discover_interval_s: float = Field(default=5.0, gt=0)
 
     @field_validator("url")
     @classmethod

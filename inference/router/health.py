@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import socket
 import time
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -30,6 +32,7 @@ class HealthMonitor:
         self.config = config
         self.pool = pool
         self._tasks: list[asyncio.Task[None]] = []
+        self._watching: dict[LocalUpstream, list[asyncio.Task[None]]] = {}
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
@@ -38,20 +41,53 @@ class HealthMonitor:
             connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=4.0),
             timeout=aiohttp.ClientTimeout(total=self.config.health.timeout_s),
         )
-        if self.pool.upstreams:
+        if self.config.upstreams:
             self._tasks.append(asyncio.create_task(self._deadline_loop(), name="deadlines"))
+        for index in self.pool.discovered:
+            await self.discover(index)  # members known before the first request
+            self._tasks.append(asyncio.create_task(self._discovery_loop(index), name=f"discover {index}"))
         for up in self.pool.upstreams:
-            self._tasks.append(asyncio.create_task(self._probe_loop(up), name=f"probe {up.label}"))
-            if self.config.saturation.max_waiting is not None:
-                self._tasks.append(asyncio.create_task(self._metrics_loop(up), name=f"metrics {up.label}"))
+            self._watch(up)
+
+    def _watch(self, up: LocalUpstream) -> None:
+        if up in self._watching:
+            return
+        tasks = [asyncio.create_task(self._probe_loop(up), name=f"probe {up.label}")]
+        if self.config.saturation.max_waiting is not None:
+            tasks.append(asyncio.create_task(self._metrics_loop(up), name=f"metrics {up.label}"))
+        self._watching[up] = tasks
+
+    async def discover(self, index: int) -> None:
+        """Resolve a ``discover`` upstream's host; members follow the addresses (kept on DNS errors)."""
+        spec = self.config.upstreams[index]
+        parts = urlsplit(spec.url)
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(
+                parts.hostname, parts.port or 80, type=socket.SOCK_STREAM)
+        except OSError:
+            return
+        added, removed = self.pool.set_addresses(index, {info[4][0] for info in infos})
+        for up in removed:
+            for task in self._watching.pop(up, []):
+                task.cancel()
+        for up in added:
+            self._watch(up)
+
+    async def _discovery_loop(self, index: int) -> None:
+        interval = self.config.upstreams[index].discover_interval_s
+        while True:
+            await asyncio.sleep(interval)
+            await self.discover(index)
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        tasks = self._tasks + [t for ts in self._watching.values() for t in ts]
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
+        self._watching.clear()
         if self._session is not None:
             await self._session.close()
 
@@ -68,10 +104,7 @@ class HealthMonitor:
         """First-byte and answer deadlines of local attempts, swept every 50 ms (no timer per request)."""
         while True:
             await asyncio.sleep(DEADLINE_SWEEP_S)
-            now = time.monotonic()
-            for up in self.pool.upstreams:
-                if up.pending:
-                    up.expire_pending(now)
+            self.pool.expire_pending(time.monotonic())
 
     async def _probe_loop(self, up: LocalUpstream) -> None:
         cfg = self.config.health

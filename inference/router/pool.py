@@ -25,18 +25,20 @@ class LocalUpstream:
         "probe_failures", "healthy", "client", "prefix", "raw_headers", "pending", "aborted",
     )
 
-    def __init__(self, spec: Upstream, config: RouterConfig) -> None:
-        self.label = spec.label
-        self.base = spec.url
+    def __init__(self, spec: Upstream, config: RouterConfig, address: str | None = None) -> None:
+        """``address``: one resolved address of a ``discover`` upstream (the URL's host is replaced)."""
+        parts = urlsplit(spec.url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        host = address or parts.hostname or "127.0.0.1"
+        self.label = spec.label if address is None else f"{spec.label}@{address}"
+        shown = f"[{host}]" if ":" in host else host
+        self.base = spec.url if address is None else f"{parts.scheme}://{shown}:{port}{parts.path}".rstrip("/")
         self.headers = {"Content-Type": "application/json"}
         if spec.api_key:
             self.headers["Authorization"] = f"Bearer {spec.api_key}"
-        parts = urlsplit(spec.url)
         self.prefix = parts.path.rstrip("/")
-        self.client = UpstreamHttpClient(
-            parts.hostname or "127.0.0.1", parts.port or (443 if parts.scheme == "https" else 80),
-            connect_timeout_s=config.timeouts.connect_s, tls=parts.scheme == "https",
-        )
+        self.client = UpstreamHttpClient(host, port, connect_timeout_s=config.timeouts.connect_s,
+                                         tls=parts.scheme == "https")
         self.raw_headers = "".join(f"{k}: {v}\r\n" for k, v in self.headers.items()).encode()
         # requests waiting for this upstream's first byte -> (deadline, reason if it passes)
         self.pending: dict[asyncio.Task[object], tuple[float, str]] = {}
@@ -80,9 +82,39 @@ class UpstreamPool:
     """Chooses the local upstream with the fewest requests in flight among those that may take one."""
 
     def __init__(self, config: RouterConfig) -> None:
-        self.upstreams = [LocalUpstream(u, config) for u in config.upstreams]
+        self.config = config
+        self.upstreams = [LocalUpstream(u, config) for u in config.upstreams if not u.discover]
+        self.discovered: dict[int, dict[str, LocalUpstream]] = {
+            i: {} for i, u in enumerate(config.upstreams) if u.discover}  # spec index -> address -> member
+        self.draining: list[LocalUpstream] = []  # removed members whose requests are still running
         self.max_waiting = config.saturation.max_waiting
         self._rotor = 0
+
+    def set_addresses(self, index: int, addresses: set[str]) -> tuple[list[LocalUpstream], list[LocalUpstream]]:
+        """Make the members of discovered upstream ``index`` match ``addresses``; return (added, removed)."""
+        members = self.discovered[index]
+        spec = self.config.upstreams[index]
+        added = [LocalUpstream(spec, self.config, a) for a in sorted(addresses - members.keys())]
+        removed = [members.pop(a) for a in sorted(members.keys() - addresses)]
+        for up in added:
+            members[up.label.rsplit("@", 1)[1]] = up
+        if added or removed:
+            gone = set(removed)
+            self.upstreams = [u for u in self.upstreams if u not in gone] + added
+            for up in removed:
+                up.client.close()
+            self.draining.extend(removed)
+        return added, removed
+
+    def expire_pending(self, now: float) -> None:
+        """Apply first-byte and answer deadlines on every member, draining ones included."""
+        for up in self.upstreams:
+            if up.pending:
+                up.expire_pending(now)
+        if self.draining:
+            for up in self.draining:
+                up.expire_pending(now)
+            self.draining = [u for u in self.draining if u.pending or u.in_flight]
 
     def __len__(self) -> int:
         return len(self.upstreams)

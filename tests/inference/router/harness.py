@@ -117,8 +117,10 @@ class RunningRouter:
             time.sleep(0.15)
 
 
-def router_config(upstreams: list[str], cloud: str | None, audit_path: Path, **sections: Any) -> RouterConfig:
-    data: dict[str, Any] = {"upstreams": [{"url": u} for u in upstreams]}
+def router_config(upstreams: list[str | dict[str, Any]], cloud: str | None, audit_path: Path,
+                  **sections: Any) -> RouterConfig:
+    """A test config; ``upstreams`` are URLs or whole upstream entries; ``sections`` merge into the rest."""
+    data: dict[str, Any] = {"upstreams": [{"url": u} if isinstance(u, str) else u for u in upstreams]}
     if cloud is not None:
         data["cloud"] = {"base_url": cloud, "api_key": "${TEST_CLOUD_KEY}", "models": {"*": "deepseek-chat"},
                          "backoff_base_s": 0.05, "backoff_max_s": 0.5}

@@ -84,3 +84,14 @@ def test_completions_models_health_ready_metrics(ups, tmp_path):
             text = resp.read().decode()
         assert 'dsdeploy_router_requests_total{route="local",status="200"} 1.0' in text
         assert 'dsdeploy_router_upstream_healthy{upstream="127.0.0.1:' in text
+
+
+def test_dns_discovery_makes_each_address_an_upstream(ups, tmp_path):
+    url = f"http://localhost:{ups['a'].port}"
+    cfg = router_config([{"url": url, "name": "engine", "discover": True, "discover_interval_s": 0.2}], None,
+                        tmp_path / "audit.jsonl")
+    with run_router(cfg) as router:
+        assert [u.label for u in router.app.pool.upstreams] == ["engine@127.0.0.1"]
+        answer = client(router).chat.completions.create(model="fake-model", messages=[{"role": "user", "content": "hi"}])
+        assert answer.choices[0].message.content == "answer from a"
+        assert router.audit_lines()[-1]["upstream"] == "engine@127.0.0.1"

@@ -101,3 +101,22 @@ def test_failed_probe_does_not_open_a_busy_upstream():
     up.client.last_progress = time.monotonic() - 5  # silent: frozen
     pool.probe_result(up, False, failures_to_open=1, window_s=0.75)
     assert not up.circuit.allows_requests and not up.healthy
+
+
+def test_discovered_members_follow_the_addresses():
+    cfg = parse_router_config({"upstreams": [{"url": "http://engine-headless:8000", "name": "engine", "discover": True},
+                                             {"url": "http://h:1"}]})
+    pool = UpstreamPool(cfg)
+    assert [u.label for u in pool.upstreams] == ["h:1"]
+    added, removed = pool.set_addresses(0, {"10.0.0.1", "10.0.0.2"})
+    assert [u.label for u in added] == ["engine@10.0.0.1", "engine@10.0.0.2"] and removed == []
+    assert added[0].base == "http://10.0.0.1:8000" and added[0].client.host == "10.0.0.1"
+    busy = added[1]
+    busy.in_flight = 1
+    added, removed = pool.set_addresses(0, {"10.0.0.1", "fd00::3"})
+    assert [u.label for u in added] == ["engine@fd00::3"] and added[0].base == "http://[fd00::3]:8000"
+    assert removed == [busy] and busy not in pool.upstreams and pool.draining == [busy]
+    busy.in_flight = 0
+    pool.expire_pending(0.0)
+    assert pool.draining == []
+    assert sorted(u.label for u in pool.upstreams) == ["engine@10.0.0.1", "engine@fd00::3", "h:1"]
