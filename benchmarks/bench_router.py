@@ -51,6 +51,40 @@ async def fixed_app(scope, receive, send):  # noqa: ANN001 (raw ASGI)
     await send({"type": "http.response.body", "body": body})
 
 
+def serve_floor(upstream_port: int, port: int) -> None:
+    """The floor of any Python proxy here: uvicorn + the router's keep-alive client, no logic at all."""
+    import uvicorn
+
+    from inference.router.upstream_http import UpstreamHttpClient
+
+    client: list[UpstreamHttpClient] = []
+
+    async def app(scope, receive, send):  # noqa: ANN001
+        if scope["type"] != "http":
+            return
+        if not client:
+            client.append(UpstreamHttpClient("127.0.0.1", upstream_port, connect_timeout_s=1.0))
+        body = (await receive())["body"]
+        resp = await client[0].request(client[0].request_bytes(b"POST", scope["path"], body,
+                                                               b"Content-Type: application/json\r\n"))
+        data = await resp.read()
+        resp.close()
+        await send({"type": "http.response.start", "status": resp.status,
+                    "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": data})
+
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="error", access_log=False, loop="uvloop",
+                http="httptools", lifespan="off", proxy_headers=False)
+
+
+def start_floor(upstream_port: int) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, __file__, "--serve-floor", str(upstream_port), str(port)], cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    wait_port(port, proc)
+    return proc, port
+
+
 def serve_upstream(port: int) -> None:
     import uvicorn
 
@@ -198,9 +232,13 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--skip-litellm", action="store_true")
     parser.add_argument("--serve-upstream", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--serve-floor", type=int, nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_upstream:
         serve_upstream(args.serve_upstream)
+        return
+    if args.serve_floor:
+        serve_floor(*args.serve_floor)
         return
     import uvloop
 
@@ -212,13 +250,16 @@ def main() -> None:
         tmp = Path(tmpdir)
         upstream, up_port = start_upstream()
         try:
-            targets: list[tuple[str, object]] = [("direct", None), ("router", start_router), ("litellm", start_litellm)]
+            targets: list[tuple[str, object]] = [("direct", None), ("floor", start_floor), ("router", start_router),
+                                                 ("litellm", start_litellm)]
             if args.skip_litellm:
-                targets = targets[:2]
+                targets = targets[:3]
             for name, starter in targets:
                 proc = None
                 port, headers = up_port, {}
-                if starter is start_router:
+                if starter is start_floor:
+                    proc, port = start_floor(up_port)
+                elif starter is start_router:
                     proc, port = start_router(tmp, up_port)
                     headers = {"Authorization": f"Bearer {BENCH_KEY}"}
                 elif starter is start_litellm:
@@ -263,6 +304,10 @@ def main() -> None:
             lt = results[("litellm", conc)]
             line += (f"; litellm added p50 {lt.pct(0.5) - d.pct(0.5):+.3f} ms; router/litellm req/s {r.rps / lt.rps:.1f}x")
         print(line)
+    if ("floor", 32) in results:
+        f32 = results[("floor", 32)].rps / results[("direct", 32)].rps
+        print(f"  floor (uvicorn + keep-alive client, no logic) reaches {f32:.0%} of direct req/s at c=32; "
+              f"the router {results[('router', 32)].rps / results[('floor', 32)].rps:.0%} of the floor")
     print("  server CPU per request (the upstream's for direct): " + ", ".join(
         f"{n} c={c} {v:.0f} us" for (n, c), v in cpu_us.items()))
     print("  RSS after load: " + ", ".join(f"{k} {v:.0f} MiB" for k, v in rss.items() if k != "direct"))
