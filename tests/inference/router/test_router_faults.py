@@ -206,3 +206,46 @@ def test_stream_gone_silent_ends_with_idle_error_event(ups, tmp_path):
             for _ in client(r).chat.completions.create(model="fake-model", messages=MSG, stream=True):
                 pass
         assert r.audit_lines()[-1]["error"] == "stream_idle_timeout"
+
+
+def test_stream_falls_back_to_cloud_before_first_byte_and_spend_is_counted(ups, tmp_path):
+    ups["a"].control(mode="status", status=503)
+    ups["cloud"].control(chunks=3)
+    with run_router(router_config([ups["a"].url], ups["cloud"].url, tmp_path / "a.jsonl")) as r:
+        out = client(r, "public").chat.completions.create(model="fake-model", messages=MSG, stream=True,
+                                                          stream_options={"include_usage": True})
+        parts = [c.choices[0].delta.content for c in out if c.choices and c.choices[0].delta.content]
+        assert out.response.headers["x-dsdeploy-route"] == "cloud"
+        assert parts == [f"answer from cloud part {i} " for i in range(3)]
+        line = r.audit_lines()[-1]
+        assert line["route"] == "cloud" and line["fallback_reason"] == "upstream_5xx" and line["error"] is None
+        with urllib.request.urlopen(r.url + "/metrics") as resp:
+            text = resp.read().decode()
+        assert 'dsdeploy_router_fallbacks_total{reason="upstream_5xx"} 1.0' in text
+        (spend,) = [float(line.split()[1]) for line in text.splitlines()
+                    if line.startswith("dsdeploy_router_cloud_spend_usd_total ")]
+        assert spend == pytest.approx((7 * 0.28 + 3 * 0.42) / 1e6)
+
+
+def test_per_key_default_class_keeps_a_teams_data_home(ups, tmp_path):
+    import hashlib
+
+    ups["a"].control(mode="status", status=500)
+    keys = [{"id": "legal", "sha256": hashlib.sha256(b"legal-key").hexdigest(), "default_class": "restricted"},
+            {"id": "web", "sha256": hashlib.sha256(b"web-key").hexdigest(), "default_class": "public"}]
+    cfg = router_config([ups["a"].url], ups["cloud"].url, tmp_path / "a.jsonl", auth={"keys": keys})
+    with run_router(cfg) as r:
+        legal = openai.OpenAI(base_url=r.v1, api_key="legal-key", max_retries=0)
+        with pytest.raises(openai.APIStatusError) as info:
+            legal.chat.completions.create(model="fake-model", messages=MSG)
+        assert info.value.status_code == 503 and "'restricted' may not leave" in info.value.message
+        web = openai.OpenAI(base_url=r.v1, api_key="web-key", max_retries=0)
+        assert web.chat.completions.with_raw_response.create(
+            model="fake-model", messages=MSG).headers["x-dsdeploy-route"] == "cloud"
+        explicit = legal.chat.completions.with_raw_response.create(  # a request may say it is public
+            model="fake-model", messages=MSG, extra_headers={"X-Data-Class": "public"})
+        assert explicit.headers["x-dsdeploy-route"] == "cloud"
+        lines = r.audit_lines(at_least=3)
+    assert [(line["key_id"], line["data_class"], line["route"]) for line in lines] == [
+        ("legal", "restricted", "local"), ("web", "public", "cloud"), ("legal", "public", "cloud")]
+    assert len(ups["cloud"].requests()) == 2
