@@ -30,4 +30,6 @@ class ServerConfig(BaseModel):
     chat_template: str | None = Field(None, description="Path of a Jinja chat template replacing the model's.")
     cache_dir: str | None = Field(None, description="Where GGUF files are converted to (default ~/.cache/dsdeploy).")
     trust_remote_code: bool = False
+    max_prefill_tokens: int | None = Field(
+        None, ge=16, description="Padded prompt tokens per prefill pass (default 512 on CPU, 8192 on CUDA).")
     threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice).")

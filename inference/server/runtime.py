@@ -31,8 +31,9 @@ class Runtime:
         metrics.weight_bytes.set(loaded.weight_bytes)
         metrics.max_num_seqs.set(config.max_num_seqs)
         metrics.max_queue.set(config.max_queue)
+        prefill = config.max_prefill_tokens or (512 if loaded.device == "cpu" else 8192)
         limits = EngineLimits(max_num_seqs=config.max_num_seqs, max_queue=config.max_queue,
-                              max_model_len=loaded.max_model_len)
+                              max_model_len=loaded.max_model_len, prefill_token_budget=prefill)
         engine = Engine(loaded.model, loaded.tokenizer, limits, loaded.eos_ids, loaded.pad_id, metrics)
         return cls(config=config, loaded=loaded, engine=engine, metrics=metrics)
 

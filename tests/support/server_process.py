@@ -71,10 +71,15 @@ class ServerProcess:
         except OSError:
             return ""
 
-    def start(self) -> ServerProcess:
+    def launch(self) -> ServerProcess:
+        """Start the process without waiting for it to be ready (then call ``wait_ready``)."""
         self.process = subprocess.Popen(self.argv, stdout=self._log_file, stderr=subprocess.STDOUT, env=self.env,
                                         cwd=self.cwd)
-        self.wait_ready()
+        return self
+
+    def start(self) -> ServerProcess:
+        """Start the process and wait until it is ready."""
+        self.launch().wait_ready()
         return self
 
     def wait_ready(self) -> None:

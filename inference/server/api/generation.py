@@ -4,6 +4,7 @@ and collecting a whole answer while watching for a client that goes away."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 from starlette.requests import Request
 
@@ -15,6 +16,7 @@ from .errors import APIError
 from .schemas import ChatCompletionRequest, SamplingFields
 
 RETRY_AFTER_S = "1"
+DISCONNECT_POLL_S = 0.5  # how often a waiting non-streaming request checks that its client is still there
 
 
 def check_model(runtime: Runtime, model: str | None) -> None:
@@ -86,14 +88,19 @@ def raise_for_event(event: GenerationEvent) -> None:
 async def collect(request: Request, handle: GenerationHandle) -> tuple[str, GenerationEvent]:
     """Wait for the whole answer; cancel the generation if the client disconnects meanwhile."""
     parts: list[str] = []
+    checked = time.monotonic()
     try:
         while True:
             try:
-                event = await asyncio.wait_for(handle.next_event(), timeout=0.5)
+                event = await asyncio.wait_for(handle.next_event(), timeout=DISCONNECT_POLL_S)
             except TimeoutError:
+                event = None
+            if time.monotonic() - checked >= DISCONNECT_POLL_S:
+                checked = time.monotonic()
                 if await request.is_disconnected():
                     handle.cancel()
-                    raise APIError(499, "client disconnected", None, "client_closed") from None
+                    raise APIError(499, "client disconnected", None, "client_closed")
+            if event is None:
                 continue
             if event.kind == "delta":
                 parts.append(event.text)

@@ -38,7 +38,7 @@ class EngineLimits:
     max_num_seqs: int
     max_queue: int
     max_model_len: int
-    prefill_token_budget: int = 8192  # padded prompt tokens per prefill forward pass
+    prefill_token_budget: int = 8192  # padded prompt tokens per prefill forward pass (a longer prompt goes alone)
 
 
 class Engine:
@@ -163,6 +163,8 @@ class Engine:
             if group and (len(group) + 1) * len(seq.prompt_ids) > self.limits.prefill_token_budget:
                 groups.append([])
             groups[-1].append(seq)
+        # Prefill before decoding (the best p99 time to first token); chunks keep each forward pass
+        # bounded and let each chunk's first tokens go out as soon as it is done.
         for group in groups:
             try:
                 batch, logits = KVBatch.prefill(self.model, [s.prompt_ids for s in group], self.pad_id)
