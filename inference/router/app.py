@@ -237,8 +237,11 @@ class RouterApp:
     @staticmethod
     async def _send_body(send: Any, status: int, content_type: bytes, route: bytes, rid: bytes, body: bytes,
                          extra: list[tuple[bytes, bytes]] | None = None) -> None:
-        await send({"type": "http.response.start", "status": status,
-                    "headers": _headers(content_type, route, rid, extra)})
+        headers = [(b"content-type", content_type), (b"content-length", b"%d" % len(body)),
+                   (b"x-dsdeploy-route", route), (b"x-dsdeploy-request-id", rid)]
+        if extra:
+            headers.extend(extra)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
     async def _error(self, send: Any, exc: RouterError, route: bytes, rid: bytes) -> None:
