@@ -62,6 +62,18 @@ def test_cloud_exhausted_gives_clear_error_not_500(ups, tmp_path):
         assert "cloud fallback failed after 3 attempt(s)" in info.value.message
 
 
+def test_cloud_refusing_the_routers_key_is_a_502_not_the_clients_401(ups, tmp_path):
+    ups["a"].control(mode="status", status=500)
+    ups["cloud"].control(mode="status", status=401)
+    with run_router(router_config([ups["a"].url], ups["cloud"].url, tmp_path / "a.jsonl")) as r:
+        with pytest.raises(openai.APIStatusError) as info:
+            chat(r, "public")
+        assert info.value.status_code == 502 and info.value.body["code"] == "cloud_key_rejected"
+        ups["cloud"].control(mode="status", status=400)
+        with pytest.raises(openai.BadRequestError, match="cloud says 400"):  # the request's fault: unchanged
+            chat(r, "public")
+
+
 def test_malformed_local_body_is_retried_elsewhere(ups, tmp_path):
     ups["a"].control(mode="malformed")
     with run_router(router_config([ups["a"].url, ups["b"].url], ups["cloud"].url, tmp_path / "a.jsonl")) as r:
