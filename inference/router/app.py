@@ -188,7 +188,11 @@ class RouterApp:
         except RouterError as exc:
             status = exc.status
             record["error"] = exc.code
-            await self._error(send, exc, LOCAL, rid)
+            if exc.route == "cloud":  # it did leave: say so in the header, the audit and the metrics
+                record["route"] = "cloud"
+                record["upstream"] = "cloud"
+                record["fallback_reason"] = exc.fallback_reason
+            await self._error(send, exc, exc.route.encode(), rid)
         except Exception as exc:  # a router bug: answer in the OpenAI shape, keep the trace in the log
             record["error"] = "internal_error"
             traceback.print_exception(exc, file=sys.stderr)

@@ -30,8 +30,12 @@ class RouterError(Exception):
         code: str | None = None,
         param: str | None = None,
         retry_after: float | None = None,
+        route: str = "local",
+        fallback_reason: str | None = None,
     ) -> None:
         super().__init__(message)
+        self.route = route  # "cloud" when the request did leave for the cloud before this error
+        self.fallback_reason = fallback_reason
         self.status = status
         self.message = message
         self.code = code

@@ -91,13 +91,15 @@ class FallbackPolicy:
             reply, cloud_attempts = await self.cloud.send(path, data, cloud_model, stream, deadline)
         except AttemptFailed as failure:
             failures.append(f"cloud:{failure.reason}")
-            raise _cloud_error(reason, failure) from None
+            error = _cloud_error(reason, failure)
+            error.route, error.fallback_reason = "cloud", reason
+            raise error from None
         if reply.status in (401, 403):  # the router's cloud key, not the client's: do not pass it on as theirs
             reply.close()
             failures.append(f"cloud:rejected_key_{reply.status}")
             raise RouterError(502, f"The local model pool is unavailable ({reason}) and the cloud API refused the "
                               f"router's own API key ({reply.status}); check the key the router is given "
-                              "(cloud.api_key).", code="cloud_key_rejected")
+                              "(cloud.api_key).", code="cloud_key_rejected", route="cloud", fallback_reason=reason)
         return Routed(reply, "cloud", None, "cloud", reason, attempts + cloud_attempts, cloud_model)
 
     async def _try_local(self, path: str, body: bytes, stream: bool, deadline: float, failures: list[str],

@@ -60,6 +60,10 @@ def test_cloud_exhausted_gives_clear_error_not_500(ups, tmp_path):
             chat(r, "public")
         assert info.value.status_code == 502
         assert "cloud fallback failed after 3 attempt(s)" in info.value.message
+        assert info.value.response.headers["x-dsdeploy-route"] == "cloud"  # it did leave the premises
+        line = r.audit_lines()[-1]
+        assert (line["route"], line["status"], line["fallback_reason"]) == ("cloud", 502, "upstream_5xx")
+        assert line["failures"][-1] == "cloud:upstream_5xx"
 
 
 def test_cloud_refusing_the_routers_key_is_a_502_not_the_clients_401(ups, tmp_path):
