@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from urllib.parse import urlsplit
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -38,8 +39,21 @@ def run_command(args: argparse.Namespace) -> int:
     except RouterConfigError as exc:
         print(f"dsdeploy route: {exc}", file=sys.stderr)
         return 2
+    print(describe(config, host, port), file=sys.stderr, flush=True)
     serve(config, host, port, log_level=args.log_level)
     return 0
+
+
+def describe(config, host: str, port: int) -> str:  # noqa: ANN001
+    """One line for the operator: where it listens and what it will do (no secrets)."""
+    shown = f"[{host}]" if ":" in host else host
+    cloud = "off" if config.cloud is None else (
+        f"{urlsplit(config.cloud.base_url).netloc} for {', '.join(config.policy.cloud_allowed) or 'no'} data")
+    auth = f"{len(config.auth.keys_sha256) + len(config.auth.keys)} key(s)" if config.auth.enabled else "off"
+    audit = config.audit.path if config.audit.enabled else "off"
+    return (f"dsdeploy route: listening on http://{shown}:{port}; local upstreams: "
+            f"{', '.join(u.label for u in config.upstreams) or 'none (cloud-only)'}; cloud fallback: {cloud}; "
+            f"auth: {auth}; audit: {audit}")
 
 
 def serve(config, host: str, port: int, *, log_level: str = "warning") -> None:  # noqa: ANN001
