@@ -37,6 +37,7 @@ class CloudRoute:
             connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30.0),
             timeout=aiohttp.ClientTimeout(total=None, connect=self.config.connect_timeout_s,
                                           sock_connect=self.config.connect_timeout_s),
+            trust_env=True,  # HTTPS_PROXY / NO_PROXY for sites that reach the internet through a proxy
         )
 
     async def stop(self) -> None:

@@ -91,7 +91,8 @@ class CloudConfig(_Strict):
     @field_validator("base_url")
     @classmethod
     def _base_url(cls, v: str) -> str:
-        return _check_http_url(v)
+        v = _check_http_url(v)
+        return v[:-3] if v.endswith("/v1") else v  # the router appends /v1/...
 
     @field_validator("models")
     @classmethod

@@ -37,6 +37,9 @@ def test_issue_example_loads_with_env_secret(tmp_path):
     cfg = load_router_config(write(tmp_path, ISSUE_EXAMPLE), environ={"DEEPSEEK_API_KEY": "sk-live"})
     assert cfg.cloud is not None and cfg.cloud.api_key == "sk-live"
     assert cfg.cloud.cloud_model("anything") == "deepseek-chat"
+    with_v1 = load_router_config(write(tmp_path, ISSUE_EXAMPLE.replace("deepseek.com", "deepseek.com/v1")),
+                                 environ={"DEEPSEEK_API_KEY": "k"})
+    assert with_v1.cloud is not None and with_v1.cloud.base_url == "https://api.deepseek.com"
     assert cfg.upstreams[0].label == "127.0.0.1:8001" and not cfg.auth.enabled
     shape_only = load_router_config(write(tmp_path, ISSUE_EXAMPLE), environ={}, resolve_env=False)
     assert shape_only.cloud is not None and "sk-live" not in shape_only.model_dump_json()
