@@ -7,11 +7,12 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
 from inference.router.backoff import backoff_delay
-from inference.router.config import CloudConfig
+from inference.router.config import CloudConfig, is_loopback
 from inference.router.proxy import (
     FIRST_BYTE_TIMEOUT,
     RESPONSE_TIMEOUT,
@@ -37,7 +38,8 @@ class CloudRoute:
             connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30.0),
             timeout=aiohttp.ClientTimeout(total=None, connect=self.config.connect_timeout_s,
                                           sock_connect=self.config.connect_timeout_s),
-            trust_env=True,  # HTTPS_PROXY / NO_PROXY for sites that reach the internet through a proxy
+            # HTTPS_PROXY / NO_PROXY for sites that reach the internet through a proxy (never for loopback)
+            trust_env=not is_loopback(urlsplit(self.base).hostname or ""),
         )
 
     async def stop(self) -> None:
