@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import sys
+import threading
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -51,6 +52,7 @@ class AuditLog:
         self._task: asyncio.Task[None] | None = None
         self._second = -1
         self._second_text = ""
+        self._lock = threading.Lock()
 
     def record(self, fields: dict[str, Any], request_data: dict[str, Any] | None) -> None:
         """Queue one record (cheap: the JSON is built later, outside the request)."""
@@ -75,15 +77,19 @@ class AuditLog:
                 await self._task
             self._task = None
         self.flush()
-        if self._owns_stream and self._stream is not None:
-            self._stream.close()
-            self._stream = None
+        with self._lock:
+            if self._owns_stream and self._stream is not None:
+                self._stream.close()
+                self._stream = None
 
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self.config.flush_interval_s)
-            try:
-                self.flush()
+            if not self._buffer:
+                continue
+            batch, self._buffer = self._buffer, []
+            try:  # rendering and the write happen in a thread: no stall of the event loop on a slow disk
+                await asyncio.to_thread(self._write, batch)
             except OSError as exc:  # a full disk must not take the router down
                 print(f"audit: write failed: {exc}", file=sys.stderr)
 
@@ -110,8 +116,15 @@ class AuditLog:
         return _ENCODER.encode(line)
 
     def flush(self) -> None:
+        """Write what is buffered now (used at shutdown; the background task does the same in a thread)."""
         if not self._buffer or self._stream is None:
             return
         batch, self._buffer = self._buffer, []
-        self._stream.write("".join(self.render(f, d) + "\n" for f, d in batch))
-        self._stream.flush()
+        self._write(batch)
+
+    def _write(self, batch: list[tuple[dict[str, Any], dict[str, Any] | None]]) -> None:
+        with self._lock:
+            if self._stream is None:
+                return
+            self._stream.write("".join(self.render(f, d) + "\n" for f, d in batch))
+            self._stream.flush()
