@@ -23,11 +23,19 @@ from inference.router.metrics import RouterMetrics
 from inference.router.payload import parse_body
 from inference.router.policy import DataClassPolicy
 from inference.router.pool import UpstreamPool
+from inference.router.proxy import AttemptFailed, answer_usage
 from inference.router.ratelimit import RateLimiter
 from inference.router.streaming import relay
 
 _ID_PREFIX = os.urandom(8).hex()  # per process; with a counter: unique ids without uuid4's cost
 _ID_COUNTER = itertools.count(1)
+
+
+def usage_of(body: bytes) -> dict[str, Any] | None:
+    try:
+        return answer_usage(body)
+    except AttemptFailed:
+        return None
 
 
 def new_request_id() -> str:
@@ -179,7 +187,7 @@ class RouterApp:
             else:
                 assert reply.body is not None
                 await self._send_body(send, status, reply.content_type.encode(), route, rid, reply.body, extra)
-                usage = reply.usage
+                usage = usage_of(reply.body) if status == 200 else None  # after the client has its answer
                 if usage is not None:
                     prompt_tokens = int(usage.get("prompt_tokens") or 0)
                     completion_tokens = int(usage.get("completion_tokens") or 0)

@@ -54,7 +54,7 @@ class Reply:
     status: int
     content_type: str
     body: bytes | None = None
-    usage: dict[str, Any] | None = None  # "usage" of a 200 non-streamed body
+
     first_chunk: bytes | None = None
     stream: BodyStream | None = None
     retry_after: str | None = None
@@ -81,9 +81,8 @@ def answer_usage(data: bytes) -> dict[str, Any] | None:
     A quoted ``"usage"`` cannot occur inside a JSON string (its quotes would be escaped), so the
     last one is the key.
     """
+    check_json_object(data)
     body = data.strip()
-    if not (body.startswith(b"{") and body.endswith(b"}")):
-        raise AttemptFailed(MALFORMED)
     i = body.rfind(b'"usage"')
     if i < 0:
         return None
@@ -97,9 +96,18 @@ def answer_usage(data: bytes) -> dict[str, Any] | None:
     return usage if isinstance(usage, dict) else None
 
 
+def check_json_object(data: bytes) -> None:
+    """Cheap shape check of a 200 answer before it may reach the client (else: try elsewhere)."""
+    if not (data[:1] == b"{" and data[-1:] == b"}"):
+        body = data.strip()
+        if not (body.startswith(b"{") and body.endswith(b"}")):
+            raise AttemptFailed(MALFORMED)
+
+
 def _whole(status: int, ctype: str, data: bytes, retry_after: str | None) -> Reply:
-    usage = answer_usage(data) if status == 200 else None
-    return Reply(status, ctype, body=data, usage=usage, retry_after=retry_after)
+    if status == 200:
+        check_json_object(data)  # the usage is read after the answer went out (answer_usage)
+    return Reply(status, ctype, body=data, retry_after=retry_after)
 
 
 def _check_first(first: bytes) -> None:
