@@ -30,6 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="requests allowed to wait for a batch slot; beyond that: 429 with Retry-After")
     parser.add_argument("--max-prefill-tokens", type=int,
                         help="padded prompt tokens per prefill pass (default 512 on CPU, 8192 on CUDA)")
+    parser.add_argument("--prefix-cache-tokens", type=int, default=d["prefix_cache_tokens"],
+                        help="prompt-prefix KV kept for reuse, in tokens (0 turns the prefix cache off)")
     parser.add_argument("--request-timeout", type=float, default=d["request_timeout"],
                         help="seconds a request may take end to end (then 504)")
     parser.add_argument("--drain-grace", type=float, default=d["drain_grace"],

@@ -32,4 +32,5 @@ class ServerConfig(BaseModel):
     trust_remote_code: bool = False
     max_prefill_tokens: int | None = Field(
         None, ge=16, description="Padded prompt tokens per prefill pass (default 512 on CPU, 8192 on CUDA).")
+    prefix_cache_tokens: int = Field(4096, ge=0, description="Prompt-prefix KV kept for reuse, in tokens (0: off).")
     threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice).")

@@ -38,6 +38,9 @@ class ServerMetrics:
         self.num_waiting = gauge("vllm:num_requests_waiting", "Requests waiting in the queue for a batch slot.")
         self.kv_cache_usage = gauge("vllm:kv_cache_usage_perc",
                                     "KV-cache slots in use (incl. padding) / (max_num_seqs * max_model_len), 0-1.")
+        self.prefix_queries = counter("vllm:prefix_cache_queries",
+                                      "Prompt tokens looked up in the prefix cache.")
+        self.prefix_hits = counter("vllm:prefix_cache_hits", "Prompt tokens found in the prefix cache (not recomputed).")
         self.prompt_tokens = counter("vllm:prompt_tokens", "Prompt tokens processed.")
         self.generation_tokens = counter("vllm:generation_tokens", "Tokens generated.")
         self.ttft = histogram("vllm:time_to_first_token_seconds", "Time from arrival to first token.",

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache
 
+from .prefix_cache import PrefixHit
+
 
 def _cache_kwargs(model, cache: DynamicCache) -> dict:
     """transformers >= 5.3x names the argument ``cache``; older releases ``past_key_values``."""
@@ -46,25 +48,54 @@ class KVBatch:
 
     @classmethod
     @torch.inference_mode()
-    def prefill(cls, model, prompts: list[list[int]], pad_id: int) -> tuple[KVBatch, torch.Tensor]:
-        """Run the prompts through the model as one left-padded batch; return the batch and last logits [B, V]."""
+    def prefill(cls, model, prompts: list[list[int]], pad_id: int,
+                hits: list[PrefixHit | None] | None = None) -> tuple[KVBatch, torch.Tensor]:
+        """Run the prompts through the model as one left-padded batch; return the batch and last logits [B, V].
+
+        With ``hits`` (cached KV of a prompt prefix, per row) only the rest of each prompt is computed: the
+        cached prefixes are laid out left-padded in front of the left-padded remainders, and the padding
+        between them is masked out like any other padding.
+        """
         device = model.device
-        width = max(len(p) for p in prompts)
+        hits = hits or [None] * len(prompts)
+        done = [hit.length if hit else 0 for hit in hits]
+        past_width = max(done)
+        rest = [prompt[n:] for prompt, n in zip(prompts, done, strict=True)]
+        width = max(len(r) for r in rest)
         ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(prompts), width), dtype=torch.long)
-        for row, prompt in enumerate(prompts):
-            ids[row, width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
-            mask[row, width - len(prompt) :] = 1
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        mask = torch.zeros((len(prompts), past_width + width), dtype=torch.long)
+        positions = torch.zeros((len(prompts), width), dtype=torch.long)
+        for row, (tail, n) in enumerate(zip(rest, done, strict=True)):
+            ids[row, width - len(tail):] = torch.tensor(tail, dtype=torch.long)
+            mask[row, past_width - n: past_width] = 1
+            mask[row, past_width + width - len(tail):] = 1
+            positions[row, width - len(tail):] = torch.arange(n, n + len(tail))
         ids, mask, positions = ids.to(device), mask.to(device), positions.to(device)
         cache = DynamicCache(config=model.config)
+        if past_width:
+            reference = next(hit for hit in hits if hit).layers
+            for layer, (k_ref, v_ref) in enumerate(reference):
+                keys = k_ref.new_zeros((len(prompts), k_ref.shape[1], past_width, k_ref.shape[3]))
+                values = v_ref.new_zeros((len(prompts), v_ref.shape[1], past_width, v_ref.shape[3]))
+                for row, hit in enumerate(hits):
+                    if hit:
+                        keys[row, :, past_width - hit.length:] = hit.layers[layer][0][0]
+                        values[row, :, past_width - hit.length:] = hit.layers[layer][1][0]
+                cache.update(keys, values, layer)
         out = model(
             input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=1,
             **_cache_kwargs(model, cache),
         )
-        batch = cls(cache=cache, attention_mask=mask, next_positions=mask.sum(-1))
+        lengths = torch.tensor([len(p) for p in prompts], dtype=torch.long, device=device)
+        batch = cls(cache=cache, attention_mask=mask, next_positions=lengths)
         batch._zero_padding()
         return batch, out.logits[:, -1, :].float()
+
+    def row_kv(self, row: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Keys and values of one row's real tokens, in order ([1, heads, tokens, head_dim] per layer)."""
+        columns = self.attention_mask[row].nonzero().squeeze(-1)
+        return [(layer.keys[row:row + 1].index_select(2, columns), layer.values[row:row + 1].index_select(2, columns))
+                for layer in _layers(self.cache)]
 
     def _zero_padding(self) -> None:
         """Padding rows may hold NaN (a query that sees no key); zero them so masked weights stay zero."""

@@ -38,6 +38,11 @@ def choose_token(logits: torch.Tensor, params: SamplingParams, generator: torch.
         # keep the smallest prefix whose mass reaches top_p (always at least one token)
         drop = cumulative - sorted_probs >= params.top_p
         sorted_probs = sorted_probs.masked_fill(drop, 0.0)
-        pick = torch.multinomial(sorted_probs.cpu(), 1, generator=generator)
+        pick = torch.multinomial(_for(sorted_probs, generator), 1, generator=generator)
         return int(order[int(pick)])
-    return int(torch.multinomial(probs.cpu(), 1, generator=generator))
+    return int(torch.multinomial(_for(probs, generator), 1, generator=generator))
+
+
+def _for(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """A seeded generator lives on the CPU (same results on every device); unseeded sampling stays put."""
+    return probs.cpu() if generator is not None else probs

@@ -19,6 +19,7 @@ import torch
 
 from ..metrics import ServerMetrics
 from .kv_batch import KVBatch
+from .prefix_cache import PrefixCache, PrefixHit
 from .sampling import GREEDY_TEMPERATURE, SamplingParams, choose_token
 from .sequence import GenerationEvent, GenerationHandle, Sequence
 
@@ -39,6 +40,7 @@ class EngineLimits:
     max_queue: int
     max_model_len: int
     prefill_token_budget: int = 8192  # padded prompt tokens per prefill forward pass (a longer prompt goes alone)
+    prefix_cache_tokens: int = 4096  # prompt-prefix KV kept for reuse (0: off)
 
 
 class Engine:
@@ -50,6 +52,7 @@ class Engine:
         self.eos_ids = eos_ids
         self.pad_id = pad_id
         self.metrics = metrics
+        self.prefix_cache = PrefixCache(limits.prefix_cache_tokens) if limits.prefix_cache_tokens > 0 else None
         self._pending: deque[Sequence] = deque()
         self._running: list[Sequence] = []
         self._batch: KVBatch | None = None
@@ -82,7 +85,8 @@ class Engine:
         with self._cond:
             if not self._accepting:
                 raise EngineClosedError("the server is shutting down")
-            if len(self._pending) >= self.limits.max_queue:
+            # at most max_queue requests wait beyond the max_num_seqs batch slots
+            if len(self._pending) + len(self._running) >= self.limits.max_num_seqs + self.limits.max_queue:
                 self.metrics.rejected.labels(reason="queue_full").inc()
                 raise QueueFullError(f"the request queue is full ({self.limits.max_queue} waiting)")
             self._pending.append(sequence)
@@ -166,13 +170,19 @@ class Engine:
         # Prefill before decoding (the best p99 time to first token); chunks keep each forward pass
         # bounded and let each chunk's first tokens go out as soon as it is done.
         for group in groups:
+            prompts = [s.prompt_ids for s in group]
+            hits = [self._lookup_prefix(p) for p in prompts] if self.prefix_cache else None
             try:
-                batch, logits = KVBatch.prefill(self.model, [s.prompt_ids for s in group], self.pad_id)
+                batch, logits = KVBatch.prefill(self.model, prompts, self.pad_id, hits)
             except Exception as exc:
                 log.exception("prefill failed")
                 for seq in group:
                     self._fail(seq, f"prefill failed: {type(exc).__name__}")
                 continue
+            if self.prefix_cache is not None:
+                for row, prompt in enumerate(prompts):
+                    if not self.prefix_cache.contains(prompt):
+                        self.prefix_cache.store(prompt, batch.row_kv(row))
             greedy = self._greedy(logits, group)
             keep = [row for row, seq in enumerate(group) if self._accept(seq, logits[row], greedy[row])]
             if not keep:
@@ -185,6 +195,14 @@ class Engine:
             else:
                 self._batch.merge(batch)
                 self._running.extend(group)
+
+    def _lookup_prefix(self, prompt: list[int]) -> PrefixHit | None:
+        assert self.prefix_cache is not None
+        hit = self.prefix_cache.lookup(prompt)
+        self.metrics.prefix_queries.inc(len(prompt))
+        if hit is not None:
+            self.metrics.prefix_hits.inc(hit.length)
+        return hit
 
     def _decode(self) -> None:
         assert self._batch is not None

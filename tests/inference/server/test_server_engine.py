@@ -121,7 +121,7 @@ def test_sigterm_drains_in_flight_requests_and_refuses_new_ones(server_factory):
     started = threading.Event()
 
     def stream() -> None:
-        body = {**LONG, "max_tokens": 40, "stream": True}
+        body = {**LONG, "max_tokens": 20, "stream": True}
         with httpx.stream("POST", proc.url + "/v1/chat/completions", json=body, timeout=120) as r:
             for line in r.iter_lines():
                 if line.startswith("data: "):
