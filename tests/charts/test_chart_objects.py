@@ -169,6 +169,22 @@ def test_router_config_loads_with_the_routers_loader(rendered: dict[str, Rendere
     cfg.check_bind("0.0.0.0")
 
 
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_router_sees_each_engine_pod_through_a_headless_service(rendered: dict[str, Rendered], scenario: str) -> None:
+    r = rendered[scenario]
+    assert r.one("Service", "engine")["spec"]["clusterIP"] == "None"
+    cfg = yaml.safe_load(r.one("ConfigMap", "router")["data"]["router.yaml"])
+    assert cfg["upstreams"][0]["discover"] is True
+
+
+def test_engine_service_can_be_a_single_cluster_ip(tmp_path: Path) -> None:
+    proc = helm_template(values={"engine": {"service": {"headless": False}}}, tmp=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    r = parse(proc.stdout)
+    assert "clusterIP" not in r.one("Service", "engine")["spec"]
+    assert yaml.safe_load(r.one("ConfigMap", "router")["data"]["router.yaml"])["upstreams"][0]["discover"] is False
+
+
 def test_router_extra_config_is_merged(rendered: dict[str, Rendered]) -> None:
     text = rendered["eks-pro"].one("ConfigMap", "router")["data"]["router.yaml"]
     cfg = yaml.safe_load(text)
