@@ -8,7 +8,9 @@ in bf16 and in bnb-4bit and runs the server's engine (`inference.server.engine`)
   against the planner's prediction (`infra.planner.plan_deployment(..., tier="base")`);
 - decode tokens/s at batch 1 and 32 (64 new tokens per sequence, random prompt ids, greedy, EOS ignored).
 
-Needs torch, transformers, accelerate, bitsandbytes and this repository. Runs in ~2-4 min on one H200.
+Needs torch, transformers, accelerate, bitsandbytes and this repository (pydantic and PyYAML too for the
+catalog and the planner; without them it uses the published config.json values and prints no prediction).
+Runs in ~2-4 min on one H200.
 
     python benchmarks/gpu_engine_check.py               # CUDA, the 7B architecture
     python benchmarks/gpu_engine_check.py --tiny        # CPU, a tiny Qwen2 (tests the code path)
@@ -80,6 +82,25 @@ class WordTokenizer:
         return "".join(f"t{i} " for i in ids)
 
 
+class NullMetrics:
+    """Takes every metric call and does nothing (when prometheus_client is not installed)."""
+
+    def __getattr__(self, name: str) -> NullMetrics:
+        return self
+
+    def __call__(self, *args, **kwargs) -> NullMetrics:
+        return self
+
+
+def engine_metrics(quantization: str):
+    try:
+        from inference.server.metrics import ServerMetrics
+
+        return ServerMetrics(f"check-{quantization}")
+    except ImportError:
+        return NullMetrics()
+
+
 def build_random_folder(arch: dict, device: str, folder: Path) -> float:
     """Random-initialise a Qwen2 model from ``arch`` on ``device`` in bf16 and save it; return seconds."""
     import torch
@@ -135,10 +156,8 @@ async def decode_rate(engine, vocab: int, batch: int, prompt_len: int, new_token
 def check(folder: Path, quantization: str, device: str, arch: dict, args) -> dict:
     import torch
 
-    from inference.server.config import ServerConfig
     from inference.server.engine.scheduler import Engine, EngineLimits
-    from inference.server.loading import load_kwargs
-    from inference.server.metrics import ServerMetrics
+    from inference.server.quantization import load_kwargs
 
     if device == "cuda":
         torch.cuda.empty_cache()
@@ -147,9 +166,8 @@ def check(folder: Path, quantization: str, device: str, arch: dict, args) -> dic
     started = time.monotonic()
     from transformers import AutoModelForCausalLM
 
-    # the server's loader, minus the tokenizer (a random model has none)
-    config = ServerConfig(model=str(folder), quantization=quantization, device=device)
-    model = AutoModelForCausalLM.from_pretrained(str(folder), **load_kwargs(config.quantization, device))
+    # the server's loading arguments (a random model has no tokenizer, so not load_model itself)
+    model = AutoModelForCausalLM.from_pretrained(str(folder), **load_kwargs(quantization, device))
     model.eval()
     load_s = time.monotonic() - started
     result: dict = {"quantization": quantization, "load_s": round(load_s, 2),
@@ -163,9 +181,9 @@ def check(folder: Path, quantization: str, device: str, arch: dict, args) -> dic
     result["measured_over_predicted"] = round(measured / predicted, 3) if predicted else None
 
     limits = EngineLimits(max_num_seqs=max(args.batches), max_queue=max(args.batches) + 1,
-                          max_model_len=args.prompt_len + args.new_tokens + 8)
+                          max_model_len=args.prompt_len + args.new_tokens + 8, prefix_cache_tokens=0)
     engine = Engine(model, WordTokenizer(arch["vocab_size"]), limits, eos_ids=set(), pad_id=0,
-                    metrics=ServerMetrics(f"check-{quantization}"))
+                    metrics=engine_metrics(quantization))
 
     async def run(engine: Engine) -> list[dict]:
         engine.start()

@@ -6,8 +6,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .quantization import QUANTIZATIONS  # noqa: F401  (re-exported for the CLI)
+
 Quantization = Literal["none", "bf16", "fp16", "bnb-8bit", "bnb-4bit"]
-QUANTIZATIONS: tuple[str, ...] = ("none", "bf16", "fp16", "bnb-8bit", "bnb-4bit")
 
 
 class ServerConfig(BaseModel):

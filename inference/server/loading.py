@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .config import ServerConfig
 from .model_files import ModelFileError, prepare_model_folder
+from .quantization import load_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -64,34 +65,6 @@ def pick_device(requested: str) -> str:
     if requested == "cuda" and not torch.cuda.is_available():
         raise ModelFileError("--device cuda: no CUDA device is available")
     return requested
-
-
-def load_kwargs(quantization: str, device: str) -> dict:
-    """from_pretrained keyword arguments for a quantization on a device."""
-    import torch
-    from transformers import BitsAndBytesConfig
-
-    full = torch.float32 if device == "cpu" else "auto"
-    compute = torch.float32 if device == "cpu" else torch.bfloat16
-    kwargs: dict = {"device_map": {"": device}}
-    if quantization == "none":
-        kwargs["dtype"] = full
-    elif quantization == "bf16":
-        kwargs["dtype"] = torch.bfloat16
-    elif quantization == "fp16":
-        kwargs["dtype"] = torch.float16
-    elif quantization == "bnb-8bit":
-        kwargs["dtype"] = torch.float32 if device == "cpu" else torch.float16
-        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
-    elif quantization == "bnb-4bit":
-        kwargs["dtype"] = compute
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute,
-            bnb_4bit_use_double_quant=True,
-        )
-    else:
-        raise ModelFileError(f"quantization {quantization!r} is not one of none, bf16, fp16, bnb-8bit, bnb-4bit")
-    return kwargs
 
 
 def is_reasoning_model(name: str, model_config) -> bool:

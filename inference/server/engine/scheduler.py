@@ -14,14 +14,17 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
-from ..metrics import ServerMetrics
 from .kv_batch import KVBatch
 from .prefix_cache import PrefixCache, PrefixHit
 from .sampling import GREEDY_TEMPERATURE, SamplingParams, choose_token
 from .sequence import GenerationEvent, GenerationHandle, Sequence
+
+if TYPE_CHECKING:  # the engine itself needs only torch and transformers
+    from ..metrics import ServerMetrics
 
 log = logging.getLogger(__name__)
 

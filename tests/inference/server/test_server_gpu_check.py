@@ -37,3 +37,26 @@ def test_architecture_comes_from_the_catalog():
     arch, source = gpu_engine_check.architecture(tiny=False)
     assert arch == gpu_engine_check.FALLBACK_ARCH
     assert source == "catalog"
+
+
+BLOCK_WEB_STACK = """
+import importlib.abc, runpy, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {"pydantic", "prometheus_client", "fastapi", "starlette", "uvicorn"}:
+            raise ImportError(f"blocked: {name}")
+sys.meta_path.insert(0, Block())
+sys.argv = [sys.argv[1], *sys.argv[2:]]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+@pytest.mark.slow
+def test_gpu_engine_check_needs_only_torch_transformers_and_bitsandbytes(tmp_path):
+    out = tmp_path / "check.json"
+    result = subprocess.run([sys.executable, "-c", BLOCK_WEB_STACK, str(SCRIPT), "--tiny", "--batches", "2",
+                             "--new-tokens", "3", "--prompt-len", "8", "--quantizations", "bnb-4bit",
+                             "--output", str(out)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["results"][0]["decode"][0]["generated_tokens"] == 6

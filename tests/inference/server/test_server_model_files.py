@@ -7,8 +7,9 @@ import time
 import pytest
 
 from inference.server.config import ServerConfig
-from inference.server.loading import load_kwargs, resolve_source
+from inference.server.loading import resolve_source
 from inference.server.model_files import ModelFileError, prepare_model_folder, smollm2_gguf_path
+from inference.server.quantization import QuantizationError, load_kwargs
 
 
 def test_smollm2_gguf_is_found():
@@ -55,5 +56,5 @@ def test_quantization_load_arguments():
     assert eight.load_in_8bit
     four = load_kwargs("bnb-4bit", "cuda")["quantization_config"]
     assert four.load_in_4bit and four.bnb_4bit_quant_type == "nf4" and four.bnb_4bit_compute_dtype is torch.bfloat16
-    with pytest.raises(ModelFileError, match="gguf-q4"):
+    with pytest.raises(QuantizationError, match="gguf-q4"):
         load_kwargs("gguf-q4", "cpu")
