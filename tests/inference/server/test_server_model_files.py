@@ -58,3 +58,11 @@ def test_quantization_load_arguments():
     assert four.load_in_4bit and four.bnb_4bit_quant_type == "nf4" and four.bnb_4bit_compute_dtype is torch.bfloat16
     with pytest.raises(QuantizationError, match="gguf-q4"):
         load_kwargs("gguf-q4", "cpu")
+
+
+def test_gguf_file_and_gguf_in_folder_resolve_to_the_cached_conversion(model_folder):
+    gguf = smollm2_gguf_path()
+    cache = str(model_folder.parent)
+    assert resolve_source(ServerConfig(model=str(gguf), cache_dir=cache)) == (str(model_folder), gguf.stem)
+    assert resolve_source(ServerConfig(model=str(gguf.parent), gguf_file=gguf.name, cache_dir=cache)) == (
+        str(model_folder), gguf.stem)
