@@ -78,12 +78,13 @@ def test_queue_full_gets_429_at_once_and_slow_requests_time_out(small_server):
     waiter.start()
     wait_for(url + "/metrics", "vllm:num_requests_waiting", lambda v: v == 1)
 
-    started = time.perf_counter()
     refused = httpx.post(url + "/v1/chat/completions", json=LONG, timeout=60)
     assert refused.status_code == 429
     assert refused.headers["retry-after"] == "1"
     assert refused.json()["error"]["code"] == "queue_full"
-    assert time.perf_counter() - started < 3  # refused at once, not after waiting for a slot
+    # refused at once: the request holding the slot and the one queued behind it are both still there
+    assert runner.is_alive() and waiter.is_alive()
+    assert value(url + "/metrics", "vllm:num_requests_waiting") == 1
     client = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0)
     with pytest.raises(openai.RateLimitError):
         client.chat.completions.create(model=MODEL_NAME, messages=[{"role": "user", "content": "hi"}])
@@ -121,7 +122,7 @@ def test_sigterm_drains_in_flight_requests_and_refuses_new_ones(server_factory):
     started = threading.Event()
 
     def stream() -> None:
-        body = {**LONG, "max_tokens": 20, "stream": True}
+        body = {**LONG, "max_tokens": 120, "stream": True}  # long enough to still run after SIGTERM
         with httpx.stream("POST", proc.url + "/v1/chat/completions", json=body, timeout=120) as r:
             for line in r.iter_lines():
                 if line.startswith("data: "):
