@@ -58,6 +58,14 @@ class SamplingFields(BaseModel):
     frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     logprobs: bool | int | None = None
     ignore_eos: bool = False  # vLLM extension: keep generating past the end-of-sequence token
+    logit_bias: dict[str, float] | None = None
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _no_logit_bias(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        if value:
+            raise ValueError("logit_bias is not supported by this server")
+        return value
 
     @field_validator("stop")
     @classmethod
@@ -97,6 +105,14 @@ class ChatCompletionRequest(SamplingFields):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     tools: list[dict] | None = None
+    response_format: dict | None = None
+
+    @field_validator("response_format")
+    @classmethod
+    def _text_only(cls, value: dict | None) -> dict | None:
+        if value and value.get("type", "text") != "text":
+            raise ValueError(f"response_format type {value.get('type')!r} is not supported; only 'text'")
+        return value
 
     @field_validator("tools")
     @classmethod

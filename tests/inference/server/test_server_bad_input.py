@@ -45,6 +45,10 @@ def _assert_error(response: httpx.Response, status: int, param: str | None, *wor
     ({"messages": HI, "stop": [""]}, "stop", ["empty"]),
     ({"messages": HI, "logprobs": True}, "logprobs", ["not supported"]),
     ({"messages": HI, "stream": "yes please"}, "stream", []),
+    ({"messages": HI, "response_format": {"type": "json_object"}}, "response_format", ["json_object"]),
+    ({"messages": HI, "logit_bias": {"42": 5}}, "logit_bias", ["not supported"]),
+    ({"messages": HI, "frequency_penalty": 0.5}, "frequency_penalty", ["only accepts 0"]),
+    ({"messages": HI, "tools": [{"type": "function", "function": {"name": "f"}}]}, "tools", ["tool calling"]),
     ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
      "messages.0.content", ["image_url"]),
 ])
