@@ -10,7 +10,7 @@ import time
 import traceback
 from typing import Any, TextIO
 
-from inference.router.audit import AuditLog, new_record
+from inference.router.audit import AuditLog
 from inference.router.auth import Authenticator
 from inference.router.cache import ResponseCache, is_deterministic
 from inference.router.cloud import CloudRoute
@@ -112,7 +112,8 @@ class RouterApp:
 
     async def _completion(self, scope: dict[str, Any], receive: Any, send: Any, path: str) -> None:
         started = time.perf_counter()
-        request_id = new_request_id()
+        wall = time.time()
+        request_id = f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
         rid = request_id.encode()
         authorization = data_class_header = None
         content_length = -1
@@ -123,13 +124,11 @@ class RouterApp:
                 data_class_header = value
             elif name == b"content-length":
                 content_length = int(value) if value.isdigit() else -1
-        record = new_record()
-        record["request_id"] = request_id
-        record["time"] = time.time()
-        record["method"] = "POST"
-        record["path"] = path
-        record["route"] = "local"
-        record["attempts"] = 0
+        # the audit record's fields, as locals until the request ends
+        key_id = tenant = data_class = model = upstream = fallback_reason = cache_result = error = None
+        stream: bool | None = None
+        route_name = "local"
+        attempts = 0
         failures: list[str] = []
         streaming = False
         data: dict[str, Any] | None = None
@@ -138,26 +137,25 @@ class RouterApp:
         prompt_tokens = completion_tokens = 0
         try:
             principal = self.auth.authenticate(authorization)
-            record["key_id"] = principal.key_id
-            record["tenant"] = principal.tenant
+            key_id = principal.key_id
+            tenant = principal.tenant
             if principal.rpm is not None:
                 wait = self.limiter.acquire(principal.key_id, principal.rpm)
                 if wait is not None:
                     self.metrics.rate_limited()
                     raise RouterError(429, f"Rate limit of {principal.rpm} requests per minute reached for key "
                                       f"'{principal.key_id}'.", code="rate_limit_exceeded", retry_after=wait)
-            data_class = record["data_class"] = self.policy.resolve(data_class_header, principal.default_class)
+            data_class = self.policy.resolve(data_class_header, principal.default_class)
             body = await self._read_body(receive, content_length)
             data = parse_body(path, body)
             stream = bool(data.get("stream"))
-            record["model"] = data.get("model")
-            record["stream"] = stream
+            model = data.get("model")
             cache_key = None
             if self.cache is not None and is_deterministic(data):
                 cache_key = self.cache.key(principal.tenant, path, data)
                 hit = self.cache.get(cache_key)
-                self.metrics.cache("hit" if hit is not None else "miss")
-                record["cache"] = "hit" if hit is not None else "miss"
+                cache_result = "hit" if hit is not None else "miss"
+                self.metrics.cache(cache_result)
                 if hit is not None:
                     status = 200
                     await self._send_body(send, 200, hit.content_type.encode(), LOCAL, rid, hit.body,
@@ -166,43 +164,45 @@ class RouterApp:
             deadline = time.monotonic() + self.config.timeouts.request_s
             routed = await self.fallback.route(path, body, data, stream, data_class, deadline, failures, rid)
             reply = routed.reply
-            route = routed.route.encode()
-            record.update(route=routed.route, upstream=routed.upstream_label,
-                          fallback_reason=routed.fallback_reason, attempts=routed.attempts)
+            route_name = routed.route
+            upstream = routed.upstream_label
+            fallback_reason = routed.fallback_reason
+            attempts = routed.attempts
             status = reply.status
-            extra = [(b"retry-after", reply.retry_after.encode())] if reply.retry_after and status >= 400 else None
             if reply.first_chunk is not None:
                 streaming = True
                 await send({"type": "http.response.start", "status": 200, "headers": _headers(
-                    reply.content_type.encode(), route, rid, [(b"cache-control", b"no-cache")])})
+                    reply.content_type.encode(), route_name.encode(), rid, [(b"cache-control", b"no-cache")])})
                 outcome = await relay(reply, send, receive, self.config.timeouts.stream_idle_s, deadline)
                 if outcome.error is not None:
-                    record["error"] = outcome.error
-                    self.metrics.stream_error(routed.route)
+                    error = outcome.error
+                    self.metrics.stream_error(route_name)
                 elif outcome.client_gone:
-                    record["error"] = "client_disconnected"
+                    error = "client_disconnected"
                 usage = outcome.usage
                 prompt_tokens = int(usage.get("prompt_tokens") or 0)
                 completion_tokens = int(usage.get("completion_tokens") or max(0, outcome.events - 1))
             else:
                 assert reply.body is not None
-                await self._send_body(send, status, reply.content_type.encode(), route, rid, reply.body, extra)
+                extra = [(b"retry-after", reply.retry_after.encode())] if reply.retry_after and status >= 400 else None
+                await self._send_body(send, status, reply.content_type.encode(), route_name.encode(), rid, reply.body,
+                                      extra)
                 usage = usage_of(reply.body) if status == 200 else None  # after the client has its answer
                 if usage is not None:
                     prompt_tokens = int(usage.get("prompt_tokens") or 0)
                     completion_tokens = int(usage.get("completion_tokens") or 0)
                 if cache_key is not None and status == 200 and self.cache is not None:
-                    self.cache.put(cache_key, reply.body, reply.content_type, routed.route)
+                    self.cache.put(cache_key, reply.body, reply.content_type, route_name)
         except RouterError as exc:
             status = exc.status
-            record["error"] = exc.code
+            error = exc.code
             if exc.route == "cloud":  # it did leave: say so in the header, the audit and the metrics
-                record["route"] = "cloud"
-                record["upstream"] = "cloud"
-                record["fallback_reason"] = exc.fallback_reason
+                route_name = "cloud"
+                upstream = "cloud"
+                fallback_reason = exc.fallback_reason
             await self._error(send, exc, exc.route.encode(), rid)
         except Exception as exc:  # a router bug: answer in the OpenAI shape, keep the trace in the log
-            record["error"] = "internal_error"
+            error = "internal_error"
             traceback.print_exception(exc, file=sys.stderr)
             if not streaming:  # a started stream cannot change its status; the client sees it cut
                 status = 500
@@ -212,17 +212,13 @@ class RouterApp:
             if routed is not None:
                 routed.finish()
             seconds = time.perf_counter() - started
-            route_name = record["route"]
-            record["status"] = status
-            record["latency_ms"] = round(seconds * 1000.0, 3)
-            record["prompt_tokens"] = prompt_tokens
-            record["completion_tokens"] = completion_tokens
-            record["failures"] = failures
             if routed is None and failures:
-                record["attempts"] = len(failures)
+                attempts = len(failures)
             self.metrics.request(route_name, status, seconds, prompt_tokens, completion_tokens,
                                  routed.cloud_model if routed is not None else None)
-            self.audit.record(record, data)
+            self.audit.record((request_id, wall, key_id, tenant, data_class, "POST", path, model, stream, route_name,
+                               upstream, status, prompt_tokens, completion_tokens, round(seconds * 1000.0, 3),
+                               fallback_reason, attempts, failures, cache_result, error), data)
 
     async def _read_body(self, receive: Any, content_length: int) -> bytes:
         limit = self.config.limits.max_body_bytes

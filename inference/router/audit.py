@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import math
 import sys
 import threading
 from datetime import UTC, datetime
@@ -22,15 +23,34 @@ AUDIT_FIELDS = (
     "route", "upstream", "status", "prompt_tokens", "completion_tokens", "latency_ms",
     "fallback_reason", "attempts", "failures", "cache", "error",
 )
-
+# A record is a tuple of these values, in this order (cheap to build on the request path); ``time`` is
+# the epoch float, rendered as ISO 8601 UTC with milliseconds when the line is written.
+Record = tuple[Any, ...]
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, check_circular=False)
-_TEMPLATE = dict.fromkeys(AUDIT_FIELDS)
+_quote = json.encoder.encode_basestring  # C; the same escaping as _ENCODER's (ensure_ascii=False)
+_STR_OR_NONE = {str, type(None)}
+_BOOL_OR_NONE = (bool, type(None))
+N = "null"
+_KEYS = [f'{"," if i else "{"}"{name}":' for i, name in enumerate(AUDIT_FIELDS)]
 
 
-def new_record() -> dict[str, Any]:
-    """A record with every audit field present (None until set)."""
-    return _TEMPLATE.copy()
+def _value(v: Any) -> str:
+    """``v`` as _ENCODER would write it (the usual types without the encoder's call overhead)."""
+    if v is None:
+        return "null"
+    t = type(v)
+    if t is str:
+        return _quote(v)
+    if t is bool:
+        return "true" if v else "false"
+    if t is int:
+        return int.__repr__(v)
+    if t is float and math.isfinite(v):
+        return float.__repr__(v)
+    if t is list and all(type(x) is str for x in v):
+        return "[" + ",".join(map(_quote, v)) + "]"
+    return _ENCODER.encode(v)
 
 
 def prompt_content(data: dict[str, Any] | None) -> Any:
@@ -46,7 +66,8 @@ class AuditLog:
 
     def __init__(self, config: AuditConfig, stream: TextIO | None = None) -> None:
         self.config = config
-        self._buffer: list[tuple[dict[str, Any], dict[str, Any] | None]] = []
+        self._buffer: list[tuple[Record, dict[str, Any] | None]] = []
+        self._keep_prompts = config.prompts != "off"
         self._stream = stream
         self._owns_stream = False
         self._task: asyncio.Task[None] | None = None
@@ -54,10 +75,11 @@ class AuditLog:
         self._second_text = ""
         self._lock = threading.Lock()
 
-    def record(self, fields: dict[str, Any], request_data: dict[str, Any] | None) -> None:
-        """Queue one record (cheap: the JSON is built later, outside the request)."""
+    def record(self, fields: Record, request_data: dict[str, Any] | None) -> None:
+        """Queue one record: the values of AUDIT_FIELDS in order (cheap: the JSON is built later, off the
+        request path); ``request_data`` (the parsed body) is kept only when prompts are logged."""
         if self.config.enabled:
-            self._buffer.append((fields, request_data))
+            self._buffer.append((fields, request_data if self._keep_prompts else None))
 
     async def start(self) -> None:
         if not self.config.enabled:
@@ -100,20 +122,44 @@ class AuditLog:
             self._second_text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
         return f"{self._second_text}.{int((t - second) * 1000):03d}Z"
 
-    def render(self, fields: dict[str, Any], request_data: dict[str, Any] | None) -> str:
-        """One JSON line; ``fields`` should hold every name in AUDIT_FIELDS (see ``new_record``)."""
-        line = fields if len(fields) >= len(AUDIT_FIELDS) else {**dict.fromkeys(AUDIT_FIELDS), **fields}
-        if isinstance(line["time"], float):
-            line["time"] = self._time(line["time"])
+    def render(self, fields: Record, request_data: dict[str, Any] | None) -> str:
+        """One JSON line: the AUDIT_FIELDS in order, then ``prompt_sha256`` or ``prompt`` per ``audit.prompts``."""
+        (request_id, t, key_id, tenant, data_class, method, path, model, stream, route, upstream, status,
+         prompt_tokens, completion_tokens, latency_ms, fallback_reason, attempts, failures, cache, error) = fields
+        if (type(t) is float and type(stream) in _BOOL_OR_NONE and {
+                type(request_id), type(key_id), type(tenant), type(data_class), type(method), type(path), type(model),
+                type(route), type(upstream), type(fallback_reason), type(cache), type(error)} <= _STR_OR_NONE
+                and type(status) is int and type(prompt_tokens) is int and type(completion_tokens) is int
+                and type(latency_ms) is float and type(attempts) is int and type(failures) is list):
+            # the types the request path produces: one f-string, ~3x cheaper than the JSON encoder
+            q = _quote
+            line = (
+                f'{{"request_id":{N if request_id is None else q(request_id)},"time":"{self._time(t)}",'
+                f'"key_id":{N if key_id is None else q(key_id)},"tenant":{N if tenant is None else q(tenant)},'
+                f'"data_class":{N if data_class is None else q(data_class)},"method":{N if method is None else q(method)},"path":{N if path is None else q(path)},'
+                f'"model":{N if model is None else q(model)},'
+                f'"stream":{N if stream is None else "true" if stream else "false"},"route":{N if route is None else q(route)},'
+                f'"upstream":{N if upstream is None else q(upstream)},"status":{status},'
+                f'"prompt_tokens":{prompt_tokens},"completion_tokens":{completion_tokens},'
+                f'"latency_ms":{_value(latency_ms)},'
+                f'"fallback_reason":{N if fallback_reason is None else q(fallback_reason)},"attempts":{attempts},'
+                f'"failures":[{",".join(map(q, failures))}],"cache":{N if cache is None else q(cache)},'
+                f'"error":{N if error is None else q(error)}'
+            )
+        else:
+            parts = [key + _value(value) for key, value in zip(_KEYS, fields, strict=True)]
+            if isinstance(t, float):
+                parts[1] = f'{_KEYS[1]}"{self._time(t)}"'
+            line = "".join(parts)
         mode = self.config.prompts
         if mode != "off":
             content = prompt_content(request_data)
             if mode == "hash":
                 canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-                line["prompt_sha256"] = hashlib.sha256(canonical.encode()).hexdigest()
+                line += f',"prompt_sha256":"{hashlib.sha256(canonical.encode()).hexdigest()}"'
             else:
-                line["prompt"] = content
-        return _ENCODER.encode(line)
+                line += ',"prompt":' + _ENCODER.encode(content)
+        return line + "}"
 
     def flush(self) -> None:
         """Write what is buffered now (used at shutdown; the background task does the same in a thread)."""
@@ -122,7 +168,7 @@ class AuditLog:
         batch, self._buffer = self._buffer, []
         self._write(batch)
 
-    def _write(self, batch: list[tuple[dict[str, Any], dict[str, Any] | None]]) -> None:
+    def _write(self, batch: list[tuple[Record, dict[str, Any] | None]]) -> None:
         with self._lock:
             if self._stream is None:
                 return

@@ -120,3 +120,25 @@ def test_discovered_members_follow_the_addresses():
     pool.expire_pending(0.0)
     assert pool.draining == []
     assert sorted(u.label for u in pool.upstreams) == ["engine@10.0.0.1", "engine@fd00::3", "h:1"]
+
+
+def test_audit_line_is_the_json_of_its_fields():
+    import json
+
+    from inference.router.audit import AUDIT_FIELDS, AuditLog
+    from inference.router.config import AuditConfig
+
+    values = ("ab12", 1764363469.4291, "ops", "t\u00e9am \"x\"", "public", "POST", "/v1/chat/completions",
+              "m\n\u2603", True, "local", "127.0.0.1:1", 200, 7, 3, 0.868, None, 2, ["a:b", "c\\d"], None, None)
+    usual = values[:19] + ("stream_interrupted",)  # the types the request path produces (the fast path)
+    unusual = values[:19] + ({"odd": [1.5, None]},)  # anything else: the generic path
+    for fields in (usual, unusual, values[:8] + (None, "cloud", None) + values[11:17] + ([], "hit", None)):
+        for mode, extra in (("off", {}), ("full", {"prompt": [{"role": "user", "content": "caf\u00e9"}]})):
+            log = AuditLog(AuditConfig(prompts=mode))
+            line = log.render(fields, {"messages": [{"role": "user", "content": "caf\u00e9"}]})
+            expected = dict(zip(AUDIT_FIELDS, fields, strict=True), time="2025-11-28T20:57:49.429Z", **extra)
+            assert line == json.dumps(expected, separators=(",", ":"), ensure_ascii=False)
+    hashed = json.loads(AuditLog(AuditConfig(prompts="hash")).render(values, {"prompt": "hi"}))
+    assert list(hashed)[-1] == "prompt_sha256" and len(hashed["prompt_sha256"]) == 64
+    odd_latency = json.loads(AuditLog(AuditConfig()).render(values[:14] + (float("nan"),) + values[15:], None))
+    assert odd_latency["latency_ms"] != odd_latency["latency_ms"]  # NaN, written as the JSON encoder does
