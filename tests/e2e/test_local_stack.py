@@ -7,6 +7,7 @@ gives `restricted` ones the policy's 503; Ctrl-C leaves no process and no port b
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -75,9 +76,23 @@ def stack(tmp_path_factory):
             yield {"process": process, "url": url, "standin": standin, "log": log, "env": env,
                    "ports": (router_port, server_port), "pids": _service_pids(process)}
         finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+            _stop_tree(process)
+
+
+def _stop_tree(process: subprocess.Popen) -> None:
+    """Ctrl-C the stack as a user would; if it does not stop, kill it and every child it left."""
+    if process.poll() is not None:
+        return
+    children = psutil.Process(process.pid).children(recursive=True)
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    for child in children:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.kill()
 
 
 def test_startup_output_tells_how_to_call_it(stack):
