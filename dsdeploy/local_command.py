@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from dsdeploy.endpoint import DATA_CLASSES
+from inference.router.config import DATA_CLASSES
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 

@@ -1,7 +1,8 @@
 """`dsdeploy smoke`: check any deployed endpoint in three calls and say plainly what works.
 
 Lists the models, asks for one chat completion and one streamed chat completion; reports status,
-latency and route of each. Exit code 0 only when all three pass.
+latency and route of each. Exit code 0 only when all three pass. No retries: a smoke test reports
+failures instead of hiding them.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import json
 import time
 from dataclasses import asdict, dataclass
 
-from dsdeploy.endpoint import Endpoint, EndpointError, ResponseMeta
+from inference.client import ApiError, ChatClient, delta_of
 
 PROMPT = "Reply with one short sentence: what is 2 + 2?"
 
@@ -25,84 +26,69 @@ class CheckResult:
     detail: str
 
 
-def _result(name: str, meta: ResponseMeta | None, ok: bool, detail: str, started: float) -> CheckResult:
-    return CheckResult(
-        name=name,
-        ok=ok,
-        status=meta.status if meta else None,
-        latency_ms=round((time.perf_counter() - started) * 1000, 1),
-        route=meta.route if meta else None,
-        detail=detail,
-    )
+def _result(client: ChatClient, name: str, ok: bool, detail: str, started: float) -> CheckResult:
+    return CheckResult(name=name, ok=ok, status=client.last_status,
+                       latency_ms=round((time.perf_counter() - started) * 1000, 1),
+                       route=client.last_route, detail=detail)
 
 
-def check_models(endpoint: Endpoint) -> tuple[CheckResult, str | None]:
-    started = time.perf_counter()
+def _reset(client: ChatClient) -> float:
+    client.last_status = client.last_route = client.last_request_id = None
+    return time.perf_counter()
+
+
+def check_models(client: ChatClient) -> tuple[CheckResult, str | None]:
+    started = _reset(client)
     try:
-        models, meta = endpoint.models()
-    except EndpointError as exc:
-        return _result("models", None, False, str(exc), started), None
+        models = client.models()
+    except ApiError as exc:
+        return _result(client, "models", False, str(exc), started), None
     if not models:
-        return _result("models", meta, False, "no models listed", started), None
-    return _result("models", meta, True, ", ".join(models[:3]), started), models[0]
+        return _result(client, "models", False, "no models listed", started), None
+    return _result(client, "models", True, ", ".join(models[:3]), started), models[0]
 
 
-def check_chat(endpoint: Endpoint, model: str, max_tokens: int) -> CheckResult:
-    started = time.perf_counter()
-    body = {"model": model, "messages": [{"role": "user", "content": PROMPT}], "max_tokens": max_tokens}
+def check_chat(client: ChatClient, model: str, max_tokens: int) -> CheckResult:
+    started = _reset(client)
     try:
-        answer, meta = endpoint.chat(body)
-    except EndpointError as exc:
-        return _result("chat", None, False, str(exc), started)
+        answer = client.chat([{"role": "user", "content": PROMPT}], model=model, max_tokens=max_tokens)
+    except ApiError as exc:
+        return _result(client, "chat", False, str(exc), started)
     try:
         message = answer["choices"][0]["message"]
         text = (message.get("content") or "") + (message.get("reasoning_content") or "")
         tokens = answer["usage"]["completion_tokens"]
     except (KeyError, IndexError, TypeError):
-        return _result("chat", meta, False, f"answer lacks choices/usage: {str(answer)[:120]}", started)
-    ok = bool(text.strip()) and tokens > 0
-    return _result("chat", meta, ok, f"{tokens} tokens: {text.strip()[:60]!r}", started)
+        return _result(client, "chat", False, f"answer lacks choices/usage: {str(answer)[:120]}", started)
+    return _result(client, "chat", bool(text.strip()) and tokens > 0,
+                   f"{tokens} tokens: {text.strip()[:60]!r}", started)
 
 
-def check_stream(endpoint: Endpoint, model: str, max_tokens: int) -> CheckResult:
-    started = time.perf_counter()
-    body = {"model": model, "messages": [{"role": "user", "content": PROMPT}], "max_tokens": max_tokens}
-    metas: list[ResponseMeta] = []
-    text, chunks, errors = "", 0, []
+def check_stream(client: ChatClient, model: str, max_tokens: int) -> CheckResult:
+    started = _reset(client)
+    text, chunks, first_byte = "", 0, None
     try:
-        for event in endpoint.stream_chat(body, metas):
+        for chunk in client.stream_chat([{"role": "user", "content": PROMPT}], model=model,
+                                        max_tokens=max_tokens, stream_options={"include_usage": True}):
+            first_byte = first_byte or time.perf_counter() - started
             chunks += 1
-            text += event.content + event.reasoning
-            if event.error:
-                errors.append(event.error)
-    except EndpointError as exc:
-        return _result("stream", metas[0] if metas else None, False, str(exc), started)
-    meta = metas[0] if metas else None
-    if errors:
-        return _result("stream", meta, False, f"error event: {errors[0]}", started)
-    ttfb = f", first byte {meta.first_byte_s * 1000:.0f} ms" if meta and meta.first_byte_s else ""
-    return _result("stream", meta, bool(text.strip()), f"{chunks} chunks{ttfb}: {text.strip()[:40]!r}", started)
+            content, reasoning, _ = delta_of(chunk)
+            text += content + reasoning
+    except ApiError as exc:
+        return _result(client, "stream", False, str(exc), started)
+    ttfb = f", first byte {first_byte * 1000:.0f} ms" if first_byte else ""
+    return _result(client, "stream", bool(text.strip()), f"{chunks} chunks{ttfb}: {text.strip()[:40]!r}", started)
 
 
-def run_smoke(
-    url: str,
-    api_key: str | None = None,
-    data_class: str | None = None,
-    model: str | None = None,
-    max_tokens: int = 16,
-    timeout_s: float = 120.0,
-) -> list[CheckResult]:
-    with Endpoint(url, api_key=api_key, data_class=data_class, timeout_s=timeout_s) as endpoint:
-        models_result, first_model = check_models(endpoint)
-        results = [models_result]
+def run_smoke(url: str, api_key: str | None = None, data_class: str | None = None, model: str | None = None,
+              max_tokens: int = 16, timeout_s: float = 120.0) -> list[CheckResult]:
+    with ChatClient(url, api_key, data_class=data_class, max_attempts=1, timeout_s=timeout_s) as client:
+        models_result, first_model = check_models(client)
         chosen = model or first_model
         if chosen is None:
             skipped = "skipped: no model to ask (models check failed)"
-            results += [CheckResult(n, False, None, 0.0, None, skipped) for n in ("chat", "stream")]
-            return results
-        results.append(check_chat(endpoint, chosen, max_tokens))
-        results.append(check_stream(endpoint, chosen, max_tokens))
-        return results
+            return [models_result] + [CheckResult(n, False, None, 0.0, None, skipped) for n in ("chat", "stream")]
+        return [models_result, check_chat(client, chosen, max_tokens), check_stream(client, chosen, max_tokens)]
 
 
 def results_json(url: str, results: list[CheckResult]) -> str:

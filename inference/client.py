@@ -24,6 +24,7 @@ import httpx
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
 from inference.router.backoff import backoff_delay, parse_retry_after
+from inference.router.config import DATA_CLASSES
 
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
 
@@ -60,6 +61,10 @@ class ChatClient:
                  max_attempts: int = 5, backoff_base_s: float = 0.5, backoff_max_s: float = 10.0,
                  timeout_s: float = 120.0, sleep: Callable[[float], None] = time.sleep,
                  transport: httpx.BaseTransport | None = None) -> None:
+        if not base_url.startswith(("http://", "https://")):
+            raise ValueError(f"url {base_url!r} must start with http:// or https://")
+        if data_class is not None and data_class not in DATA_CLASSES:
+            raise ValueError(f"data class {data_class!r} is not one of {', '.join(DATA_CLASSES)}")
         base = base_url.rstrip("/")
         self.base_url = base if base.endswith("/v1") else base + "/v1"
         headers = {"Content-Type": "application/json"}
@@ -75,6 +80,7 @@ class ChatClient:
         self._sleep = sleep
         self.last_route: str | None = None
         self.last_request_id: str | None = None
+        self.last_status: int | None = None
         self.attempts = 0  # attempts made by the last call
 
     def close(self) -> None:
@@ -97,12 +103,12 @@ class ChatClient:
             retry=retry_if_exception(lambda e: isinstance(e, ApiError) and e.retryable),
         )
 
-    def _post_once(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+    def _send_once(self, method: str, path: str, payload: dict[str, Any] | None) -> dict[str, Any]:
         self.attempts += 1
         try:
-            resp = self._http.post(self.base_url + path, json=payload)
+            resp = self._http.request(method, self.base_url + path, json=payload)
         except httpx.TransportError as exc:
-            raise ApiError(f"{type(exc).__name__}: {exc}") from None
+            raise ApiError(f"{self.base_url}{path}: {type(exc).__name__}: {exc}") from None
         self._note(resp)
         if resp.status_code != 200:
             raise _error_from(resp)
@@ -112,13 +118,20 @@ class ChatClient:
             raise ApiError("the answer is not JSON", status=502) from None
 
     def _note(self, resp: httpx.Response) -> None:
+        self.last_status = resp.status_code
         self.last_route = resp.headers.get("x-dsdeploy-route")
         self.last_request_id = resp.headers.get("x-dsdeploy-request-id")
 
     def post(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
         """POST a JSON body to ``/v1{path}`` with retries; return the JSON answer."""
         self.attempts = 0
-        return self._retrying()(self._post_once, path, payload)
+        return self._retrying()(self._send_once, "POST", path, payload)
+
+    def models(self) -> list[str]:
+        """The model ids ``GET /v1/models`` lists (with retries)."""
+        self.attempts = 0
+        body = self._retrying()(self._send_once, "GET", "/models", None)
+        return [m["id"] for m in body.get("data", []) if isinstance(m, dict) and "id" in m]
 
     def chat(self, messages: list[dict[str, Any]], model: str = "deepseek-chat", **params: Any) -> dict[str, Any]:
         return self.post("/chat/completions", {"model": model, "messages": messages, **params, "stream": False})
@@ -154,7 +167,7 @@ class ChatClient:
             resp = self._http.send(self._http.build_request("POST", self.base_url + "/chat/completions",
                                                             json=payload), stream=True)
         except httpx.TransportError as exc:
-            raise ApiError(f"{type(exc).__name__}: {exc}") from None
+            raise ApiError(f"{self.base_url}: {type(exc).__name__}: {exc}") from None
         self._note(resp)
         if resp.status_code != 200:
             resp.read()
@@ -172,3 +185,14 @@ class ChatClient:
             yield from lines
 
         return resp, rest()
+
+
+def delta_of(chunk: dict[str, Any]) -> tuple[str, str, str | None]:
+    """(content, reasoning_content, finish_reason) of one streamed chat chunk, all choices joined."""
+    content, reasoning, finish = "", "", None
+    for choice in chunk.get("choices") or []:
+        delta = choice.get("delta") or {}
+        content += delta.get("content") or ""
+        reasoning += delta.get("reasoning_content") or ""
+        finish = choice.get("finish_reason") or finish
+    return content, reasoning, finish

@@ -119,3 +119,21 @@ def test_router_config_enables_cloud_only_with_a_key(monkeypatch):
     assert hybrid["cloud"]["api_key"] == "${DEEPSEEK_API_KEY}"  # a reference, never the key itself
     parsed = parse_router_config(hybrid)
     assert parsed.policy.cloud_allowed == ["public"] and parsed.cloud.api_key == "from-env"
+
+
+def test_client_rejects_bad_url_and_data_class():
+    from inference.client import ChatClient
+
+    with pytest.raises(ValueError, match="must start with http"):
+        ChatClient("localhost:8080")
+    with pytest.raises(ValueError, match="data class 'secret' is not one of public, internal, restricted"):
+        ChatClient("http://127.0.0.1:8080", data_class="secret")
+
+
+def test_smoke_does_not_retry_a_failing_endpoint(standin):
+    from dsdeploy.smoke import run_smoke
+
+    results = run_smoke(f"http://127.0.0.1:{standin.port}", model="m", max_tokens=4)
+    assert [r.ok for r in results] == [True, True, True]
+    dead = run_smoke(f"http://127.0.0.1:{free_port()}", timeout_s=5)
+    assert not dead[0].ok and dead[0].status is None and "ConnectError" in dead[0].detail
