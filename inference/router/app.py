@@ -184,9 +184,13 @@ class RouterApp:
                 completion_tokens = int(usage.get("completion_tokens") or max(0, outcome.events - 1))
             else:
                 assert reply.body is not None
-                extra = [(b"retry-after", reply.retry_after.encode())] if reply.retry_after and status >= 400 else None
-                await self._send_body(send, status, reply.content_type.encode(), route_name.encode(), rid, reply.body,
-                                      extra)
+                headers = [(b"content-type", reply.content_type.encode()), (b"content-length", b"%d" % len(reply.body)),
+                           (b"x-dsdeploy-route", LOCAL if route_name == "local" else route_name.encode()),
+                           (b"x-dsdeploy-request-id", rid)]
+                if reply.retry_after and status >= 400:
+                    headers.append((b"retry-after", reply.retry_after.encode()))
+                await send({"type": "http.response.start", "status": status, "headers": headers})
+                await send({"type": "http.response.body", "body": reply.body})
                 usage = usage_of(reply.body) if status == 200 else None  # after the client has its answer
                 if usage is not None:
                     prompt_tokens = int(usage.get("prompt_tokens") or 0)

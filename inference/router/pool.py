@@ -22,7 +22,7 @@ class LocalUpstream:
 
     __slots__ = (
         "label", "base", "headers", "in_flight", "capacity", "circuit", "waiting",
-        "probe_failures", "healthy", "client", "prefix", "raw_headers", "pending", "aborted",
+        "probe_failures", "healthy", "client", "prefix", "raw_headers", "pending", "aborted", "_heads",
     )
 
     def __init__(self, spec: Upstream, config: RouterConfig, address: str | None = None) -> None:
@@ -40,6 +40,7 @@ class LocalUpstream:
         self.client = UpstreamHttpClient(host, port, connect_timeout_s=config.timeouts.connect_s,
                                          tls=parts.scheme == "https")
         self.raw_headers = "".join(f"{k}: {v}\r\n" for k, v in self.headers.items()).encode()
+        self._heads: dict[str, bytes] = {}  # path -> request line and fixed headers, up to the request id
         # requests waiting for this upstream's first byte -> (deadline, reason if it passes)
         self.pending: dict[asyncio.Task[object], tuple[float, str]] = {}
         self.aborted: dict[asyncio.Task[object], str] = {}  # cancelled by the router, and why
@@ -59,9 +60,13 @@ class LocalUpstream:
         return max_waiting is not None and self.waiting > max_waiting
 
     def request(self, path: str, body: bytes, request_id: bytes) -> bytes:
-        """The raw HTTP request for this upstream."""
-        return self.client.request_bytes(
-            b"POST", self.prefix + path, body, self.raw_headers + b"X-Dsdeploy-Request-Id: " + request_id + b"\r\n")
+        """The raw HTTP request for this upstream (``path`` is one of the router's few POST paths)."""
+        head = self._heads.get(path)
+        if head is None:
+            head = self._heads[path] = b"".join((
+                b"POST ", (self.prefix + path).encode(), b" HTTP/1.1\r\nHost: ", self.client.host_header, b"\r\n",
+                self.raw_headers, b"X-Dsdeploy-Request-Id: "))
+        return b"".join((head, request_id, b"\r\nContent-Length: %d\r\n\r\n" % len(body), body))
 
     def abort_pending(self, reason: str = "unresponsive") -> None:
         """Cancel the requests still waiting for this upstream's first byte (they go elsewhere)."""

@@ -117,43 +117,9 @@ def _check_first(first: bytes) -> None:
         raise AttemptFailed(MALFORMED)
 
 
-async def exchange_local(up: LocalUpstream, raw: bytes, stream: bool) -> Reply:
-    """Send a prepared request to a local upstream; 4xx other than 429 is a Reply (passed through)."""
-    try:
-        resp = await up.client.request(raw)
-    except ConnectionRefusedError:
-        raise AttemptFailed(CONNECT_REFUSED) from None
-    except UpstreamMalformed:
-        raise AttemptFailed(MALFORMED) from None
-    except UpstreamClosed:
-        raise AttemptFailed(RESET) from None
-    except (OSError, TimeoutError) as exc:
-        refused = getattr(exc, "errno", None) == errno.ECONNREFUSED
-        raise AttemptFailed(CONNECT_REFUSED if refused else CONNECT_ERROR) from None
-    try:
-        status = resp.status
-        ctype = resp.header(b"content-type", "application/json") or "application/json"
-        _fail_on_status(status, resp.header(b"retry-after"))
-        if status != 200 or not stream:
-            data = await resp.read()
-            resp.close()
-            return _whole(status, ctype, data, resp.header(b"retry-after"))
-        first = await resp.readany()
-        _check_first(first)
-        return Reply(200, ctype, first_chunk=first, stream=resp)
-    except UpstreamMalformed:
-        resp.close()
-        raise AttemptFailed(MALFORMED) from None
-    except (UpstreamClosed, OSError):
-        resp.close()
-        raise AttemptFailed(RESET) from None
-    except BaseException:
-        resp.close()
-        raise
-
-
 async def bounded_local(up: LocalUpstream, raw: bytes, stream: bool, timeout: float, timeout_reason: str) -> Reply:
-    """``exchange_local`` within ``timeout``, ended early when the upstream is found unresponsive.
+    """Send a prepared request to a local upstream within ``timeout``; a 4xx other than 429 is a Reply
+    (passed through). Ended early when the upstream is found unresponsive.
 
     No timer per request: the health monitor's deadline sweep (every 50 ms) and its probes cancel
     the waiting task, and the reason they leave in ``up.aborted`` turns into an AttemptFailed.
@@ -162,7 +128,42 @@ async def bounded_local(up: LocalUpstream, raw: bytes, stream: bool, timeout: fl
     assert task is not None
     up.pending[task] = (time.monotonic() + timeout, timeout_reason)
     try:
-        return await exchange_local(up, raw, stream)
+        try:
+            resp = await up.client.request(raw)
+        except ConnectionRefusedError:
+            raise AttemptFailed(CONNECT_REFUSED) from None
+        except UpstreamMalformed:
+            raise AttemptFailed(MALFORMED) from None
+        except UpstreamClosed:
+            raise AttemptFailed(RESET) from None
+        except (OSError, TimeoutError) as exc:
+            refused = getattr(exc, "errno", None) == errno.ECONNREFUSED
+            raise AttemptFailed(CONNECT_REFUSED if refused else CONNECT_ERROR) from None
+        try:
+            status = resp.status
+            headers = resp.headers
+            ctype = headers.get(b"content-type")
+            ctype = ctype.decode("latin-1") if ctype else "application/json"
+            retry_after = headers.get(b"retry-after")
+            if retry_after is not None:
+                retry_after = retry_after.decode("latin-1")
+            _fail_on_status(status, retry_after)
+            if status != 200 or not stream:
+                data = await resp.read()
+                resp.close()
+                return _whole(status, ctype, data, retry_after)
+            first = await resp.readany()
+            _check_first(first)
+            return Reply(200, ctype, first_chunk=first, stream=resp)
+        except UpstreamMalformed:
+            resp.close()
+            raise AttemptFailed(MALFORMED) from None
+        except (UpstreamClosed, OSError):
+            resp.close()
+            raise AttemptFailed(RESET) from None
+        except BaseException:
+            resp.close()
+            raise
     except asyncio.CancelledError:
         reason = up.aborted.pop(task, None)
         if reason is not None:  # cancelled by the router's monitor, not by anyone else

@@ -27,10 +27,11 @@ class UpstreamMalformed(ValueError):
 
 
 class _Connection(asyncio.Protocol):
-    __slots__ = ("transport", "parser", "closed", "idle_since", "response", "reused", "got_bytes", "_client")
+    __slots__ = ("transport", "parser", "closed", "idle_since", "response", "reused", "got_bytes", "_client", "loop")
 
     def __init__(self, client: UpstreamHttpClient) -> None:
         self._client = client
+        self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
@@ -94,12 +95,13 @@ class UpstreamResponse:
     """Status and headers are set when ``post`` returns; the body is read with ``read`` or ``readany``."""
 
     __slots__ = ("status", "headers", "headers_ready", "complete", "keep_alive", "_chunks", "_buffered",
-                 "_waiter", "_exc", "_conn", "_paused")
+                 "_waiter", "_exc", "_conn", "_paused", "_loop")
 
     def __init__(self, conn: _Connection) -> None:
         self.status = 0
         self.headers: dict[bytes, bytes] = {}
-        self.headers_ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._loop = conn.loop
+        self.headers_ready: asyncio.Future[None] = conn.loop.create_future()
         self.complete = False
         self.keep_alive = True
         self._chunks: collections.deque[bytes] = collections.deque()
@@ -141,24 +143,30 @@ class UpstreamResponse:
         """The next bytes of the body; b"" once it is complete; UpstreamClosed if it broke off."""
         while True:
             if self._chunks:
-                data = b"".join(self._chunks) if len(self._chunks) > 1 else self._chunks[0]
-                self._chunks.clear()
-                self._buffered = 0
-                if self._paused and self._conn and self._conn.transport:
-                    self._conn.transport.resume_reading()
-                    self._paused = False
-                return data
+                return self._take()
             if self.complete:
                 return b""
             if self._exc is not None:
                 raise self._exc
-            self._waiter = asyncio.get_running_loop().create_future()
+            self._waiter = self._loop.create_future()
             try:
                 await self._waiter
             finally:
                 self._waiter = None
 
+    def _take(self) -> bytes:
+        chunks = self._chunks
+        data = b"".join(chunks) if len(chunks) != 1 else chunks[0]
+        chunks.clear()
+        self._buffered = 0
+        if self._paused and self._conn and self._conn.transport:
+            self._conn.transport.resume_reading()
+            self._paused = False
+        return data
+
     async def read(self) -> bytes:
+        if self.complete:  # the usual case for a whole answer: all of it is here already
+            return self._take()
         parts = []
         while True:
             chunk = await self.readany()
@@ -193,11 +201,11 @@ class UpstreamHttpClient:
         self.keepalive_s = keepalive_s  # below uvicorn's (and vLLM's) 5 s idle timeout
         self._idle: list[_Connection] = []
         self.last_progress = 0.0  # when this upstream last sent us any byte (proof it is not frozen)
-        self._host_header = f"{host}:{port}".encode()
+        self.host_header = f"{host}:{port}".encode()
 
     def request_bytes(self, method: bytes, path: str, body: bytes, headers: bytes = b"") -> bytes:
         return b"".join((
-            method, b" ", path.encode(), b" HTTP/1.1\r\nHost: ", self._host_header,
+            method, b" ", path.encode(), b" HTTP/1.1\r\nHost: ", self.host_header,
             b"\r\nContent-Length: ", str(len(body)).encode(), b"\r\n", headers, b"\r\n", body,
         ))
 
@@ -225,28 +233,26 @@ class UpstreamHttpClient:
     async def request(self, raw: bytes) -> UpstreamResponse:
         """Send a prepared request; return once the status and headers have arrived."""
         conn = self._take_idle()
-        if conn is not None:
+        fresh = conn is None
+        if conn is None:
+            conn = await self._connect()
+        while True:
+            conn.got_bytes = False
+            resp = conn.response = UpstreamResponse(conn)
             try:
-                return await self._send(conn, raw)
-            except UpstreamClosed:
-                if conn.got_bytes:
+                assert conn.transport is not None
+                conn.transport.write(raw)
+                await resp.headers_ready
+                return resp
+            except BaseException as exc:
+                conn.response = None
+                resp._conn = None
+                conn.abort()
+                if fresh or conn.got_bytes or not isinstance(exc, UpstreamClosed):
                     raise
-                # the idle connection was closed by the server as we reused it: once more, fresh
-        return await self._send(await self._connect(), raw)
-
-    async def _send(self, conn: _Connection, raw: bytes) -> UpstreamResponse:
-        conn.got_bytes = False
-        resp = conn.response = UpstreamResponse(conn)
-        try:
-            assert conn.transport is not None
-            conn.transport.write(raw)
-            await resp.headers_ready
-        except BaseException:
-            conn.response = None
-            resp._conn = None
-            conn.abort()
-            raise
-        return resp
+            # the idle connection was closed by the server as we reused it: once more, fresh
+            fresh = True
+            conn = await self._connect()
 
     def close(self) -> None:
         for conn in self._idle:
