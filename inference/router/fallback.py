@@ -69,10 +69,37 @@ class FallbackPolicy:
             cloud_model = self.cloud.model_for(data.get("model"))
         reason: str | None = None
         attempts = 0
-        if self.pool.upstreams:
-            reply, up, attempts, reason = await self._try_local(path, body, stream, deadline, failures,
-                                                                request_id, cloud_ok=cloud_model is not None)
-            if reply is not None and up is not None:
+        if self.pool.upstreams:  # local attempts (inline: this is the request path's hottest loop)
+            timeouts = self.config.timeouts
+            tried: set[LocalUpstream] = set()
+            for _ in range(self.config.retries.local_attempts):
+                up, why = self.pool.pick(tried, allow_saturated=cloud_model is None)
+                if up is None:
+                    if reason is None or why == SATURATED:
+                        reason = why
+                    break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    reason = reason or RESPONSE_TIMEOUT
+                    break
+                tried.add(up)
+                attempts += 1
+                up.in_flight += 1
+                limit = min(timeouts.first_byte_s if stream else timeouts.response_s, remaining)
+                try:
+                    reply = await bounded_local(up, up.request(path, body, request_id), stream, limit,
+                                                FIRST_BYTE_TIMEOUT if stream else RESPONSE_TIMEOUT)
+                except AttemptFailed as failure:
+                    up.in_flight -= 1
+                    reason = failure.reason
+                    failures.append(f"{up.label}:{failure.reason}")
+                    self.pool.record_failure(up, immediate=failure.reason == CONNECT_REFUSED)
+                    self.metrics.local_failure(up.label, failure.reason)
+                    continue
+                except BaseException:
+                    up.in_flight -= 1
+                    raise
+                self.pool.record_success(up)
                 return Routed(reply, "local", up, up.label, None, attempts)
         else:
             reason = "no_local_upstream"
@@ -101,44 +128,6 @@ class FallbackPolicy:
                               f"router's own API key ({reply.status}); check the key the router is given "
                               "(cloud.api_key).", code="cloud_key_rejected", route="cloud", fallback_reason=reason)
         return Routed(reply, "cloud", None, "cloud", reason, attempts + cloud_attempts, cloud_model)
-
-    async def _try_local(self, path: str, body: bytes, stream: bool, deadline: float, failures: list[str],
-                         request_id: bytes, *, cloud_ok: bool
-                         ) -> tuple[Reply | None, LocalUpstream | None, int, str | None]:
-        timeouts = self.config.timeouts
-        tried: set[LocalUpstream] = set()
-        reason: str | None = None
-        attempts = 0
-        for _ in range(self.config.retries.local_attempts):
-            up, why = self.pool.pick(tried, allow_saturated=not cloud_ok)
-            if up is None:
-                if reason is None or why == SATURATED:
-                    reason = why
-                break
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                reason = reason or RESPONSE_TIMEOUT
-                break
-            tried.add(up)
-            attempts += 1
-            up.in_flight += 1
-            limit = min(timeouts.first_byte_s if stream else timeouts.response_s, remaining)
-            try:
-                reply = await bounded_local(up, up.request(path, body, request_id), stream, limit,
-                                            FIRST_BYTE_TIMEOUT if stream else RESPONSE_TIMEOUT)
-            except AttemptFailed as failure:
-                up.in_flight -= 1
-                reason = failure.reason
-                failures.append(f"{up.label}:{failure.reason}")
-                self.pool.record_failure(up, immediate=failure.reason == CONNECT_REFUSED)
-                self.metrics.local_failure(up.label, failure.reason)
-                continue
-            except BaseException:
-                up.in_flight -= 1
-                raise
-            self.pool.record_success(up)
-            return reply, up, attempts, None
-        return None, None, attempts, reason
 
 
 def _cloud_error(local_reason: str, failure: AttemptFailed) -> RouterError:
