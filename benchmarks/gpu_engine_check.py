@@ -6,7 +6,11 @@ in bf16 and in bnb-4bit and runs the server's engine (`inference.server.engine`)
 
 - weight memory measured (torch.cuda.memory_allocated after load, model.get_memory_footprint())
   against the planner's prediction (`infra.planner.plan_deployment(..., tier="base")`);
-- decode tokens/s at batch 1 and 32 (64 new tokens per sequence, random prompt ids, greedy, EOS ignored).
+- decode tokens/s at batch 1 and 32 (64 new tokens per sequence, random prompt ids, greedy, EOS ignored);
+- per batch, the engine's decode step time (``engine_ms_per_step``: forward pass plus scheduling, median
+  over the run's steps) beside a bare decode step of the same model right after it (``bare_ms_per_step``:
+  ``model(next_ids, cache)`` plus argmax and ``.tolist()``, in a thread like the engine's) and their
+  ratio, so the engine's own overhead shows directly.
 
 Needs torch, transformers, accelerate, bitsandbytes and this repository (pydantic and PyYAML too for the
 catalog and the planner; without them it uses the published config.json values and prints no prediction).
@@ -125,6 +129,7 @@ async def decode_rate(engine, vocab: int, batch: int, prompt_len: int, new_token
 
     generator = torch.Generator().manual_seed(seed)
     params = SamplingParams(max_tokens=new_tokens, temperature=0.0, ignore_eos=True)
+    steps_before, seconds_before = engine.decode_steps, engine.decode_seconds
     started = time.monotonic()
     handles = [engine.submit(torch.randint(0, vocab, (prompt_len,), generator=generator).tolist(), params, None)
                for _ in range(batch)]
@@ -146,11 +151,54 @@ async def decode_rate(engine, vocab: int, batch: int, prompt_len: int, new_token
     ended = time.monotonic()
     decode_start = max(first_token)
     decode_tokens = tokens - batch  # the first token of each sequence comes from the prefill
+    steps = engine.decode_steps - steps_before
+    step_ms = round((engine.decode_seconds - seconds_before) / steps * 1000, 2) if steps else None
     return {"batch": batch, "prompt_tokens": prompt_len, "new_tokens": new_tokens, "generated_tokens": tokens,
             "ttft_s": round(max(first_token) - started, 4),
             "wall_s": round(ended - started, 3),
             "decode_tokens_per_s": round(decode_tokens / (ended - decode_start), 1) if ended > decode_start else None,
-            "end_to_end_tokens_per_s": round(tokens / (ended - started), 1)}
+            "end_to_end_tokens_per_s": round(tokens / (ended - started), 1), "engine_ms_per_step": step_ms}
+
+
+def bare_step_ms(model, vocab: int, batch: int, prompt_len: int, steps: int, seed: int) -> float:
+    """Median ms of a bare decode step (no engine): ``model(next_ids, cache)``, argmax, ``.tolist()``.
+
+    Runs in its own thread, as the engine's forward passes do (on a shared CPU the main thread can be
+    much slower: torch's thread pool), on a fresh cache after a ``prompt_len`` prefill."""
+    import threading
+
+    import torch
+    from transformers import DynamicCache
+
+    from inference.server.engine.kv_batch import _cache_kwargs
+
+    times: list[float] = []
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            with torch.inference_mode():
+                generator = torch.Generator().manual_seed(seed)
+                ids = torch.randint(0, vocab, (batch, prompt_len), generator=generator).to(model.device)
+                kwargs = _cache_kwargs(model, DynamicCache(config=model.config))
+                out = model(input_ids=ids, logits_to_keep=1, **kwargs)
+                next_ids = out.logits[:, -1, :].argmax(dim=-1, keepdim=True)
+                next_ids.tolist()
+                for _ in range(steps):
+                    begin = time.perf_counter()
+                    out = model(input_ids=next_ids, **kwargs)
+                    next_ids = out.logits[:, -1, :].argmax(dim=-1, keepdim=True)
+                    next_ids.tolist()
+                    times.append(time.perf_counter() - begin)
+        except BaseException as exc:  # reported by the caller
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, name="bare-decode")
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
+    return round(sorted(times)[len(times) // 2] * 1000, 2)
 
 
 def check(folder: Path, quantization: str, device: str, arch: dict, args) -> dict:
@@ -188,8 +236,16 @@ def check(folder: Path, quantization: str, device: str, arch: dict, args) -> dic
     async def run(engine: Engine) -> list[dict]:
         engine.start()
         await decode_rate(engine, arch["vocab_size"], 2, 16, 4, seed=0)  # warm-up (kernels, allocator)
-        return [await decode_rate(engine, arch["vocab_size"], b, args.prompt_len, args.new_tokens, seed=b)
-                for b in args.batches]
+        rates = []
+        for b in args.batches:
+            rate = await decode_rate(engine, arch["vocab_size"], b, args.prompt_len, args.new_tokens, seed=b)
+            # the same model's bare decode step right after, on the same prompt length (engine idle)
+            rate["bare_ms_per_step"] = bare_step_ms(engine.model, arch["vocab_size"], b, args.prompt_len,
+                                                    max(args.new_tokens - 1, 1), seed=b)
+            if rate["engine_ms_per_step"] and rate["bare_ms_per_step"]:
+                rate["engine_over_bare"] = round(rate["engine_ms_per_step"] / rate["bare_ms_per_step"], 2)
+            rates.append(rate)
+        return rates
 
     try:
         result["decode"] = asyncio.run(run(engine))
@@ -220,10 +276,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--prompt-len", type=int, default=128)
     parser.add_argument("--output", help="also write the JSON to this file")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: 1 with --tiny, else torch's "
+                        "choice; on a small shared CPU several OpenMP threads make step times erratic)")
     args = parser.parse_args(argv)
 
     import torch
     import transformers
+
+    threads = args.threads or (1 if args.tiny else None)
+    if threads:
+        torch.set_num_threads(threads)
 
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() and not args.tiny
                                                         else "cpu")
@@ -232,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict = {"model": "tiny-qwen2" if args.tiny else MODEL, "architecture": arch,
                     "architecture_source": arch_source, "device": device,
                     "device_name": torch.cuda.get_device_name(0) if device == "cuda" else "cpu",
+                    "torch_threads": torch.get_num_threads(),
                     "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
                     "results": []}
     try:

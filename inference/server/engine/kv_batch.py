@@ -10,6 +10,7 @@ forward pass then decodes one token for every row at once.
 from __future__ import annotations
 
 import inspect
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -17,10 +18,17 @@ from transformers import DynamicCache
 
 from .prefix_cache import PrefixHit
 
+_CACHE_ARGUMENT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> forward()'s cache argument
+
 
 def _cache_kwargs(model, cache: DynamicCache) -> dict:
-    """transformers >= 5.3x names the argument ``cache``; older releases ``past_key_values``."""
-    name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    """transformers >= 5.3x names the argument ``cache``; older releases ``past_key_values``.
+
+    Looked up once per model (``inspect.signature`` on every decode step cost ~0.2 ms)."""
+    name = _CACHE_ARGUMENT.get(model)
+    if name is None:
+        name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+        _CACHE_ARGUMENT[model] = name
     return {name: cache, "use_cache": True}
 
 

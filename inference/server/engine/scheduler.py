@@ -21,7 +21,7 @@ import torch
 from .kv_batch import KVBatch
 from .prefix_cache import PrefixCache, PrefixHit
 from .sampling import GREEDY_TEMPERATURE, SamplingParams, choose_token
-from .sequence import GenerationEvent, GenerationHandle, Sequence
+from .sequence import GenerationEvent, GenerationHandle, Outbox, Sequence
 
 if TYPE_CHECKING:  # the engine itself needs only torch and transformers
     from ..metrics import ServerMetrics
@@ -59,6 +59,9 @@ class Engine:
         self._pending: deque[Sequence] = deque()
         self._running: list[Sequence] = []
         self._batch: KVBatch | None = None
+        self._outbox = Outbox()  # events of the current step, delivered once per step
+        self.decode_steps = 0  # decode forward passes so far, and the seconds they took (scheduler included)
+        self.decode_seconds = 0.0
         self._cond = threading.Condition()
         self._accepting = True
         self._stop = False
@@ -84,7 +87,7 @@ class Engine:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
         deadline = time.monotonic() + timeout_s if timeout_s else None
-        sequence = Sequence(prompt_ids, params, self.tokenizer, deadline, loop, queue)
+        sequence = Sequence(prompt_ids, params, self.tokenizer, deadline, loop, queue, self._outbox)
         with self._cond:
             if not self._accepting:
                 raise EngineClosedError("the server is shutting down")
@@ -127,8 +130,10 @@ class Engine:
             except Exception as exc:  # a failed forward pass must not kill the server
                 log.exception("engine step failed")
                 self._fail_all(f"generation failed: {type(exc).__name__}")
+            self._outbox.flush()
             self._update_gauges()
         self._fail_all("the server is shutting down")
+        self._outbox.flush()
 
     def _admit(self) -> list[Sequence]:
         admitted: list[Sequence] = []
@@ -181,13 +186,15 @@ class Engine:
                 log.exception("prefill failed")
                 for seq in group:
                     self._fail(seq, f"prefill failed: {type(exc).__name__}")
+                self._outbox.flush()
                 continue
             if self.prefix_cache is not None:
                 for row, prompt in enumerate(prompts):
                     if not self.prefix_cache.contains(prompt):
                         self.prefix_cache.store(prompt, batch.row_kv(row))
             greedy = self._greedy(logits, group)
-            keep = [row for row, seq in enumerate(group) if self._accept(seq, logits[row], greedy[row])]
+            keep = [row for row, seq in enumerate(group) if self._accept(seq, logits, row, greedy[row])]
+            self._outbox.flush()  # this chunk's first tokens go out now, before the next chunk's prefill
             if not keep:
                 continue
             if len(keep) < len(group):
@@ -209,10 +216,13 @@ class Engine:
 
     def _decode(self) -> None:
         assert self._batch is not None
+        started = time.perf_counter()
         logits = self._batch.decode(self.model, [s.next_input for s in self._running])
         greedy = self._greedy(logits, self._running)
-        keep = [row for row, seq in enumerate(self._running) if self._accept(seq, logits[row], greedy[row])]
+        keep = [row for row, seq in enumerate(self._running) if self._accept(seq, logits, row, greedy[row])]
         self._keep_rows(keep)
+        self.decode_steps += 1
+        self.decode_seconds += time.perf_counter() - started
 
     def _keep_rows(self, keep: list[int]) -> None:
         if len(keep) == len(self._running):
@@ -230,12 +240,13 @@ class Engine:
             return [None] * len(sequences)
         return logits.argmax(dim=-1).tolist()
 
-    def _accept(self, seq: Sequence, logits: torch.Tensor, greedy: int | None) -> bool:
-        """Take one token for ``seq``; emit its text; return False when the sequence is finished."""
+    def _accept(self, seq: Sequence, logits: torch.Tensor, row: int, greedy: int | None) -> bool:
+        """Take one token for ``seq`` (row ``row`` of ``logits``); emit its text; return False when the
+        sequence is finished. Greedy rows do not touch ``logits`` (no per-row tensor op)."""
         if seq.params.temperature <= GREEDY_TEMPERATURE and greedy is not None:
             token = greedy
         else:
-            token = choose_token(logits, seq.params, seq.generator)
+            token = choose_token(logits[row], seq.params, seq.generator)
         now = time.monotonic()
         if seq.last_token_at is None:
             self.metrics.ttft.observe(now - seq.arrival)

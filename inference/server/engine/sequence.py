@@ -27,11 +27,36 @@ class GenerationEvent:
     message: str = ""
 
 
+class Outbox:
+    """Events the engine thread produced during one step, handed to their event loops with one wake-up
+    per loop at ``flush`` (not one per token per sequence: each ``call_soon_threadsafe`` writes to the
+    loop's wake-up socket and makes the loop thread compete for the GIL with the engine thread).
+    Events keep their order. Only the engine thread uses it."""
+
+    def __init__(self) -> None:
+        self._events: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue, GenerationEvent]]] = {}
+
+    def put(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue, event: GenerationEvent) -> None:
+        self._events.setdefault(loop, []).append((queue, event))
+
+    def flush(self) -> None:
+        events, self._events = self._events, {}
+        for loop, batch in events.items():
+            # RuntimeError: the event loop is gone (server shutting down); nobody is listening
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_deliver, batch)
+
+
+def _deliver(batch: list[tuple[asyncio.Queue, GenerationEvent]]) -> None:
+    for queue, event in batch:
+        queue.put_nowait(event)
+
+
 class Sequence:
     """State of one request inside the engine. Only the engine thread mutates it, except ``cancelled``."""
 
     def __init__(self, prompt_ids: list[int], params: SamplingParams, tokenizer, deadline: float | None,
-                 loop: asyncio.AbstractEventLoop, queue: asyncio.Queue) -> None:
+                 loop: asyncio.AbstractEventLoop, queue: asyncio.Queue, outbox: Outbox | None = None) -> None:
         self.id = next(_ids)
         self.prompt_ids = prompt_ids
         self.params = params
@@ -47,8 +72,13 @@ class Sequence:
         self.cancelled = False
         self._loop = loop
         self._queue = queue
+        self._outbox = outbox
 
     def emit(self, event: GenerationEvent) -> None:
+        """Send an event to the handle: through the outbox (delivered at its next flush) if there is one."""
+        if self._outbox is not None:
+            self._outbox.put(self._loop, self._queue, event)
+            return
         # RuntimeError: the event loop is gone (server shutting down); nobody is listening
         with contextlib.suppress(RuntimeError):
             self._loop.call_soon_threadsafe(self._queue.put_nowait, event)

@@ -26,6 +26,10 @@ def test_gpu_engine_check_tiny_runs_bf16_and_bnb_4bit(tmp_path):
         assert result["memory_footprint_bytes"] > 0
         assert [d["batch"] for d in result["decode"]] == [1, 4]
         assert all(d["generated_tokens"] == d["batch"] * 6 for d in result["decode"])
+        # the engine's step time and a bare forward step of the same model, side by side
+        assert all(d["engine_ms_per_step"] > 0 and d["bare_ms_per_step"] > 0 and d["engine_over_bare"] > 0
+                   for d in result["decode"])
+    assert report["torch_threads"] == 1  # --tiny: one thread unless told otherwise
 
 
 def test_architecture_comes_from_the_catalog():
