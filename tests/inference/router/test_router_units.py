@@ -142,3 +142,44 @@ def test_audit_line_is_the_json_of_its_fields():
     assert list(hashed)[-1] == "prompt_sha256" and len(hashed["prompt_sha256"]) == 64
     odd_latency = json.loads(AuditLog(AuditConfig()).render(values[:14] + (float("nan"),) + values[15:], None))
     assert odd_latency["latency_ms"] != odd_latency["latency_ms"]  # NaN, written as the JSON encoder does
+
+
+def test_keepalive_client_retries_a_reused_connection_closed_under_it_once():
+    import asyncio
+
+    from inference.router.upstream_http import UpstreamClosed, UpstreamHttpClient
+
+    answer = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}"
+
+    async def main() -> None:
+        connections = []
+
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            connections.append(writer)
+            served = 0
+            while await reader.read(65536):
+                if served == limit:  # closes without a byte, as a server whose idle timeout just fired
+                    break
+                writer.write(answer)
+                served += 1
+            writer.close()
+
+        limit = 1
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        client = UpstreamHttpClient("127.0.0.1", port, connect_timeout_s=1.0)
+        raw = client.request_bytes(b"POST", "/v1/chat/completions", b"{}")
+        for _ in range(3):  # the 2nd and 3rd reuse a connection the server drops: retried on a fresh one
+            resp = await client.request(raw)
+            assert resp.status == 200 and await resp.read() == b"{}"
+            resp.close()
+        assert len(connections) == 3
+        limit = 0  # now every connection closes at once: a fresh one failing is an error, not a loop
+        client.close()
+        with pytest.raises(UpstreamClosed):
+            await client.request(raw)
+        assert len(connections) == 4
+        server.close()
+        await server.wait_closed()
+
+    asyncio.run(main())
