@@ -123,6 +123,7 @@ class Engine:
                 admitted = self._admit()
             try:
                 self._reap()
+                self._outbox.flush()  # sequences that timed out or were cancelled hear it before a long prefill
                 if admitted:
                     self._prefill(admitted)
                 if self._running:
