@@ -20,13 +20,14 @@ if TYPE_CHECKING:
     from infra.decision.study import CostStudy
 
 
-def _rich(table: Table) -> RichTable:
+def _rich(table: Table, numeric: bool = True) -> RichTable:
+    """A rich table; ``numeric`` right-aligns every column after the first and bolds the "cheapest" row."""
     title, headers, rows = table
     t = RichTable(title=title, title_justify="left", show_lines=False)
     for i, h in enumerate(headers):
-        t.add_column(h, justify="left" if i == 0 else "right", overflow="fold")
+        t.add_column(h, justify="right" if numeric and i else "left", overflow="fold")
     for row in rows:
-        style = "bold" if row[0] in ("cheapest",) else None
+        style = "bold" if numeric and row[0] == "cheapest" else None
         t.add_row(*row, style=style)
     return t
 
@@ -34,20 +35,8 @@ def _rich(table: Table) -> RichTable:
 def print_study(study: CostStudy, console: Console | None = None) -> None:
     c = console or Console(width=160)
     c.print(_rich(cost_table(study)))
-    be_title, be_headers, be_rows = breakeven_table(study)
-    t = RichTable(title=be_title, title_justify="left")
-    for h in be_headers:
-        t.add_column(h, overflow="fold")
-    for r in be_rows:
-        t.add_row(*r)
-    c.print(t)
-    cap_title, cap_headers, cap_rows = capacity_table(study)
-    t = RichTable(title=cap_title, title_justify="left")
-    for h in cap_headers:
-        t.add_column(h, overflow="fold")
-    for r in cap_rows:
-        t.add_row(*r)
-    c.print(t)
+    c.print(_rich(breakeven_table(study), numeric=False))
+    c.print(_rich(capacity_table(study), numeric=False))
     mission = mission_table(study)
     if mission is not None and study.mission is not None:
         c.print(_rich(mission))
