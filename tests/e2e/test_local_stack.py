@@ -26,6 +26,7 @@ from tests.e2e.cloud_standin import ANSWER, RunningStandIn
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
 STARTUP_S = 300
+BANNER_END = "Press Ctrl-C to stop both services."
 
 
 def _dsdeploy(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -34,12 +35,16 @@ def _dsdeploy(*args: str, env: dict | None = None, timeout: float = 120) -> subp
 
 
 def _wait_ready(process: subprocess.Popen, url: str, log: Path) -> None:
+    """Ready as a user sees it: the router answers /ready *and* the banner telling how to call it is out.
+
+    The router turns ready a moment before `local up` prints its banner, so polling /ready alone races
+    the banner (a CI run read the log in between)."""
     deadline = time.monotonic() + STARTUP_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
             pytest.fail(f"dsdeploy local up exited with {process.returncode}:\n{log.read_text()[-3000:]}")
         try:
-            if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
+            if httpx.get(f"{url}/ready", timeout=1).status_code == 200 and BANNER_END in log.read_text():
                 return
         except httpx.HTTPError:
             pass
