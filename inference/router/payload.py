@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, NotRequired, Required
 
-from pydantic import ConfigDict, Field, StrictBool, TypeAdapter, ValidationError
+from pydantic import ConfigDict, Field, StrictBool, StrictFloat, StrictInt, TypeAdapter, ValidationError
 from typing_extensions import TypedDict
 
 from inference.router.errors import RouterError
@@ -27,11 +27,13 @@ class _Common(TypedDict, total=False):
     __pydantic_config__ = _EXTRA  # type: ignore[misc]
     model: str | None
     stream: StrictBool | None
-    temperature: Annotated[float, Field(ge=0, le=2)] | None
-    top_p: Annotated[float, Field(ge=0, le=1)] | None
-    n: Annotated[int, Field(ge=1, le=128)] | None
-    max_tokens: Annotated[int, Field(ge=1)] | None
-    max_completion_tokens: Annotated[int, Field(ge=1)] | None
+    # Strict numbers, as the OpenAI API: "5" or true is refused, not coerced (an upstream would get the
+    # raw string while the cloud route re-serialises the coerced value).
+    temperature: Annotated[StrictFloat, Field(ge=0, le=2)] | None
+    top_p: Annotated[StrictFloat, Field(ge=0, le=1)] | None
+    n: Annotated[StrictInt, Field(ge=1, le=128)] | None
+    max_tokens: Annotated[StrictInt, Field(ge=1)] | None
+    max_completion_tokens: Annotated[StrictInt, Field(ge=1)] | None
 
 
 class ChatBody(_Common, total=False):
@@ -71,9 +73,12 @@ def parse_body(path: str, raw: bytes) -> dict[str, Any]:
         return _ADAPTERS[path].validate_json(raw)
     except ValidationError as exc:
         err = exc.errors(include_url=False)[0]
-    try:
+    if err["type"] == "json_invalid":  # not JSON, a BOM, a lone surrogate, nested too deep, ...
+        detail = str(err.get("ctx", {}).get("error") or err["msg"])
+        raise RouterError(400, f"Request body is not valid JSON: {detail}.", code="invalid_json")
+    try:  # valid JSON that failed validation: parse it to name the field
         data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as jexc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as jexc:
         raise RouterError(400, f"Request body is not valid JSON: {jexc}.", code="invalid_json") from None
     if not isinstance(data, dict):
         raise RouterError(400, f"Request body must be a JSON object, got {type(data).__name__}.",
