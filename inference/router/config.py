@@ -13,11 +13,19 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from inference.router.env_refs import RouterConfigError, check_secret_refs, expand_env
 
@@ -37,6 +45,10 @@ def _check_http_url(value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"{value!r} is not an http(s) URL with a host (e.g. http://127.0.0.1:8001)")
+    if parts.username is not None or parts.password is not None:
+        # never echo the value: it holds a credential
+        raise ValueError("credentials in the URL (user:password@) are not allowed: the address is shown in "
+                         "/ready, metrics and the audit log; give the key as api_key: ${ENV_NAME}")
     if parts.query or parts.fragment:
         raise ValueError(f"{value!r}: a query string or fragment is not allowed")
     return value.rstrip("/")
@@ -79,8 +91,9 @@ def _default_prices() -> dict[str, ModelPrice]:
 
 class CloudConfig(_Strict):
     base_url: str = "https://api.deepseek.com"
-    api_key: str  # must be a ${ENV} reference in the file
-    models: dict[str, str] = Field(default_factory=lambda: {"*": "deepseek-chat"})
+    api_key: str = Field(min_length=1)  # must be a ${ENV} reference in the file
+    models: dict[str, Annotated[str, Field(min_length=1)]] = Field(default_factory=lambda: {"*": "deepseek-chat"})
+    allow_insecure_http: bool = False  # http:// to a non-loopback cloud sends the key in clear text
     attempts: int = Field(default=3, ge=1, le=10)  # tries per request, with backoff between them
     backoff_base_s: float = Field(default=0.5, gt=0)
     backoff_max_s: float = Field(default=10.0, gt=0)
@@ -100,6 +113,14 @@ class CloudConfig(_Strict):
         if not v:
             raise ValueError('must map at least "*" to a cloud model, e.g. {"*": "deepseek-chat"}')
         return v
+
+    @model_validator(mode="after")
+    def _tls(self) -> CloudConfig:
+        parts = urlsplit(self.base_url)
+        if parts.scheme == "http" and not is_loopback(parts.hostname or "") and not self.allow_insecure_http:
+            raise ValueError(f"base_url {self.base_url!r} is plain http to a remote host: the API key would travel "
+                             "in clear text; use https, or set cloud.allow_insecure_http: true")
+        return self
 
     def cloud_model(self, local_model: str | None) -> str | None:
         """Cloud model for a local model name; None when there is no mapping and no "*"."""
@@ -163,11 +184,21 @@ class TimeoutsConfig(_Strict):
     first_byte_s: float = Field(default=15.0, gt=0)  # local stream: first chunk must arrive by then
     response_s: float = Field(default=300.0, gt=0)  # local non-streamed answer must be complete by then
     request_s: float = Field(default=600.0, gt=0)  # whole request, any route (streams included)
-    stream_idle_s: float = Field(default=60.0, gt=0)  # longest silence inside a stream
+    stream_idle_s: float = Field(default=60.0, gt=0)  # longest silence inside a stream (either way)
+    body_s: float = Field(default=30.0, gt=0)  # the whole request body must arrive by then (else 408)
+
+
+def _check_path(value: str) -> str:
+    if not value.startswith("/") or any(c in value for c in "?# "):
+        raise ValueError(f"{value!r} must be a URL path starting with '/' (e.g. /health), without ? or #")
+    return value
+
+
+UrlPath = Annotated[str, AfterValidator(_check_path)]
 
 
 class HealthConfig(_Strict):
-    path: str = "/health"
+    path: UrlPath = "/health"
     interval_s: float = Field(default=0.25, gt=0)
     timeout_s: float = Field(default=0.75, gt=0)  # a frozen upstream is found within interval+timeout
     failures_to_open: int = Field(default=1, ge=1)  # failed probes that open the circuit
@@ -180,7 +211,7 @@ class CircuitConfig(_Strict):
 
 class SaturationConfig(_Strict):
     max_waiting: int | None = Field(default=8, ge=0)  # vllm:num_requests_waiting above this = saturated
-    metrics_path: str = "/metrics"
+    metrics_path: UrlPath = "/metrics"
     poll_interval_s: float = Field(default=1.0, gt=0)
     max_in_flight_per_upstream: int | None = Field(default=None, ge=1)  # router's own count
 
@@ -261,13 +292,32 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def _format_errors(exc: ValidationError, source: str) -> str:
+def _raw_at(raw: Any, loc: tuple[Any, ...]) -> Any:
+    for part in loc:
+        found = (isinstance(raw, Mapping) and part in raw
+                 or isinstance(raw, list) and isinstance(part, int) and 0 <= part < len(raw))
+        if not found:
+            return None
+        raw = raw[part]
+    return raw
+
+
+def _may_show(value: Any, raw_value: Any, loc: str) -> bool:
+    """Echo a bad value in the error unless it is, or may hold, a secret."""
+    if isinstance(value, dict | list) or "api_key" in loc:
+        return False
+    if isinstance(raw_value, str) and "${" in raw_value:
+        return False  # expanded from the environment: it may be a secret put in the wrong field
+    return not (isinstance(value, str) and "@" in value and "://" in value)  # user:password@ in a URL
+
+
+def _format_errors(exc: ValidationError, source: str, raw: Mapping[str, Any] | None = None) -> str:
     lines = [f"invalid router config {source}:"]
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
         value = err.get("input")
-        shown = "" if isinstance(value, dict | list) or "api_key" in loc else f" (got {value!r})"
-        lines.append(f"  {loc}: {err['msg']}{shown}")
+        show = _may_show(value, _raw_at(raw, err["loc"]), loc)
+        lines.append(f"  {loc}: {err['msg']}{f' (got {value!r})' if show else ''}")
     return "\n".join(lines)
 
 
@@ -290,7 +340,22 @@ def parse_router_config(
     try:
         return RouterConfig.model_validate(expanded)
     except ValidationError as exc:
-        raise RouterConfigError(_format_errors(exc, source)) from None
+        raise RouterConfigError(_format_errors(exc, source, raw)) from None
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (plain YAML keeps the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice in one mapping (the second would silently win)",
+                    key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def load_router_config(
@@ -310,7 +375,7 @@ def load_router_config(
     except OSError as exc:
         raise RouterConfigError(f"cannot read router config {p}: {exc.strerror}") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as exc:
         raise RouterConfigError(f"router config {p} is not valid YAML: {exc}") from None
     return parse_router_config(data, source=str(p), environ=environ, resolve_env=resolve_env)

@@ -28,6 +28,8 @@ def expand_env(value: Any, where: str, environ: Mapping[str, str], resolve: bool
                 return f"unresolved-{name}"
             if name not in environ:
                 raise RouterConfigError(f"{where}: environment variable {name} is not set")
+            if not environ[name]:
+                raise RouterConfigError(f"{where}: environment variable {name} is set but empty")
             return environ[name]
 
         return _ENV_REF.sub(repl, value)

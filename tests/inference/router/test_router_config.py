@@ -67,6 +67,40 @@ def test_bad_configs_name_the_field(tmp_path, text, message):
     assert "sk-123456" not in str(info.value)
 
 
+@pytest.mark.parametrize(("text", "message"), [
+    ("upstreams: [{url: 'http://admin:hunter2@127.0.0.1:8001'}]\n", "credentials in the URL"),
+    (ISSUE_EXAMPLE.replace("https://api.deepseek.com", "https://u:hunter2@api.deepseek.com"),
+     "cloud.base_url: Value error, credentials in the URL"),
+    (ISSUE_EXAMPLE.replace("https://api.deepseek.com", "http://api.deepseek.com"), "plain http to a remote host"),
+    (ISSUE_EXAMPLE.replace("{\"*\": deepseek-chat}", "{\"*\": ''}"), "cloud.models.*"),
+    ("upstreams: [{url: 'http://h:1'}]\nhealth: {path: health}\n", "health.path: Value error, 'health' must be a URL path"),
+    ("upstreams: [{url: 'http://h:1'}]\nsaturation: {metrics_path: 'metrics'}\n", "saturation.metrics_path"),
+    ("upstreams: [{url: 'http://h:1'}]\npolicy: {cloud_allowed: [public]}\npolicy: {cloud_allowed: [restricted]}\n",
+     "key 'policy' appears twice"),
+    # a ${ENV} value put in a non-secret field fails validation without being echoed
+    (ISSUE_EXAMPLE.replace("  models:", "  attempts: ${SECRET_IN_WRONG_PLACE}\n  models:"), "cloud.attempts"),
+])
+def test_configs_that_would_fail_silently_or_leak_are_refused(tmp_path, text, message):
+    env = {"DEEPSEEK_API_KEY": "sk-live-key", "SECRET_IN_WRONG_PLACE": "hunter2"}
+    with pytest.raises(RouterConfigError) as info:
+        load_router_config(write(tmp_path, text), environ=env)
+    assert message in str(info.value)
+    assert "hunter2" not in str(info.value) and "sk-live-key" not in str(info.value)
+
+
+def test_plain_http_cloud_is_allowed_on_loopback_or_when_told(tmp_path):
+    local = ISSUE_EXAMPLE.replace("https://api.deepseek.com", "http://127.0.0.1:9999")
+    assert load_router_config(write(tmp_path, local), environ={"DEEPSEEK_API_KEY": "k"}).cloud is not None
+    told = ISSUE_EXAMPLE.replace("https://api.deepseek.com", "http://gateway.internal").replace(
+        "  models:", "  allow_insecure_http: true\n  models:")
+    assert load_router_config(write(tmp_path, told), environ={"DEEPSEEK_API_KEY": "k"}).cloud is not None
+
+
+def test_an_empty_secret_variable_is_an_error(tmp_path):
+    with pytest.raises(RouterConfigError, match="DEEPSEEK_API_KEY is set but empty"):
+        load_router_config(write(tmp_path, ISSUE_EXAMPLE), environ={"DEEPSEEK_API_KEY": ""})
+
+
 def test_missing_file_is_a_clear_error(tmp_path):
     with pytest.raises(RouterConfigError, match="cannot read router config"):
         load_router_config(tmp_path / "nope.yaml")
