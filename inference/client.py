@@ -1,7 +1,8 @@
 """A retrying client for the DeepSeek API and for the dsdeploy router (both speak the OpenAI protocol).
 
 Retries connection errors, timeouts, 408, 409, 429 and 5xx with exponential backoff and full jitter,
-capped at 10 s by default, and honours ``Retry-After``. Other 4xx answers raise at once. Streams are
+capped at 10 s by default, and honours ``Retry-After`` (a server asking for longer than the cap is not retried:
+its error is raised at once, with ``retry_after`` set). Other 4xx answers raise at once. Streams are
 retried only until their first event has arrived.
 
     from inference.client import ChatClient
@@ -23,7 +24,7 @@ from typing import Any
 import httpx
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
-from inference.router.backoff import backoff_delay, parse_retry_after
+from inference.router.backoff import asks_too_long, backoff_delay, parse_retry_after
 from inference.router.config import DATA_CLASSES
 
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
@@ -100,7 +101,8 @@ class ChatClient:
     def _retrying(self) -> Retrying:
         return Retrying(
             stop=stop_after_attempt(self.max_attempts), wait=self._wait, sleep=self._sleep, reraise=True,
-            retry=retry_if_exception(lambda e: isinstance(e, ApiError) and e.retryable),
+            retry=retry_if_exception(lambda e: isinstance(e, ApiError) and e.retryable
+                                     and not asks_too_long(e.retry_after, self.backoff_max_s)),
         )
 
     def _send_once(self, method: str, path: str, payload: dict[str, Any] | None) -> dict[str, Any]:

@@ -12,12 +12,19 @@ def backoff_delay(attempt: int, base_s: float, cap_s: float, retry_after_s: floa
     """Seconds to wait before retry number ``attempt + 1`` (attempt counts from 0).
 
     Full jitter: ``uniform(0, min(cap, base * 2**attempt))``. A server's ``Retry-After`` wins
-    when given, still capped at ``cap_s``.
+    when given, still capped at ``cap_s`` (callers do not retry at all when it asks for more than
+    the cap: see ``asks_too_long``).
     """
     if retry_after_s is not None:
         return max(0.0, min(cap_s, retry_after_s))
     ceiling = min(cap_s, base_s * (2.0 ** min(attempt, 30)))
     return (rng or random).uniform(0.0, ceiling)
+
+
+def asks_too_long(retry_after_s: float | None, cap_s: float) -> bool:
+    """True when a server's ``Retry-After`` exceeds the backoff cap: retrying sooner than it asked is
+    pointless, so the caller gives up and passes the answer (with its ``Retry-After``) on instead."""
+    return retry_after_s is not None and retry_after_s > cap_s
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from inference.router.backoff import backoff_delay
+from inference.router.backoff import asks_too_long, backoff_delay
 from inference.router.config import CloudConfig, is_loopback
 from inference.router.proxy import (
     FIRST_BYTE_TIMEOUT,
@@ -69,6 +69,8 @@ class CloudRoute:
             except AttemptFailed as failure:
                 last = failure
                 last.attempts = attempt + 1
+            if asks_too_long(last.retry_after, cfg.backoff_max_s):
+                break  # the API asks for a longer wait than ours: its 429 and Retry-After go to the client
             if attempt + 1 < cfg.attempts:
                 delay = backoff_delay(attempt, cfg.backoff_base_s, cfg.backoff_max_s, last.retry_after)
                 if time.monotonic() + delay >= deadline:

@@ -42,6 +42,18 @@ def test_client_retries_5xx_and_429_then_succeeds(ups):
         assert slept == [4.0]
 
 
+def test_client_does_not_retry_inside_a_wait_longer_than_its_cap(ups):
+    cloud = ups["cloud"]
+    cloud.control(mode="status", status=429, retry_after="60")
+    slept: list[float] = []
+    with ChatClient(cloud.url, max_attempts=5, backoff_max_s=10.0, sleep=slept.append) as client:
+        with pytest.raises(ApiError) as info:
+            client.chat(MSG)
+        assert info.value.status == 429 and info.value.retry_after == 60.0
+        assert client.attempts == 1 and slept == []  # raised at once: the caller decides about a minute's wait
+    assert len(cloud.requests()) == 1
+
+
 def test_client_gives_up_and_does_not_retry_other_4xx(ups):
     cloud = ups["cloud"]
     cloud.control(mode="status", status=503)

@@ -43,13 +43,33 @@ def test_5xx_tries_other_local_upstream_before_cloud(ups, tmp_path):
 
 def test_local_429_with_retry_after_falls_back_and_cloud_retries_honour_it(ups, tmp_path):
     ups["a"].control(mode="status", status=429, retry_after="0")
-    ups["cloud"].control(fail_next=2, status=429, retry_after="0")
+    ups["cloud"].control(fail_next=2, status=429, retry_after="0.2")
     with run_router(router_config([ups["a"].url], ups["cloud"].url, tmp_path / "a.jsonl")) as r:
+        waits: list[float] = []
+        real_sleep = r.app.cloud._sleep
+
+        async def recording_sleep(seconds: float) -> None:
+            waits.append(seconds)
+            await real_sleep(seconds)
+
+        r.app.cloud._sleep = recording_sleep
         raw = chat(r, "public")
         assert raw.headers["x-dsdeploy-route"] == "cloud"
         line = r.audit_lines()[-1]
         assert line["fallback_reason"] == "upstream_429" and line["attempts"] == 1 + 3
     assert len(ups["cloud"].requests()) == 3
+    assert waits == [0.2, 0.2]  # the cloud's Retry-After, not the jittered backoff (base 0.05 s)
+
+
+def test_cloud_asking_for_a_longer_wait_than_the_cap_is_not_retried(ups, tmp_path):
+    ups["a"].control(mode="status", status=500)
+    ups["cloud"].control(mode="status", status=429, retry_after="30")  # the harness caps backoff at 0.5 s
+    with run_router(router_config([ups["a"].url], ups["cloud"].url, tmp_path / "a.jsonl")) as r:
+        with pytest.raises(openai.RateLimitError) as info:
+            chat(r, "public")
+        assert info.value.response.headers["retry-after"] == "30"
+        assert info.value.response.headers["x-dsdeploy-route"] == "cloud"
+    assert len(ups["cloud"].requests()) == 1  # one try, no retries inside the window the API asked for
 
 
 def test_cloud_exhausted_gives_clear_error_not_500(ups, tmp_path):
