@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import os
@@ -12,6 +13,7 @@ from typing import Any, TextIO
 
 from inference.router.audit import AuditLog
 from inference.router.auth import Authenticator
+from inference.router.body_deadline import BodyDeadlines
 from inference.router.cache import ResponseCache, is_deterministic
 from inference.router.cloud import CloudRoute
 from inference.router.config import RouterConfig
@@ -36,6 +38,12 @@ def usage_of(body: bytes) -> dict[str, Any] | None:
         return answer_usage(body)
     except AttemptFailed:
         return None
+
+
+def token_count(usage: dict[str, Any] | None, key: str, default: int = 0) -> int:
+    """A token count from an upstream's ``usage``; what is not a non-negative integer counts as unknown."""
+    value = usage.get(key) if usage else None
+    return value if type(value) is int and value >= 0 else default
 
 
 def new_request_id() -> str:
@@ -65,7 +73,8 @@ class RouterApp:
         self.cache = ResponseCache(config.cache.max_bytes, config.cache.ttl_s) if config.cache.enabled else None
         self.audit = AuditLog(config.audit, audit_stream)
         self.metrics = RouterMetrics(config.metrics.enabled, self.pool, config.cloud)
-        self.health = HealthMonitor(config, self.pool)
+        self.body_deadlines = BodyDeadlines(config.timeouts.body_s)
+        self.health = HealthMonitor(config, self.pool, self.body_deadlines)
         self.cloud = CloudRoute(config.cloud) if config.cloud is not None else None
         self.fallback = FallbackPolicy(config, self.pool, self.policy, self.metrics, self.cloud)
         self.started = False
@@ -117,11 +126,14 @@ class RouterApp:
         rid = request_id.encode()
         authorization = data_class_header = None
         content_length = -1
+        repeated_auth = False
         for name, value in scope["headers"]:
             if name == b"authorization":
+                repeated_auth = authorization is not None
                 authorization = value
             elif name == b"x-data-class":
-                data_class_header = value
+                # repeated (a gateway stamps one, the client sends another): the strictest one counts
+                data_class_header = value if data_class_header is None else data_class_header + b"," + value
             elif name == b"content-length":
                 content_length = int(value) if value.isdigit() else -1
         # the audit record's fields, as locals until the request ends
@@ -130,12 +142,15 @@ class RouterApp:
         route_name = "local"
         attempts = 0
         failures: list[str] = []
-        streaming = False
+        responded = False  # the response start has gone out: its status can no longer change
         data: dict[str, Any] | None = None
         routed: Routed | None = None
         status = 500
         prompt_tokens = completion_tokens = 0
         try:
+            if repeated_auth:
+                raise RouterError(400, "More than one Authorization header; send exactly one.",
+                                  code="invalid_api_key", param="Authorization")
             principal = self.auth.authenticate(authorization)
             key_id = principal.key_id
             tenant = principal.tenant
@@ -146,7 +161,7 @@ class RouterApp:
                     raise RouterError(429, f"Rate limit of {principal.rpm} requests per minute reached for key "
                                       f"'{principal.key_id}'.", code="rate_limit_exceeded", retry_after=wait)
             data_class = self.policy.resolve(data_class_header, principal.default_class)
-            body = await self._read_body(receive, content_length)
+            body = await self._read_body_in_time(receive, content_length)
             data = parse_body(path, body)
             stream = bool(data.get("stream"))
             model = data.get("model")
@@ -156,9 +171,12 @@ class RouterApp:
                 hit = self.cache.get(cache_key)
                 cache_result = "hit" if hit is not None else "miss"
                 self.metrics.cache(cache_result)
-                if hit is not None:
+                if hit is not None:  # nothing is sent anywhere; the route says where the answer was made
                     status = 200
-                    await self._send_body(send, 200, hit.content_type.encode(), LOCAL, rid, hit.body,
+                    route_name = hit.route
+                    upstream = "cache"
+                    responded = True
+                    await self._send_body(send, 200, hit.content_type.encode(), hit.route.encode(), rid, hit.body,
                                           [(b"x-dsdeploy-cache", b"hit")])
                     return
             deadline = time.monotonic() + self.config.timeouts.request_s
@@ -170,7 +188,7 @@ class RouterApp:
             attempts = routed.attempts
             status = reply.status
             if reply.first_chunk is not None:
-                streaming = True
+                responded = True
                 await send({"type": "http.response.start", "status": 200, "headers": _headers(
                     reply.content_type.encode(), route_name.encode(), rid, [(b"cache-control", b"no-cache")])})
                 outcome = await relay(reply, send, receive, self.config.timeouts.stream_idle_s, deadline)
@@ -179,9 +197,8 @@ class RouterApp:
                     self.metrics.stream_error(route_name)
                 elif outcome.client_gone:
                     error = "client_disconnected"
-                usage = outcome.usage
-                prompt_tokens = int(usage.get("prompt_tokens") or 0)
-                completion_tokens = int(usage.get("completion_tokens") or max(0, outcome.events - 1))
+                prompt_tokens = token_count(outcome.usage, "prompt_tokens")
+                completion_tokens = token_count(outcome.usage, "completion_tokens", max(0, outcome.events - 1))
             else:
                 assert reply.body is not None
                 headers = [(b"content-type", reply.content_type.encode()), (b"content-length", b"%d" % len(reply.body)),
@@ -189,12 +206,13 @@ class RouterApp:
                            (b"x-dsdeploy-request-id", rid)]
                 if reply.retry_after and status >= 400:
                     headers.append((b"retry-after", reply.retry_after.encode()))
+                responded = True
                 await send({"type": "http.response.start", "status": status, "headers": headers})
                 await send({"type": "http.response.body", "body": reply.body})
                 usage = usage_of(reply.body) if status == 200 else None  # after the client has its answer
                 if usage is not None:
-                    prompt_tokens = int(usage.get("prompt_tokens") or 0)
-                    completion_tokens = int(usage.get("completion_tokens") or 0)
+                    prompt_tokens = token_count(usage, "prompt_tokens")
+                    completion_tokens = token_count(usage, "completion_tokens")
                 if cache_key is not None and status == 200 and self.cache is not None:
                     self.cache.put(cache_key, reply.body, reply.content_type, route_name)
         except RouterError as exc:
@@ -208,7 +226,7 @@ class RouterApp:
         except Exception as exc:  # a router bug: answer in the OpenAI shape, keep the trace in the log
             error = "internal_error"
             traceback.print_exception(exc, file=sys.stderr)
-            if not streaming:  # a started stream cannot change its status; the client sees it cut
+            if not responded:  # a started response cannot change its status; the client sees it cut
                 status = 500
                 await self._error(send, RouterError(500, f"Internal router error (request {request_id})."),
                                   LOCAL, rid)
@@ -223,6 +241,22 @@ class RouterApp:
             self.audit.record((request_id, wall, key_id, tenant, data_class, "POST", path, model, stream, route_name,
                                upstream, status, prompt_tokens, completion_tokens, round(seconds * 1000.0, 3),
                                fallback_reason, attempts, failures, cache_result, error), data)
+
+    async def _read_body_in_time(self, receive: Any, content_length: int) -> bytes:
+        """The body, or a 408 when it has not all arrived within ``timeouts.body_s`` (swept, no timer)."""
+        deadlines = self.body_deadlines
+        task = deadlines.begin(time.monotonic())
+        try:
+            body = await self._read_body(receive, content_length)
+        except asyncio.CancelledError:
+            if not deadlines.end(task):
+                raise
+            assert task is not None
+            task.uncancel()
+            raise RouterError(408, f"The request body did not arrive within {deadlines.seconds:g} s "
+                              "(timeouts.body_s).", code="request_timeout") from None
+        deadlines.end(task)  # the sweep cancels only while the read waits, so no cancel is pending here
+        return body
 
     async def _read_body(self, receive: Any, content_length: int) -> bytes:
         limit = self.config.limits.max_body_bytes

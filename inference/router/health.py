@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from inference.router.body_deadline import BodyDeadlines
 from inference.router.config import RouterConfig
 from inference.router.pool import LocalUpstream, UpstreamPool
 
@@ -28,9 +29,10 @@ def parse_waiting(text: str) -> float | None:
 class HealthMonitor:
     """Probes every upstream every ``health.interval_s``; polls ``/metrics`` for saturation."""
 
-    def __init__(self, config: RouterConfig, pool: UpstreamPool) -> None:
+    def __init__(self, config: RouterConfig, pool: UpstreamPool, body_deadlines: BodyDeadlines | None = None) -> None:
         self.config = config
         self.pool = pool
+        self.body_deadlines = body_deadlines
         self._tasks: list[asyncio.Task[None]] = []
         self._watching: dict[LocalUpstream, list[asyncio.Task[None]]] = {}
         self._session: aiohttp.ClientSession | None = None
@@ -41,7 +43,7 @@ class HealthMonitor:
             connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=4.0),
             timeout=aiohttp.ClientTimeout(total=self.config.health.timeout_s),
         )
-        if self.config.upstreams:
+        if self.config.upstreams or self.body_deadlines is not None:
             self._tasks.append(asyncio.create_task(self._deadline_loop(), name="deadlines"))
         for index in self.pool.discovered:
             await self.discover(index)  # members known before the first request
@@ -101,10 +103,15 @@ class HealthMonitor:
             return False
 
     async def _deadline_loop(self) -> None:
-        """First-byte and answer deadlines of local attempts, swept every 50 ms (no timer per request)."""
+        """First-byte and answer deadlines of local attempts, and body-read deadlines of requests, swept
+        every 50 ms (no timer per request)."""
+        bodies = self.body_deadlines
         while True:
             await asyncio.sleep(DEADLINE_SWEEP_S)
-            self.pool.expire_pending(time.monotonic())
+            now = time.monotonic()
+            self.pool.expire_pending(now)
+            if bodies is not None and bodies.reading:
+                bodies.expire(now)
 
     async def _probe_loop(self, up: LocalUpstream) -> None:
         cfg = self.config.health

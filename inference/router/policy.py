@@ -14,17 +14,23 @@ class DataClassPolicy:
         self._allowed = frozenset(config.policy.cloud_allowed)
 
     def resolve(self, header: bytes | None, default_class: str) -> str:
-        """The request's class: its X-Data-Class header, else the key's (or policy's) default."""
+        """The request's class: its X-Data-Class header, else the key's (or policy's) default.
+
+        A repeated header (or a comma-separated list) resolves to the strictest class it names, so a
+        client cannot loosen a class that a gateway in front has stamped."""
         if header is None:
             return default_class
         cls = _VALID.get(header.strip().lower())
-        if cls is None:
-            shown = header.decode("latin-1")[:40]
-            raise RouterError(
-                400, f"X-Data-Class {shown!r} is not one of {', '.join(DATA_CLASSES)}.",
-                code="invalid_data_class", param="X-Data-Class",
-            )
-        return cls
+        if cls is not None:
+            return cls
+        if b"," in header:
+            classes = [self.resolve(part, default_class) for part in header.split(b",")]
+            return max(classes, key=DATA_CLASSES.index)
+        shown = header.decode("latin-1")[:40]
+        raise RouterError(
+            400, f"X-Data-Class {shown!r} is not one of {', '.join(DATA_CLASSES)}.",
+            code="invalid_data_class", param="X-Data-Class",
+        )
 
     def may_leave(self, data_class: str) -> bool:
         return self.cloud_configured and data_class in self._allowed

@@ -55,21 +55,28 @@ async def relay(reply: Reply, send: Send, receive: Receive, idle_s: float, deadl
     gone = asyncio.ensure_future(receive())  # resolves with http.disconnect when the client leaves
     gone.add_done_callback(lambda _: reply.close())  # stop reading (and let the engine stop generating)
     loop = asyncio.get_running_loop()
+    sending = False
     try:
         try:
-            # One timer per stream, re-armed per chunk (no task per chunk as with wait_for); disarmed
-            # while a slow client is being sent to, since that is not the upstream's silence.
+            # One timer per stream, re-armed per chunk (no task per chunk as with wait_for). It also
+            # bounds each send: a client that stops reading (its socket buffer full) is cut after
+            # stream_idle_s or at the request deadline, instead of holding the upstream slot forever.
             async with asyncio.timeout(None) as guard:
                 while True:
                     guard.reschedule(loop.time() + min(idle_s, max(0.0, deadline - time.monotonic())))
                     chunk = await content.readany()
-                    guard.reschedule(None)
                     if not chunk:
                         break
                     _scan(chunk, outcome)
                     tail = (tail + chunk)[-32:]
+                    guard.reschedule(loop.time() + min(idle_s, max(0.0, deadline - time.monotonic())))
+                    sending = True
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    sending = False
         except TimeoutError:
+            if sending:  # the client stopped reading: nothing more can be sent to it
+                outcome.error = "client_stalled"
+                return outcome
             outcome.error = "request_timeout" if time.monotonic() >= deadline else "stream_idle_timeout"
         except (aiohttp.ClientError, OSError, ValueError):
             outcome.error = "stream_interrupted"

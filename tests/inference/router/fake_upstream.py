@@ -23,6 +23,7 @@ DEFAULTS: dict[str, Any] = {
     "chunk_delay": 0.0,    # stream: seconds between chunks
     "waiting": 0,          # value of vllm:num_requests_waiting
     "reasoning": False,    # include reasoning_content
+    "usage": None,         # replace the answer's usage object (e.g. a malformed one)
 }
 
 
@@ -108,7 +109,7 @@ class FakeUpstream:
         await _send(send, 200, json.dumps({
             "id": f"cmpl-{self.name}-{self.served}", "object": "chat.completion", "created": int(time.time()),
             "model": model, "choices": [choice],
-            "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10},
+            "usage": b["usage"] or {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10},
         }).encode())
 
     async def _status(self, send: Any) -> None:
