@@ -161,6 +161,8 @@ class RouterApp:
                     raise RouterError(429, f"Rate limit of {principal.rpm} requests per minute reached for key "
                                       f"'{principal.key_id}'.", code="rate_limit_exceeded", retry_after=wait)
             data_class = self.policy.resolve(data_class_header, principal.default_class)
+            if principal.min_class is not None:
+                data_class = self.policy.at_least(data_class, principal.min_class)
             body = await self._read_body_in_time(receive, content_length)
             data = parse_body(path, body)
             stream = bool(data.get("stream"))

@@ -6,7 +6,7 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 
-from inference.router.config import RouterConfig
+from inference.router.config import DATA_CLASSES, RouterConfig
 from inference.router.errors import RouterError
 
 
@@ -18,6 +18,7 @@ class Principal:
     tenant: str
     default_class: str
     rpm: int | None
+    min_class: str | None = None  # the loosest class this key's requests may have
 
 
 class Authenticator:
@@ -30,9 +31,12 @@ class Authenticator:
             key_id = "sha256:" + digest[:12]
             self._entries.append((bytes.fromhex(digest), Principal(key_id, key_id, policy_default, default_rpm)))
         for key in config.auth.keys:
+            default_class = key.default_class or policy_default
+            if key.min_class is not None and DATA_CLASSES.index(default_class) < DATA_CLASSES.index(key.min_class):
+                default_class = key.min_class  # the policy default is looser than the key's floor
             principal = Principal(
-                key.id, key.tenant or key.id, key.default_class or policy_default,
-                key.rpm if key.rpm is not None else default_rpm,
+                key.id, key.tenant or key.id, default_class,
+                key.rpm if key.rpm is not None else default_rpm, key.min_class,
             )
             self._entries.append((bytes.fromhex(key.sha256), principal))
         self.anonymous = Principal("anonymous", "anonymous", policy_default, default_rpm)

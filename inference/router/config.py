@@ -139,12 +139,21 @@ class ApiKey(_Strict):
     sha256: str
     tenant: str | None = None  # cache partition; default: the key id
     default_class: DataClass | None = None  # overrides policy.default_class for this key
+    min_class: DataClass | None = None  # floor: a header naming a looser class is raised to this one
     rpm: int | None = Field(default=None, ge=1)  # overrides limits.rpm_per_key
 
     @field_validator("sha256")
     @classmethod
     def _digest(cls, v: str) -> str:
         return _check_digest(v)
+
+    @model_validator(mode="after")
+    def _floor(self) -> ApiKey:
+        if (self.min_class is not None and self.default_class is not None
+                and DATA_CLASSES.index(self.default_class) < DATA_CLASSES.index(self.min_class)):
+            raise ValueError(f"key {self.id!r}: default_class {self.default_class!r} is looser than its "
+                             f"min_class {self.min_class!r}")
+        return self
 
 
 def _check_digest(v: str) -> str:

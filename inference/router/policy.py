@@ -32,6 +32,13 @@ class DataClassPolicy:
             code="invalid_data_class", param="X-Data-Class",
         )
 
+    @staticmethod
+    def at_least(data_class: str, floor: str | None) -> str:
+        """``data_class``, raised to ``floor`` when it is looser (a key's ``min_class``)."""
+        if floor is None or DATA_CLASSES.index(data_class) >= DATA_CLASSES.index(floor):
+            return data_class
+        return floor
+
     def may_leave(self, data_class: str) -> bool:
         return self.cloud_configured and data_class in self._allowed
 

@@ -285,3 +285,22 @@ def test_per_key_default_class_keeps_a_teams_data_home(ups, tmp_path):
     assert [(line["key_id"], line["data_class"], line["route"]) for line in lines] == [
         ("legal", "restricted", "local"), ("web", "public", "cloud"), ("legal", "public", "cloud")]
     assert len(ups["cloud"].requests()) == 2
+
+
+def test_per_key_min_class_is_a_floor_a_header_cannot_lower(ups, tmp_path):
+    import hashlib
+
+    ups["a"].control(mode="status", status=500)
+    keys = [{"id": "records", "sha256": hashlib.sha256(b"records-key").hexdigest(), "min_class": "internal"}]
+    cfg = router_config([ups["a"].url], ups["cloud"].url, tmp_path / "a.jsonl", auth={"keys": keys},
+                        policy={"default_class": "public", "cloud_allowed": ["public"]})
+    with run_router(cfg) as r:
+        records = openai.OpenAI(base_url=r.v1, api_key="records-key", max_retries=0)
+        for header in (None, "public", "restricted"):
+            with pytest.raises(openai.APIStatusError) as info:
+                records.chat.completions.create(model="fake-model", messages=MSG,
+                                                extra_headers={"X-Data-Class": header} if header else None)
+            assert info.value.status_code == 503
+        lines = r.audit_lines(at_least=3)
+    assert [line["data_class"] for line in lines] == ["internal", "internal", "restricted"]
+    assert ups["cloud"].requests() == []
