@@ -72,8 +72,8 @@ def _lookup(catalog: Catalog, model: str, tier: str, quantization: str | None) -
         catalog.tier(tier)
     except CatalogError as exc:
         raise PlanError(str(exc)) from None
-    quant = (quantization or spec.native_dtype).strip().lower()
-    if quant not in QUANT_SPECS:
+    quant = (spec.native_dtype if quantization is None else quantization).strip().lower()
+    if quant not in QUANT_SPECS:  # an empty string is unknown too, never the default
         raise PlanError(f"unknown quantization {quantization!r}; allowed: {', '.join(QUANTIZATIONS)}")
     return spec, quant
 
@@ -102,7 +102,9 @@ def _choose(spec: ModelSpec, quant: QuantSpec, catalog: Catalog, tier_key: str, 
     return None
 
 
-def _not_fit(spec: ModelSpec, quant: str, catalog: Catalog, tier_key: str, ctx: int, utilization: float) -> PlanDoesNotFit:
+def _not_fit(spec: ModelSpec, quant: str, catalog: Catalog, tier_key: str, contexts: list[int],
+             utilization: float) -> PlanDoesNotFit:
+    ctx = contexts[0]
     tier = catalog.tier(tier_key)
     gpu = catalog.gpu(tier.gpu)
     widest = valid_tp_sizes(spec, tier.gpus_per_replica)[-1]  # TP 1 is always valid
@@ -114,9 +116,16 @@ def _not_fit(spec: ModelSpec, quant: str, catalog: Catalog, tier_key: str, ctx: 
         f"usable at gpu-memory-utilization {utilization:.2f}): weights {fit.weight_bytes / GB:.1f} GB + reserve "
         f"{fit.tp * fit.reserve_bytes_per_gpu / GB:.1f} GB + KV cache for one {ctx}-token sequence "
         f"{fit.tp * ctx * fit.kv_bytes_per_token_per_gpu / GB:.1f} GB = {fit.needed_bytes / GB:.1f} GB; "
-        f"short by {short / GB:.1f} GB. {advice}"
+        f"short by {short / GB:.1f} GB.{_shorter_tried(contexts)} {advice}"
     )
     return PlanDoesNotFit(message, short, advice)
+
+
+def _shorter_tried(contexts: list[int]) -> str:
+    if len(contexts) < 2:
+        return ""
+    tried = ", ".join(f"{c:,}" for c in contexts[1:])
+    return f" Shorter contexts were tried too ({tried} tokens): no sequence fits at any of them."
 
 
 def _utilization_flag(utilization: float) -> str:
@@ -152,7 +161,7 @@ def plan_deployment(model: str, tier: str, quantization: str | None = None, cont
     contexts = _contexts(spec, context)
     fit = _choose(spec, quant, catalog, tier_spec.key, contexts, gpu_memory_utilization)
     if fit is None:
-        raise _not_fit(spec, quant_key, catalog, tier_spec.key, contexts[0], gpu_memory_utilization)
+        raise _not_fit(spec, quant_key, catalog, tier_spec.key, contexts, gpu_memory_utilization)
 
     source = checkpoint_for(spec, quant, gpu)
     warnings = list(source.warnings)

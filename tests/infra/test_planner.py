@@ -141,9 +141,14 @@ def test_v3_bf16_on_pro_does_not_fit_and_says_by_how_much() -> None:
 
 
 def test_does_not_fit_names_the_nearest_fitting_quantization_and_tier() -> None:
-    with pytest.raises(PlanDoesNotFit, match=r"short by 39\.3 GB\. Would fit: --quantization gptq-int4 on tier "
-                                             r"base \(published weights\); or tier pro \(4x H100-80GB\) at bf16"):
+    with pytest.raises(PlanDoesNotFit, match=r"short by 39\.3 GB\. Shorter contexts were tried too \(16,384, 8,192, "
+                                             r"4,096 tokens\): no sequence fits at any of them\. Would fit: "
+                                             r"--quantization gptq-int4 on tier base \(published weights\); or tier "
+                                             r"pro \(4x H100-80GB\) at bf16"):
         plan_deployment("r1-distill-qwen-32b", "base")
+    with pytest.raises(PlanDoesNotFit) as info:  # an explicit context is the only one tried
+        plan_deployment("r1-distill-qwen-32b", "base", context=4096)
+    assert "Shorter contexts" not in str(info.value) and "one 4096-token sequence" in str(info.value)
     with pytest.raises(PlanDoesNotFit, match=r"Would fit: tier pro \(4x H100-80GB\) at awq-int4\.$"):
         plan_deployment("r1-distill-llama-70b", "base", "awq-int4")
 
@@ -164,6 +169,8 @@ def test_default_context_shrinks_with_a_warning_but_an_explicit_one_does_not() -
         ({"model": "llama-3-8b", "tier": "base"}, r"unknown model 'llama-3-8b'; allowed: .*\(r1-distill-qwen-7b\)"),
         ({"model": "v3", "tier": "mega"}, r"unknown tier 'mega'; allowed: base, pro"),
         ({"model": "v3", "tier": "pro", "quantization": "int3"}, r"unknown quantization 'int3'; allowed: bf16, fp8"),
+        ({"model": "v3", "tier": "pro", "quantization": ""}, r"unknown quantization ''; allowed: bf16, fp8"),
+        ({"model": "v3", "tier": "pro", "quantization": "  "}, r"unknown quantization '  '; allowed: bf16, fp8"),
         ({"model": "v2-lite", "tier": "pro", "context": 65_536}, r"context 65536 is out of range for .*256\.\.32768"),
         ({"model": "v2-lite", "tier": "pro", "context": 10}, r"context 10 is out of range"),
         ({"model": "v2-lite", "tier": "pro", "gpu_memory_utilization": 1.5}, r"gpu_memory_utilization 1\.5 .*0\.10\.\.0\.99"),
