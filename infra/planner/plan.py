@@ -17,6 +17,7 @@ from infra.planner.sizing import (
     decode_tokens_per_s,
     evaluate,
     kv_bytes_per_token,
+    prefill_tokens_per_s,
     valid_tp_sizes,
 )
 from infra.planner.weights import checkpoint_for
@@ -49,6 +50,7 @@ class DeploymentPlan(BaseModel):
     reserve_bytes: int
     decode_tokens_per_s_per_seq: float
     decode_tokens_per_s_batch: float
+    prefill_tokens_per_s: float
     reasoning: bool
     vllm_quantization: str | None
     engine_args: list[str]
@@ -58,11 +60,16 @@ class DeploymentPlan(BaseModel):
     def machine(self, platform: str) -> MachineMapping:
         """The tier's machine mapping on `platform`, with this plan's GPUs per replica."""
         mapping = load_catalog().tier(self.tier).machine_for(platform)
-        if mapping.accelerator_count % self.gpus_per_replica:
+        if mapping.accelerator_count % self.gpus_per_replica or mapping.gpus_per_replica == self.gpus_per_replica:
             return mapping
+        per_node = mapping.accelerator_count // self.gpus_per_replica
+        shape = mapping.machine_type or f"{mapping.accelerator_count}-GPU node"
+        this_plan = (f"This plan needs {self.gpus_per_replica} GPU(s) per replica (tensor parallel "
+                     f"{self.tensor_parallel_size}), so one {shape} runs {per_node} replicas.")
         return mapping.model_copy(update={
             "gpus_per_replica": self.gpus_per_replica,
-            "replicas_per_node": mapping.accelerator_count // self.gpus_per_replica,
+            "replicas_per_node": per_node,
+            "substitution": f"{mapping.substitution} {this_plan}" if mapping.substitution else None,
         })
 
 
@@ -194,6 +201,7 @@ def plan_deployment(model: str, tier: str, quantization: str | None = None, cont
         reserve_bytes=fit.reserve_bytes_per_gpu * fit.tp,
         decode_tokens_per_s_per_seq=round(per_seq, 2),
         decode_tokens_per_s_batch=round(batch, 2),
+        prefill_tokens_per_s=round(prefill_tokens_per_s(spec, quant, gpu, fit.tp), 2),
         reasoning=spec.reasoning,
         vllm_quantization=source.vllm_quantization,
         engine_args=_engine_args(spec, fit, gpu_memory_utilization, seqs, source.vllm_quantization),

@@ -157,3 +157,13 @@ def decode_tokens_per_s(model: ModelSpec, quant: QuantSpec, gpu: Gpu, fit: Fit, 
     per_gpu = bytes_read_per_step(model, quant, batch) / fit.tp + batch * fit.context * fit.kv_bytes_per_token_per_gpu
     step_s = per_gpu / (gpu.memory_bandwidth_gbps * GB)
     return batch / step_s
+
+
+def prefill_tokens_per_s(model: ModelSpec, quant: QuantSpec, gpu: Gpu, tp: int) -> float:
+    """Compute upper bound on prompt (prefill) tokens/s of one tp-wide replica.
+
+    A prompt token costs about 2 FLOPs per active parameter; the GPUs run them at their dense peak:
+    FP8 tensor cores for fp8 on chips that have them, BF16 otherwise (weight-only formats compute
+    in BF16). Attention FLOPs, which grow with the prompt length, are not counted."""
+    tflops = gpu.fp8_tflops if quant.name == "fp8" and gpu.fp8_tflops else gpu.bf16_tflops
+    return tp * tflops * 1e12 / (2 * model.active_params)

@@ -59,7 +59,9 @@ def test_machine_mappings() -> None:
     eks_pro = catalog.tier("pro").machine_for("eks")
     assert (eks_pro.machine_type, eks_pro.accelerator_count, eks_pro.gpus_per_replica, eks_pro.replicas_per_node) == (
         "p5.48xlarge", 8, 4, 2)
-    assert "two pro replicas" in eks_pro.substitution
+    # the catalog's mapping is for a 4-GPU pro replica; the note says how smaller plans pack
+    assert "two 4-GPU pro replicas per node" in eks_pro.substitution
+    assert "8 / GPUs-per-replica replicas per node" in eks_pro.substitution
     eks_base = catalog.tier("base").machine_for("eks")
     assert eks_base.machine_type == "p4d.24xlarge" and eks_base.replicas_per_node == 8
     assert "no single-A100 instance" in eks_base.substitution

@@ -46,6 +46,9 @@ def test_dense_r1_distill_qwen_7b_on_base_by_hand() -> None:
     assert plan.decode_tokens_per_s_per_seq == pytest.approx(per_seq, abs=0.01)
     assert plan.decode_tokens_per_s_batch == pytest.approx(batch, abs=0.01)
     assert round(per_seq, 2) == 97.06 and round(batch, 2) == 472.19
+    # Prefill bound: 2 FLOPs per active parameter per prompt token at the A100's dense BF16 peak.
+    prefill = 312e12 / (2 * 7_615_616_512)                    # 20,484.2 tokens/s
+    assert plan.prefill_tokens_per_s == pytest.approx(prefill, abs=0.01) and round(prefill) == 20_484
     assert plan.engine_args == [
         "--tensor-parallel-size", "1", "--max-model-len", "32768", "--gpu-memory-utilization", "0.90",
         "--max-num-seqs", "10", "--max-num-batched-tokens", "8192", "--reasoning-parser", "deepseek_r1",
@@ -204,11 +207,50 @@ def test_quantization_sources_and_warnings() -> None:
     assert bnb.weight_bytes == round(body * 4.5 / 8 + 2 * 128_256 * 4096 * 2)
 
 
+H100_USABLE = int(81559 * 1024 * 1024 * 0.90)   # 76,969,567,641 bytes at utilization 0.90
+QWEN_7B_PARAMS, QWEN_7B_VOCAB, QWEN_7B_HIDDEN = 7_615_616_512, 152_064, 3584
+
+
 @pytest.mark.parametrize("quant", QUANTIZATIONS)
 def test_every_quantization_plans_the_7b_on_pro(quant: str) -> None:
     plan = plan_deployment("r1-distill-qwen-7b", "pro", quant)
-    assert isinstance(plan, DeploymentPlan) and plan.max_num_seqs > 0 and plan.quantization == quant
-    assert plan.decode_tokens_per_s_batch >= plan.decode_tokens_per_s_per_seq > 0
+    spec = QUANT_SPECS[quant]
+    assert plan.quantization == quant
+    # weights: every parameter at the format's bits, except embeddings + output head kept 16-bit
+    table = QWEN_7B_VOCAB * QWEN_7B_HIDDEN                    # one embedding table (untied: two)
+    if spec.embeddings_16bit:
+        weights = (QWEN_7B_PARAMS - 2 * table) * spec.bits_per_weight / 8 + 2 * table * 2
+    else:
+        weights = QWEN_7B_PARAMS * spec.bits_per_weight / 8
+    assert plan.weight_bytes == round(weights)
+    # one H100 holds the 7B in every format: TP 1, so a 4-GPU pro slot runs 4 replicas, a p5.48xlarge 8
+    assert (plan.tensor_parallel_size, plan.gpus_per_replica) == (1, 1)
+    assert plan.machine("eks").replicas_per_node == 8 and plan.machine("gke").replicas_per_node == 4
+    # KV: the same reserve as on base (TP 1: runtime + activations + sampler), the rest of one H100 for KV
+    reserve = RUNTIME + BATCHED_TOKENS * (8 * 3584 + 3 * 18944) * 2 + SAMPLER_SEQS * QWEN_7B_VOCAB * 4
+    kv_tokens = (H100_USABLE - plan.weight_bytes - reserve) // 57_344
+    assert plan.kv_cache_tokens == kv_tokens
+    assert plan.max_model_len == 32_768 and plan.max_num_seqs == min(256, kv_tokens // 32_768)
+    # decode bound for one sequence: streamed weights (input table not read) + its KV, over 3,350 GB/s
+    input_table = table * (2 if spec.embeddings_16bit else spec.bits_per_weight / 8)
+    per_seq = 3_350e9 / (plan.weight_bytes - input_table + 32_768 * 57_344)
+    assert plan.decode_tokens_per_s_per_seq == pytest.approx(per_seq, abs=0.01)
+    assert plan.decode_tokens_per_s_batch > plan.decode_tokens_per_s_per_seq
+    tflops = 1979 if quant == "fp8" else 989                  # FP8 tensor cores only for fp8
+    assert plan.prefill_tokens_per_s == pytest.approx(tflops * 1e12 / (2 * QWEN_7B_PARAMS), abs=0.01)
+
+
+def test_machine_mapping_and_its_note_follow_the_plans_gpus_per_replica() -> None:
+    small = plan_deployment("r1-distill-qwen-7b", "pro")          # TP 1: 8 replicas on a p5.48xlarge
+    eks = small.machine("eks")
+    assert (eks.gpus_per_replica, eks.replicas_per_node) == (1, 8)
+    assert eks.substitution.endswith("This plan needs 1 GPU(s) per replica (tensor parallel 1), so one "
+                                     "p5.48xlarge runs 8 replicas.")
+    assert small.machine("gke").replicas_per_node == 4 and small.machine("gke").substitution is None
+    full = plan_deployment("r1-distill-llama-70b", "pro")         # TP 4: the tier's own mapping
+    assert full.tensor_parallel_size == 4
+    assert full.machine("eks") == load_catalog().tier("pro").machine_for("eks")
+    assert full.machine("eks").replicas_per_node == 2 and "two 4-GPU pro replicas" in full.machine("eks").substitution
 
 
 def test_plan_is_frozen_and_explains_itself() -> None:
