@@ -4,9 +4,11 @@ All money here is already in the report currency (see :mod:`infra.decision.curre
 
 API cost per call = (prompt tokens x (hit ratio x cache-hit price + (1 - hit ratio) x cache-miss price)
                      + completion tokens x output price) / 1,000,000
-Local capacity: one replica decodes ``tokens_per_s`` (planner bound or measured); at the target
-utilization and the peak-to-average ratio it serves
-    calls per replica-year = tokens_per_s x utilization x 31,536,000 s / (completion tokens x peak-to-average)
+Local capacity: one replica decodes ``tokens_per_s`` (planner bound or measured) and, with the
+planner's bounds, prefills ``prefill_tokens_per_s``; at the target utilization and the peak-to-average
+ratio it serves
+    seconds per call       = completion tokens / tokens_per_s + prompt tokens / prefill_tokens_per_s
+    calls per replica-year = utilization x 31,536,000 s / (seconds per call x peak-to-average)
 Replicas at a volume = max(1, ceil(volume / calls per replica-year)); units = ceil(replicas / replicas per
 unit). Annual local cost = fixed (operations) + units x cost per unit-year, where the unit is a bought
 server of the tier's shape (purchase / amortization years + power + hosting) or a cloud node (hourly price
@@ -25,20 +27,21 @@ from infra.decision.prices import TokenPrices
 
 SECONDS_PER_YEAR = 365 * 24 * 3600  # 31,536,000
 HOURS_PER_YEAR = 365 * 24  # 8,760
+MAX_TOKENS_PER_CALL = 10_000_000  # above every model's context; larger values are typing errors
 OptionKind = Literal["on-prem", "cloud-on-demand", "cloud-spot"]
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Workload(_Frozen):
     """What one call looks like, and how bursty the traffic is."""
 
-    prompt_tokens: float = Field(default=500, gt=0)
-    completion_tokens: float = Field(default=500, gt=0)
+    prompt_tokens: float = Field(default=500, gt=0, le=MAX_TOKENS_PER_CALL)
+    completion_tokens: float = Field(default=500, gt=0, le=MAX_TOKENS_PER_CALL)
     cache_hit_ratio: float = Field(default=0.0, ge=0, le=1)
-    peak_to_average: float = Field(default=2.0, ge=1)
+    peak_to_average: float = Field(default=2.0, ge=1, le=1000)
 
     @property
     def tokens_per_call(self) -> float:
@@ -53,13 +56,26 @@ def api_cost_per_call(prices: TokenPrices, workload: Workload, to_report: float)
     return per_call * to_report
 
 
-def calls_per_replica_year(tokens_per_s: float, workload: Workload, utilization: float) -> float:
-    """Calls one replica can serve in a year without exceeding ``utilization`` at the peak."""
-    if tokens_per_s <= 0:
-        raise DecisionInputError(f"replica throughput must be > 0 tokens/s, got {tokens_per_s!r}")
+def calls_per_replica_year(tokens_per_s: float, workload: Workload, utilization: float,
+                           prefill_tokens_per_s: float | None = None) -> float:
+    """Calls one replica can serve in a year without exceeding ``utilization`` at the peak.
+
+    One call holds the replica for completion / tokens_per_s seconds of decode, plus prompt /
+    prefill_tokens_per_s seconds of prefill when a prefill rate is given (the planner's bounds; a
+    measured output rate already includes the time spent on prompts)."""
+    if not (math.isfinite(tokens_per_s) and tokens_per_s > 0):
+        raise DecisionInputError(f"replica throughput must be a finite number > 0 tokens/s, got {tokens_per_s!r}")
     if not 0 < utilization <= 1:
         raise DecisionInputError(f"--utilization must be in (0, 1], got {utilization!r}")
-    return tokens_per_s * utilization * SECONDS_PER_YEAR / (workload.completion_tokens * workload.peak_to_average)
+    seconds = workload.completion_tokens / tokens_per_s
+    if prefill_tokens_per_s is not None:
+        seconds += workload.prompt_tokens / prefill_tokens_per_s
+    calls = utilization * SECONDS_PER_YEAR / (seconds * workload.peak_to_average)
+    if not (math.isfinite(calls) and calls > 0):
+        raise DecisionInputError(
+            f"--completion-tokens {workload.completion_tokens:g} x --peak-to-average {workload.peak_to_average:g}: "
+            "one replica would serve no call in a year; give smaller, realistic values")
+    return calls
 
 
 class LocalOption(_Frozen):
@@ -129,10 +145,10 @@ def cloud_unit_cost(hourly: float) -> dict[str, float]:
     return {"node_hours": hourly * HOURS_PER_YEAR}
 
 
-def check_volumes(volumes: list[float], flag: str = "--volumes") -> list[float]:
+def check_volumes(volumes: list[float], flag: str = "--volumes", per: str = "year") -> list[float]:
     if not volumes:
-        raise DecisionInputError(f"{flag}: give at least one volume (calls per year)")
+        raise DecisionInputError(f"{flag}: give at least one volume (calls per {per})")
     for v in volumes:
         if not isinstance(v, int | float) or math.isnan(v) or math.isinf(v) or v < 0:
-            raise DecisionInputError(f"{flag}: {v!r} is not allowed; volumes are calls per year, a finite number >= 0")
+            raise DecisionInputError(f"{flag}: {v!r} is not allowed; volumes are calls per {per}, a finite number >= 0")
     return sorted(set(float(v) for v in volumes))

@@ -9,8 +9,9 @@ from infra.decision.cost_model import LocalOption, cloud_unit_cost, onprem_unit_
 
 if TYPE_CHECKING:
     from infra.catalog import MachineMapping
+    from infra.decision.capacity import TierCapacity
     from infra.decision.prices import LocalPriceSheet, SourcedAmount
-    from infra.decision.study import Amount, CostRequest, TierCapacity
+    from infra.decision.study import Amount, CostRequest
 
 Convert = Callable[[float, str], float]  # (amount, currency) -> amount in the report currency
 

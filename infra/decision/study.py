@@ -8,17 +8,16 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from infra.catalog import Tier
 from infra.decision.breakeven import BreakEven, break_even
+from infra.decision.capacity import TierCapacity, check_model, plan_context, tier_capacity
 from infra.decision.cost_model import (
     LocalOption,
     Workload,
     api_cost_per_call,
-    calls_per_replica_year,
     check_volumes,
 )
 from infra.decision.currency import Currency, DecisionInputError, ExchangeRate
@@ -33,27 +32,27 @@ DEFAULT_MODEL = "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"
 class Amount(BaseModel):
     """An amount the user typed, with its currency."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     amount: float = Field(ge=0)
     currency: Currency
 
 
 class CostRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     volumes: list[float] = Field(default_factory=lambda: list(MISSION_VOLUMES))  # calls per year
     workload: Workload = Field(default_factory=lambda: Workload(prompt_tokens=500, completion_tokens=500))
-    api_prices: str = "mission-flat"
-    api_model: str | None = None
+    api_prices: str = Field(default="mission-flat", min_length=1)
+    api_model: str | None = Field(default=None, min_length=1)
     currency: Currency = "CNY"
     usd_cny: float | None = Field(default=None, gt=0)
-    local_prices: str | None = None
+    local_prices: str | None = Field(default=None, min_length=1)
     tiers: list[str] = Field(default_factory=lambda: ["base", "pro"])
     platforms: list[Literal["gke", "eks"]] = Field(default_factory=lambda: ["gke", "eks"])
     onprem: bool = True
-    model: str = DEFAULT_MODEL
-    quantization: str | None = None
-    context: int | None = Field(default=None, gt=0)
+    model: str = Field(default=DEFAULT_MODEL, min_length=1)
+    quantization: str | None = Field(default=None, min_length=1)
+    context: int | None = Field(default=None, gt=0)  # default: sized for the workload's calls
     throughput_tokens_per_s: float | None = Field(default=None, gt=0)
     amortization_years: float = Field(default=3.0, gt=0)
     utilization: float = Field(default=0.6, gt=0, le=1)
@@ -72,16 +71,6 @@ class CostRequest(BaseModel):
         if not v:
             raise ValueError("give at least one")
         return list(dict.fromkeys(v))  # repeated names count once, order kept
-
-
-class TierCapacity(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    tier: str
-    gpu: str
-    gpus_per_replica: int
-    tokens_per_s: float
-    source: str
-    calls_per_replica_year: float
 
 
 class VolumeRow(BaseModel):
@@ -117,37 +106,6 @@ class CostStudy(BaseModel):
         return self.api_cost_per_call * volume
 
 
-def _capacity(req: CostRequest, tier: Tier, warnings: list[str]) -> tuple[TierCapacity, Callable[[str], Any]] | None:
-    """One replica's throughput, and the machine mapping per platform (the plan's, when there is a plan)."""
-    if req.throughput_tokens_per_s is not None:
-        tps, source = req.throughput_tokens_per_s, "measured, given with --throughput-tokens-per-s"
-        gpus, mapping = tier.gpus_per_replica, tier.machine_for
-    else:
-        try:
-            from infra.planner import PlanDoesNotFit, plan_deployment
-        except ImportError as exc:
-            raise DecisionInputError(
-                f"the capacity planner is not available ({exc}); pass --throughput-tokens-per-s N "
-                "(decode tokens/s of one replica, e.g. from a benchmark)"
-            ) from None
-        try:
-            plan = plan_deployment(req.model, tier.key, quantization=req.quantization, context=req.context)
-        except PlanDoesNotFit as exc:
-            warnings.append(f"tier {tier.key}: {req.model} does not fit, left out: {exc}")
-            return None
-        except ValueError as exc:  # PlanError: bad model/quantization/context
-            raise DecisionInputError(str(exc)) from None
-        tps = plan.decode_tokens_per_s_batch
-        gpus, mapping = plan.gpus_per_replica, plan.machine
-        source = (
-            f"planner upper bound for {plan.served_model_name} {plan.quantization} on {tier.key} "
-            f"(max_num_seqs {plan.max_num_seqs}, max_model_len {plan.max_model_len})"
-        )
-    cap = calls_per_replica_year(tps, req.workload, req.utilization)
-    return TierCapacity(tier=tier.key, gpu=tier.gpu, gpus_per_replica=gpus, tokens_per_s=tps, source=source,
-                        calls_per_replica_year=cap), mapping
-
-
 def run_study(req: CostRequest) -> CostStudy:
     from infra.catalog import CatalogError, load_catalog
 
@@ -175,6 +133,7 @@ def run_study(req: CostRequest) -> CostStudy:
         raise DecisionInputError("--throughput-tokens-per-s is one replica's figure: give exactly one --tier")
 
     catalog = load_catalog()
+    context = plan_context(req, check_model(req, catalog))
     run = local.running
     elec = req.electricity_per_kwh or run.electricity_per_kwh
     hosting = req.hosting_per_server_year or run.hosting_per_server_year
@@ -189,7 +148,7 @@ def run_study(req: CostRequest) -> CostStudy:
             tier = catalog.tier(tier_name)
         except CatalogError as exc:
             raise DecisionInputError(f"--tier {tier_name!r}: {exc}") from None
-        found = _capacity(req, tier, warnings)
+        found = tier_capacity(req, tier, context, warnings)
         if found is None:
             continue
         cap, mapping_for = found

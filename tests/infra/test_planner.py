@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from infra.catalog import load_catalog
-from infra.planner import QUANTIZATIONS, DeploymentPlan, PlanDoesNotFit, PlanError, plan_deployment
+from infra.planner import QUANTIZATIONS, PlanDoesNotFit, PlanError, plan_deployment
 from infra.planner.quantization import QUANT_SPECS
 from infra.planner.sizing import evaluate, kv_bytes_per_token_per_gpu, valid_tp_sizes
 
