@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from infra.decision.cli_args import finite_number, non_empty, one_line_errors, whole_number
 from infra.decision.currency import DecisionInputError
 
 _MONEY = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(CNY|USD|RMB|¥|\$)?\s*$", re.IGNORECASE)
@@ -38,39 +39,41 @@ def _add_cost_options(p: argparse.ArgumentParser, *, volumes: bool = True) -> No
 
 def _add_volume_options(p: argparse.ArgumentParser) -> None:
     vol = p.add_mutually_exclusive_group()
-    vol.add_argument("--volumes", type=float, nargs="+", metavar="CALLS_PER_YEAR",
+    vol.add_argument("--volumes", type=finite_number, nargs="+", metavar="CALLS_PER_YEAR",
                      help="calls per year to compare (default: the article's 100000 1000000 10000000)")
-    vol.add_argument("--calls-per-month", type=float, nargs="+", metavar="N", help="calls per month (x12)")
+    vol.add_argument("--calls-per-month", type=finite_number, nargs="+", metavar="N", help="calls per month (x12)")
 
 
 def _add_price_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--prompt-tokens", type=float, default=500, help="average prompt tokens per call (default 500)")
-    p.add_argument("--completion-tokens", type=float, default=500, help="average completion tokens per call (default 500)")
-    p.add_argument("--cache-hit-ratio", type=float, default=0.0, help="share of prompt tokens billed as API cache hits (0-1)")
-    p.add_argument("--peak-to-average", type=float, default=2.0, help="peak traffic / average traffic (default 2)")
-    p.add_argument("--api-prices", default="mission-flat", metavar="PRESET|FILE",
+    p.add_argument("--prompt-tokens", type=finite_number, default=500, help="average prompt tokens per call (default 500)")
+    p.add_argument("--completion-tokens", type=finite_number, default=500, help="average completion tokens per call (default 500)")
+    p.add_argument("--cache-hit-ratio", type=finite_number, default=0.0, help="share of prompt tokens billed as API cache hits (0-1)")
+    p.add_argument("--peak-to-average", type=finite_number, default=2.0, help="peak traffic / average traffic (default 2)")
+    p.add_argument("--api-prices", type=non_empty, default="mission-flat", metavar="PRESET|FILE",
                    help="API price sheet: mission-flat (article: CNY 0.12/1K tokens), deepseek (published), or a YAML file")
-    p.add_argument("--api-model", help="model in the price sheet (default: the sheet's default_model)")
+    p.add_argument("--api-model", type=non_empty, help="model in the price sheet (default: the sheet's default_model)")
     p.add_argument("--currency", choices=["CNY", "USD"], default="CNY", help="report currency (default CNY)")
-    p.add_argument("--usd-cny", type=float, help="exchange rate, CNY per USD (default: the price sheet's dated rate)")
-    p.add_argument("--local-prices", metavar="FILE", help="local price sheet YAML (default: the shipped sheet)")
+    p.add_argument("--usd-cny", type=finite_number, help="exchange rate, CNY per USD (default: the price sheet's dated rate)")
+    p.add_argument("--local-prices", type=non_empty, metavar="FILE", help="local price sheet YAML (default: the shipped sheet)")
     p.add_argument("--platform", action="append", choices=["gke", "eks"], help="cloud(s) to price (default both)")
     p.add_argument("--no-onprem", action="store_true", help="leave out the bought-hardware option")
-    p.add_argument("--quantization", help="quantization for the planner (default: the planner's choice)")
-    p.add_argument("--context", type=int, help="context length for the planner")
-    p.add_argument("--throughput-tokens-per-s", type=float,
+    p.add_argument("--quantization", type=non_empty, help="quantization for the planner (default: the planner's choice)")
+    p.add_argument("--context", type=whole_number,
+                   help="max model length the replica is planned for (default: prompt + completion tokens, "
+                        "rounded up to a power of two)")
+    p.add_argument("--throughput-tokens-per-s", type=finite_number,
                    help="measured decode tokens/s of ONE replica (replaces the planner's bound; needs one --tier)")
-    p.add_argument("--amortization-years", type=float, default=3.0, help="hardware depreciation period (default 3)")
-    p.add_argument("--utilization", type=float, default=0.6,
+    p.add_argument("--amortization-years", type=finite_number, default=3.0, help="hardware depreciation period (default 3)")
+    p.add_argument("--utilization", type=finite_number, default=0.6,
                    help="share of a replica's throughput used at peak (0-1, default 0.6)")
-    p.add_argument("--hardware-price", metavar="AMOUNT[CUR]", help="one server of the tier's shape, bought (report currency if no unit)")
-    p.add_argument("--power-kw", type=float, help="average draw of one server, kW")
-    p.add_argument("--electricity-per-kwh", metavar="AMOUNT[CUR]", help="electricity tariff")
-    p.add_argument("--pue", type=float, help="data-centre PUE (1.0-3.0)")
-    p.add_argument("--hosting-per-server-year", metavar="AMOUNT[CUR]", help="rack/colocation per server-year")
-    p.add_argument("--ops-per-year", metavar="AMOUNT[CUR]", help="operations staff time per year (all options)")
-    p.add_argument("--on-demand-hourly", metavar="AMOUNT[CUR]", help="cloud node on-demand price per hour (USD if no unit)")
-    p.add_argument("--spot-hourly", metavar="AMOUNT[CUR]", help="cloud node spot price per hour (USD if no unit)")
+    p.add_argument("--hardware-price", type=non_empty, metavar="AMOUNT[CUR]", help="one server of the tier's shape, bought (report currency if no unit)")
+    p.add_argument("--power-kw", type=finite_number, help="average draw of one server, kW")
+    p.add_argument("--electricity-per-kwh", type=non_empty, metavar="AMOUNT[CUR]", help="electricity tariff")
+    p.add_argument("--pue", type=finite_number, help="data-centre PUE (1.0-3.0)")
+    p.add_argument("--hosting-per-server-year", type=non_empty, metavar="AMOUNT[CUR]", help="rack/colocation per server-year")
+    p.add_argument("--ops-per-year", type=non_empty, metavar="AMOUNT[CUR]", help="operations staff time per year (all options)")
+    p.add_argument("--on-demand-hourly", type=non_empty, metavar="AMOUNT[CUR]", help="cloud node on-demand price per hour (USD if no unit)")
+    p.add_argument("--spot-hourly", type=non_empty, metavar="AMOUNT[CUR]", help="cloud node spot price per hour (USD if no unit)")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -79,24 +82,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                                              "(bought, cloud on-demand, cloud spot). With no options: the seed "
                                              "article's basis (100k / 1M / 10M calls per year, 1,000 tokens per "
                                              "call, CNY 0.12 per 1K tokens, 3-year amortization).")
-    cost.add_argument("--model", default=None, help="model for the planner (default DeepSeek-R1-Distill-Qwen-7B)")
-    cost.add_argument("--tier", action="append", help="tier(s) to price (default: base and pro)")
+    cost.add_argument("--model", type=non_empty, default=None, help="model for the planner (default DeepSeek-R1-Distill-Qwen-7B)")
+    cost.add_argument("--tier", type=non_empty, action="append", help="tier(s) to price (default: base and pro)")
     _add_cost_options(cost)
     cost.add_argument("--json", action="store_true", help="print the study as JSON")
-    cost.add_argument("--plot", metavar="FILE.png", help="write the annual-cost chart with break-even points")
+    cost.add_argument("--plot", type=non_empty, metavar="FILE.png", help="write the annual-cost chart with break-even points")
     cost.set_defaults(func=run_cost)
+    one_line_errors(cost)
 
     rep = subparsers.add_parser("report", help="one Markdown decision document: plan, cost (with chart), compliance")
-    rep.add_argument("--model", required=True, help="model (Hugging Face id or alias)")
-    rep.add_argument("--tier", required=True, action="append", help="tier (repeat to compare tiers)")
-    rep.add_argument("--volume", type=float, nargs="+", required=True, metavar="CALLS_PER_YEAR",
+    rep.add_argument("--model", type=non_empty, required=True, help="model (Hugging Face id or alias)")
+    rep.add_argument("--tier", type=non_empty, required=True, action="append", help="tier (repeat to compare tiers)")
+    rep.add_argument("--volume", type=finite_number, nargs="+", required=True, metavar="CALLS_PER_YEAR",
                      help="expected calls per year (one or more)")
     rep.add_argument("--mode", choices=["local-only", "hybrid", "cloud-only"], default="hybrid",
                      help="deployment mode for the compliance matrix (default hybrid)")
-    rep.add_argument("--router-config", metavar="FILE", help="router YAML whose policy and audit settings to report")
-    rep.add_argument("-o", "--output", metavar="report.md", help="write here (the chart goes next to it); default stdout")
+    rep.add_argument("--router-config", type=non_empty, metavar="FILE", help="router YAML whose policy and audit settings to report")
+    rep.add_argument("-o", "--output", type=non_empty, metavar="report.md", help="write here (the chart goes next to it); default stdout")
     _add_cost_options(rep, volumes=False)
     rep.set_defaults(func=run_report)
+    one_line_errors(rep)
 
 
 def request_from_args(args: argparse.Namespace, volumes: list[float] | None) -> Any:
@@ -108,7 +113,7 @@ def request_from_args(args: argparse.Namespace, volumes: list[float] | None) -> 
                              cache_hit_ratio=args.cache_hit_ratio, peak_to_average=args.peak_to_average),
         "api_prices": args.api_prices, "api_model": args.api_model, "currency": args.currency,
         "usd_cny": args.usd_cny, "local_prices": args.local_prices, "onprem": not args.no_onprem,
-        "model": args.model or DEFAULT_MODEL, "quantization": args.quantization, "context": args.context,
+        "model": DEFAULT_MODEL if args.model is None else args.model, "quantization": args.quantization, "context": args.context,
         "throughput_tokens_per_s": args.throughput_tokens_per_s, "amortization_years": args.amortization_years,
         "utilization": args.utilization, "power_kw": args.power_kw, "pue": args.pue,
     }
@@ -127,11 +132,14 @@ def request_from_args(args: argparse.Namespace, volumes: list[float] | None) -> 
     return CostRequest(**fields)
 
 
+_FLAGS = {"tiers": "--tier", "platforms": "--platform"}  # request fields whose option is named otherwise
+
+
 def _validation_message(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"])
-        flag = "--" + loc.split(".")[-1].replace("_", "-")
+        field = str(err["loc"][0]) if err["loc"] else "input"
+        flag = _FLAGS.get(field, "--" + field.replace("_", "-"))
         parts.append(f"{flag}: {err['msg']} (got {err.get('input')!r})")
     return "; ".join(parts)
 
@@ -152,13 +160,13 @@ def _guarded(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Name
 
 @_guarded
 def run_cost(args: argparse.Namespace) -> int:
+    from infra.decision.cost_model import check_volumes
     from infra.decision.study import run_study
 
     volumes = args.volumes
     if args.calls_per_month is not None:
+        check_volumes(args.calls_per_month, "--calls-per-month", per="month")
         volumes = [v * 12 for v in args.calls_per_month]
-        if any(v < 0 for v in args.calls_per_month):
-            raise DecisionInputError(f"--calls-per-month: {min(args.calls_per_month)!r} is not allowed; calls are >= 0")
     study = run_study(request_from_args(args, volumes))
     plot_path = None
     if args.plot:

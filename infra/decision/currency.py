@@ -24,7 +24,7 @@ class DecisionInputError(ValueError):
 class ExchangeRate(BaseModel):
     """CNY per USD, with where and when it was read."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     usd_cny: float = Field(gt=0, description="CNY per 1 USD")
     as_of: dt.date

@@ -23,7 +23,7 @@ Basis = Literal["published", "quote", "estimate", "assumption"]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # a YAML .inf is no price
 
 
 class TokenPrices(_Strict):

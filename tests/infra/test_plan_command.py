@@ -53,6 +53,8 @@ def test_bad_inputs_exit_2_with_a_message(capsys: pytest.CaptureFixture[str]) ->
         (["--model", "gpt-4", "--tier", "base"], "unknown model 'gpt-4'; allowed:"),
         (["--model", "v3", "--tier", "gold"], "unknown tier 'gold'; allowed: base, pro"),
         (["--model", "v3", "--tier", "pro", "--quantization", "q2"], "unknown quantization 'q2'; allowed:"),
+        (["--model", "r1-distill-qwen-7b", "--tier", "base", "--quantization", ""], "unknown quantization ''; allowed:"),
+        (["--model", "", "--tier", "base"], "unknown model ''; allowed:"),
         (["--model", "v2-lite", "--tier", "pro", "--context", "999999"], "context 999999 is out of range"),
         (["--model", "v2-lite", "--tier", "pro", "--gpu-memory-utilization", "0"], "out of range: allowed 0.10..0.99"),
     ]

@@ -143,3 +143,58 @@ def test_tier_without_hardware_price_and_explicit_exchange_rate(tmp_path, capsys
     assert spot["unit_cost_per_year"] == pytest.approx(17.6978748493151 * 8760 * 7.0)
     assert out["exchange_rate"]["usd_cny"] == 7.0 and out["exchange_rate"]["source"] == "given with --usd-cny"
     assert any(a.startswith("exchange rate: 1 USD = 7 CNY") for a in out["assumptions"])
+
+
+@pytest.mark.parametrize("argv", [
+    ["--amortization-years", "inf"], ["--usd-cny", "inf"], ["--power-kw", "inf", "--tier", "base"],
+    ["--prompt-tokens", "inf"], ["--peak-to-average", "inf"], ["--completion-tokens", "inf"],
+    ["--calls-per-month", "nan"], ["--volumes", "1e6", "inf"], ["--volumes=-inf"], ["--utilization", "nan"],
+    ["--throughput-tokens-per-s", "inf", "--tier", "base"], ["--cache-hit-ratio", "NaN"], ["--pue", "inf"],
+])
+def test_non_finite_numbers_are_refused_naming_the_option(capsys, argv):
+    with pytest.raises(SystemExit) as exit_:
+        main(["cost", *argv])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    flag = next(a for a in argv if a.startswith("--") and a != "--tier").split("=")[0]
+    assert err.count("\n") == 1 and f"error: argument {flag}: " in err and "give a finite number" in err
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--prompt-tokens", "abc"], "argument --prompt-tokens: 'abc' is not a number"),
+    (["--volumes", "1e6", "lots"], "argument --volumes: 'lots' is not a number"),
+    (["--context", "4k"], "argument --context: '4k' is not a whole number"),
+    (["--model", ""], "argument --model: must not be empty"),
+    (["--tier", " "], "argument --tier: must not be empty"),
+    (["--quantization", ""], "argument --quantization: must not be empty"),
+    (["--api-prices", ""], "argument --api-prices: must not be empty"),
+    (["--api-model", ""], "argument --api-model: must not be empty"),
+    (["--local-prices", ""], "argument --local-prices: must not be empty"),
+])
+def test_non_numeric_and_empty_arguments_are_one_line_errors(capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_:
+        main(["cost", *argv])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1 and err.startswith("error: ") and message in err
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--completion-tokens", "2e7"], "--completion-tokens: Input should be less than or equal to 10000000"),
+    (["--peak-to-average", "0.5"], "--peak-to-average: Input should be greater than or equal to 1"),
+    (["--amortization-years", "0"], "--amortization-years: Input should be greater than 0"),
+])
+def test_out_of_range_numbers_name_their_option(capsys, argv, message):
+    assert main(["cost", *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_missing_field_in_the_local_price_sheet_is_named(tmp_path, capsys):
+    data = yaml.safe_load((Path(__file__).resolve().parents[3] / "infra/decision/local_prices.yaml").read_text())
+    del data["hardware"]["base"]["power_kw"]
+    data["cloud"]["a2-highgpu-1g"]["on_demand_per_hour"] = float("inf")
+    sheet = tmp_path / "local.yaml"
+    sheet.write_text(yaml.safe_dump(data))
+    assert main(["cost", "--local-prices", str(sheet)]) == 2
+    err = capsys.readouterr().err
+    assert "hardware.base.power_kw: Field required" in err
+    assert "cloud.a2-highgpu-1g.on_demand_per_hour: Input should be a finite number (got inf)" in err

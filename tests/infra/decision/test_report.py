@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from dsdeploy.cli import main
 
 
@@ -35,3 +37,18 @@ def test_report_to_stdout_and_bad_mode(capsys):
     assert "![" not in text  # no chart without -o
     rc = main(["report", "--model", "r1-distill-qwen-7b", "--tier", "base", "--volume", "-3"])
     assert rc == 2 and "--volume: -3.0 is not allowed" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--mode", "offline"], "argument --mode: invalid choice: 'offline'"),
+    (["--model", ""], "argument --model: must not be empty"),
+    (["--volume", "inf"], "argument --volume: 'inf' is not allowed; give a finite number"),
+    (["-o", ""], "argument -o/--output: must not be empty"),
+    (["--router-config", ""], "argument --router-config: must not be empty"),
+])
+def test_report_bad_arguments_are_one_line_errors(capsys, argv, message):
+    args = ["--model", "r1-distill-qwen-7b", "--tier", "base", "--volume", "1e5", *argv]  # the last value wins
+    with pytest.raises(SystemExit) as exit_:
+        main(["report", *args])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1 and message in err
