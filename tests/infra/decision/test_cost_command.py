@@ -47,8 +47,8 @@ def test_measured_throughput_and_deepseek_prices_in_usd(capsys):
                  "--spot-hourly", "20", "--volumes", "1e6", "--electricity-per-kwh", "0.15USD",
                  "--ops-per-year", "70000CNY", "--hosting-per-server-year", "1000", "--power-kw", "5",
                  "--pue", "1.2", "--usd-cny", "7")
-    # reasoner: (500 x 0.55 + 500 x 2.19) / 1e6 = 0.00137 USD per call
-    assert data["api_cost_per_call"] == pytest.approx(0.00137)
+    # reasoner (V3.2, same prices as chat): (500 x 0.28 + 500 x 0.42) / 1e6 = 0.00035 USD per call
+    assert data["api_cost_per_call"] == pytest.approx(0.00035)
     spot = next(o for o in data["options"] if o["key"] == "pro eks spot")
     assert spot["unit_cost_per_year"] == pytest.approx(20 * 8760)
     assert data["capacities"][0]["source"].startswith("measured")

@@ -48,17 +48,17 @@ def test_mission_check_states_where_the_article_differs_from_its_basis():
 
 
 def test_deepseek_price_with_cache_hits_and_currency_conversion():
-    # deepseek-chat (USD per 1M): hit 0.07, miss 0.27, output 1.10; 2,000 prompt tokens, 25% cache hits,
-    # 300 completion tokens: input price 0.25 x 0.07 + 0.75 x 0.27 = 0.22 USD/M
-    # per call (2,000 x 0.22 + 300 x 1.10) / 1e6 = (440 + 330) / 1e6 = 0.00077 USD
+    # deepseek-chat (USD per 1M, V3.2): hit 0.028, miss 0.28, output 0.42; 2,000 prompt tokens, 25% cache hits,
+    # 300 completion tokens: input price 0.25 x 0.028 + 0.75 x 0.28 = 0.217 USD/M
+    # per call (2,000 x 0.217 + 300 x 0.42) / 1e6 = (434 + 126) / 1e6 = 0.00056 USD
     sheet = load_api_prices("deepseek")
     name, prices = sheet.model_prices("deepseek-chat")
     assert (name, prices.currency) == ("deepseek-chat", "USD")
     w = Workload(prompt_tokens=2000, completion_tokens=300, cache_hit_ratio=0.25)
-    assert api_cost_per_call(prices, w, 1.0) == pytest.approx(0.00077)
+    assert api_cost_per_call(prices, w, 1.0) == pytest.approx(0.00056)
     rate = ExchangeRate(usd_cny=7.0, as_of="2026-01-01", source="test")
-    # at 7 CNY per USD: 0.00539 CNY per call; 1M calls -> 5,390 CNY
-    assert api_cost_per_call(prices, w, rate.convert(1.0, "USD", "CNY")) * 1e6 == pytest.approx(5390)
+    # at 7 CNY per USD: 0.00392 CNY per call; 1M calls -> 3,920 CNY
+    assert api_cost_per_call(prices, w, rate.convert(1.0, "USD", "CNY")) * 1e6 == pytest.approx(3920)
     assert rate.convert(70.0, "CNY", "USD") == pytest.approx(10.0)
 
 
@@ -104,3 +104,17 @@ def test_bad_capacity_inputs():
         onprem_unit_cost(purchase=1, amortization_years=0, power_kw=0, pue=1, electricity_per_kwh=0, hosting_per_year=0)
     with pytest.raises(DecisionInputError, match="currency"):
         ExchangeRate(usd_cny=7, as_of="2026-01-01", source="t").convert(1, "EUR", "CNY")
+
+
+def test_deepseek_preset_matches_the_routers_default_cloud_prices():
+    from inference.router.config import CloudConfig
+
+    router = CloudConfig(api_key="${DEEPSEEK_API_KEY}").prices
+    sheet = load_api_prices("deepseek").models
+    for name in ("deepseek-chat", "deepseek-reasoner"):
+        p = sheet[name]
+        # V3.2 list prices, USD per 1M tokens, effective 2025-09-29 (not the Feb-Sep 2025 0.27/1.10 table)
+        assert (p.input_cache_hit_per_mtok, p.input_cache_miss_per_mtok, p.output_per_mtok) == (0.028, 0.28, 0.42)
+        assert p.effective.isoformat() == "2025-09-29" and "not read on DeepSeek's own page" in p.source
+        assert (router[name].input_usd_per_mtok, router[name].output_usd_per_mtok) == (
+            p.input_cache_miss_per_mtok, p.output_per_mtok)
