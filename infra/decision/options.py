@@ -72,8 +72,11 @@ def cloud_options(req: CostRequest, local: LocalPriceSheet, tier_name: str, plat
             if price.note:
                 notes.append(price.note)
         else:
-            why = (f"no {field.replace('_', ' ')} price for {machine} in the local price sheet; "
-                   f"give --{kind.removeprefix('cloud-')}-hourly")
+            flag = f"--{kind.removeprefix('cloud-')}-hourly"
+            why = (f"no {field.replace('_', ' ')} price for {machine} in the local price sheet, so it is "
+                   f"user-supplied: pass {flag} PRICE or your own --local-prices sheet")
+            if kind == "cloud-spot" and platform == "eks":
+                why += " (EC2 Spot prices are set per region and availability zone and change with demand: none is shipped)"
             if price is not None and price.note:
                 notes.append(price.note)
             out.append(LocalOption(**base, missing_price=why, notes=notes))

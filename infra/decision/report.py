@@ -15,6 +15,7 @@ from infra.decision.tables import (
     cost_table,
     mission_table,
     option_notes,
+    tco_table,
     to_markdown,
 )
 
@@ -66,7 +67,7 @@ def _cost_section(study: CostStudy, chart_name: str | None) -> list[str]:
     ]
     if chart_name:
         out += [f"![Annual cost against volume, break-even points marked]({chart_name})", ""]
-    out += [to_markdown(cost_table(study)), "", to_markdown(breakeven_table(study)), "",
+    out += [to_markdown(cost_table(study)), "", to_markdown(tco_table(study)), "", to_markdown(breakeven_table(study)), "",
             to_markdown(capacity_table(study)), ""]
     cheapest = {format_volume(r.calls_per_year): r.cheapest for r in study.rows}
     out += ["Cheapest at each volume: " + "; ".join(f"{v}: {k}" for v, k in cheapest.items()) + ".", ""]

@@ -78,6 +78,9 @@ class VolumeRow(BaseModel):
     calls_per_year: float
     api: float
     local: dict[str, float | None]
+    # the same costs over the amortization period (for on-prem: purchase + running costs of those years)
+    api_tco: float
+    local_tco: dict[str, float | None]
     replicas: dict[str, int]
     cheapest: str
 
@@ -167,7 +170,9 @@ def run_study(req: CostRequest) -> CostStudy:
     for v in volumes:
         costs = {o.key: o.annual_cost(v) for o in options}
         candidates = {"API": per_call * v} | {k: c for k, c in costs.items() if c is not None}
-        rows.append(VolumeRow(calls_per_year=v, api=per_call * v, local=costs,
+        years = req.amortization_years
+        rows.append(VolumeRow(calls_per_year=v, api=per_call * v, local=costs, api_tco=per_call * v * years,
+                              local_tco={k: None if c is None else c * years for k, c in costs.items()},
                               replicas={c.tier: max(1, math.ceil(v / c.calls_per_replica_year - 1e-12))
                                         for c in capacities},
                               cheapest=min(candidates, key=lambda k: candidates[k])))

@@ -28,6 +28,18 @@ def cost_table(study: CostStudy) -> Table:
     return f"Annual cost ({cur})", headers, rows
 
 
+def tco_table(study: CostStudy) -> Table:
+    """Total cost over the amortization period: what the article's "3-year local TCO" column compares."""
+    cur, years = study.currency, study.amortization_years
+    headers = ["option"] + [f"{format_volume(r.calls_per_year)} calls/yr" for r in study.rows]
+    rows = [[f"API ({study.api_sheet} / {study.api_model})"] + [format_money(r.api_tco, cur) for r in study.rows]]
+    for o in study.options:
+        rows.append([o.key] + ["not priced" if (c := r.local_tco[o.key]) is None else format_money(c, cur)
+                               for r in study.rows])
+    return (f"Total cost over {years:g} years, the amortization period ({cur}; on-prem = purchase + running costs)",
+            headers, rows)
+
+
 def breakeven_table(study: CostStudy) -> Table:
     cur = study.currency
     rows = []

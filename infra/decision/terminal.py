@@ -14,6 +14,7 @@ from infra.decision.tables import (
     cost_table,
     mission_table,
     option_notes,
+    tco_table,
 )
 
 if TYPE_CHECKING:
@@ -35,6 +36,7 @@ def _rich(table: Table, numeric: bool = True) -> RichTable:
 def print_study(study: CostStudy, console: Console | None = None) -> None:
     c = console or Console(width=160)
     c.print(_rich(cost_table(study)))
+    c.print(_rich(tco_table(study)))
     c.print(_rich(breakeven_table(study), numeric=False))
     c.print(_rich(capacity_table(study), numeric=False))
     mission = mission_table(study)

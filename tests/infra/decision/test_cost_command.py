@@ -198,3 +198,18 @@ def test_missing_field_in_the_local_price_sheet_is_named(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "hardware.base.power_kw: Field required" in err
     assert "cloud.a2-highgpu-1g.on_demand_per_hour: Input should be a finite number (got inf)" in err
+
+
+def test_tco_over_the_amortization_period_beside_the_annual_cost(capsys):
+    data = _json(capsys, "--tier", "base", "--platform", "eks")
+    row = data["rows"][0]                                        # 100k calls per year
+    assert row["api_tco"] == pytest.approx(3 * 12_000)
+    # base on-prem over 3 years: purchase (1 x USD 10,000 + USD 12,000) x 7.1918 = CNY 158,219.6, plus
+    # 3 years of power 0.8 kW x PUE 1.5 x 8,760 h x CNY 0.8 = 3 x 8,409.6: CNY 183,448.4
+    assert row["local_tco"]["base on-prem"] == pytest.approx(22_000 * 7.1918 + 3 * 0.8 * 1.5 * 8760 * 0.8)
+    assert row["local_tco"]["base eks spot"] is None
+    spot = next(o for o in data["options"] if o["key"] == "base eks spot")
+    assert "user-supplied: pass --spot-hourly PRICE" in spot["missing_price"]
+    assert "per region and availability zone" in spot["missing_price"]
+    assert main(["cost", "--tier", "base", "--amortization-years", "5"]) == 0
+    assert "Total cost over 5 years, the amortization period" in capsys.readouterr().out
