@@ -1,4 +1,4 @@
-"""``dsdeploy cost`` and ``dsdeploy report``.
+"""``dsdeploy cost``, ``dsdeploy report`` and ``dsdeploy compliance``.
 
 Exit codes: 0 done; 2 bad input (the message names the option, the value and what is allowed).
 matplotlib is imported only when a chart is asked for.
@@ -102,6 +102,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     _add_cost_options(rep, volumes=False)
     rep.set_defaults(func=run_report)
     one_line_errors(rep)
+    _register_compliance(subparsers)
+
+
+def _register_compliance(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from infra.decision.compliance import MODES
+
+    comp = subparsers.add_parser("compliance", help="compliance matrix of a deployment mode (what leaves, audit, "
+                                                    "keys, models, export control)",
+                                 description="State, for a deployment mode, what data can leave and under which "
+                                             "rule, where audit records live and at what granularity, who controls "
+                                             "keys and models, and the export-control note for the catalog's GPUs. "
+                                             "Hybrid rules are read from the router's own config file.")
+    comp.add_argument("--mode", required=True, choices=MODES, help="local-only, hybrid (router data-class policy) "
+                                                                   "or cloud-only")
+    comp.add_argument("--router-config", type=non_empty, metavar="FILE",
+                      help="router YAML whose policy and audit settings to report (default: the router's defaults)")
+    comp.add_argument("--json", action="store_true", help="print the matrix as JSON")
+    comp.set_defaults(func=run_compliance)
+    one_line_errors(comp)
 
 
 def request_from_args(args: argparse.Namespace, volumes: list[float] | None) -> Any:
@@ -198,4 +217,18 @@ def run_report(args: argparse.Namespace) -> int:
         print(text)
     else:
         print(f"report written to {written[0]}" + (f", chart {written[1]}" if len(written) > 1 else ""))
+    return 0
+
+
+@_guarded
+def run_compliance(args: argparse.Namespace) -> int:
+    from infra.decision.compliance import compliance_matrix
+
+    matrix = compliance_matrix(args.mode, args.router_config)
+    if args.json:
+        print(json.dumps(matrix.model_dump(mode="json"), indent=2, ensure_ascii=False))
+    else:
+        from infra.decision.terminal import print_compliance
+
+        print_compliance(matrix)
     return 0

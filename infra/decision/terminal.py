@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table as RichTable
 
 from infra.decision.tables import (
     Table,
     breakeven_table,
     capacity_table,
+    compliance_table,
     cost_table,
     mission_table,
     option_notes,
@@ -18,6 +20,7 @@ from infra.decision.tables import (
 )
 
 if TYPE_CHECKING:
+    from infra.decision.compliance import ComplianceMatrix
     from infra.decision.study import CostStudy
 
 
@@ -29,7 +32,7 @@ def _rich(table: Table, numeric: bool = True) -> RichTable:
         t.add_column(h, justify="right" if numeric and i else "left", overflow="fold")
     for row in rows:
         style = "bold" if numeric and row[0] == "cheapest" else None
-        t.add_row(*row, style=style)
+        t.add_row(*(escape(cell) for cell in row), style=style)
     return t
 
 
@@ -43,11 +46,27 @@ def print_study(study: CostStudy, console: Console | None = None) -> None:
     if mission is not None and study.mission is not None:
         c.print(_rich(mission))
         for note in study.mission.notes:
-            c.print(f"  - {note}")
+            c.print(f"  - {escape(note)}")
     c.print("[bold]Assumptions[/bold]")
     for a in study.assumptions:
-        c.print(f"  - {a}")
+        c.print(f"  - {escape(a)}")
     for note in option_notes(study):
-        c.print(f"  - {note}")
+        c.print(f"  - {escape(note)}")
     for w in study.warnings:
-        c.print(f"[yellow]warning:[/yellow] {w}")
+        c.print(f"[yellow]warning:[/yellow] {escape(w)}")
+
+
+def print_compliance(matrix: ComplianceMatrix, console: Console | None = None) -> None:
+    c = console or Console(width=160)
+    title, headers, rows = compliance_table(matrix)
+    t = RichTable(title=title, title_justify="left", show_lines=True)
+    for h, ratio in zip(headers, (1, 4, 2), strict=True):
+        t.add_column(h, overflow="fold", ratio=ratio)
+    for row in rows:
+        t.add_row(*(escape(cell) for cell in row))  # answers quote config values such as [public]
+    c.print(t)
+    for w in matrix.warnings:
+        c.print(f"[yellow]warning:[/yellow] {escape(w)}")
+    c.print("[bold]Sources[/bold]")
+    for source in matrix.sources:
+        c.print(f"  - {escape(source)}", highlight=False)

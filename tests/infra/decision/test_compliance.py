@@ -72,3 +72,28 @@ def test_mode_and_config_mismatches(tmp_path):
     bad.write_text("cloud:\n  api_key: sk-literal\n")
     with pytest.raises(DecisionInputError, match="--router-config"):
         compliance_matrix("hybrid", str(bad))
+
+
+def test_compliance_command_prints_the_matrix_of_a_mode(tmp_path, capsys):
+    import json
+
+    from dsdeploy.cli import main
+
+    cfg = tmp_path / "router.yaml"
+    cfg.write_text(ROUTER_YAML)
+    assert main(["compliance", "--mode", "hybrid", "--router-config", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    # the answer quotes the policy's list literally (rich markup must not swallow "[public, internal]" as a tag)
+    assert "Compliance matrix: hybrid" in out and "[public," in out and "Sources" in out
+    assert main(["compliance", "--mode", "local-only", "--router-config", str(cfg), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["mode"] == "local-only" and len(data["rows"]) == 5
+    assert [r["dimension"] for r in data["rows"]][0] == "What leaves"
+    assert any("cloud section" in w for w in data["warnings"])
+    assert main(["compliance", "--mode", "hybrid", "--router-config", str(tmp_path / "none.yaml")]) == 2
+    assert capsys.readouterr().err.startswith("error: --router-config: ")
+    for argv in (["--mode", "offline"], [], ["--mode", "hybrid", "--router-config", ""]):
+        with pytest.raises(SystemExit) as exit_:
+            main(["compliance", *argv])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and err.count("\n") == 1 and err.startswith("error: ")
