@@ -21,14 +21,19 @@ from infra.decision.tables import (
 
 
 def _plan_section(req: CostRequest) -> list[str]:
+    """The plan per tier, made exactly as the cost study makes it (same max model length)."""
+    from infra.catalog import load_catalog
+    from infra.decision.capacity import check_model, plan_context
+    from infra.planner import PlanDoesNotFit, plan_deployment
+
     out = ["## 1. Deployment plan", ""]
-    try:
-        from infra.planner import PlanDoesNotFit, plan_deployment
-    except ImportError:
-        return out + ["The capacity planner is not installed; the cost below uses the measured throughput given."]
+    context = plan_context(req, check_model(req, load_catalog()))
+    if req.context is None:
+        out += [f"Max model length {context:,} tokens: one call of {req.workload.tokens_per_call:g} tokens "
+                "(prompt + completion), rounded up to a power of two.", ""]
     for tier in req.tiers:
         try:
-            plan = plan_deployment(req.model, tier, quantization=req.quantization, context=req.context)
+            plan = plan_deployment(req.model, tier, quantization=req.quantization, context=context)
         except PlanDoesNotFit as exc:
             out += [f"**{tier}**: does not fit. {exc}", ""]
             continue

@@ -23,6 +23,9 @@ def test_report_file_with_chart(tmp_path, capsys):
         assert heading in text
     assert "![Annual cost against volume, break-even points marked](decision-cost.png)" in text
     assert "engine flags" in text and "--tensor-parallel-size" in text
+    # the plan shown is the one the cost is computed from: 1,024 tokens for 500 + 500, not the planner's 32K
+    assert "| max model length | 1,024 tokens |" in text and "--max-model-len 1024" in text
+    assert "| concurrent sequences | 256 |" in text and "Total cost over 3 years" in text
     assert "| base on-prem |" in text and "Break-even volume" in text
     assert "audit.prompts=full" in text and "cloud_allowed [public]" in text
     assert "Sources:" in text and "2022-10-07" in text
