@@ -1,12 +1,17 @@
 """The stack configuration of the Pulumi program: typed, validated before any resource exists.
 
-Keys live in the project namespace (``dsdeploy:<key>``) and are declared with types and
-descriptions in ``Pulumi.yaml``. :func:`validate_stack_config` turns the raw key/value mapping
+Keys live in the project namespace (``dsdeploy:<key>``). ``Pulumi.yaml`` declares the required
+keys (no default: the Pulumi CLI refuses a stack without them) and every key with a fixed default
+(the same default as here); keys whose default depends on other keys, or that are secret, are left
+undeclared there, because the CLI treats every declared key without a ``default`` as required.
+:func:`validate_stack_config` turns the raw key/value mapping
 (strings from the Pulumi engine, or YAML values from a stack file) into a :class:`StackConfig`
 or raises one :class:`StackConfigError` that names the key, the value and what is allowed.
 
 The two secrets (``deepseekApiKey``, ``kubeconfig``) never enter this model: only whether they
-are present does; their values stay Pulumi secret Outputs (see :mod:`infra.program`).
+are present does; their values stay Pulumi secret Outputs (see :mod:`infra.program`), and a value
+set without ``--secret`` is refused. :class:`StackConfigError` is a ``pulumi.RunError``, so the
+Pulumi CLI prints its message alone, without a traceback.
 """
 
 from __future__ import annotations
@@ -17,17 +22,25 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from pulumi.errors import RunError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from infra.stack_rules import consistency_problems
 
 PROJECT = "dsdeploy"
 SECRET_KEYS = ("deepseekApiKey", "kubeconfig")
-PROVISIONING = ("on-demand", "spot", "flex-start", "reservation")
+PROVISIONING = ("on-demand", "spot", "flex-start", "reservation", "capacity-block")
 _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$")
+_CAPACITY_RESERVATION = re.compile(r"^cr-[0-9a-f]{8,17}$")
 _LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 
 
-class StackConfigError(ValueError):
-    """A stack configuration the program refuses; the message is meant for the user."""
+class StackConfigError(RunError, ValueError):
+    """A stack configuration the program refuses; the message is meant for the user.
+
+    A ``pulumi.RunError``: the Python language host prints only its message (no "unhandled
+    exception", no traceback). A ``ValueError`` too, so pydantic validators may raise it.
+    """
 
 
 class Taint(BaseModel):
@@ -60,8 +73,9 @@ class StackConfig(BaseModel):
     gpu_memory_utilization: float = Field(default=0.90, gt=0.0, le=0.98, alias="gpuMemoryUtilization")
     replicas_min: int = Field(default=1, ge=1, le=64, alias="replicasMin")
     replicas_max: int = Field(default=1, ge=1, le=64, alias="replicasMax")
-    provisioning: Literal["on-demand", "spot", "flex-start", "reservation"] | None = None
+    provisioning: Literal["on-demand", "spot", "flex-start", "reservation", "capacity-block"] | None = None
     reservation_name: str | None = Field(default=None, alias="reservationName")
+    capacity_reservation_id: str | None = Field(default=None, alias="capacityReservationId")
     region: str | None = None
     zone: str | None = None
     gcp_project: str | None = Field(default=None, alias="gcpProject")
@@ -78,6 +92,9 @@ class StackConfig(BaseModel):
     gpu_node_taints: list[Taint] = Field(default_factory=list, alias="gpuNodeTaints")
     gpus_already_enabled: bool = Field(default=False, alias="gpusAlreadyEnabled")
     gpu_operator_driver: bool = Field(default=True, alias="gpuOperatorDriver")
+    gpu_operator_nfd: bool = Field(default=True, alias="gpuOperatorNfd")
+    gpu_operator_toolkit: bool = Field(default=True, alias="gpuOperatorToolkit")
+    wait_for_app: bool = Field(default=False, alias="waitForApp")
     router_replicas: int = Field(default=2, ge=1, le=20, alias="routerReplicas")
     engine_type: Literal["vllm", "server"] = Field(default="vllm", alias="engineType")
     hf_token_secret: str | None = Field(default=None, alias="hfTokenSecret")
@@ -117,6 +134,13 @@ class StackConfig(BaseModel):
             raise ValueError("must be a Kubernetes quantity such as 200Gi")
         return value
 
+    @field_validator("capacity_reservation_id")
+    @classmethod
+    def _reservation_id(cls, value: str | None) -> str | None:
+        if value is not None and not _CAPACITY_RESERVATION.match(value):
+            raise ValueError("an EC2 capacity reservation id such as cr-0123456789abcdef0")
+        return value
+
     @field_validator("gpu_node_labels")
     @classmethod
     def _label_keys(cls, value: dict[str, str]) -> dict[str, str]:
@@ -127,7 +151,7 @@ class StackConfig(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> StackConfig:
-        checks = _consistency_problems(self)
+        checks = consistency_problems(self)
         if checks:
             key, value, allowed = checks[0]
             raise StackConfigError(_message(key, value, allowed))
@@ -140,37 +164,6 @@ class StackConfig(BaseModel):
             return self.provisioning
         # a3-highgpu-{1,2,4}g (GKE pro) is sold as Spot or Flex-start only; see docs/pulumi.md.
         return "flex-start" if (self.platform, self.tier) == ("gke", "pro") else "on-demand"
-
-
-def _consistency_problems(cfg: StackConfig) -> list[tuple[str, Any, str]]:
-    """(key, value, what is allowed) for every rule that spans keys."""
-    problems: list[tuple[str, Any, str]] = []
-    if cfg.replicas_max < cfg.replicas_min:
-        problems.append(("replicasMax", cfg.replicas_max, f"an integer >= replicasMin ({cfg.replicas_min})"))
-    if cfg.platform == "gke":
-        if not cfg.region:
-            problems.append(("region", None, "a GCP region such as us-central1 (required on gke)"))
-        if not cfg.zone:
-            problems.append(("zone", None, "a zone of the region with the tier's GPUs, e.g. us-central1-a"))
-        elif cfg.region and not cfg.zone.startswith(cfg.region + "-"):
-            problems.append(("zone", cfg.zone, f"a zone inside region {cfg.region}"))
-    if cfg.platform == "eks":
-        if not cfg.region:
-            problems.append(("region", None, "an AWS region such as us-east-1 (required on eks)"))
-        if cfg.provisioning in ("flex-start", "reservation"):
-            problems.append(("provisioning", cfg.provisioning, "on-demand or spot on eks"))
-    if cfg.platform == "existing" and cfg.provisioning is not None:
-        problems.append(("provisioning", cfg.provisioning, "unset on existing (the cluster's nodes exist already)"))
-    if cfg.platform == "existing" and cfg.replicas_max > 1 and not cfg.storage_class:
-        problems.append(("storageClass", None, "a ReadWriteMany StorageClass of your cluster: with replicasMax > 1 "
-                         "several engine pods share the model cache"))
-    if cfg.provisioning == "reservation" and not cfg.reservation_name:
-        problems.append(("reservationName", None, "the name of a Compute Engine reservation (provisioning=reservation)"))
-    if cfg.platform != "existing":
-        for key, value in (("gpuNodeLabels", cfg.gpu_node_labels), ("gpuNodeTaints", cfg.gpu_node_taints)):
-            if value:
-                problems.append((key, "set", "unset on gke/eks (the program labels and taints its own GPU pool)"))
-    return problems
 
 
 def _message(key: str, value: Any, allowed: str) -> str:
@@ -265,6 +258,14 @@ def read_pulumi_config() -> tuple[StackConfig, dict[str, Any]]:
     prefix = PROJECT + ":"
     keys = set(runtime_config.CONFIG.get()) | set(runtime_config.get_config_env() or {})
     raw = {key[len(prefix):]: runtime_config.get_config(key) for key in keys if key.startswith(prefix)}
+    plain_secrets = [key for key in SECRET_KEYS if raw.get(key) is not None
+                     and not runtime_config.is_config_secret(prefix + key)]
+    if plain_secrets:
+        key = plain_secrets[0]
+        raise StackConfigError(
+            f"{PROJECT}:{key}: is stored in plain text in the stack file; allowed: a Pulumi secret only. "
+            f"Fix with `pulumi config rm {key}` and `pulumi config set --secret {key}` (and rotate the value)."
+        )
     conf = pulumi.Config(PROJECT)
     secrets = {key: conf.get_secret(key) for key in SECRET_KEYS if raw.get(key) is not None}
     cfg = validate_stack_config({k: v for k, v in raw.items() if k not in SECRET_KEYS}, set(secrets))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pulumi
 import pytest
 from pulumi_harness import ProgramRun, run_program
 from pulumi_stacks import API_KEY, KUBECONFIG, STACKS, stack_run
@@ -230,7 +231,7 @@ BAD_CONFIGS = [
     ({"platform": "gke", "tier": "base", "model": "r1-distill-qwen-7b", "region": "us-central1"}, {},
      r"dsdeploy:zone: missing"),
     ({"platform": "eks", "tier": "pro", "model": "r1-distill-qwen-7b", "region": "us-east-1",
-      "provisioning": "flex-start"}, {}, r"dsdeploy:provisioning: 'flex-start'.*on-demand or spot on eks"),
+      "provisioning": "flex-start"}, {}, r"dsdeploy:provisioning: 'flex-start'.*on-demand, spot, reservation or capacity-block on eks"),
     ({"platform": "existing", "tier": "base", "model": "r1-distill-qwen-7b"}, {}, r"dsdeploy:kubeconfig: missing"),
     ({"platform": "existing", "tier": "base", "model": "r1-distill-qwen-7b", "replicasMax": 3},
      {"kubeconfig": KUBECONFIG}, r"dsdeploy:storageClass: missing; allowed: a ReadWriteMany StorageClass"),
@@ -249,7 +250,9 @@ def test_bad_config_fails_before_any_resource(raw, secrets, message):
     with pytest.raises(StackConfigError, match=message) as caught:
         run_program(raw, secrets, run=run)
     assert [r.name for r in run.resources if r.typ != "pulumi:pulumi:Stack"] == []
-    assert "Traceback" not in str(caught.value)
+    # A RunError: the Pulumi CLI shows this one line, not "unhandled exception" and a traceback.
+    assert isinstance(caught.value, pulumi.RunError)
+    assert str(caught.value).startswith("dsdeploy:") and "\n" not in str(caught.value)
 
 
 def test_eks_resources_use_the_stack_region_provider():
