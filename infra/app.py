@@ -2,6 +2,11 @@
 
 The values come from :func:`infra.chart_values.chart_values`, the same function behind
 ``dsdeploy values`` (one function, two callers); the program only chooses the ChartOptions.
+
+What ``pulumi up`` waits for: by default the chart's objects are created and not awaited
+(``skip_await``): the model download may run for hours, the engine's startup probe allows tens of
+minutes and a Flex-start GPU node may appear hours later, far past the provider's timeouts.
+``waitForApp: true`` restores the provider's await (for small models or a pre-filled cache).
 """
 
 from __future__ import annotations
@@ -10,13 +15,37 @@ from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
+from pydantic import ValidationError
 
-from infra.chart_values import CHART_DIR, ChartOptions, chart_values
+from infra.chart_values import CHART_DIR, ChartOptions, ChartValuesError, chart_values
 from infra.cloud import GpuNodeFacts
-from infra.stack_config import StackConfig
+from infra.stack_config import PROJECT, StackConfig, StackConfigError
 
 RELEASE = "dsdeploy"
+CHART_NAME = "dsdeploy"
 API_KEY_SECRET = "dsdeploy-deepseek"
+# The stack config key behind each ChartOptions field a user controls (for error messages).
+OPTION_KEYS = {
+    "hf_token_secret": "hfTokenSecret", "hf_endpoint": "hfEndpoint", "model_cache_size": "storageSize",
+    "storage_class": "storageClass", "engine_type": "engineType", "router_replicas": "routerReplicas",
+    "engine_replicas_min": "replicasMin", "engine_replicas_max": "replicasMax",
+}
+
+
+def _trim(text: str, limit: int) -> str:
+    """Helm's ``trunc limit | trimSuffix "-"``."""
+    text = text[:limit]
+    return text[:-1] if text.endswith("-") else text
+
+
+def component_name(values: dict[str, Any], component: str) -> str:
+    """The chart's ``dsdeploy.componentName``: the name of one component's objects (e.g. the router Service)."""
+    if values.get("fullnameOverride"):
+        fullname = _trim(str(values["fullnameOverride"]), 50)
+    else:
+        name = values.get("nameOverride") or CHART_NAME
+        fullname = _trim(RELEASE if name in RELEASE else f"{RELEASE}-{name}", 50)
+    return _trim(f"{fullname}-{component}", 63)
 
 
 def chart_options(cfg: StackConfig, facts: GpuNodeFacts, storage_class: str | None) -> ChartOptions:
@@ -37,6 +66,26 @@ def chart_options(cfg: StackConfig, facts: GpuNodeFacts, storage_class: str | No
         hf_endpoint=cfg.hf_endpoint,
         engine_type=cfg.engine_type,
     )
+
+
+def check_chart_values(cfg: StackConfig, plan: Any) -> None:
+    """Refuse, before any resource exists, a stack whose chart values cannot be computed.
+
+    Runs the same :func:`chart_values` the app runs later, with placeholder GPU facts (they come from
+    the cloud layer and are not the user's input); raises :class:`StackConfigError` naming the key.
+    """
+    try:
+        chart_values(plan, chart_options(cfg, GpuNodeFacts(labels={}), cfg.storage_class))
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = OPTION_KEYS.get(str(err["loc"][0]) if err["loc"] else "", "config")
+        reason = str(err["msg"]).removeprefix("Value error, ")
+        # The value is not repeated: hfTokenSecret may hold a credential by mistake.
+        raise StackConfigError(f"{PROJECT}:{key}: not valid: {reason}. Fix with `pulumi config set {key} <value>`.") \
+            from None
+    except ChartValuesError as exc:
+        raise StackConfigError(f"{PROJECT}:quantization/engineType: the chart cannot serve this plan: {exc}.") \
+            from None
 
 
 class DsdeployApp(pulumi.ComponentResource):
@@ -76,6 +125,7 @@ class DsdeployApp(pulumi.ComponentResource):
             chart=str(CHART_DIR),
             namespace=cfg.namespace,
             values=self.values,
+            skip_await=not cfg.wait_for_app,
             opts=pulumi.ResourceOptions(parent=self, provider=provider, depends_on=depends),
         )
         self.register_outputs({})

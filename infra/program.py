@@ -2,8 +2,9 @@
 
 ``infra/__main__.py`` reads the stack config and exports what this returns; tests call
 :func:`build` once per platform x tier under ``pulumi.runtime.set_mocks``.
-Order: config (validated) -> plan (planner; a plan that does not fit stops here) -> cloud layer ->
-platform layer -> app. Nothing is declared before the config and the plan are known to be good.
+Order: config (validated) -> plan (planner; a plan that does not fit stops here) -> chart values
+(checked) -> cloud layer -> platform layer -> app. Nothing is declared before the config, the plan
+and the chart values are known to be good.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 
 import pulumi
 
-from infra.app import DsdeployApp
+from infra.app import DsdeployApp, check_chart_values, component_name
 from infra.cloud.existing import ExistingCluster
 from infra.gpu_platform import GpuPlatform
 from infra.planner import PlanError, plan_deployment
@@ -71,6 +72,7 @@ def _cluster(cfg: StackConfig, mapping: Any, secrets: dict[str, Any]) -> Any:
 def build(cfg: StackConfig, secrets: dict[str, Any]) -> dict[str, Any]:
     """Declare the whole stack; returns the stack outputs (kubeconfig as a secret)."""
     plan = make_plan(cfg)
+    check_chart_values(cfg, plan)
     mapping = plan.machine(cfg.platform)
     cluster = _cluster(cfg, mapping, secrets)
     gpu_nodes = getattr(cluster, "gpu_pool", None) or getattr(cluster, "gpu_node_group", None)
@@ -86,11 +88,11 @@ def build(cfg: StackConfig, secrets: dict[str, Any]) -> dict[str, Any]:
         platform.storage_class_name,
         secrets.get("deepseekApiKey"),
     )
-    router_host = f"{app.values.get('fullnameOverride') or 'dsdeploy'}-router.{cfg.namespace}.svc.cluster.local"
+    router = component_name(app.values, "router")  # the chart's router Service, for both outputs
     substitutions = [text for text in (mapping.substitution,) if text]
     return {
-        "routerEndpoint": f"http://{router_host}:{ROUTER_PORT}",
-        "routerPortForward": f"kubectl -n {cfg.namespace} port-forward svc/dsdeploy-router {ROUTER_PORT}:{ROUTER_PORT}",
+        "routerEndpoint": f"http://{router}.{cfg.namespace}.svc.cluster.local:{ROUTER_PORT}",
+        "routerPortForward": f"kubectl -n {cfg.namespace} port-forward svc/{router} {ROUTER_PORT}:{ROUTER_PORT}",
         "kubeconfig": pulumi.Output.secret(cluster.kubeconfig),
         "plan": plan_summary(plan),
         "substitutions": substitutions,
@@ -100,4 +102,7 @@ def build(cfg: StackConfig, secrets: dict[str, Any]) -> dict[str, Any]:
         },
         "gpuEnablement": platform.enablement,
         "gpuNodes": {"labels": cluster.gpu_facts.labels, "taints": cluster.gpu_facts.taints},
+        # The values the chart got (no secrets: the API key is only a Secret's name), for rendering the
+        # chart's smoke-test Pod with `helm template --show-only` (helm.v4.Chart makes no Helm release).
+        "chartValues": app.values,
     }

@@ -37,7 +37,7 @@ STACKS: dict[tuple[str, str], tuple[dict, dict]] = {
         {"kubeconfig": KUBECONFIG},
     ),
     ("existing", "pro"): (
-        {"platform": "existing", "tier": "pro", "model": R1_70B, "gpusAlreadyEnabled": True},
+        {"platform": "existing", "tier": "pro", "model": R1_70B, "gpusAlreadyEnabled": True, "waitForApp": True},
         {"kubeconfig": KUBECONFIG},
     ),
 }

@@ -20,10 +20,11 @@ from pulumi_harness import ProgramRun
 from pulumi_stacks import STACKS, stack_run
 
 from inference.router.config import load_router_config
+from infra.app import component_name
 from infra.chart_values import CHART_DIR
 from infra.planner import plan_deployment
 from infra.program import ROUTER_PORT
-from tests.charts.conftest import Rendered, helm_path, parse
+from tests.charts.conftest import helm_path, parse
 from tests.charts.test_chart_render import NO_SCHEMA_KINDS, kubernetes_minors
 
 
@@ -38,24 +39,28 @@ def _ints(node: Any) -> Any:
     return node
 
 
-_RENDERED: dict[tuple[str, str], Rendered] = {}
+_RENDERED: dict[tuple[str, str], list[dict]] = {}
+
+
+def helm_template(chart: dict, values: dict, values_file: Path) -> list[dict]:
+    """helm template of charts/dsdeploy as helm.v4.Chart would run it (release name, namespace, values)."""
+    assert Path(chart["chart"]) == CHART_DIR
+    values_file.write_text(yaml.safe_dump(_ints(values)))
+    result = subprocess.run(
+        [helm_path(), "template", chart["name"], str(CHART_DIR), "--namespace", chart["namespace"],
+         "--values", str(values_file)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return parse(result.stdout).docs
 
 
 def rendered(key: tuple[str, str], tmp_dir: Path) -> list[dict]:
     """helm template of the chart with the values the program handed helm.v4.Chart for this stack."""
     if key not in _RENDERED:
         chart = stack_run(*key).one("kubernetes:helm.sh/v4:Chart", "dsdeploy").inputs
-        assert Path(chart["chart"]) == CHART_DIR
-        values_file = tmp_dir / f"{key[0]}-{key[1]}-values.yaml"
-        values_file.write_text(yaml.safe_dump(_ints(chart["values"])))
-        result = subprocess.run(
-            [helm_path(), "template", chart["name"], str(CHART_DIR), "--namespace", chart["namespace"],
-             "--values", str(values_file)],
-            capture_output=True, text=True, timeout=120,
-        )
-        assert result.returncode == 0, result.stderr
-        _RENDERED[key] = parse(result.stdout)
-    return _RENDERED[key].docs
+        _RENDERED[key] = helm_template(chart, chart["values"], tmp_dir / f"{key[0]}-{key[1]}-values.yaml")
+    return _RENDERED[key]
 
 
 @pytest.fixture(params=sorted(STACKS), ids=lambda key: f"{key[0]}-{key[1]}")
@@ -93,6 +98,18 @@ def test_engine_gpu_limit_is_the_plans_tensor_parallel_size(manifests):
     args = " ".join(container.get("args", []) + container.get("command", []))
     assert f"--tensor-parallel-size={plan.tensor_parallel_size}" in args.replace(
         "--tensor-parallel-size ", "--tensor-parallel-size=")
+
+
+@pytest.mark.parametrize("override", [
+    {}, {"nameOverride": "llm"},
+    {"nameOverride": "deploy"}, {"fullnameOverride": "team-a-deepseek-r1-distill-llama-70b-inference-p1"},
+])
+def test_router_name_the_outputs_use_is_the_charts(override, tmp_path):
+    """routerEndpoint and routerPortForward name the Service by the chart's own naming rule."""
+    chart = stack_run("existing", "pro").one("kubernetes:helm.sh/v4:Chart", "dsdeploy").inputs
+    values = {**chart["values"], **override}
+    service = find(helm_template(chart, values, tmp_path / "values.yaml"), "Service", "-router")
+    assert service["metadata"]["name"] == component_name(values, "router")
 
 
 def _tolerates(tolerations: list[dict], taint: dict) -> bool:

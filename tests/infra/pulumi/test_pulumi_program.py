@@ -222,7 +222,33 @@ def test_outputs_summarise_the_plan(any_run):
     assert run.outputs["plan"]["tensorParallelSize"] == plan.tensor_parallel_size
     assert run.outputs["plan"]["maxConcurrentSequences"] == plan.max_num_seqs
     assert run.outputs["routerEndpoint"] == "http://dsdeploy-router.dsdeploy.svc.cluster.local:8080"
+    assert run.outputs["routerPortForward"] == "kubectl -n dsdeploy port-forward svc/dsdeploy-router 8080:8080"
     assert run.outputs["kubeconfig"].startswith("apiVersion: v1")
+
+
+def test_both_router_outputs_name_the_charts_router_service(monkeypatch):
+    """With a name override in the values, the endpoint and the port-forward follow the chart's naming."""
+    import infra.app
+
+    real = infra.app.chart_values
+    monkeypatch.setattr(infra.app, "chart_values", lambda *a, **k: {**real(*a, **k), "fullnameOverride": "team-llm"})
+    raw, secrets = STACKS[("existing", "pro")]
+    run = run_program(raw, secrets)
+    assert run.outputs["routerEndpoint"] == "http://team-llm-router.dsdeploy.svc.cluster.local:8080"
+    assert run.outputs["routerPortForward"] == "kubectl -n dsdeploy port-forward svc/team-llm-router 8080:8080"
+
+
+def test_chart_values_output_is_what_the_chart_got(any_run):
+    _, run = any_run
+    assert run.outputs["chartValues"] == charts(run)["dsdeploy"]["values"]
+    assert "chartValues" not in run.secret_outputs
+
+
+def test_pulumi_up_does_not_wait_for_the_app_unless_asked(any_run):
+    """The download Job and the engine's startup outlast the provider's await timeouts; see docs/pulumi.md."""
+    (platform, tier), run = any_run
+    wait = STACKS[(platform, tier)][0].get("waitForApp", False)
+    assert charts(run)["dsdeploy"]["skipAwait"] is (not wait)
 
 
 BAD_CONFIGS = [
@@ -244,7 +270,15 @@ BAD_CONFIGS = [
 ]
 
 
-@pytest.mark.parametrize("raw,secrets,message", BAD_CONFIGS)
+BAD_CHART_INPUTS = [
+    ({"platform": "existing", "tier": "base", "model": "r1-distill-qwen-7b", "hfEndpoint": "ftp://mirror"},
+     {"kubeconfig": KUBECONFIG}, r"^dsdeploy:hfEndpoint: not valid: 'ftp://mirror' is not an http\(s\) URL"),
+    ({"platform": "existing", "tier": "base", "model": "r1-distill-qwen-7b", "quantization": "gguf-q4"},
+     {"kubeconfig": KUBECONFIG}, r"^dsdeploy:quantization/engineType: the chart cannot serve this plan: .*gguf-q4"),
+]
+
+
+@pytest.mark.parametrize("raw,secrets,message", BAD_CONFIGS + BAD_CHART_INPUTS)
 def test_bad_config_fails_before_any_resource(raw, secrets, message):
     run = ProgramRun()
     with pytest.raises(StackConfigError, match=message) as caught:
@@ -253,6 +287,15 @@ def test_bad_config_fails_before_any_resource(raw, secrets, message):
     # A RunError: the Pulumi CLI shows this one line, not "unhandled exception" and a traceback.
     assert isinstance(caught.value, pulumi.RunError)
     assert str(caught.value).startswith("dsdeploy:") and "\n" not in str(caught.value)
+
+
+def test_a_credential_given_as_the_hf_secret_name_is_refused_without_echoing_it():
+    token = "hf_" + "x" * 34
+    raw = {"platform": "existing", "tier": "base", "model": "r1-distill-qwen-7b", "hfTokenSecret": token}
+    with pytest.raises(StackConfigError, match=r"dsdeploy:hfTokenSecret: not valid: this looks like a credential") \
+            as caught:
+        run_program(raw, {"kubeconfig": KUBECONFIG})
+    assert token not in str(caught.value)
 
 
 def test_eks_resources_use_the_stack_region_provider():
