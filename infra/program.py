@@ -77,7 +77,8 @@ def build(cfg: StackConfig, secrets: dict[str, Any]) -> dict[str, Any]:
     cluster = _cluster(cfg, mapping, secrets)
     gpu_nodes = getattr(cluster, "gpu_pool", None) or getattr(cluster, "gpu_node_group", None)
     platform = GpuPlatform("gpu-platform", cfg, cluster.gpu_facts, cluster.provider, gpu_nodes,
-                           shared_cache=cluster.shared_cache, storage_ready=cluster.storage_ready)
+                           shared_cache=cluster.shared_cache, storage_ready=cluster.storage_ready,
+                           block_cache_zone=cluster.block_cache_zone)
     app = DsdeployApp(
         "dsdeploy",
         cfg,

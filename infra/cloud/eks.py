@@ -2,7 +2,10 @@
 
 Plain resources rather than the ``pulumi_eks`` component, so that every argument is visible
 (and tested) under mocks. GPU nodes run the NVIDIA-accelerated AL2023 AMI, which carries the
-driver and container toolkit but no device plugin: gpu_platform installs that.
+driver and container toolkit but no device plugin: gpu_platform installs that. The GPU node
+group's arguments, launch template and zone placement are in :mod:`infra.cloud.eks_gpu`; the
+storage drivers get their AWS permissions through EKS Pod Identity (:mod:`infra.cloud.eks_identity`),
+never through the node role.
 """
 
 from __future__ import annotations
@@ -14,21 +17,22 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
-from infra.cloud import GPU_TAINT, TIER_LABEL, GpuNodeFacts, exec_kubeconfig, node_bounds
+from infra.cloud import GPU_TAINT, TIER_LABEL, GpuNodeFacts, exec_kubeconfig
+from infra.cloud.eks_gpu import gpu_launch_template_args, gpu_node_group_args, gpu_single_zone
+from infra.cloud.eks_identity import AddonIdentity, pod_identity_agent
 from infra.cloud.eks_shared_cache import EksSharedCache
-from infra.stack_config import StackConfig
+from infra.stack_config import StackConfig, StackConfigError
 
-GPU_AMI_TYPE = "AL2023_x86_64_NVIDIA"
 SYSTEM_AMI_TYPE = "AL2023_x86_64_STANDARD"
 SYSTEM_INSTANCE_TYPE = "m6i.large"
-RESERVED_LABEL_PREFIXES = ("kubernetes.io/", "k8s.io/", "node.kubernetes.io/", "eks.amazonaws.com/")
+SYSTEM_DISK_GIB = 50  # router, metrics and add-on images; the 20 GiB default fills up
 NODE_POLICIES = (
     "arn:aws:iam::aws:policy/AmazonEKSWorkerNodePolicy",
     "arn:aws:iam::aws:policy/AmazonEKS_CNI_Policy",
     "arn:aws:iam::aws:policy/AmazonEC2ContainerRegistryReadOnly",
-    # The EBS CSI controller uses the node role (no IRSA/OIDC provider to keep the graph small).
-    "arn:aws:iam::aws:policy/service-role/AmazonEBSCSIDriverPolicy",
 )
+EBS_CSI_POLICY = "arn:aws:iam::aws:policy/service-role/AmazonEBSCSIDriverPolicy"
+EBS_CSI_SERVICE_ACCOUNTS = ("ebs-csi-controller-sa",)
 
 
 def _assume_role(service: str) -> str:
@@ -44,18 +48,50 @@ def _family(mapping: Any) -> str:
     return "P" if str(mapping.machine_type).startswith("p") else "G and VT"
 
 
+def _provisioning_note(cfg: StackConfig, mapping: Any) -> str:
+    provisioning = cfg.effective_provisioning
+    if provisioning == "spot":
+        return (f"GPU nodes are Spot instances and may be interrupted (quota: 'All {_family(mapping)} Spot "
+                "Instance Requests').")
+    if provisioning == "reservation":
+        return (f"GPU nodes launch into On-Demand Capacity Reservation {cfg.capacity_reservation_id} "
+                f"in {cfg.zone}.")
+    if provisioning == "capacity-block":
+        return (f"GPU nodes launch into Capacity Block {cfg.capacity_reservation_id} in {cfg.zone}; they "
+                "exist only while the block is active.")
+    return "GPU nodes are on-demand instances."
+
+
+def ordered_zones(names: list[str], preferred: str | None) -> list[str]:
+    """The region's zones with ``preferred`` (the GPU zone) first; an unknown zone is a config error."""
+    if preferred is None:
+        return list(names)
+    if preferred not in names:
+        raise StackConfigError(f"dsdeploy:zone: {preferred!r} is not valid; allowed: an available zone of the "
+                               f"region: {', '.join(names)}. Fix with `pulumi config set zone <value>`.")
+    return [preferred, *(zone for zone in names if zone != preferred)]
+
+
 class EksNetwork(pulumi.ComponentResource):
-    """A VPC with two public subnets (load balancers, NAT) and two private subnets (nodes)."""
+    """A VPC with two public subnets (load balancers, NAT) and two private subnets (nodes).
+
+    Private subnet 0 lies in ``zone`` when given (the GPU nodes' zone), else in the region's first zone.
+    """
 
     private_subnet_ids: list[pulumi.Output[str]]
     public_subnet_ids: list[pulumi.Output[str]]
+    gpu_zone: str
     vpc_id: pulumi.Output[str]
     cidr = "10.0.0.0/16"
 
-    def __init__(self, name: str, cluster_name: str, opts: pulumi.ResourceOptions | None = None):
+    def __init__(self, name: str, cluster_name: str, zone: str | None = None,
+                 opts: pulumi.ResourceOptions | None = None):
         super().__init__("dsdeploy:cloud:EksNetwork", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        zones = aws.get_availability_zones_output(state="available", opts=pulumi.InvokeOutputOptions(parent=self)).names
+        # A plain (blocking) invoke: a zone the region lacks stops the program with one clear error here.
+        available = aws.get_availability_zones(state="available", opts=pulumi.InvokeOptions(parent=self))
+        zones = ordered_zones(list(available.names), zone)
+        self.gpu_zone = zones[0]
         vpc = aws.ec2.Vpc(f"{name}-vpc", cidr_block=self.cidr, enable_dns_hostnames=True,
                           enable_dns_support=True, tags={"Name": cluster_name}, opts=child)
         igw = aws.ec2.InternetGateway(f"{name}-igw", vpc_id=vpc.id, opts=child)
@@ -88,21 +124,6 @@ class EksNetwork(pulumi.ComponentResource):
         self.register_outputs({"vpcId": vpc.id})
 
 
-def gpu_node_group_args(cfg: StackConfig, mapping: Any) -> dict[str, Any]:
-    """The GPU managed node group's arguments from the catalog mapping and the stack config."""
-    nodes_min, nodes_max = node_bounds(cfg.replicas_min, cfg.replicas_max, mapping.replicas_per_node)
-    labels = {k: v for k, v in mapping.node_labels.items() if not k.startswith(RESERVED_LABEL_PREFIXES)}
-    return {
-        "ami_type": GPU_AMI_TYPE,
-        "instance_types": [mapping.machine_type],
-        "capacity_type": "SPOT" if cfg.effective_provisioning == "spot" else "ON_DEMAND",
-        "scaling_config": {"min_size": nodes_min, "desired_size": max(nodes_min, 1), "max_size": nodes_max},
-        "taints": [{"key": GPU_TAINT["key"], "value": GPU_TAINT["value"], "effect": "NO_SCHEDULE"}],
-        "labels": {**labels, TIER_LABEL: cfg.tier, "dsdeploy.io/gpu": "true"},
-        "disk_size": 200,
-    }
-
-
 class EksCluster(pulumi.ComponentResource):
     """Network, IAM roles, the EKS cluster, node groups, the EBS CSI add-on and the Kubernetes provider."""
 
@@ -110,6 +131,8 @@ class EksCluster(pulumi.ComponentResource):
     kubeconfig: pulumi.Output[str]
     gpu_facts: GpuNodeFacts
     gpu_node_group: aws.eks.NodeGroup
+    gpu_zone: str
+    block_cache_zone: str | None
     ebs_csi: aws.eks.Addon
     provisioning_note: str
     shared_cache: dict[str, pulumi.Input[str]] | None
@@ -118,7 +141,7 @@ class EksCluster(pulumi.ComponentResource):
     def __init__(self, name: str, cfg: StackConfig, mapping: Any, opts: pulumi.ResourceOptions | None = None):
         super().__init__("dsdeploy:cloud:EksCluster", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        network = EksNetwork(f"{name}-network", cfg.cluster_name, opts=child)
+        network = EksNetwork(f"{name}-network", cfg.cluster_name, zone=cfg.zone, opts=child)
 
         cluster_role = aws.iam.Role(f"{name}-cluster-role", assume_role_policy=_assume_role("eks.amazonaws.com"),
                                     opts=child)
@@ -153,28 +176,40 @@ class EksCluster(pulumi.ComponentResource):
             subnet_ids=network.private_subnet_ids,
             ami_type=SYSTEM_AMI_TYPE,
             instance_types=[SYSTEM_INSTANCE_TYPE],
+            disk_size=SYSTEM_DISK_GIB,
             scaling_config={"min_size": 1, "desired_size": 2, "max_size": 3},
             labels={"dsdeploy.io/pool": "system"},
             opts=node_opts,
         )
+        launch_template = aws.ec2.LaunchTemplate(f"{name}-gpu", opts=child,
+                                                 **gpu_launch_template_args(cfg, mapping))
+        single_zone = gpu_single_zone(cfg)
+        self.gpu_zone = network.gpu_zone
+        self.block_cache_zone = network.gpu_zone if cfg.replicas_max == 1 else None
         self.gpu_node_group = aws.eks.NodeGroup(
             f"{name}-gpu",
             cluster_name=cluster.name,
             node_role_arn=node_role.arn,
-            subnet_ids=network.private_subnet_ids,
+            subnet_ids=network.private_subnet_ids[:1] if single_zone else network.private_subnet_ids,
+            launch_template={"id": launch_template.id,
+                             "version": launch_template.latest_version.apply(str)},
             opts=pulumi.ResourceOptions(parent=self, depends_on=node_policies,
                                         ignore_changes=["scalingConfig.desiredSize"]),
             **gpu_node_group_args(cfg, mapping),
         )
+        agent = pod_identity_agent(name, cluster.name, pulumi.ResourceOptions(parent=self, depends_on=[system]))
+        ebs_identity = AddonIdentity(f"{name}-ebs-csi-identity", cluster_name=cluster.name, policy_arn=EBS_CSI_POLICY,
+                                     service_accounts=EBS_CSI_SERVICE_ACCOUNTS, opts=child)
         self.ebs_csi = aws.eks.Addon(
             f"{name}-ebs-csi", cluster_name=cluster.name, addon_name="aws-ebs-csi-driver",
-            resolve_conflicts_on_create="OVERWRITE", opts=pulumi.ResourceOptions(parent=self, depends_on=[system]))
+            resolve_conflicts_on_create="OVERWRITE",
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[system, agent, *ebs_identity.ready]))
         self.storage_ready = [self.ebs_csi]
         self.shared_cache = None
         if cfg.replicas_max > 1:  # several engine pods share one ReadWriteMany cache
             efs = EksSharedCache(f"{name}-shared-cache", cluster_name=cluster.name, vpc_id=network.vpc_id,
                                  vpc_cidr=network.cidr, subnet_ids=network.private_subnet_ids,
-                                 node_role_name=node_role.name, after=[system], opts=child)
+                                 after=[system, agent], opts=child)
             self.shared_cache = {"fileSystemId": efs.file_system_id}
             self.storage_ready += efs.ready
         region = cfg.region
@@ -184,16 +219,11 @@ class EksCluster(pulumi.ComponentResource):
                           "args": ["eks", "get-token", "--cluster-name", name, "--region", region, "--output", "json"]},
         )
         self.provider = k8s.Provider(f"{name}-k8s", kubeconfig=self.kubeconfig, opts=child)
-        args = gpu_node_group_args(cfg, mapping)
         self.gpu_facts = GpuNodeFacts(
             labels={TIER_LABEL: cfg.tier, "dsdeploy.io/gpu": "true"},
             taints=[dict(GPU_TAINT)],
             gpus_per_node=mapping.accelerator_count,
         )
-        spot = args["capacity_type"] == "SPOT"
-        self.provisioning_note = " ".join(part for part in (
-            f"GPU nodes are Spot instances and may be interrupted (quota: 'All {_family(mapping)} Spot "
-            "Instance Requests')."
-            if spot else "GPU nodes are on-demand instances.",
-            mapping.provisioning_note) if part)
+        self.provisioning_note = " ".join(
+            part for part in (_provisioning_note(cfg, mapping), mapping.provisioning_note) if part)
         self.register_outputs({"clusterName": cluster.name, "gpuNodeGroup": self.gpu_node_group.node_group_name})

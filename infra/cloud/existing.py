@@ -23,6 +23,7 @@ class ExistingCluster(pulumi.ComponentResource):
     gpu_facts: GpuNodeFacts
     provisioning_note: str
     shared_cache: None
+    block_cache_zone: None
     storage_ready: list[pulumi.Resource]
 
     def __init__(self, name: str, cfg: StackConfig, mapping: Any, kubeconfig: pulumi.Input[str],
@@ -37,6 +38,7 @@ class ExistingCluster(pulumi.ComponentResource):
             taints=[taint.model_dump() for taint in cfg.gpu_node_taints],
         )
         self.shared_cache = None  # the user's storageClass must be ReadWriteMany when replicasMax > 1
+        self.block_cache_zone = None
         self.storage_ready = []
         self.provisioning_note = "Existing cluster: its GPU nodes are used as they are."
         self.register_outputs({})

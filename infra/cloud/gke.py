@@ -75,6 +75,7 @@ class GkeCluster(pulumi.ComponentResource):
     gpu_pool: gcp.container.NodePool
     provisioning_note: str
     shared_cache: dict[str, pulumi.Input[str]] | None
+    block_cache_zone: None
     storage_ready: list[pulumi.Resource]
 
     def __init__(self, name: str, cfg: StackConfig, mapping: Any, opts: pulumi.ResourceOptions | None = None):
@@ -157,6 +158,7 @@ class GkeCluster(pulumi.ComponentResource):
             **project,
         )
         self.shared_cache = {"network": network.name} if cfg.replicas_max > 1 else None
+        self.block_cache_zone = None  # a zonal cluster: the disk and every node share cfg.zone
         self.storage_ready = []
         self.kubeconfig = exec_kubeconfig(
             cluster.name, cluster.endpoint.apply(lambda ip: f"https://{ip}"), cluster.master_auth.cluster_ca_certificate,

@@ -36,6 +36,7 @@ class GpuPlatform(pulumi.ComponentResource):
         gpu_nodes: pulumi.Resource | None,
         shared_cache: dict[str, pulumi.Input[str]] | None = None,
         storage_ready: list[pulumi.Resource] | None = None,
+        block_cache_zone: pulumi.Input[str] | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ):
         super().__init__("dsdeploy:platform:GpuPlatform", name, None, opts)
@@ -56,7 +57,7 @@ class GpuPlatform(pulumi.ComponentResource):
             self.enablement = f"NVIDIA GPU operator {gpu_operator.VERSION} {driver} the driver"
 
         self.storage_class_name = cfg.storage_class
-        args = None if cfg.storage_class else storage_class_args(cfg.platform, shared_cache)
+        args = None if cfg.storage_class else storage_class_args(cfg.platform, shared_cache, block_cache_zone)
         if args is not None:
             storage_class = k8s.storage.v1.StorageClass(
                 "model-cache-storage-class",

@@ -12,6 +12,8 @@ from typing import Any
 import pulumi
 
 STORAGE_CLASS_NAME = "dsdeploy-model-cache"
+# The topology key each block CSI driver reports on its nodes (for allowedTopologies).
+ZONE_TOPOLOGY_KEYS = {"eks": "topology.ebs.csi.aws.com/zone"}
 
 BLOCK_CLASSES: dict[str, dict[str, Any]] = {
     "gke": {"provisioner": "pd.csi.storage.gke.io", "parameters": {"type": "pd-ssd"}},
@@ -27,17 +29,19 @@ SHARED_CLASSES: dict[str, dict[str, Any]] = {
 }
 
 
-def storage_class_args(platform: str, shared: dict[str, pulumi.Input[str]] | None) -> dict[str, Any] | None:
+def storage_class_args(platform: str, shared: dict[str, pulumi.Input[str]] | None,
+                       zone: pulumi.Input[str] | None = None) -> dict[str, Any] | None:
     """Arguments of the StorageClass to create, or None where the cluster brings its own.
 
     ``shared`` holds the cloud layer's shared file system parameters (Filestore network, EFS id)
-    when the cache is ReadWriteMany.
+    when the cache is ReadWriteMany. ``zone`` (a block cache on a multi-zone cluster) pins the
+    volume to the GPU nodes' zone, whichever pod (engine or download Job) binds it first.
     """
     table = SHARED_CLASSES if shared is not None else BLOCK_CLASSES
     spec = table.get(platform)
     if spec is None:
         return None
-    return {
+    args: dict[str, Any] = {
         "metadata": {"name": STORAGE_CLASS_NAME},
         "provisioner": spec["provisioner"],
         "parameters": {**spec["parameters"], **(shared or {})},
@@ -45,3 +49,7 @@ def storage_class_args(platform: str, shared: dict[str, pulumi.Input[str]] | Non
         "allow_volume_expansion": True,
         "reclaim_policy": "Delete",
     }
+    if zone is not None and shared is None and platform in ZONE_TOPOLOGY_KEYS:
+        args["allowed_topologies"] = [
+            {"match_label_expressions": [{"key": ZONE_TOPOLOGY_KEYS[platform], "values": [zone]}]}]
+    return args

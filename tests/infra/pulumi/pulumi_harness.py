@@ -90,6 +90,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
             outputs.setdefault("name", args.name)
         elif args.typ == "aws:eks/nodeGroup:NodeGroup":
             outputs.setdefault("nodeGroupName", args.name)
+        elif args.typ == "aws:ec2/launchTemplate:LaunchTemplate":
+            outputs.setdefault("latestVersion", 1)
         outputs.setdefault("name", args.inputs.get("name", args.name))
         return [f"{args.name}-id", outputs]
 

@@ -1,0 +1,67 @@
+"""The EKS GPU managed node group's arguments and its launch template.
+
+The GPU node group always gets a launch template: it carries the root volume (200 GiB gp3: the vLLM
+image unpacks to tens of GB and the NVIDIA AMI's 20 GiB default cannot hold it; a node group with a
+launch template may not set ``disk_size``) and, when configured, the EC2 capacity reservation
+(On-Demand Capacity Reservation, or a Capacity Block for ML, which also needs the capacity-block
+market type and the instance type in the template, as AWS documents).
+
+Placement: the GPU nodes sit in one subnet (one Availability Zone) when the model cache is an EBS
+volume (``replicasMax`` 1: EBS is zonal and ReadWriteOnce, so a replacement node in another zone
+could never mount it), when a capacity reservation is used (it holds instances in one zone) or when
+``zone`` is set. Several replicas share EFS (regional), and then the group may use both zones.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from infra.cloud import GPU_TAINT, TIER_LABEL, node_bounds
+from infra.stack_config import StackConfig
+
+GPU_AMI_TYPE = "AL2023_x86_64_NVIDIA"
+GPU_ROOT_DISK_GIB = 200
+ROOT_DEVICE = "/dev/xvda"  # the AL2023 AMIs' root device
+RESERVED_LABEL_PREFIXES = ("kubernetes.io/", "k8s.io/", "node.kubernetes.io/", "eks.amazonaws.com/")
+CAPACITY_TYPES = {"spot": "SPOT", "capacity-block": "CAPACITY_BLOCK"}
+
+
+def gpu_single_zone(cfg: StackConfig) -> bool:
+    """Whether the GPU nodes must share one Availability Zone (see the module docstring)."""
+    return cfg.replicas_max == 1 or bool(cfg.zone) or bool(cfg.capacity_reservation_id)
+
+
+def gpu_launch_template_args(cfg: StackConfig, mapping: Any) -> dict[str, Any]:
+    """The GPU launch template: root volume, and the capacity reservation when one is configured."""
+    args: dict[str, Any] = {
+        "description": "dsdeploy GPU nodes: root volume and capacity reservation",
+        "update_default_version": True,
+        "block_device_mappings": [{
+            "device_name": ROOT_DEVICE,
+            "ebs": {"volume_size": GPU_ROOT_DISK_GIB, "volume_type": "gp3", "encrypted": "true",
+                    "delete_on_termination": "true"},
+        }],
+    }
+    if cfg.capacity_reservation_id:
+        args["capacity_reservation_specification"] = {
+            "capacity_reservation_target": {"capacity_reservation_id": cfg.capacity_reservation_id}}
+    if cfg.effective_provisioning == "capacity-block":
+        args["instance_market_options"] = {"market_type": "capacity-block"}
+        args["instance_type"] = mapping.machine_type
+    return args
+
+
+def gpu_node_group_args(cfg: StackConfig, mapping: Any) -> dict[str, Any]:
+    """The GPU managed node group's arguments (besides cluster, role, subnets and launch template)."""
+    nodes_min, nodes_max = node_bounds(cfg.replicas_min, cfg.replicas_max, mapping.replicas_per_node)
+    labels = {k: v for k, v in mapping.node_labels.items() if not k.startswith(RESERVED_LABEL_PREFIXES)}
+    args: dict[str, Any] = {
+        "ami_type": GPU_AMI_TYPE,
+        "capacity_type": CAPACITY_TYPES.get(cfg.effective_provisioning, "ON_DEMAND"),
+        "scaling_config": {"min_size": nodes_min, "desired_size": max(nodes_min, 1), "max_size": nodes_max},
+        "taints": [{"key": GPU_TAINT["key"], "value": GPU_TAINT["value"], "effect": "NO_SCHEDULE"}],
+        "labels": {**labels, TIER_LABEL: cfg.tier, "dsdeploy.io/gpu": "true"},
+    }
+    if cfg.effective_provisioning != "capacity-block":  # a Capacity Block names the type in the template
+        args["instance_types"] = [mapping.machine_type]
+    return args
