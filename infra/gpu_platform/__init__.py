@@ -51,10 +51,10 @@ class GpuPlatform(pulumi.ComponentResource):
         elif cfg.gpus_already_enabled:
             self.enablement = "GPUs already enabled on the cluster (gpusAlreadyEnabled): nothing installed"
         else:
-            values = gpu_operator.gpu_operator_values(facts, cfg.gpu_operator_driver)
+            values = gpu_operator.gpu_operator_values(facts, driver=cfg.gpu_operator_driver,
+                                                      nfd=cfg.gpu_operator_nfd, toolkit=cfg.gpu_operator_toolkit)
             self.ready.append(self._chart(gpu_operator, values, after_nodes))
-            driver = "with" if cfg.gpu_operator_driver else "without"
-            self.enablement = f"NVIDIA GPU operator {gpu_operator.VERSION} {driver} the driver"
+            self.enablement = f"NVIDIA GPU operator {gpu_operator.VERSION} " + gpu_operator.operands_text(values)
 
         self.storage_class_name = cfg.storage_class
         args = None if cfg.storage_class else storage_class_args(cfg.platform, shared_cache, block_cache_zone)

@@ -14,6 +14,9 @@ from infra.planner import plan_deployment
 from infra.stack_config import StackConfigError
 
 CHART = "kubernetes:helm.sh/v4:Chart"
+# The upstream chart versions whose values keys the program was checked against (change them together).
+DEVICE_PLUGIN_VERSION = "0.18.2"
+GPU_OPERATOR_VERSION = "v26.7.0"
 NODE_POOL = "gcp:container/nodePool:NodePool"
 NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
 GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NO_SCHEDULE"}
@@ -120,7 +123,7 @@ def run_node_group(tier: str) -> dict:
 def test_eks_device_plugin_schedules_on_gpu_nodes(tier):
     run = stack_run("eks", tier)
     plugin = charts(run)["nvidia-device-plugin"]
-    assert plugin["version"] and plugin["version"][0].isdigit()  # pinned
+    assert plugin["version"] == DEVICE_PLUGIN_VERSION  # pinned: the release whose values were checked
     group_labels = run.one(NODE_GROUP, "eks-gpu").inputs["labels"]
     [term] = plugin["values"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
         "nodeSelectorTerms"]
@@ -164,11 +167,33 @@ def test_existing_creates_nothing_outside_the_cluster_and_installs_the_operator(
     run = stack_run("existing", "base")
     assert not [r for r in run.resources if r.typ.startswith(("gcp:", "aws:"))]
     operator = charts(run)["gpu-operator"]
-    assert operator["values"]["driver"] == {"enabled": True}
-    tolerations = operator["values"]["daemonsets"]["tolerations"]
-    assert {"key": "gpu.example.com/dedicated", "operator": "Equal", "value": "inference",
-            "effect": "NoSchedule"} in tolerations
+    assert operator["version"] == GPU_OPERATOR_VERSION
+    values = operator["values"]
+    assert values["driver"] == {"enabled": True} and values["toolkit"] == {"enabled": True}
+    custom = {"key": "gpu.example.com/dedicated", "operator": "Equal", "value": "inference", "effect": "NoSchedule"}
+    assert custom in values["daemonsets"]["tolerations"]
+    # NFD labels the GPU nodes (the operator deploys nothing on unlabelled nodes): its worker must get past
+    # the same taints, and keep the chart's defaults, which a list value replaces.
+    assert values["nfd"] == {"enabled": True}
+    worker = values["node-feature-discovery"]["worker"]["tolerations"]
+    assert custom in worker
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in worker
+    assert {"key": "node-role.kubernetes.io/control-plane", "operator": "Equal", "value": "",
+            "effect": "NoSchedule"} in worker
+    assert run.outputs["gpuEnablement"] == (
+        f"NVIDIA GPU operator {GPU_OPERATOR_VERSION} with the driver, with the container toolkit, with NFD")
     assert not run.of_type("kubernetes:storage.k8s.io/v1:StorageClass")  # the user's class is used
+
+
+def test_gpu_operator_leaves_out_nfd_and_toolkit_the_cluster_already_runs():
+    raw, secrets = STACKS[("existing", "base")]
+    run = run_program({**raw, "gpuOperatorNfd": "false", "gpuOperatorToolkit": False, "gpuOperatorDriver": False},
+                      secrets)
+    values = charts(run)["gpu-operator"]["values"]
+    assert values["nfd"] == {"enabled": False} and "node-feature-discovery" not in values
+    assert values["toolkit"] == {"enabled": False} and values["driver"] == {"enabled": False}
+    assert values["devicePlugin"] == {"enabled": True}
+    assert run.outputs["gpuEnablement"].endswith("without the driver, without the container toolkit, without NFD")
 
 
 def test_existing_with_gpus_enabled_installs_no_operator():
