@@ -1,17 +1,19 @@
 """The seam to the chart: the values the program hands ``helm.v4.Chart``, rendered by real ``helm template``.
 
 The values are taken from the Chart resource's inputs as the mock engine received them (so this is
-what the Kubernetes provider would get), rendered with the project's helm binary and validated
-against the Kubernetes schemas in strict mode. Then the facts that must line up across layers:
+what the Kubernetes provider would get: every number a double, as on the wire), rendered with the
+project's helm binary and validated against the Kubernetes schemas in strict mode. The doubles go to
+helm as they are: the provider writes them to a values file for helm, and helm reads every number
+as a float64 anyway, so rendering them unconverted is what the cluster gets. Then the facts that must line up across layers:
 GPU limits = the plan's tensor-parallel size, tolerations cover the pool's taint, the node
 selector is what the GPU nodes carry, the storage class is the one the platform layer made.
 """
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
-from typing import Any
 
 import kubernetes_validate
 import pytest
@@ -27,25 +29,13 @@ from infra.program import ROUTER_PORT
 from tests.charts.conftest import helm_path, parse
 from tests.charts.test_chart_render import NO_SCHEMA_KINDS, kubernetes_minors
 
-
-def _ints(node: Any) -> Any:
-    """The engine's wire format has only doubles; helm (Go) prints integral floats as integers too."""
-    if isinstance(node, float) and node.is_integer():
-        return int(node)
-    if isinstance(node, dict):
-        return {key: _ints(value) for key, value in node.items()}
-    if isinstance(node, list):
-        return [_ints(value) for value in node]
-    return node
-
-
 _RENDERED: dict[tuple[str, str], list[dict]] = {}
 
 
 def helm_template(chart: dict, values: dict, values_file: Path) -> list[dict]:
     """helm template of charts/dsdeploy as helm.v4.Chart would run it (release name, namespace, values)."""
     assert Path(chart["chart"]) == CHART_DIR
-    values_file.write_text(yaml.safe_dump(_ints(values)))
+    values_file.write_text(yaml.safe_dump(values))
     result = subprocess.run(
         [helm_path(), "template", chart["name"], str(CHART_DIR), "--namespace", chart["namespace"],
          "--values", str(values_file)],
@@ -98,6 +88,18 @@ def test_engine_gpu_limit_is_the_plans_tensor_parallel_size(manifests):
     args = " ".join(container.get("args", []) + container.get("command", []))
     assert f"--tensor-parallel-size={plan.tensor_parallel_size}" in args.replace(
         "--tensor-parallel-size ", "--tensor-parallel-size=")
+
+
+def test_engine_numbers_reach_vllm_as_integers(manifests):
+    """Every number crosses the engine as a double; the flags vLLM parses as int must still read as integers."""
+    _, _, docs = manifests
+    engine = find(docs, "Deployment", "-engine")["spec"]["template"]["spec"]
+    args = [arg for c in engine["containers"] for arg in c.get("args", []) + c.get("command", [])]
+    numeric = [arg for arg in args if arg.split("=")[0] in (
+        "--tensor-parallel-size", "--max-model-len", "--max-num-seqs")]
+    assert len(numeric) >= 2, args
+    for arg in numeric:
+        assert re.fullmatch(r"--[a-z-]+=\d+", arg), arg
 
 
 @pytest.mark.parametrize("override", [
