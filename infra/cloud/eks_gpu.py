@@ -36,6 +36,8 @@ def gpu_launch_template_args(cfg: StackConfig, mapping: Any) -> dict[str, Any]:
     args: dict[str, Any] = {
         "description": "dsdeploy GPU nodes: root volume and capacity reservation",
         "update_default_version": True,
+        # What EKS's own node group templates set: IMDSv2 only, and a hop limit that lets pods reach it.
+        "metadata_options": {"http_endpoint": "enabled", "http_tokens": "required", "http_put_response_hop_limit": 2},
         "block_device_mappings": [{
             "device_name": ROOT_DEVICE,
             "ebs": {"volume_size": GPU_ROOT_DISK_GIB, "volume_type": "gp3", "encrypted": "true",

@@ -33,6 +33,8 @@ def test_gpu_nodes_boot_from_a_200_gib_gp3_root_volume(tier):
     template = run.one(LAUNCH_TEMPLATE, "eks-gpu").inputs
     assert template["blockDeviceMappings"] == [{"deviceName": "/dev/xvda", "ebs": {
         "volumeSize": 200, "volumeType": "gp3", "encrypted": "true", "deleteOnTermination": "true"}}]
+    assert template["metadataOptions"] == {"httpEndpoint": "enabled", "httpTokens": "required",
+                                           "httpPutResponseHopLimit": 2}
     assert "capacityReservationSpecification" not in template and "instanceMarketOptions" not in template
     assert run.one(NODE_GROUP, "eks-system").inputs["diskSize"] == 50
 
