@@ -49,6 +49,14 @@ class Rendered:
         assert len(found) == 1, f"expected one {kind} of component {component}, found {len(found)}"
         return found[0]
 
+    def download_container(self) -> dict[str, Any]:
+        """The container that downloads the weights: the Job's, or the engine pod's init container."""
+        if self.kind("Job"):
+            return self.one("Job", "model-download")["spec"]["template"]["spec"]["containers"][0]
+        inits = self.one("Deployment", "engine")["spec"]["template"]["spec"]["initContainers"]
+        [found] = [c for c in inits if c["name"] == "download-model"]
+        return found
+
     def pod_specs(self) -> list[tuple[str, dict[str, Any]]]:
         """(kind/name, pod spec) of every workload, the helm test Pod included."""
         out = []

@@ -220,7 +220,13 @@ def test_network_policies(rendered: dict[str, Rendered], scenario: str) -> None:
     deny = r.one("NetworkPolicy", "network")["spec"]
     assert deny["policyTypes"] == ["Ingress", "Egress"] and "ingress" not in deny and "egress" not in deny
     engine = policy(r, "engine")
-    assert engine["egress"] == []
+    inits = [c["name"] for c in r.one("Deployment", "engine")["spec"]["template"]["spec"]["initContainers"]]
+    if "download-model" in inits:  # the engine pod downloads itself: DNS and the hub, nothing else
+        assert sorted(p["port"] for rule in engine["egress"] for p in rule["ports"]) == [53, 53, 443]
+        assert not [p for p in r.kind("NetworkPolicy") if p["metadata"]["labels"]["app.kubernetes.io/component"]
+                    == "model-download"]
+    else:
+        assert engine["egress"] == []
     sources = engine["ingress"][0]["from"]
     assert sources[0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "router"
     assert all("podSelector" not in s or s["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "router"
@@ -238,7 +244,7 @@ def test_network_policies(rendered: dict[str, Rendered], scenario: str) -> None:
 
 
 def test_download_job(rendered: dict[str, Rendered]) -> None:
-    job = rendered["gke-pro"].kind("Job")[0]
+    job = rendered["gke-pro"].kind("Job")[0]  # a ReadWriteMany cache: a Job downloads, the engine waits
     spec = job["spec"]
     assert spec["activeDeadlineSeconds"] > 0 and spec["backoffLimit"] >= 1
     c = spec["template"]["spec"]["containers"][0]
@@ -248,12 +254,16 @@ def test_download_job(rendered: dict[str, Rendered]) -> None:
     assert token["secret"]["secretName"] == "hf-token"  # token from a file, not an env var
     eks = rendered["eks-pro"].kind("Job")[0]["spec"]["template"]["spec"]["containers"][0]
     assert {"name": "HF_ENDPOINT", "value": "https://hf-mirror.com"} in eks["env"]
-    cpu = rendered["onprem-cpu"].kind("Job")[0]["spec"]["template"]["spec"]["containers"][0]
-    assert "--source=modelscope" in cpu["args"]
-    assert cpu["image"] == "registry.internal.example/dsdeploy/model-fetch:1.0"
-    # The engine waits for the download's marker before it starts.
+    # ReadWriteOnce (local-path): the engine pod downloads in its own init container, with the download image
+    cpu = rendered["onprem-cpu"]
+    assert not cpu.kind("Job")
+    init = cpu.one("Deployment", "engine")["spec"]["template"]["spec"]["initContainers"][0]
+    assert init["name"] == "download-model" and "--source=modelscope" in init["args"]
+    assert init["image"] == "registry.internal.example/dsdeploy/model-fetch:1.0"
+    # The engine waits for the download's marker of this very model before it starts.
     init = rendered["gke-pro"].one("Deployment", "engine")["spec"]["template"]["spec"]["initContainers"][0]
     assert any(a.startswith("--wait=") for a in init["args"])
+    assert "--model-id=deepseek-ai/DeepSeek-R1-Distill-Llama-70B" in init["args"] and "--revision=main" in init["args"]
 
 
 def test_airgapped_skips_download(rendered: dict[str, Rendered]) -> None:
@@ -269,7 +279,8 @@ def test_airgapped_skips_download(rendered: dict[str, Rendered]) -> None:
 def test_download_job_name_changes_with_the_model(tmp_path: Path) -> None:
     names = set()
     for model in ("deepseek-ai/DeepSeek-R1-Distill-Qwen-7B", "deepseek-ai/DeepSeek-R1-Distill-Qwen-14B"):
-        proc = helm_template(values={"model": {"id": model}}, tmp=tmp_path)
+        proc = helm_template(values={"model": {"id": model}, "modelCache": {"accessMode": "ReadWriteMany"}},
+                             tmp=tmp_path)
         assert proc.returncode == 0, proc.stderr
         names.add(parse(proc.stdout).kind("Job")[0]["metadata"]["name"])
     assert len(names) == 2  # Jobs are immutable: a new model must not collide with the old Job

@@ -68,7 +68,7 @@ def test_object_store_source_renders(tmp_path: Path) -> None:
     proc = helm_template(values={"model": {"source": "s3", "uri": "s3://weights/deepseek/r1-7b",
                                            "credentialsSecret": {"name": "s3-creds"}}}, tmp=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    args = parse(proc.stdout).kind("Job")[0]["spec"]["template"]["spec"]["containers"][0]["args"]
+    args = parse(proc.stdout).download_container()["args"]
     assert "--uri=s3://weights/deepseek/r1-7b" in args and not [a for a in args if a.startswith("--model-id")]
     assert "CKV_K8S_35=" in proc.stdout  # the env-var credentials carry their checkov reason
 

@@ -102,9 +102,176 @@ labels:
 {{- default (include "dsdeploy.componentName" (list . "model-cache")) .Values.modelCache.existingClaim -}}
 {{- end -}}
 
-{{/* Whether the download Job runs: a source to fetch from and not air-gapped. */}}
+{{/* Whether the weights are downloaded at all: a source to fetch from and not air-gapped. */}}
 {{- define "dsdeploy.downloadEnabled" -}}
 {{- if and (not .Values.modelCache.airgapped) (ne .Values.model.source "none") -}}true{{- end -}}
+{{- end -}}
+
+{{/* Who downloads: "initContainer" (the engine pod itself, before the engine starts), "job" (a separate
+Job), or nothing (air-gapped / pre-filled). auto: a ReadWriteMany cache gets the Job; any other access
+mode gets the init container, because a second pod mounting a zonal ReadWriteOnce disk from another node
+waits in Multi-Attach until the first lets go (which, for an engine waiting on that Job, is never). */}}
+{{- define "dsdeploy.downloadMode" -}}
+{{- if include "dsdeploy.downloadEnabled" . -}}
+{{- $mode := .Values.modelCache.download.mode -}}
+{{- if eq $mode "auto" -}}
+{{- ternary "job" "initContainer" (eq .Values.modelCache.accessMode "ReadWriteMany") -}}
+{{- else -}}
+{{- $mode -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* What the download fetches (source, model, revision or URI, patterns): the download's arguments, and
+what the engine's wait checks the completion marker against. */}}
+{{- define "dsdeploy.modelSourceArgs" -}}
+{{- $m := .Values.model -}}
+- --source={{ $m.source }}
+{{- if has $m.source (list "s3" "gcs") }}
+- --uri={{ required "model.uri is required for source s3/gcs" $m.uri }}
+{{- else }}
+- --model-id={{ $m.id }}
+- --revision={{ $m.revision }}
+{{- end }}
+{{- range $m.allowPatterns }}
+- --allow-pattern={{ . }}
+{{- end }}
+{{- end -}}
+
+{{/* Identity of the weights in the cache; a change rolls the engine pods (checksum/model). */}}
+{{- define "dsdeploy.modelChecksum" -}}
+{{- $m := .Values.model -}}
+{{- toJson (dict "id" $m.id "revision" $m.revision "source" $m.source "uri" $m.uri "allowPatterns" $m.allowPatterns
+  "dir" (include "dsdeploy.modelDir" .) "ggufFile" $m.ggufFile) | sha256sum -}}
+{{- end -}}
+
+{{/* The download container (the Job's, or the engine pod's init container). (list $ "container-name") */}}
+{{- define "dsdeploy.downloadContainer" -}}
+{{- $root := index . 0 -}}
+{{- $d := $root.Values.modelCache.download -}}
+{{- $m := $root.Values.model -}}
+{{- $img := include "dsdeploy.downloadImageValues" $root | fromYaml -}}
+- name: {{ index . 1 }}
+  image: {{ include "dsdeploy.image" (list $img $root) }}
+  imagePullPolicy: {{ $img.pullPolicy }}
+  command: ["python3", "/opt/dsdeploy/download_model.py"]
+  args:
+    - --dest={{ include "dsdeploy.modelDir" $root }}
+    {{- include "dsdeploy.modelSourceArgs" $root | nindent 4 }}
+    - --attempts={{ $d.attempts }}
+    - --max-workers={{ $d.maxWorkers }}
+    - --deadline={{ $d.timeoutSeconds }}
+  env:
+    - {name: HOME, value: /tmp/home}
+    - {name: XDG_CACHE_HOME, value: /tmp/cache}
+    - {name: HF_HUB_DISABLE_TELEMETRY, value: "1"}
+    - {name: HF_HUB_ENABLE_HF_TRANSFER, value: "0"}
+    # Hub client caches live on the cache volume, not in the small /tmp emptyDir.
+    - {name: HF_HOME, value: {{ printf "%s/.hf-home" $root.Values.modelCache.mountPath | quote }}}
+    - {name: HF_XET_CHUNK_CACHE_SIZE_BYTES, value: "0"}
+    - {name: MODELSCOPE_CACHE, value: {{ printf "%s/.modelscope-cache" $root.Values.modelCache.mountPath | quote }}}
+    {{- with $m.hfEndpoint }}
+    - {name: HF_ENDPOINT, value: {{ . | quote }}}
+    {{- end }}
+    {{- if $m.tokenSecret.name }}
+    - {name: DSDEPLOY_TOKEN_FILE, value: /var/run/secrets/dsdeploy/token/{{ $m.tokenSecret.key }}}
+    {{- end }}
+    {{- with $d.extraEnv }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+  {{- with $m.credentialsSecret.name }}
+  envFrom:
+    - secretRef:
+        name: {{ . }}
+  {{- end }}
+  resources:
+    {{- toYaml $d.resources | nindent 4 }}
+  securityContext:
+    {{- toYaml $root.Values.containerSecurityContext | nindent 4 }}
+  volumeMounts:
+    - {name: model-cache, mountPath: {{ $root.Values.modelCache.mountPath }}}
+    - {name: download-script, mountPath: /opt/dsdeploy, readOnly: true}
+    - {name: tmp, mountPath: /tmp}
+    {{- if $m.tokenSecret.name }}
+    - {name: token, mountPath: /var/run/secrets/dsdeploy/token, readOnly: true}
+    {{- end }}
+{{- end -}}
+
+{{/* The hub token volume of the download container. */}}
+{{- define "dsdeploy.tokenVolume" -}}
+{{- $m := .Values.model -}}
+{{- if $m.tokenSecret.name -}}
+- name: token
+  secret:
+    secretName: {{ $m.tokenSecret.name }}
+    items:
+      - key: {{ $m.tokenSecret.key }}
+        path: {{ $m.tokenSecret.key }}
+{{- end -}}
+{{- end -}}
+
+{{/* Whether the download reaches the cloud's metadata endpoints (workload identity for s3/gcs). */}}
+{{- define "dsdeploy.metadataEgress" -}}
+{{- $v := toString .Values.networkPolicy.metadataEgress.enabled -}}
+{{- $workloadIdentity := and (has .Values.model.source (list "s3" "gcs")) (empty .Values.model.credentialsSecret.name) -}}
+{{- if or (eq $v "true") (and (eq $v "auto") $workloadIdentity (has .Values.platform (list "gke" "eks"))) -}}true{{- end -}}
+{{- end -}}
+
+{{/* Egress rules of the pod that downloads: DNS, the hub / mirror / object store outside the cluster,
+private ranges (VPC endpoints, an in-network mirror or proxy), the metadata endpoints. */}}
+{{- define "dsdeploy.downloadEgress" -}}
+{{- $np := .Values.networkPolicy -}}
+- to:
+    {{- toYaml $np.dnsTo | nindent 4 }}
+  ports:
+    - {protocol: UDP, port: 53}
+    - {protocol: TCP, port: 53}
+- to:
+    - ipBlock:
+        cidr: {{ $np.externalCIDR }}
+        {{- with $np.externalExcept }}
+        except:
+          {{- toYaml . | nindent 10 }}
+        {{- end }}
+  ports:
+    {{- range $np.downloadPorts }}
+    - {protocol: TCP, port: {{ . }}}
+    {{- end }}
+{{- with $np.downloadPrivateCIDRs }}
+- to:
+    {{- range . }}
+    - ipBlock:
+        cidr: {{ . }}
+    {{- end }}
+  ports:
+    {{- range $np.downloadPorts }}
+    - {protocol: TCP, port: {{ . }}}
+    {{- end }}
+{{- end }}
+{{- if include "dsdeploy.metadataEgress" . }}
+{{- $endpoints := $np.metadataEgress.endpoints }}
+{{- if not $endpoints }}
+{{- if eq .Values.platform "gke" }}
+{{- /* GKE metadata server (workload identity): 169.254.169.254:80, served on the node at 169.254.169.252:988. */}}
+{{- $endpoints = list (dict "cidr" "169.254.169.254/32" "port" 80) (dict "cidr" "169.254.169.252/32" "port" 988) }}
+{{- else if eq .Values.platform "eks" }}
+{{- /* EKS Pod Identity agent, and the instance metadata service (region, IMDS credentials). */}}
+{{- $endpoints = list (dict "cidr" "169.254.170.23/32" "port" 80) (dict "cidr" "169.254.169.254/32" "port" 80) }}
+{{- else }}
+{{- fail "networkPolicy.metadataEgress.enabled is true on platform existing: list the metadata endpoints your cluster uses in networkPolicy.metadataEgress.endpoints ({cidr, port})" }}
+{{- end }}
+{{- end }}
+{{- range $endpoints }}
+- to:
+    - ipBlock:
+        cidr: {{ .cidr }}
+  ports:
+    - {protocol: TCP, port: {{ .port }}}
+{{- end }}
+{{- end }}
+{{- with $np.downloadExtraEgress }}
+{{ toYaml . }}
+{{- end }}
 {{- end -}}
 
 {{/* Size of /dev/shm: explicit, or 4Gi per tensor-parallel rank (at least 2Gi). */}}
