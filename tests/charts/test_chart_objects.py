@@ -289,12 +289,23 @@ def test_download_job_name_changes_with_the_model(tmp_path: Path) -> None:
 def test_engine_autoscaling_keda_or_hpa(rendered: dict[str, Rendered], tmp_path: Path) -> None:
     so = rendered["gke-pro"].one("ScaledObject", "engine")
     trigger = so["spec"]["triggers"][0]
-    assert trigger["type"] == "prometheus" and "vllm:num_requests_waiting" in trigger["metadata"]["query"]
+    # An External AverageValue metric: KEDA's HPA divides the value by the pod count, so the query must sum.
+    assert trigger["type"] == "prometheus" and trigger["metricType"] == "AverageValue"
+    assert trigger["metadata"]["query"] == ('sum(vllm:num_requests_waiting{namespace="dsdeploy",'
+                                            'model_name="deepseek-r1-distill-llama-70b"})')
+    assert trigger["metadata"]["threshold"] == "5"
     assert "replicas" not in rendered["gke-pro"].one("Deployment", "engine")["spec"]
     assert not [h for h in rendered["gke-pro"].kind("HorizontalPodAutoscaler")
                 if h["metadata"]["labels"]["app.kubernetes.io/component"] == "engine"]
     hpa = rendered["eks-pro"].one("HorizontalPodAutoscaler", "engine")
-    assert hpa["spec"]["metrics"][0]["pods"]["metric"]["name"] == "vllm:num_requests_waiting"
+    assert hpa["spec"]["metrics"][0]["pods"] == {"metric": {"name": "vllm_num_requests_waiting"},
+                                                 "target": {"type": "AverageValue", "averageValue": "5"}}
+    external = parse(helm_template(values={"engine": {"autoscaling": {
+        "enabled": True, "provider": "hpa", "hpaMetricType": "External", "maxReplicas": 4}}}, tmp=tmp_path).stdout)
+    metric = external.one("HorizontalPodAutoscaler", "engine")["spec"]["metrics"][0]
+    assert metric["type"] == "External" and metric["external"]["metric"] == {
+        "name": "vllm_num_requests_waiting", "selector": {"matchLabels": {"model_name": "deepseek-r1-distill-qwen-7b"}}}
+    assert metric["external"]["target"] == {"type": "AverageValue", "averageValue": "5"}
     # provider auto: KEDA when the API exists, HPA otherwise
     values = {"engine": {"autoscaling": {"enabled": True, "provider": "auto"}}}
     with_keda = parse(helm_template("--api-versions", "keda.sh/v1alpha1", values=values, tmp=tmp_path).stdout)
