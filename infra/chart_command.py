@@ -87,6 +87,14 @@ def _replicas(text: str) -> tuple[int, int]:
     return low, high
 
 
+def plan_warnings(plan, options) -> list[str]:  # noqa: ANN001 - lazily imported types
+    """The plan's warnings, each once; the missing-checkpoint one is settled when --checkpoint is given."""
+    warnings = list(dict.fromkeys(plan.warnings))
+    if options.checkpoint:
+        warnings = [w for w in warnings if not w.startswith(f"no published {plan.quantization} weights")]
+    return warnings
+
+
 def _header(plan, options) -> str:  # noqa: ANN001 - plan/options types come from lazily imported modules
     lines = [
         "# dsdeploy chart values, written by `dsdeploy values` from the capacity plan.",
@@ -95,7 +103,7 @@ def _header(plan, options) -> str:  # noqa: ANN001 - plan/options types come fro
         f"# TP {plan.tensor_parallel_size}, context {plan.max_model_len}, {plan.max_num_seqs} concurrent sequences,"
         f" ~{plan.decode_tokens_per_s_per_seq:.0f} tok/s per sequence",
     ]
-    lines += [f"# warning: {w}" for w in plan.warnings]
+    lines += [f"# warning: {w}" for w in plan_warnings(plan, options)]
     lines.append("# Render: dsdeploy render -f THIS_FILE | kubectl apply -f -   (or point Argo CD / Flux at the chart)")
     return "\n".join(lines) + "\n"
 
@@ -122,6 +130,7 @@ def cmd_values(args: argparse.Namespace) -> int:
             hf_token_secret=args.hf_token_secret,
             hf_endpoint=args.hf_endpoint,
             engine_type=args.engine,
+            checkpoint=args.checkpoint,
         )
         plan = plan_deployment(args.model, args.tier, quantization=args.quantization, context=args.context,
                                gpu_memory_utilization=args.gpu_memory_utilization)
@@ -142,6 +151,8 @@ def cmd_values(args: argparse.Namespace) -> int:
     if args.output and args.output != "-":
         Path(args.output).write_text(text, encoding="utf-8")
         print(f"wrote {args.output}", file=sys.stderr)
+        for warning in plan_warnings(plan, options):  # the file's header has them; say them once here too
+            print(f"dsdeploy values: warning: {warning}", file=sys.stderr)
     else:
         sys.stdout.write(text)
     return EXIT_OK
@@ -175,6 +186,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     values.add_argument("--platform", required=True, choices=["gke", "eks", "existing"])
     values.add_argument("-o", "--output", help="file to write (default: stdout)")
     values.add_argument("--quantization", help="bf16, fp8, int8, awq-int4, gptq-int4, bnb-8bit, bnb-4bit")
+    values.add_argument("--checkpoint", metavar="ORG/REPO",
+                        help="hub id of pre-quantized weights for --quantization when the catalog records none "
+                             "(e.g. an AWQ or bnb-8bit export of the model)")
     values.add_argument("--context", type=int, help="max model length in tokens")
     values.add_argument("--gpu-memory-utilization", type=float, default=0.90)
     values.add_argument("--engine", choices=["vllm", "server"], default="vllm",

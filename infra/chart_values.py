@@ -26,6 +26,7 @@ _SECRET_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*
 # Things that look like a credential rather than the name of a Secret holding one.
 _LOOKS_LIKE_KEY = re.compile(r"^(sk-|hf_|ghp_|AKIA)|^[A-Za-z0-9_]{32,}$")
 _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|K|M|G|T|P)?$")
+_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 
 # The toleration GPU node pools carry on GKE, EKS (NVIDIA AMI node groups) and most on-prem clusters.
@@ -78,6 +79,15 @@ class ChartOptions(BaseModel):
     hf_token_secret: str | None = None
     hf_endpoint: str | None = None
     engine_type: Literal["vllm", "server"] = "vllm"
+    # Hub repo id of pre-quantized weights for the plan's quantization, when the catalog records none.
+    checkpoint: str | None = None
+
+    @field_validator("checkpoint")
+    @classmethod
+    def _checkpoint(cls, v: str | None) -> str | None:
+        if v is not None and not _REPO_ID.match(v):
+            raise ValueError(f"{v!r} is not a hub repository id such as org/DeepSeek-R1-Distill-Qwen-32B-AWQ")
+        return v
 
     @field_validator("cloud_api_key_secret")
     @classmethod
@@ -167,10 +177,37 @@ def _extra_engine_args(engine_args: list[str]) -> list[str]:
     return extra
 
 
-def _download_bytes(plan: DeploymentPlan) -> int:
+def _checkpoint(plan: DeploymentPlan, options: ChartOptions) -> str:
+    """The repository the engine loads: the caller's pre-quantized checkpoint, else the plan's.
+
+    A quantization with no published weights that the engine cannot apply while loading is an error:
+    falling back to the original repository would load the full-precision weights (a 32B model in
+    bf16 is ~64 GB) onto GPUs sized for the quantized ones.
+    """
+    if options.checkpoint:
+        return options.checkpoint
+    if plan.checkpoint:
+        return plan.checkpoint
+    if options.engine_type == "server" and plan.quantization in SERVER_QUANTIZATION:
+        return plan.model_id  # the server quantizes the original weights while loading (bitsandbytes)
+    from infra.catalog import load_catalog
+
+    published = load_catalog().model(plan.model_id).published
+    known = ", ".join(f"{q} ({', '.join(ids)})" for q, ids in published.items() if q != "gguf-q4") or "none"
+    raise ChartValuesError(
+        f"quantization {plan.quantization!r}: no pre-quantized {plan.quantization} weights of {plan.model_id} "
+        f"are recorded in the catalog, and vLLM does not quantize to {plan.quantization} while loading, so "
+        f"the engine would load the original full-precision weights that the plan did not size for. "
+        f"Pass the hub id of pre-quantized {plan.quantization} weights of this model (dsdeploy values "
+        f"--checkpoint ORG/REPO, ChartOptions(checkpoint=...)), or choose a published quantization "
+        f"(dsdeploy plan shows which fit the tier): {known}"
+    )
+
+
+def _download_bytes(plan: DeploymentPlan, checkpoint: str) -> int:
     """Bytes the cache must hold: the checkpoint on disk, which is the original weights (not the smaller
     in-GPU size) when vLLM quantizes while loading (fp8, bitsandbytes on the original repo)."""
-    if plan.vllm_quantization and plan.checkpoint in (None, plan.model_id):
+    if plan.vllm_quantization and checkpoint == plan.model_id:
         from infra.catalog import load_catalog
 
         spec = load_catalog().model(plan.model_id)
@@ -233,9 +270,11 @@ def _engine_values(plan: DeploymentPlan, options: ChartOptions) -> dict[str, Any
 
 def chart_values(plan: DeploymentPlan, options: ChartOptions) -> dict[str, Any]:
     """Values for charts/dsdeploy from a plan; the same dict for `dsdeploy values` and Pulumi."""
-    cache_size = options.model_cache_size or f"{math.ceil(_gib(_download_bytes(plan)) * 1.3) + 10}Gi"
+    engine = _engine_values(plan, options)
+    checkpoint = _checkpoint(plan, options)
+    cache_size = options.model_cache_size or f"{math.ceil(_gib(_download_bytes(plan, checkpoint)) * 1.3) + 10}Gi"
     model: dict[str, Any] = {
-        "id": plan.checkpoint or plan.model_id,
+        "id": checkpoint,
         "servedModelName": plan.served_model_name,
         "source": "none" if options.airgapped else "hf",
     }
@@ -263,7 +302,7 @@ def chart_values(plan: DeploymentPlan, options: ChartOptions) -> dict[str, Any]:
     return {
         "platform": options.platform,
         "model": model,
-        "engine": _engine_values(plan, options),
+        "engine": engine,
         "modelCache": model_cache,
         "router": router,
     }

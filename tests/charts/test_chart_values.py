@@ -192,3 +192,47 @@ def test_render_command_with_cluster_apis(tmp_path: Path, capsys: pytest.Capture
                  "--api-versions", "monitoring.coreos.com/v1/ServiceMonitor", "--include-tests"]) == 0
     r = parse(capsys.readouterr().out)
     assert r.kind("ScaledObject") and r.kind("ServiceMonitor") and r.kind("Pod")
+
+
+@pytest.mark.parametrize(("model", "quant"), [("deepseek-ai/DeepSeek-R1-Distill-Qwen-32B", "awq-int4"),
+                                              ("r1-distill-qwen-7b", "bnb-8bit")])
+def test_unpublished_quantization_is_an_error_not_the_bf16_weights(model: str, quant: str,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    # vLLM would load the original bf16 checkpoint (~64 GB for 32B) onto a GPU sized for 4-bit weights.
+    assert main(["values", "--model", model, "--tier", "base", "--platform", "gke", "--quantization", quant]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert f"quantization {quant!r}" in captured.err and "--checkpoint" in captured.err
+    assert "gptq-int4 (RedHatAI/" in captured.err  # the published ones are named
+    with pytest.raises(ChartValuesError, match="no pre-quantized"):
+        chart_values(plan_deployment(model, "base", quantization=quant), ChartOptions(platform="gke"))
+
+
+def test_checkpoint_option_names_the_pre_quantized_weights(tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "values.yaml"
+    awq = "example-org/DeepSeek-R1-Distill-Qwen-32B-AWQ"
+    assert main(["values", "--model", "r1-distill-qwen-32b", "--tier", "base", "--platform", "gke",
+                 "--quantization", "awq-int4", "--checkpoint", awq, "-o", str(out)]) == 0
+    text = out.read_text()
+    values = yaml.safe_load(text)
+    assert values["model"]["id"] == awq and values["engine"]["quantization"] == ""  # read from its config
+    assert "no published awq-int4" not in text  # settled by --checkpoint
+    warnings = [line for line in text.splitlines() if line.startswith("# warning:")]
+    assert warnings and len(warnings) == len(set(warnings))
+    err = capsys.readouterr().err
+    for line in warnings:  # said once on the terminal as well
+        assert err.count(line.removeprefix("# warning: ")) == 1
+    # the cache is sized for the 4-bit checkpoint, not the bf16 original
+    assert int(values["modelCache"]["size"].removesuffix("Gi")) < 40
+    render_values(values, tmp_path)
+    with pytest.raises(ValidationError, match="not a hub repository id"):
+        ChartOptions(platform="gke", checkpoint="just-a-name")
+
+
+def test_server_engine_quantizes_the_original_weights_itself() -> None:
+    plan = plan_deployment("r1-distill-qwen-7b", "base", quantization="bnb-8bit")
+    assert plan.checkpoint is None
+    values = chart_values(plan, ChartOptions(platform="gke", engine_type="server"))
+    assert values["model"]["id"] == "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"
+    assert values["engine"]["server"]["quantization"] == "bnb-8bit"
