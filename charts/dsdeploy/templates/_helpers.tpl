@@ -323,9 +323,29 @@ checkov.io/skip1: CKV_K8S_43=Images are pinned by tag; set image.digest in value
 checkov.io/skip2: CKV_K8S_15=IfNotPresent is deliberate; images are pinned and air-gapped nodes must start from pre-loaded images without reaching a registry
 {{- end -}}
 
-{{/* Service URL of the engine inside the cluster. */}}
+{{/* Integer value of a vLLM flag in an args list, "--flag=N" or "--flag N" (or its short form); 1 when absent.
+(list $args "--long-flag" "-short") */}}
+{{- define "dsdeploy.vllmArg" -}}
+{{- $args := index . 0 -}}
+{{- $value := 1 -}}
+{{- range $i, $a := $args -}}
+{{- range $flag := list (index $ 1) (index $ 2) -}}
+{{- if hasPrefix (printf "%s=" $flag) $a -}}
+{{- $value = int (trimPrefix (printf "%s=" $flag) $a) -}}
+{{- else if and (eq $a $flag) (lt (add1 $i) (len $args)) -}}
+{{- $value = int (index $args (add1 $i)) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- $value -}}
+{{- end -}}
+
+{{/* URL of the engine in the router's config. A headless Service resolves to the pod IPs, so the router
+connects to the pods' own port (engine.port; the NetworkPolicies allow that port); a ClusterIP Service
+is reached on its service port. */}}
 {{- define "dsdeploy.engineURL" -}}
-{{- printf "http://%s.%s.svc:%d" (include "dsdeploy.componentName" (list . "engine")) .Release.Namespace (int .Values.engine.service.port) -}}
+{{- $port := ternary .Values.engine.port .Values.engine.service.port .Values.engine.service.headless -}}
+{{- printf "http://%s.%s.svc:%d" (include "dsdeploy.componentName" (list . "engine")) .Release.Namespace (int $port) -}}
 {{- end -}}
 
 {{- define "dsdeploy.routerURL" -}}
