@@ -266,6 +266,14 @@ def test_download_job(rendered: dict[str, Rendered]) -> None:
     assert "--model-id=deepseek-ai/DeepSeek-R1-Distill-Llama-70B" in init["args"] and "--revision=main" in init["args"]
 
 
+def test_model_cache_survives_uninstall_prune_and_remediation(rendered: dict[str, Rendered]) -> None:
+    pvc = rendered["gke-base"].one("PersistentVolumeClaim", "model-cache")
+    annotations = pvc["metadata"]["annotations"]
+    assert annotations["helm.sh/resource-policy"] == "keep"
+    assert {o.strip() for o in annotations["argocd.argoproj.io/sync-options"].split(",")} == {"Delete=false",
+                                                                                              "Prune=false"}
+
+
 def test_airgapped_skips_download(rendered: dict[str, Rendered]) -> None:
     r = rendered["airgapped"]
     assert not r.kind("Job") and not r.kind("PersistentVolumeClaim")

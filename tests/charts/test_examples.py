@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import kubernetes_validate
@@ -32,7 +33,18 @@ def test_argocd_application_renders(tmp_path: Path) -> None:
     proc = helm_template(*files, values=source["helm"]["valuesObject"], tmp=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert validate_all(proc.stdout) > 15
-    assert not parse(proc.stdout).kind("Pod"), "Argo CD does not run helm tests; the example turns them off"
+    r = parse(proc.stdout)
+    assert not r.kind("Pod"), "Argo CD does not run helm tests; the example turns them off"
+    # Replica counts are ignored only where an autoscaler owns them (the chart then leaves them out);
+    # an unscoped rule would hide engine.replicas changes.
+    deployments = {d["metadata"]["name"].replace("ds-", "", 1): d for d in r.kind("Deployment")}
+    ignored = [i for i in app["spec"].get("ignoreDifferences", []) if i["kind"] == "Deployment"]
+    assert ignored
+    for rule in ignored:
+        assert rule.get("name"), f"unscoped ignoreDifferences {rule}"
+        assert "replicas" not in deployments[rule["name"]]["spec"], f"{rule['name']} has no autoscaler"
+    assert "replicas" in deployments["dsdeploy-engine"]["spec"]
+    assert "dsdeploy-engine" not in [rule["name"] for rule in ignored]
 
 
 def test_flux_helmrelease_renders(tmp_path: Path) -> None:
@@ -46,3 +58,18 @@ def test_flux_helmrelease_renders(tmp_path: Path) -> None:
     proc = helm_template(values=release["spec"]["values"], tmp=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert validate_all(proc.stdout) > 15
+    # Flux waits for the Deployments (and Jobs): the timeout must cover the download's deadline plus the
+    # engine's startup window, or remediation uninstalls a healthy install mid-download.
+    r = parse(proc.stdout)
+    download = r.download_container()
+    deadline = int(next(a for a in download["args"] if a.startswith("--deadline=")).split("=")[1])
+    probe = r.one("Deployment", "engine")["spec"]["template"]["spec"]["containers"][0]["startupProbe"]
+    assert go_duration(release["spec"]["timeout"]) >= deadline + probe["periodSeconds"] * probe["failureThreshold"]
+    assert release["spec"]["upgrade"]["remediation"]["strategy"] == "rollback"
+
+
+def go_duration(text: str) -> int:
+    """Seconds of a Go duration such as 4h, 90m, 1h30m."""
+    parts = re.findall(r"(\d+)([hms])", text)
+    assert parts and "".join(n + u for n, u in parts) == text, text
+    return sum(int(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts)
