@@ -333,6 +333,10 @@ def test_monitoring_follows_the_cluster_api(rendered: dict[str, Rendered], tmp_p
     assert {x["alert"] for x in rules} == {"DsdeployEngineNotReady", "DsdeployFallbackRateHigh",
                                           "DsdeployQueueSaturated", "DsdeployGpuMemoryHigh"}
     assert rendered["gke-pro"].kind("PrometheusRule")[0]["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    # DCGM's pod namespace is exported_namespace when scraped with honorLabels false, namespace otherwise
+    gpu = next(x for x in rules if x["alert"] == "DsdeployGpuMemoryHigh")["expr"]
+    for metric in ("DCGM_FI_DEV_FB_USED", "DCGM_FI_DEV_FB_FREE"):
+        assert f'{metric}{{exported_namespace="{NAMESPACE}"}} or {metric}{{namespace="{NAMESPACE}"}}' in gpu
     dash = rendered["gke-base"].one("ConfigMap", "monitoring")
     assert dash["metadata"]["labels"]["grafana_dashboard"] == "1"
     board = json.loads(next(iter(dash["data"].values())))
