@@ -124,3 +124,14 @@ def cached_schemas() -> Iterator[None]:
     patch.setattr(utils, "schema_contents", functools.lru_cache(maxsize=None)(utils.schema_contents))
     yield
     patch.undo()
+
+
+def helm_notes(values: dict[str, Any], tmp: Path) -> str:
+    """NOTES.txt as `helm install` prints it (a client-side dry run: no cluster is contacted)."""
+    path = tmp / "notes-values.yaml"
+    path.write_text(yaml.safe_dump(values))
+    proc = subprocess.run([helm_path(), "install", RELEASE, str(CHART_DIR), "--namespace", NAMESPACE,
+                           "--dry-run=client", "-f", str(path)], capture_output=True, text=True, check=False,
+                          env={**os.environ, "KUBECONFIG": str(tmp / "no-kubeconfig")})
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.split("NOTES:", 1)[1]

@@ -359,3 +359,28 @@ def test_everything_is_namespaced_and_labelled(rendered: dict[str, Rendered], sc
         assert d["metadata"]["namespace"] == NAMESPACE, d["metadata"]["name"]
         assert d["metadata"]["labels"]["app.kubernetes.io/instance"] == "ds"
         assert len(d["metadata"]["name"]) <= 63
+
+
+def test_router_service_for_load_balancers(tmp_path: Path) -> None:
+    from tests.charts.conftest import helm_notes
+
+    annotations = {"cloud.google.com/neg": '{"ingress": true}',
+                   "service.beta.kubernetes.io/aws-load-balancer-type": "external"}
+    lb = {"router": {"service": {"type": "LoadBalancer", "annotations": annotations,
+                                 "loadBalancerSourceRanges": ["203.0.113.0/24"], "externalTrafficPolicy": "Local"}}}
+    proc = helm_template(values=lb, tmp=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    r = parse(proc.stdout)
+    svc = r.one("Service", "router")
+    assert svc["metadata"]["annotations"] == annotations
+    assert svc["spec"]["loadBalancerSourceRanges"] == ["203.0.113.0/24"]
+    assert svc["spec"]["externalTrafficPolicy"] == "Local"
+    # the NetworkPolicy follows: the clients the load balancer lets in reach the router pods
+    assert {"ipBlock": {"cidr": "203.0.113.0/24"}} in policy(r, "router")["ingress"][0]["from"]
+    assert "WARNING: router.service.type" not in helm_notes(lb, tmp_path)
+    # a LoadBalancer with the default ingress policy drops external clients: NOTES says so
+    notes = helm_notes({"router": {"service": {"type": "LoadBalancer"}}}, tmp_path)
+    assert "WARNING: router.service.type is LoadBalancer" in notes and "external clients are dropped" in notes
+    assert "WARNING: router.service.type" not in helm_notes({}, tmp_path)
+    default = parse(helm_template(tmp=tmp_path).stdout).one("Service", "router")
+    assert "annotations" not in default["metadata"] and "externalTrafficPolicy" not in default["spec"]
