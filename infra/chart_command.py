@@ -218,5 +218,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     render.add_argument("--release", default="dsdeploy", help="release name (prefix of resource names)")
     render.add_argument("--api-versions", action="append", default=[], metavar="GROUP/VERSION[/KIND]",
                         help="APIs the target cluster has, e.g. monitoring.coreos.com/v1/ServiceMonitor, keda.sh/v1alpha1")
-    render.add_argument("--include-tests", action="store_true", help="also print the helm test Pod")
+    render.add_argument("--include-tests", action="store_true", help="also print the helm test Pod and its ServiceAccount and NetworkPolicy")
     render.set_defaults(func=cmd_render)

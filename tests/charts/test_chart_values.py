@@ -150,6 +150,8 @@ def test_values_command_writes_a_file_that_renders(tmp_path: Path, capsys: pytes
     r = parse(manifests)
     assert {d["metadata"]["namespace"] for d in r.docs} == {"llm"}
     assert not r.kind("Pod"), "render prints what kubectl should apply: no helm test Pod"
+    assert not [d for d in r.docs if d["metadata"]["labels"].get("app.kubernetes.io/component") == "test"], \
+        "nor the test Pod's ServiceAccount and NetworkPolicy"
     assert r.one("Deployment", "engine")["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"][
         "nvidia.com/gpu"] == 4
 
@@ -192,6 +194,11 @@ def test_render_command_with_cluster_apis(tmp_path: Path, capsys: pytest.Capture
                  "--api-versions", "monitoring.coreos.com/v1/ServiceMonitor", "--include-tests"]) == 0
     r = parse(capsys.readouterr().out)
     assert r.kind("ScaledObject") and r.kind("ServiceMonitor") and r.kind("Pod")
+    # with --include-tests the Pod comes with its ServiceAccount and NetworkPolicy, all helm test hooks
+    test_objects = {d["kind"]: d for d in r.docs if d["metadata"]["labels"].get("app.kubernetes.io/component") == "test"}
+    assert set(test_objects) == {"Pod", "ServiceAccount", "NetworkPolicy"}
+    assert all(d["metadata"]["annotations"]["helm.sh/hook"] == "test" for d in test_objects.values())
+    assert int(test_objects["ServiceAccount"]["metadata"]["annotations"]["helm.sh/hook-weight"]) < 0
 
 
 @pytest.mark.parametrize(("model", "quant"), [("deepseek-ai/DeepSeek-R1-Distill-Qwen-32B", "awq-int4"),
