@@ -28,7 +28,7 @@ API_KEY_SECRET = "dsdeploy-deepseek"
 OPTION_KEYS = {
     "hf_token_secret": "hfTokenSecret", "hf_endpoint": "hfEndpoint", "model_cache_size": "storageSize",
     "storage_class": "storageClass", "engine_type": "engineType", "router_replicas": "routerReplicas",
-    "engine_replicas_min": "replicasMin", "engine_replicas_max": "replicasMax",
+    "engine_replicas_min": "replicasMin", "engine_replicas_max": "replicasMax", "checkpoint": "checkpoint",
 }
 
 
@@ -65,6 +65,7 @@ def chart_options(cfg: StackConfig, facts: GpuNodeFacts, storage_class: str | No
         hf_token_secret=cfg.hf_token_secret,
         hf_endpoint=cfg.hf_endpoint,
         engine_type=cfg.engine_type,
+        checkpoint=cfg.checkpoint,
     )
 
 
@@ -84,7 +85,9 @@ def check_chart_values(cfg: StackConfig, plan: Any) -> None:
         raise StackConfigError(f"{PROJECT}:{key}: not valid: {reason}. Fix with `pulumi config set {key} <value>`.") \
             from None
     except ChartValuesError as exc:
-        raise StackConfigError(f"{PROJECT}:quantization/engineType: the chart cannot serve this plan: {exc}.") \
+        message = str(exc).replace("dsdeploy values --checkpoint ORG/REPO, ChartOptions(checkpoint=...)",
+                                   f"pulumi config set {PROJECT}:checkpoint ORG/REPO")
+        raise StackConfigError(f"{PROJECT}:quantization/engineType: the chart cannot serve this plan: {message}.") \
             from None
 
 

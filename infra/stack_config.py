@@ -99,6 +99,7 @@ class StackConfig(BaseModel):
     engine_type: Literal["vllm", "server"] = Field(default="vllm", alias="engineType")
     hf_token_secret: str | None = Field(default=None, alias="hfTokenSecret")
     hf_endpoint: str | None = Field(default=None, alias="hfEndpoint")
+    checkpoint: str | None = None  # hub id of pre-quantized weights when the catalog records none
 
     @staticmethod
     def _json_text(value: Any) -> Any:

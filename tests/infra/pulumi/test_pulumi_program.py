@@ -269,6 +269,15 @@ def test_chart_values_output_is_what_the_chart_got(any_run):
     assert "chartValues" not in run.secret_outputs
 
 
+def test_a_checkpoint_key_serves_pre_quantized_weights_the_catalog_does_not_record():
+    raw = {"platform": "existing", "tier": "base", "model": "deepseek-r1-distill-qwen-14b",
+           "quantization": "awq-int4", "checkpoint": "example-org/DeepSeek-R1-Distill-Qwen-14B-AWQ"}
+    run = run_program(raw, {"kubeconfig": KUBECONFIG})
+    model = charts(run)["dsdeploy"]["values"]["model"]
+    assert model["id"] == "example-org/DeepSeek-R1-Distill-Qwen-14B-AWQ"
+    assert run.outputs["plan"]["quantization"] == "awq-int4"  # vLLM reads the method from the checkpoint's config
+
+
 def test_pulumi_up_does_not_wait_for_the_app_unless_asked(any_run):
     """The download Job and the engine's startup outlast the provider's await timeouts; see docs/pulumi.md."""
     (platform, tier), run = any_run
@@ -300,6 +309,10 @@ BAD_CHART_INPUTS = [
      {"kubeconfig": KUBECONFIG}, r"^dsdeploy:hfEndpoint: not valid: 'ftp://mirror' is not an http\(s\) URL"),
     ({"platform": "existing", "tier": "base", "model": "r1-distill-qwen-7b", "quantization": "gguf-q4"},
      {"kubeconfig": KUBECONFIG}, r"^dsdeploy:quantization/engineType: the chart cannot serve this plan: .*gguf-q4"),
+    ({"platform": "existing", "tier": "base", "model": "deepseek-r1-distill-qwen-14b", "quantization": "awq-int4"},
+     {"kubeconfig": KUBECONFIG}, r"no pre-quantized awq-int4 weights.*pulumi config set dsdeploy:checkpoint ORG/REPO"),
+    ({"platform": "existing", "tier": "base", "model": "deepseek-r1-distill-qwen-14b", "quantization": "awq-int4",
+      "checkpoint": "not a repo id"}, {"kubeconfig": KUBECONFIG}, r"^dsdeploy:checkpoint: not valid"),
 ]
 
 

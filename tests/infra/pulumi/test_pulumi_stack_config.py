@@ -301,7 +301,7 @@ def test_main_reads_an_example_stack_and_exports_the_outputs():
                 lambda plan: run.outputs.update(plan=plan))
 
         program()
-        assert run.outputs["plan"]["quantization"] == "awq-int4"
+        assert run.outputs["plan"]["quantization"] == "gptq-int4"
     finally:
         pulumi.runtime.set_all_config({}, [])
 
