@@ -90,6 +90,15 @@ def test_default_shm_follows_tensor_parallel_size(tmp_path: Path) -> None:
     assert shm["emptyDir"]["sizeLimit"] == "32Gi"
 
 
+def test_integer_flags_render_as_integers_however_large(tmp_path: Path) -> None:
+    """Helm reads numbers as float64 and prints 1048576 as 1.048576e+06 unless the template says int."""
+    for engine_type in ("vllm", "server"):
+        proc = helm_template(values={"engine": {"type": engine_type, "maxModelLen": 1048576}}, tmp=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        c = engine_container(parse(proc.stdout))
+        assert arg(c, "--max-model-len") == "1048576", c["args"]
+
+
 def test_engine_args_follow_values(rendered: dict[str, Rendered]) -> None:
     c = engine_container(rendered["gke-pro"])
     v = values_of("gke-pro")["engine"]
