@@ -12,6 +12,7 @@ class TextStream:
     def __init__(self, tokenizer, stop: list[str] | None = None) -> None:
         self._tokenizer = tokenizer
         self._stop = [s for s in (stop or []) if s]
+        self._longest = max((len(s) for s in self._stop), default=0)
         self._tokens: list[int] = []
         self._prefix_offset = 0
         self._read_offset = 0
@@ -44,8 +45,7 @@ class TextStream:
 
     def _release(self, final: bool) -> str:
         if self._stop and not self.stopped:
-            longest = max(len(s) for s in self._stop)
-            window_start = max(0, self._emitted - longest)
+            window_start = max(0, self._emitted - self._longest)
             hits = [pos for s in self._stop if (pos := self._text.find(s, window_start)) >= 0]
             if hits:
                 self._text = self._text[: min(hits)]
@@ -60,11 +60,18 @@ class TextStream:
         return out
 
     def _held_back(self) -> int:
-        """Length of the longest tail of the text that is a proper prefix of a stop string."""
-        best = 0
+        """Length of the longest tail of the text that is a proper prefix of a stop string. Only the places
+        in the tail where a stop string's first character occurs are tried (not every length)."""
+        best, text = 0, self._text
         for stop in self._stop:
-            for n in range(min(len(stop) - 1, len(self._text)), best, -1):
-                if self._text.endswith(stop[:n]):
-                    best = n
+            width = min(len(stop) - 1, len(text))
+            if width <= best:
+                continue
+            tail = text[len(text) - width:]
+            at = tail.find(stop[0])
+            while at != -1 and width - at > best:
+                if stop.startswith(tail[at:]):
+                    best = width - at
                     break
+                at = tail.find(stop[0], at + 1)
         return best
