@@ -189,6 +189,7 @@ class Engine:
                     self._fail(seq, f"prefill failed: {type(exc).__name__}")
                 self._outbox.flush()
                 continue
+            self.metrics.prompt_tokens.inc(sum(len(p) for p in prompts))
             if self.prefix_cache is not None:
                 for row, prompt in enumerate(prompts):
                     if not self.prefix_cache.contains(prompt):
@@ -218,6 +219,7 @@ class Engine:
     def _decode(self) -> None:
         assert self._batch is not None
         started = time.perf_counter()
+        self.metrics.decode_batch_size.observe(len(self._running))
         logits = self._batch.decode(self.model, [s.next_input for s in self._running])
         greedy = self._greedy(logits, self._running)
         keep = [row for row, seq in enumerate(self._running) if self._accept(seq, logits, row, greedy[row])]
@@ -251,8 +253,9 @@ class Engine:
         now = time.monotonic()
         if seq.last_token_at is None:
             self.metrics.ttft.observe(now - seq.arrival)
+            seq.first_token_at = now
         else:
-            self.metrics.inter_token.observe(now - seq.last_token_at)
+            self.metrics.observe_inter_token(now - seq.last_token_at)
         seq.last_token_at = now
         seq.generated.append(token)
         self.metrics.generation_tokens.inc()
@@ -278,14 +281,15 @@ class Engine:
         tail = seq.text.finish()
         if tail and reason in ("stop", "length", "timeout"):
             seq.emit(GenerationEvent("delta", text=tail))
+        decode_s = seq.last_token_at - seq.first_token_at if seq.first_token_at and seq.last_token_at else 0.0
         self.metrics.request_finished(reason, len(seq.prompt_ids), len(seq.generated),
-                                      time.monotonic() - seq.arrival)
+                                      time.monotonic() - seq.arrival, decode_s)
         seq.emit(GenerationEvent("finish", finish_reason=reason, prompt_tokens=len(seq.prompt_ids),
                                  completion_tokens=len(seq.generated)))
 
     def _fail(self, seq: Sequence, message: str) -> None:
         seq.finished = True
-        self.metrics.request_finished("error", len(seq.prompt_ids), len(seq.generated), 0.0)
+        self.metrics.request_finished("error", len(seq.prompt_ids), len(seq.generated), 0.0, 0.0)
         seq.emit(GenerationEvent("error", message=message))
 
     def _fail_all(self, message: str) -> None:

@@ -66,6 +66,7 @@ class Sequence:
         self.deadline = deadline
         self.arrival = time.monotonic()
         self.admitted_at: float | None = None
+        self.first_token_at: float | None = None
         self.last_token_at: float | None = None
         self.next_input: int | None = None
         self.finished = False

@@ -93,25 +93,25 @@ def test_queue_full_gets_429_at_once_and_slow_requests_time_out(small_server):
     waiter.join(60)
     assert queued_status == [504]  # 1000 tokens do not fit in the 4 s request timeout
     assert value(url + "/metrics", "dsdeploy:requests_rejected_total", reason="queue_full") >= 2
-    assert value(url + "/metrics", "vllm:request_success_total", finished_reason="timeout") >= 2
+    assert value(url + "/metrics", "vllm:request_success_total", finished_reason="abort") >= 2
     _idle(url)
 
 
 def test_client_disconnect_cancels_its_generation(server):
     metrics = server.url + "/metrics"
     _idle(server.url)
-    cancelled = value(metrics, "vllm:request_success_total", finished_reason="cancelled")
+    cancelled = value(metrics, "vllm:request_success_total", finished_reason="abort")
     generated = value(metrics, "vllm:generation_tokens_total")
     with httpx.stream("POST", server.url + "/v1/chat/completions", json={**LONG, "stream": True}, timeout=60) as r:
         lines = r.iter_lines()
         for _ in range(4):
             next(lines)
-    wait_for(metrics, "vllm:request_success_total", lambda v: v == cancelled + 1, finished_reason="cancelled")
+    wait_for(metrics, "vllm:request_success_total", lambda v: v == cancelled + 1, finished_reason="abort")
     _idle(server.url)
     # a non-streaming client that gives up is noticed as well
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(server.url + "/v1/chat/completions", json=LONG, timeout=httpx.Timeout(60, read=1.5))
-    wait_for(metrics, "vllm:request_success_total", lambda v: v == cancelled + 2, finished_reason="cancelled")
+    wait_for(metrics, "vllm:request_success_total", lambda v: v == cancelled + 2, finished_reason="abort")
     _idle(server.url)
     assert value(metrics, "vllm:generation_tokens_total") - generated < 1000
 
