@@ -14,6 +14,13 @@ from .metrics import ServerMetrics
 
 log = logging.getLogger(__name__)
 
+# After the drain grace (see serving.py): time for the last answers to go out, for uvicorn to close the
+# connections, and for the engine thread to stop. The process exits at most drain_grace + 5 s after SIGTERM.
+ANSWER_FLUSH_S = 2.0
+CONNECTIONS_CLOSE_S = 2.0
+ENGINE_STOP_S = 1.0
+SHUTDOWN_AFTER_GRACE_S = ANSWER_FLUSH_S + CONNECTIONS_CLOSE_S + ENGINE_STOP_S
+
 
 @dataclass
 class Runtime:
@@ -22,6 +29,7 @@ class Runtime:
     engine: Engine
     metrics: ServerMetrics
     draining: bool = False
+    backstop_s: float = 5.0  # a waiting request gives up this long after its deadline if the engine has not ended it
     _inflight: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -40,7 +48,12 @@ class Runtime:
 
     @property
     def ready(self) -> bool:
-        return not self.draining
+        return not self.draining and self.engine.alive
+
+    @property
+    def healthy(self) -> bool:
+        """The process can serve: false once the engine thread has died (the liveness probe restarts it)."""
+        return self.engine.alive
 
     @property
     def inflight(self) -> int:
@@ -62,11 +75,17 @@ class Runtime:
         self.metrics.ready.set(0)
         self.engine.stop_accepting()
 
-    def wait_drained(self, grace: float) -> bool:
-        """Block until nothing is in flight or ``grace`` seconds passed; True when drained."""
+    def wait_drained(self, grace: float, engine_too: bool = True) -> bool:
+        """Block until nothing is in flight (HTTP requests, and with ``engine_too`` engine work) or ``grace``
+        seconds passed; True when drained."""
         deadline = time.monotonic() + grace
-        while time.monotonic() < deadline:
-            if self._inflight == 0 and self.engine.idle:
+        while True:
+            if self._inflight == 0 and (self.engine.idle or not engine_too):
                 return True
+            if time.monotonic() >= deadline:
+                return False
             time.sleep(0.05)
-        return self._inflight == 0 and self.engine.idle
+
+    def abort_open(self, message: str) -> int:
+        """End every open generation now: streams get an error event and [DONE], others a 503."""
+        return self.engine.abort_open(message, "shutting_down")

@@ -37,6 +37,10 @@ class EngineClosedError(RuntimeError):
     """The engine is draining or stopped: answer 503."""
 
 
+class EngineFailedError(RuntimeError):
+    """The engine thread died: answer 503 (the pod's liveness probe restarts the server)."""
+
+
 @dataclass(frozen=True)
 class EngineLimits:
     max_num_seqs: int
@@ -65,11 +69,18 @@ class Engine:
         self._cond = threading.Condition()
         self._accepting = True
         self._stop = False
-        self._thread = threading.Thread(target=self._loop, name="dsdeploy-engine", daemon=True)
+        self.failure: str | None = None  # why the engine thread died, once it has
+        self._thread = threading.Thread(target=self._run, name="dsdeploy-engine", daemon=True)
 
     # ---- asyncio side -------------------------------------------------------------------------
     def start(self) -> None:
         self._thread.start()
+
+    @property
+    def alive(self) -> bool:
+        """The engine thread runs (or has not been started yet) and has not failed."""
+        started = self._thread.ident is not None
+        return self.failure is None and (not started or self._thread.is_alive() or self._stop)
 
     @property
     def num_waiting(self) -> int:
@@ -89,6 +100,8 @@ class Engine:
         deadline = time.monotonic() + timeout_s if timeout_s else None
         sequence = Sequence(prompt_ids, params, self.tokenizer, deadline, loop, queue, self._outbox)
         with self._cond:
+            if self.failure is not None:
+                raise EngineFailedError(f"the engine has failed ({self.failure}); the server must be restarted")
             if not self._accepting:
                 raise EngineClosedError("the server is shutting down")
             # at most max_queue requests wait beyond the max_num_seqs batch slots
@@ -104,14 +117,33 @@ class Engine:
         with self._cond:
             self._accepting = False
 
-    def shutdown(self) -> None:
+    def abort_open(self, message: str, code: str) -> int:
+        """From any thread: end every queued and running request now with an error event (``code``), without
+        waiting for the engine thread (it may be in a long step, or dead). Returns how many were ended."""
+        with self._cond:
+            open_ = [seq for seq in [*self._running, *self._pending] if not seq.finished]
+            for seq in open_:
+                seq.abort(GenerationEvent("error", message=message, code=code))
+            self._cond.notify()
+        return len(open_)
+
+    def shutdown(self, timeout: float = 5.0) -> None:
         with self._cond:
             self._accepting = False
             self._stop = True
             self._cond.notify()
-        self._thread.join(timeout=10)
+        if self._thread.ident is not None:
+            self._thread.join(timeout=timeout)
 
     # ---- engine thread ------------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as exc:  # the engine is gone: say so, and let nobody wait for it
+            self.failure = type(exc).__name__
+            log.critical("the engine thread died; open requests fail and /health reports it", exc_info=exc)
+            self.abort_open(f"the engine failed ({self.failure}); retry on another server", "engine_failed")
+
     def _loop(self) -> None:
         torch.set_grad_enabled(False)
         while True:
@@ -120,21 +152,25 @@ class Engine:
                     self._cond.wait()
                 if self._stop:
                     break
-                admitted = self._admit()
             try:
-                self._reap()
-                self._outbox.flush()  # sequences that timed out or were cancelled hear it before a long prefill
-                if admitted:
-                    self._prefill(admitted)
-                if self._running:
-                    self._decode()
-            except Exception as exc:  # a failed forward pass must not kill the server
+                self._step()
+            except Exception as exc:  # a failed step (forward pass, scheduling) fails its requests, not the server
                 log.exception("engine step failed")
-                self._fail_all(f"generation failed: {type(exc).__name__}")
+                self._fail_all(f"generation failed: {type(exc).__name__}", "generation_failed")
             self._outbox.flush()
-            self._update_gauges()
-        self._fail_all("the server is shutting down")
+        self._fail_all("the server is shutting down", "shutting_down")
         self._outbox.flush()
+
+    def _step(self) -> None:
+        with self._cond:
+            admitted = self._admit()
+        self._reap()
+        self._outbox.flush()  # sequences that timed out or were cancelled hear it before a long prefill
+        if admitted:
+            self._prefill(admitted)
+        if self._running:
+            self._decode()
+        self._update_gauges()
 
     def _admit(self) -> list[Sequence]:
         admitted: list[Sequence] = []
@@ -186,7 +222,7 @@ class Engine:
             except Exception as exc:
                 log.exception("prefill failed")
                 for seq in group:
-                    self._fail(seq, f"prefill failed: {type(exc).__name__}")
+                    self._fail(seq, f"prefill failed: {type(exc).__name__}", "generation_failed")
                 self._outbox.flush()
                 continue
             self.metrics.prompt_tokens.inc(sum(len(p) for p in prompts))
@@ -287,19 +323,19 @@ class Engine:
         seq.emit(GenerationEvent("finish", finish_reason=reason, prompt_tokens=len(seq.prompt_ids),
                                  completion_tokens=len(seq.generated)))
 
-    def _fail(self, seq: Sequence, message: str) -> None:
+    def _fail(self, seq: Sequence, message: str, code: str) -> None:
         seq.finished = True
         self.metrics.request_finished("error", len(seq.prompt_ids), len(seq.generated), 0.0, 0.0)
-        seq.emit(GenerationEvent("error", message=message))
+        seq.emit(GenerationEvent("error", message=message, code=code))
 
-    def _fail_all(self, message: str) -> None:
+    def _fail_all(self, message: str, code: str) -> None:
         for seq in self._running:
-            self._fail(seq, message)
+            self._fail(seq, message, code)
         self._running, self._batch = [], None
         with self._cond:
             pending, self._pending = list(self._pending), deque()
         for seq in pending:
-            self._fail(seq, message)
+            self._fail(seq, message, code)
 
     def _update_gauges(self) -> None:
         self.metrics.set_queue(len(self._running), len(self._pending))

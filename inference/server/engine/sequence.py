@@ -17,7 +17,9 @@ _ids = itertools.count(1)
 
 @dataclass(frozen=True)
 class GenerationEvent:
-    """``delta``: new text; ``finish``: done (finish_reason stop/length/timeout/cancelled); ``error``."""
+    """``delta``: new text; ``finish``: done (finish_reason stop/length/timeout/cancelled); ``error``: ended by
+    the server, ``code`` says why (``generation_failed``: a failed forward pass; ``engine_failed``: the engine
+    thread died; ``shutting_down``: the drain grace is over or the engine stopped)."""
 
     kind: str
     text: str = ""
@@ -25,6 +27,11 @@ class GenerationEvent:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     message: str = ""
+    code: str = ""
+
+    @property
+    def terminal(self) -> bool:
+        return self.kind != "delta"
 
 
 class Outbox:
@@ -84,6 +91,14 @@ class Sequence:
         with contextlib.suppress(RuntimeError):
             self._loop.call_soon_threadsafe(self._queue.put_nowait, event)
 
+    def abort(self, event: GenerationEvent) -> None:
+        """From any thread: end the request now with ``event``, delivered at once (not through the engine's
+        outbox, so it does not wait for a step); the engine drops the sequence at its next step, and what
+        it still emits for it arrives after ``event`` and is never read."""
+        self.cancelled = True
+        with contextlib.suppress(RuntimeError):  # the event loop is gone: nobody is listening
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, event)
+
 
 class GenerationHandle:
     """What a route holds: iterate the events, or cancel (client gone)."""
@@ -92,6 +107,7 @@ class GenerationHandle:
         self._sequence = sequence
         self._queue = queue
         self.prompt_tokens = len(sequence.prompt_ids)
+        self.deadline = sequence.deadline
 
     def cancel(self) -> None:
         self._sequence.cancelled = True
@@ -105,8 +121,16 @@ class GenerationHandle:
             while True:
                 event = await self._queue.get()
                 yield event
-                if event.kind != "delta":
+                if event.terminal:
                     return
         finally:
-            if not self._sequence.finished:
-                self.cancel()
+            self.release()
+
+    @property
+    def finished(self) -> bool:
+        return self._sequence.finished
+
+    def release(self) -> None:
+        """The caller stops reading: cancel the generation unless it is over."""
+        if not self._sequence.finished:
+            self.cancel()
