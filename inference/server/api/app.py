@@ -7,8 +7,9 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..runtime import Runtime
-from .errors import error_response, install_error_handlers
+from ..runtime import ENGINE_STOP_S, Runtime
+from .errors import InternalErrorMiddleware, error_response, install_error_handlers
+from .prompts import PromptBuilder
 from .routes import chat, completions, system
 
 _ALWAYS_OPEN = frozenset({"/health", "/ready", "/metrics", "/v1/models"})
@@ -66,19 +67,24 @@ class GateMiddleware:
 
 
 def create_app(runtime: Runtime) -> FastAPI:
+    prompts = PromptBuilder(runtime.loaded.tokenizer, runtime.loaded.max_model_len)
+
     @asynccontextmanager
     async def lifespan(_: FastAPI):
         runtime.engine.start()
         runtime.metrics.ready.set(1)
         yield
         runtime.metrics.ready.set(0)
-        runtime.engine.shutdown()
+        runtime.engine.shutdown(timeout=ENGINE_STOP_S)
+        prompts.close()
 
     app = FastAPI(title="dsdeploy model server", version="0.1.0", lifespan=lifespan, docs_url=None,
                   redoc_url=None)
     app.state.runtime = runtime
+    app.state.prompts = prompts
     install_error_handlers(app)
     for module in (chat, completions, system):
         app.include_router(module.router)
     app.add_middleware(GateMiddleware, runtime=runtime)
+    app.add_middleware(InternalErrorMiddleware)  # outermost of ours: also catches the gate's errors
     return app

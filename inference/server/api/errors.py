@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +36,10 @@ def error_response(status: int, message: str, param: str | None = None, code: st
     return JSONResponse(error_body(status, message, param, code), status_code=status, headers=headers)
 
 
-def sse_error(message: str, code: str) -> str:
-    """An error inside an already started event stream (OpenAI clients raise it as APIError)."""
-    return f"data: {json.dumps(error_body(500, message, None, code))}\n\n"
+def sse_error(status: int, message: str, code: str) -> str:
+    """An error inside an already started event stream (OpenAI clients raise it as APIError); ``status`` is
+    the one the request would have had before streaming began, and sets the error's type."""
+    return f"data: {json.dumps(error_body(status, message, None, code))}\n\n"
 
 
 def _short(value: object) -> str:
@@ -54,8 +56,8 @@ def _param_path(loc: tuple) -> list[str]:
             if p != "body" and not (isinstance(p, str) and ("[" in p or p in _TYPE_TAGS))]
 
 
-def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
-    errors = exc.errors()
+def validation_message(errors: list) -> tuple[str, str | None]:
+    """Message and param of the first of pydantic's errors."""
     if not errors:
         return "invalid request body", None
     first = errors[0]
@@ -67,7 +69,7 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     param = ".".join(loc) or None
     msg = first.get("msg", "invalid value").removeprefix("Value error, ")
     if first.get("type") == "missing":
-        return f"'{param}' is required", param
+        return (f"'{param}' is required", param) if param else ("the request body must be a JSON object", None)
     shown = f" (got {_short(first['input'])})" if "input" in first and first["type"] != "missing" else ""
     more = f"; {len(errors) - 1} more problem(s)" if len(errors) > 1 else ""
     return f"'{param}': {msg}{shown}{more}", param
@@ -80,7 +82,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        message, param = _validation_message(exc)
+        message, param = validation_message(exc.errors())
         return error_response(400, message, param, "invalid_value" if param else "invalid_body")
 
     @app.exception_handler(StarletteHTTPException)
@@ -88,7 +90,31 @@ def install_error_handlers(app: FastAPI) -> None:
         message = str(exc.detail) if exc.status_code != 404 else f"no route {request.url.path}"
         return error_response(exc.status_code, message, None, None, getattr(exc, "headers", None))
 
-    @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error")
-        return error_response(500, f"internal error ({type(exc).__name__})", None, "internal_error")
+
+class InternalErrorMiddleware:
+    """An exception escaping a route becomes one logged traceback and a 500 in the OpenAI shape. (With an
+    ``Exception`` handler, Starlette's error middleware answers and then re-raises, and uvicorn logs the
+    same traceback a second time.) A response already started cannot turn into a 500: its connection
+    ends; event streams catch their own errors and end with an error event instead."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception as exc:
+            log.error("unhandled error in %s %s", scope.get("method"), scope.get("path"), exc_info=exc)
+            if not started:
+                await error_response(500, f"internal error ({type(exc).__name__})", None,
+                                     "internal_error")(scope, receive, send)

@@ -1,22 +1,29 @@
-"""From a validated request to engine work: model name check, prompt tokens, limits, sampling params,
-and collecting a whole answer while watching for a client that goes away."""
+"""From a validated request to engine work and back: model name check, limits, sampling params, submitting,
+and reading the generation's events with backstops of the HTTP side's own (a deadline, a dead engine, a
+client that went away), so that no request waits forever on an engine that cannot answer."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 
 from starlette.requests import Request
 
 from ..engine.sampling import SamplingParams
-from ..engine.scheduler import EngineClosedError, QueueFullError
+from ..engine.scheduler import EngineClosedError, EngineFailedError, QueueFullError
 from ..engine.sequence import GenerationEvent, GenerationHandle
 from ..runtime import Runtime
 from .errors import APIError
-from .schemas import ChatCompletionRequest, SamplingFields
+from .prompts import context_exceeded
+from .schemas import SamplingFields
 
 RETRY_AFTER_S = "1"
-DISCONNECT_POLL_S = 0.5  # how often a waiting non-streaming request checks that its client is still there
+POLL_S = 0.5  # how often a waiting request checks its backstops (and a non-streaming one its client)
+
+# HTTP status of each way the engine can end a request with an error event
+ERROR_STATUS = {"shutting_down": 503, "engine_failed": 500, "generation_failed": 500}
+TIMEOUT_MESSAGE = "the request took longer than the server's request timeout"
 
 
 def check_model(runtime: Runtime, model: str | None) -> None:
@@ -26,40 +33,11 @@ def check_model(runtime: Runtime, model: str | None) -> None:
                        "model_not_found")
 
 
-def chat_prompt(runtime: Runtime, body: ChatCompletionRequest) -> tuple[str, list[int]]:
-    messages = []
-    for i, message in enumerate(body.messages):
-        try:
-            messages.append({"role": message.role, "content": message.text()})
-        except ValueError as exc:
-            raise APIError(400, f"'messages.{i}.content': {exc}", f"messages.{i}.content", "invalid_value") from exc
-    tokenizer = runtime.loaded.tokenizer
-    try:
-        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    except Exception as exc:  # the model's Jinja template rejects this conversation
-        raise APIError(400, f"'messages': the chat template rejected them: {exc}", "messages",
-                       "invalid_value") from exc
-    return text, tokenizer(text, add_special_tokens=False)["input_ids"]
-
-
-def text_prompt(runtime: Runtime, prompt: str | list[int], param: str = "prompt") -> list[int]:
-    if isinstance(prompt, list):
-        vocab = len(runtime.loaded.tokenizer)
-        bad = [t for t in prompt if not 0 <= t < vocab]
-        if bad:
-            raise APIError(400, f"'{param}': token ids must be in [0, {vocab}), got {bad[0]}", param, "invalid_value")
-        return list(prompt)
-    if not prompt:
-        raise APIError(400, f"'{param}' must not be empty", param, "invalid_value")
-    return runtime.loaded.tokenizer(prompt)["input_ids"]
-
-
 def sampling_params(runtime: Runtime, body: SamplingFields, prompt_ids: list[int], prompt_param: str,
                     max_tokens: int | None = None) -> SamplingParams:
     limit = runtime.loaded.max_model_len
     if len(prompt_ids) >= limit:
-        raise APIError(400, f"'{prompt_param}' is {len(prompt_ids)} tokens; the context is {limit} tokens and "
-                       "must leave room for at least one generated token", prompt_param, "context_length_exceeded")
+        raise context_exceeded(prompt_param, len(prompt_ids), limit)
     room = limit - len(prompt_ids)
     wanted = max_tokens if max_tokens is not None else body.max_tokens
     if wanted is not None and wanted > room:
@@ -76,37 +54,67 @@ def submit(runtime: Runtime, prompt_ids: list[int], params: SamplingParams) -> G
         raise APIError(429, f"{exc}; retry later", None, "queue_full", {"Retry-After": RETRY_AFTER_S}) from exc
     except EngineClosedError as exc:
         raise APIError(503, str(exc), None, "shutting_down", {"Retry-After": RETRY_AFTER_S}) from exc
+    except EngineFailedError as exc:
+        raise APIError(503, str(exc), None, "engine_failed") from exc
 
 
-def raise_for_event(event: GenerationEvent) -> None:
+def event_error(event: GenerationEvent) -> tuple[int, str, str] | None:
+    """``(status, message, code)`` of an event that ends a request unsuccessfully, else None."""
     if event.kind == "error":
-        raise APIError(500, event.message, None, "generation_failed")
+        return ERROR_STATUS.get(event.code, 500), event.message, event.code or "generation_failed"
     if event.finish_reason == "timeout":
-        raise APIError(504, "the request took longer than the server's request timeout", None, "request_timeout")
+        return 504, TIMEOUT_MESSAGE, "request_timeout"
+    if event.finish_reason == "cancelled":
+        return 499, "the request was cancelled", "client_closed"
+    return None
 
 
-async def collect(request: Request, handle: GenerationHandle) -> tuple[str, GenerationEvent]:
-    """Wait for the whole answer; cancel the generation if the client disconnects meanwhile."""
-    parts: list[str] = []
+async def watched_events(runtime: Runtime, handle: GenerationHandle,
+                         request: Request | None = None) -> AsyncIterator[GenerationEvent]:
+    """The handle's events up to the final one. Backstops: past the request deadline plus
+    ``runtime.backstop_s`` (the engine enforces the deadline only between its steps) the generation is
+    cancelled and a timeout ends it; a dead engine ends it with ``engine_failed``; with ``request`` (a
+    non-streaming request; Starlette watches streaming ones) a client that went away cancels it."""
+    backstop = handle.deadline + runtime.backstop_s if handle.deadline is not None else None
     checked = time.monotonic()
     try:
         while True:
             try:
-                event = await asyncio.wait_for(handle.next_event(), timeout=DISCONNECT_POLL_S)
+                event = await asyncio.wait_for(handle.next_event(), timeout=POLL_S)
             except TimeoutError:
                 event = None
-            if time.monotonic() - checked >= DISCONNECT_POLL_S:
-                checked = time.monotonic()
-                if await request.is_disconnected():
-                    handle.cancel()
-                    raise APIError(499, "client disconnected", None, "client_closed")
-            if event is None:
+            if event is not None:
+                yield event
+                if event.terminal:
+                    return
+            now = time.monotonic()
+            if now - checked < POLL_S:
                 continue
-            if event.kind == "delta":
-                parts.append(event.text)
-                continue
-            raise_for_event(event)
-            return "".join(parts), event
-    except asyncio.CancelledError:
-        handle.cancel()
-        raise
+            checked = now
+            if request is not None and await request.is_disconnected():
+                handle.cancel()
+                raise APIError(499, "client disconnected", None, "client_closed")
+            if not runtime.engine.alive:
+                yield GenerationEvent("error", message=f"the engine failed ({runtime.engine.failure}); retry on "
+                                      "another server", code="engine_failed")
+                return
+            if backstop is not None and now > backstop:
+                yield GenerationEvent("finish", finish_reason="timeout", prompt_tokens=handle.prompt_tokens)
+                return
+    finally:
+        handle.release()
+
+
+async def collect(runtime: Runtime, request: Request, handle: GenerationHandle) -> tuple[str, GenerationEvent]:
+    """Wait for the whole answer; an error or timeout becomes an APIError with its own status."""
+    parts: list[str] = []
+    async for event in watched_events(runtime, handle, request):
+        if event.kind == "delta":
+            parts.append(event.text)
+            continue
+        failed = event_error(event)
+        if failed is not None:
+            status, message, code = failed
+            raise APIError(status, message, None, code)
+        return "".join(parts), event
+    raise APIError(500, "the generation ended without a final event", None, "generation_failed")

@@ -1,5 +1,11 @@
-"""Request bodies of the OpenAI-compatible API (validated; unknown fields are ignored as OpenAI does,
-known fields this server cannot honour are refused with a message naming them)."""
+"""Request bodies of the OpenAI-compatible API.
+
+Validation is strict, as the OpenAI API's: a string or a boolean where a number belongs, a number where a
+boolean belongs, or 1.0 where an integer belongs is refused, never coerced. Unknown fields are ignored (the
+`openai` client and other callers send fields such as ``user`` or ``metadata``); known fields this server
+cannot honour are refused with a message naming them. The lists of accepted, refused and ignored fields
+are in docs/server.md.
+"""
 
 from __future__ import annotations
 
@@ -8,63 +14,91 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 MAX_STOP_STRINGS = 16
+MAX_STOP_CHARS = 256  # per stop string: every generated token is checked against every stop string
+SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1  # a signed 64-bit integer, as vLLM accepts (torch's generator seed)
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+    def problems(self) -> list[tuple[str, str]]:
+        """Combinations of fields that are refused: ``(param, message)`` pairs."""
+        return []
 
 
 class ContentPart(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(strict=True, extra="allow")
     type: str
     text: str | None = None
 
 
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(strict=True, extra="allow")
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[ContentPart] | None = None
+    tool_calls: list | None = None  # declared before content: its refusal explains an assistant turn without text
+    content: str | list[ContentPart] | None
     name: str | None = None
 
+    @field_validator("tool_calls")
+    @classmethod
+    def _no_tool_calls(cls, value: list | None) -> list | None:
+        if value:
+            raise ValueError("tool calls are not supported by this server")
+        return value
+
+    @field_validator("content")
+    @classmethod
+    def _text_content(cls, value: str | list[ContentPart] | None) -> str | list[ContentPart]:
+        if value is None or value == []:
+            raise ValueError("a message needs content: a string or a non-empty list of text parts")
+        if isinstance(value, list):
+            for part in value:
+                if part.type != "text":
+                    raise ValueError(f"content part of type {part.type!r} is not supported; only 'text' parts are")
+                if part.text is None:
+                    raise ValueError("a content part of type 'text' needs a 'text' string")
+        return value
+
     def text(self) -> str:
-        if self.content is None:
-            return ""
+        """The message's text; text parts are joined with newlines (as vLLM does)."""
         if isinstance(self.content, str):
             return self.content
-        texts = []
-        for part in self.content:
-            if part.type != "text" or part.text is None:
-                raise ValueError(f"content part of type {part.type!r} is not supported; only 'text'")
-            texts.append(part.text)
-        return "".join(texts)
+        return "\n".join(part.text or "" for part in self.content or [])
 
 
 class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(strict=True, extra="ignore")
     include_usage: bool = False
 
 
-class SamplingFields(BaseModel):
-    """Fields shared by chat and text completions."""
+def _refuse_if(value: object, message: str) -> None:
+    if value:
+        raise ValueError(message)
 
-    model_config = ConfigDict(extra="ignore")
+
+class SamplingFields(_Body):
+    """Fields shared by chat and text completions."""
 
     model: str | None = None
     temperature: float = Field(1.0, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     max_tokens: int | None = Field(None, ge=1)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=SEED_MIN, le=SEED_MAX)
     n: int = Field(1, ge=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
     presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     logprobs: bool | int | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=20)
     ignore_eos: bool = False  # vLLM extension: keep generating past the end-of-sequence token
     logit_bias: dict[str, float] | None = None
 
     @field_validator("logit_bias")
     @classmethod
     def _no_logit_bias(cls, value: dict[str, float] | None) -> dict[str, float] | None:
-        if value:
-            raise ValueError("logit_bias is not supported by this server")
+        _refuse_if(value, "logit_bias is not supported by this server")
         return value
 
     @field_validator("stop")
@@ -77,6 +111,9 @@ class SamplingFields(BaseModel):
             raise ValueError(f"at most {MAX_STOP_STRINGS} stop strings are allowed, got {len(stops)}")
         if any(s == "" for s in stops):
             raise ValueError("stop strings must not be empty")
+        longest = max((len(s) for s in stops), default=0)
+        if longest > MAX_STOP_CHARS:
+            raise ValueError(f"a stop string may have at most {MAX_STOP_CHARS} characters, got one of {longest}")
         return stops
 
     @field_validator("n")
@@ -96,15 +133,26 @@ class SamplingFields(BaseModel):
     @field_validator("logprobs")
     @classmethod
     def _no_logprobs(cls, value: bool | int | None) -> bool | int | None:
-        if value:
-            raise ValueError("logprobs are not supported by this server")
+        _refuse_if(value, "logprobs are not supported by this server")
         return value
+
+    @field_validator("top_logprobs")
+    @classmethod
+    def _no_top_logprobs(cls, value: int | None) -> int | None:
+        _refuse_if(value, "top_logprobs is not supported by this server (it returns no logprobs)")
+        return value
+
+    def problems(self) -> list[tuple[str, str]]:
+        if self.stream_options is not None and not self.stream:
+            return [("stream_options", "stream_options is only allowed when stream is true")]
+        return []
 
 
 class ChatCompletionRequest(SamplingFields):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     tools: list[dict] | None = None
+    tool_choice: str | dict | None = None
     response_format: dict | None = None
 
     @field_validator("response_format")
@@ -117,9 +165,17 @@ class ChatCompletionRequest(SamplingFields):
     @field_validator("tools")
     @classmethod
     def _no_tools(cls, value: list[dict] | None) -> list[dict] | None:
-        if value:
-            raise ValueError("tool calling is not supported by this server")
+        _refuse_if(value, "tool calling is not supported by this server")
         return value
+
+    @field_validator("tool_choice")
+    @classmethod
+    def _no_tool_choice(cls, value: str | dict | None) -> str | dict | None:
+        if value is None or value in ("none", "auto"):
+            return value  # without tools, both mean: answer with text
+        shown = repr(value) if isinstance(value, str) else "a named tool"
+        raise ValueError(f"tool_choice {shown} is not supported: this server does not call tools "
+                         "(only 'none' or 'auto' are accepted)")
 
     @model_validator(mode="after")
     def _token_limit(self) -> ChatCompletionRequest:
@@ -132,6 +188,7 @@ class CompletionRequest(SamplingFields):
     prompt: str | list[str] | list[int]
     echo: bool = False
     suffix: str | None = None
+    best_of: int | None = Field(None, ge=1)
 
     @field_validator("prompt")
     @classmethod
@@ -148,22 +205,27 @@ class CompletionRequest(SamplingFields):
     @field_validator("echo")
     @classmethod
     def _no_echo(cls, value: bool) -> bool:
-        if value:
-            raise ValueError("echo is not supported by this server")
+        _refuse_if(value, "echo is not supported by this server")
         return value
 
     @field_validator("suffix")
     @classmethod
     def _no_suffix(cls, value: str | None) -> str | None:
-        if value:
-            raise ValueError("suffix is not supported by this server")
+        _refuse_if(value, "suffix is not supported by this server")
+        return value
+
+    @field_validator("best_of")
+    @classmethod
+    def _one_candidate(cls, value: int | None) -> int | None:
+        if value is not None and value > 1:
+            raise ValueError(f"best_of={value} is not supported; this server generates one candidate (best_of=1)")
         return value
 
 
-class GenerateRequest(BaseModel):
+class GenerateRequest(_Body):
     """The body of the original article's /generate service."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(strict=True, extra="forbid")
     prompt: str = Field(min_length=1)
     temperature: float = Field(0.7, ge=0.0, le=2.0)
     max_tokens: int = Field(1000, ge=1)

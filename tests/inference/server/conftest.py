@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -83,3 +85,61 @@ def small_server(model_folder: Path, tmp_path_factory):
                         "--reasoning", "on", "--chat-template", str(template))
     yield proc
     proc.stop()
+
+
+@pytest.fixture(scope="session")
+def loaded_model(model_folder: Path):
+    """The model loaded in the test process, for servers whose engine a test reaches into (one torch thread)."""
+    from inference.server.config import ServerConfig
+    from inference.server.loading import load_model
+
+    return load_model(ServerConfig(model=str(model_folder), served_model_name=MODEL_NAME, max_model_len=2048,
+                                   threads=1))
+
+
+class InProcessServer:
+    """The real app under uvicorn on 127.0.0.1, in a thread of the test process, so that a test can reach
+    its runtime and engine (break the engine, slow the tokenizer) while clients talk HTTP to it."""
+
+    def __init__(self, loaded, model: str, **config) -> None:
+        import uvicorn
+
+        from inference.server.api.app import create_app
+        from inference.server.config import ServerConfig
+        from inference.server.runtime import Runtime
+        from tests.support.server_process import free_port
+
+        settings = ServerConfig(model=model, served_model_name=MODEL_NAME, max_model_len=2048, **config)
+        self.runtime = Runtime.build(settings, loaded)
+        self.app = create_app(self.runtime)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning",
+                                                     timeout_graceful_shutdown=1))
+        self._thread = threading.Thread(target=self._server.run, name="test-uvicorn", daemon=True)
+
+    def start(self) -> InProcessServer:
+        self._thread.start()
+        deadline = time.monotonic() + 30
+        while not self._server.started:
+            assert time.monotonic() < deadline and self._thread.is_alive(), "in-process server did not start"
+            time.sleep(0.05)
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(15)
+
+
+@pytest.fixture
+def inprocess_server(loaded_model, model_folder: Path):
+    """``inprocess_server(request_timeout=2)`` starts one (stopped after the test)."""
+    started: list[InProcessServer] = []
+
+    def factory(**config) -> InProcessServer:
+        started.append(InProcessServer(loaded_model, str(model_folder), **config).start())
+        return started[-1]
+
+    yield factory
+    for server in started:
+        server.stop()

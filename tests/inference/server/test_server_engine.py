@@ -12,7 +12,8 @@ import httpx
 import openai
 import pytest
 
-from tests.support.prometheus_text import value, wait_for
+from tests.inference.server.http_threads import Post, Stream
+from tests.support.prometheus_text import scrape, value, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -43,6 +44,9 @@ def test_sixteen_concurrent_requests_all_answered_faster_than_one_by_one(server)
             concurrent = await asyncio.gather(*(ask(q) for q in questions))
             return sequential, sequential_s, concurrent, time.perf_counter() - started
 
+    metrics = server.url + "/metrics"
+    _idle(server.url)
+    batches_before = _batches_over_one(metrics)
     sequential, sequential_s, concurrent, concurrent_s = asyncio.run(run())
     assert len(concurrent) == 16
     assert all(r.usage.completion_tokens == 8 and r.choices[0].message.content for r in concurrent)
@@ -52,29 +56,28 @@ def test_sixteen_concurrent_requests_all_answered_faster_than_one_by_one(server)
     assert same >= 15, [(a.choices[0].message.content, b.choices[0].message.content)
                         for a, b in zip(sequential, concurrent, strict=True)]
     assert concurrent_s < sequential_s, (concurrent_s, sequential_s)
+    # they were decoded together: forward passes over more than one sequence happened, and one sequential
+    # request never makes one (so every such pass came from the concurrent round)
+    assert _batches_over_one(metrics) - batches_before > 0
+
+
+def _batches_over_one(metrics_url: str) -> float:
+    """Decode forward passes that carried more than one sequence so far."""
+    samples = scrape(metrics_url)
+    total = value(metrics_url, "dsdeploy:decode_batch_size_count")
+    single = sum(v for (name, labels), v in samples.items()
+                 if name == "dsdeploy:decode_batch_size_bucket" and dict(labels).get("le") == "1.0")
+    return total - single
 
 
 def test_queue_full_gets_429_at_once_and_slow_requests_time_out(small_server):
     """small_server: one batch slot, a queue of one, a 4 s request timeout."""
     url = small_server.url
     _idle(url)
-    first_token = threading.Event()
-    queued_status: list[int] = []
-
-    def running_request() -> None:
-        with httpx.stream("POST", url + "/v1/chat/completions", json={**LONG, "stream": True}, timeout=60) as r:
-            data_lines = (line for line in r.iter_lines() if line.startswith("data: "))
-            for number, _ in enumerate(data_lines):
-                if number == 1:  # the first chunk only carries the role; the second a token
-                    first_token.set()
-
-    def queued_request() -> None:
-        queued_status.append(httpx.post(url + "/v1/chat/completions", json=LONG, timeout=60).status_code)
-
-    runner = threading.Thread(target=running_request, daemon=True)
+    runner = Stream(url, LONG)
     runner.start()
-    assert first_token.wait(60)
-    waiter = threading.Thread(target=queued_request, daemon=True)
+    assert runner.first_token.wait(60)
+    waiter = Post(url, LONG)
     waiter.start()
     wait_for(url + "/metrics", "vllm:num_requests_waiting", lambda v: v == 1)
 
@@ -91,7 +94,14 @@ def test_queue_full_gets_429_at_once_and_slow_requests_time_out(small_server):
 
     runner.join(60)
     waiter.join(60)
-    assert queued_status == [504]  # 1000 tokens do not fit in the 4 s request timeout
+    assert waiter.response.status_code == 504  # 1000 tokens do not fit in the 4 s request timeout
+    assert waiter.response.json()["error"]["code"] == "request_timeout"
+    # the stream timed out after its first tokens: it ends with an error event, then [DONE]
+    assert runner.events[-1] == "[DONE]"
+    error = runner.events[-2]["error"]
+    assert (error["code"], error["type"]) == ("request_timeout", "timeout_error"), error
+    deltas = [e["choices"][0]["delta"] for e in runner.events[1:-2]]  # (small_server parses reasoning)
+    assert any(d.get("content") or d.get("reasoning_content") for d in deltas)
     assert value(url + "/metrics", "dsdeploy:requests_rejected_total", reason="queue_full") >= 2
     assert value(url + "/metrics", "vllm:request_success_total", finished_reason="abort") >= 2
     _idle(url)
@@ -144,3 +154,33 @@ def test_sigterm_drains_in_flight_requests_and_refuses_new_ones(server_factory):
     assert chunks[-1] == {"done": True}
     assert chunks[-2]["choices"][0]["finish_reason"] == "length"
     assert proc.wait(timeout=60) == 0
+
+
+def test_completion_stream_that_times_out_ends_with_an_error_event(small_server):
+    """small_server: a 4 s request timeout."""
+    _idle(small_server.url)
+    body = {"model": MODEL_NAME, "prompt": "Count to one thousand:", "max_tokens": 1000, "ignore_eos": True,
+            "temperature": 0}
+    stream = Stream(small_server.url, body, path="/v1/completions")
+    stream.run()
+    assert stream.events[-1] == "[DONE]"
+    assert stream.events[-2]["error"]["code"] == "request_timeout"
+    assert "".join(e["choices"][0]["text"] for e in stream.events[:-2])  # tokens went out before the timeout
+    _idle(small_server.url)
+
+
+def test_drain_grace_over_answers_open_requests_then_exits(server_factory):
+    proc = server_factory("--drain-grace", "2")
+    stream, whole = Stream(proc.url, LONG), Post(proc.url, LONG)  # far longer than the grace
+    stream.start()
+    whole.start()
+    assert stream.first_token.wait(60)
+    wait_for(proc.url + "/metrics", "vllm:num_requests_running", lambda v: v == 2)
+    proc.signal(signal.SIGTERM)
+    stream.join(30)
+    whole.join(30)
+    assert stream.events[-1] == "[DONE]"
+    error = stream.events[-2]["error"]
+    assert (error["code"], error["type"]) == ("shutting_down", "service_unavailable_error"), error
+    assert whole.response.status_code == 503 and whole.response.json()["error"]["code"] == "shutting_down"
+    assert proc.wait(timeout=30) == 0

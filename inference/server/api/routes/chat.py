@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Request
-from starlette.responses import StreamingResponse
 
 from ...reasoning import ThinkSplitter, prompt_opens_thinking
+from ..body import read_body, value_limit
 from ..errors import sse_error
-from ..generation import chat_prompt, check_model, collect, sampling_params, submit
+from ..generation import check_model, collect, event_error, sampling_params, submit, watched_events
 from ..schemas import ChatCompletionRequest
+from ..streaming import sse, sse_response
 
 router = APIRouter()
 
@@ -22,15 +22,14 @@ def _usage(prompt: int, completion: int) -> dict:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
-def _sse(payload: dict) -> str:
-    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
-
-
 @router.post("/v1/chat/completions")
-async def chat_completions(body: ChatCompletionRequest, request: Request):
-    runtime = request.app.state.runtime
+async def chat_completions(request: Request):
+    runtime, prompts = request.app.state.runtime, request.app.state.prompts
+    body = await read_body(request, ChatCompletionRequest, value_limit(runtime.loaded.max_model_len),
+                           prompts.precheck_chat)
     check_model(runtime, body.model)
-    prompt_text, prompt_ids = chat_prompt(runtime, body)
+    conversation = [{"role": message.role, "content": message.text()} for message in body.messages]
+    prompt_text, prompt_ids = await prompts.chat(conversation)
     params = sampling_params(runtime, body, prompt_ids, "messages")
     reasoning = runtime.loaded.reasoning
     splitter = ThinkSplitter(prompt_opens_thinking(prompt_text)) if reasoning else None
@@ -39,7 +38,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
     model = runtime.loaded.served_model_name
 
     if not body.stream:
-        text, final = await collect(request, handle)
+        text, final = await collect(runtime, request, handle)
         message: dict = {"role": "assistant", "content": text}
         if splitter is not None:
             r1, c1 = splitter.push(text)
@@ -58,7 +57,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}]}
         if include_usage:
             payload["usage"] = None
-        return _sse(payload)
+        return sse(payload)
 
     def deltas(reasoning_text: str, content: str) -> list[str]:
         out = []
@@ -70,26 +69,23 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
 
     async def stream() -> AsyncIterator[str]:
         yield chunk({"role": "assistant", "content": ""})
-        async for event in handle.events():
+        async for event in watched_events(runtime, handle):
             if event.kind == "delta":
                 for piece in deltas(*(splitter.push(event.text) if splitter else ("", event.text))):
                     yield piece
                 continue
-            if event.kind == "error" or event.finish_reason in ("timeout", "cancelled"):
-                code = "request_timeout" if event.finish_reason == "timeout" else "generation_failed"
-                yield sse_error(event.message or f"generation ended: {event.finish_reason}", code)
-                yield "data: [DONE]\n\n"
+            failed = event_error(event)
+            if failed is not None:
+                yield sse_error(*failed)
                 return
             if splitter is not None:
                 for piece in deltas(*splitter.finish()):
                     yield piece
             yield chunk({}, event.finish_reason)
             if include_usage:
-                yield _sse({"id": completion_id, "object": "chat.completion.chunk", "created": created,
-                            "model": model, "choices": [],
-                            "usage": _usage(event.prompt_tokens, event.completion_tokens)})
-            yield "data: [DONE]\n\n"
+                yield sse({"id": completion_id, "object": "chat.completion.chunk", "created": created,
+                           "model": model, "choices": [],
+                           "usage": _usage(event.prompt_tokens, event.completion_tokens)})
             return
 
-    return StreamingResponse(stream(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return sse_response(stream())

@@ -2,73 +2,80 @@
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Request
-from starlette.responses import StreamingResponse
 
+from ..body import read_body, value_limit
 from ..errors import sse_error
-from ..generation import check_model, collect, sampling_params, submit, text_prompt
+from ..generation import check_model, collect, event_error, sampling_params, submit, watched_events
 from ..schemas import CompletionRequest, GenerateRequest
+from ..streaming import sse, sse_response
 
 router = APIRouter()
 
 
+def _usage(prompt: int, completion: int) -> dict:
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
 @router.post("/v1/completions")
-async def completions(body: CompletionRequest, request: Request):
-    runtime = request.app.state.runtime
+async def completions(request: Request):
+    runtime, prompts = request.app.state.runtime, request.app.state.prompts
+    body = await read_body(request, CompletionRequest, value_limit(runtime.loaded.max_model_len),
+                           prompts.precheck_prompt)
     check_model(runtime, body.model)
-    prompt_ids = text_prompt(runtime, body.prompt)
+    prompt_ids = await prompts.text(body.prompt)
     params = sampling_params(runtime, body, prompt_ids, "prompt")
     handle = submit(runtime, prompt_ids, params)
     completion_id, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
     model = runtime.loaded.served_model_name
 
-    def usage(prompt: int, completion: int) -> dict:
-        return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
-
     if not body.stream:
-        text, final = await collect(request, handle)
+        text, final = await collect(runtime, request, handle)
         return {"id": completion_id, "object": "text_completion", "created": created, "model": model,
                 "choices": [{"index": 0, "text": text, "finish_reason": final.finish_reason, "logprobs": None}],
-                "usage": usage(final.prompt_tokens, final.completion_tokens)}
+                "usage": _usage(final.prompt_tokens, final.completion_tokens)}
 
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
 
-    def chunk(text: str, finish_reason: str | None = None, final_usage: dict | None = None) -> str:
+    def chunk(text: str, finish_reason: str | None = None) -> str:
         payload = {"id": completion_id, "object": "text_completion", "created": created, "model": model,
                    "choices": [{"index": 0, "text": text, "finish_reason": finish_reason, "logprobs": None}]}
-        if final_usage is not None:
-            payload["choices"], payload["usage"] = [], final_usage
-        return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
+        if include_usage:
+            payload["usage"] = None
+        return sse(payload)
 
     async def stream() -> AsyncIterator[str]:
-        async for event in handle.events():
+        async for event in watched_events(runtime, handle):
             if event.kind == "delta":
                 yield chunk(event.text)
-            elif event.kind == "error" or event.finish_reason in ("timeout", "cancelled"):
-                yield sse_error(event.message or f"generation ended: {event.finish_reason}", "generation_failed")
-                break
-            else:
-                yield chunk("", event.finish_reason)
-                if include_usage:
-                    yield chunk("", None, usage(event.prompt_tokens, event.completion_tokens))
-        yield "data: [DONE]\n\n"
+                continue
+            failed = event_error(event)
+            if failed is not None:
+                yield sse_error(*failed)
+                return
+            yield chunk("", event.finish_reason)
+            if include_usage:
+                yield sse({"id": completion_id, "object": "text_completion", "created": created, "model": model,
+                           "choices": [], "usage": _usage(event.prompt_tokens, event.completion_tokens)})
+            return
 
-    return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    return sse_response(stream())
 
 
 @router.post("/generate")
-async def generate(body: GenerateRequest, request: Request) -> dict:
+async def generate(request: Request) -> dict:
     """The seed article's service: raw prompt in, generated text out (without the prompt)."""
-    runtime = request.app.state.runtime
-    prompt_ids = text_prompt(runtime, body.prompt)
+    runtime, prompts = request.app.state.runtime, request.app.state.prompts
+    body = await read_body(request, GenerateRequest, value_limit(runtime.loaded.max_model_len),
+                           prompts.precheck_prompt)
+    prompt_ids = await prompts.text(body.prompt)
     room = runtime.loaded.max_model_len - len(prompt_ids)
     fields = CompletionRequest(prompt=body.prompt, temperature=body.temperature,
                                max_tokens=max(1, min(body.max_tokens, room)))
     params = sampling_params(runtime, fields, prompt_ids, "prompt")
-    text, _ = await collect(request, submit(runtime, prompt_ids, params))
+    text, _ = await collect(runtime, request, submit(runtime, prompt_ids, params))
     return {"response": text}
