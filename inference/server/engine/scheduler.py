@@ -141,6 +141,7 @@ class Engine:
             self._loop()
         except BaseException as exc:  # the engine is gone: say so, and let nobody wait for it
             self.failure = type(exc).__name__
+            self.metrics.ready.set(0)
             log.critical("the engine thread died; open requests fail and /health reports it", exc_info=exc)
             self.abort_open(f"the engine failed ({self.failure}); retry on another server", "engine_failed")
 
