@@ -79,10 +79,12 @@ async def watched_events(runtime: Runtime, handle: GenerationHandle,
     checked = time.monotonic()
     try:
         while True:
-            try:
-                event = await asyncio.wait_for(handle.next_event(), timeout=POLL_S)
-            except TimeoutError:
-                event = None
+            event = handle.poll()  # no timer and task per event when the step's events are already here
+            if event is None:
+                try:
+                    event = await asyncio.wait_for(handle.next_event(), timeout=POLL_S)
+                except TimeoutError:
+                    event = None
             if event is not None:
                 yield event
                 if event.terminal:

@@ -115,6 +115,13 @@ class GenerationHandle:
     async def next_event(self) -> GenerationEvent:
         return await self._queue.get()
 
+    def poll(self) -> GenerationEvent | None:
+        """The next event if one is already there (a step delivers its events together), else None."""
+        try:
+            return self._queue.get_nowait()
+        except asyncio.QueueEmpty:
+            return None
+
     async def events(self) -> AsyncIterator[GenerationEvent]:
         """Yield events up to and including the final ``finish`` or ``error``; cancel if abandoned."""
         try:
