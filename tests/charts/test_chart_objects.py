@@ -99,6 +99,15 @@ def test_integer_flags_render_as_integers_however_large(tmp_path: Path) -> None:
         assert arg(c, "--max-model-len") == "1048576", c["args"]
 
 
+def test_server_engine_drains_within_the_pods_grace_period(tmp_path: Path) -> None:
+    for grace, drain in ((60, "50"), (120, "110"), (5, "1")):
+        proc = helm_template(values={"engine": {"type": "server", "terminationGracePeriodSeconds": grace}}, tmp=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        r = parse(proc.stdout)
+        assert r.one("Deployment", "engine")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == grace
+        assert arg(engine_container(r), "--drain-grace") == drain
+
+
 def test_engine_args_follow_values(rendered: dict[str, Rendered]) -> None:
     c = engine_container(rendered["gke-pro"])
     v = values_of("gke-pro")["engine"]
