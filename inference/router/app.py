@@ -16,7 +16,7 @@ from inference.router.auth import Authenticator
 from inference.router.body_deadline import BodyDeadlines
 from inference.router.cache import ResponseCache, is_deterministic
 from inference.router.cloud import CloudRoute
-from inference.router.config import RouterConfig
+from inference.router.config import RouterConfig, strictest
 from inference.router.errors import RouterError
 from inference.router.fallback import FallbackPolicy, Routed
 from inference.router.health import HealthMonitor
@@ -161,8 +161,8 @@ class RouterApp:
                     raise RouterError(429, f"Rate limit of {principal.rpm} requests per minute reached for key "
                                       f"'{principal.key_id}'.", code="rate_limit_exceeded", retry_after=wait)
             data_class = self.policy.resolve(data_class_header, principal.default_class)
-            if principal.min_class is not None:
-                data_class = self.policy.at_least(data_class, principal.min_class)
+            if principal.min_class is not None:  # the key's floor: a header cannot loosen it
+                data_class = strictest(data_class, principal.min_class)
             body = await self._read_body_in_time(receive, content_length)
             data = parse_body(path, body)
             stream = bool(data.get("stream"))

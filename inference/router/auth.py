@@ -6,7 +6,7 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 
-from inference.router.config import DATA_CLASSES, RouterConfig
+from inference.router.config import RouterConfig, strictest
 from inference.router.errors import RouterError
 
 
@@ -32,8 +32,8 @@ class Authenticator:
             self._entries.append((bytes.fromhex(digest), Principal(key_id, key_id, policy_default, default_rpm)))
         for key in config.auth.keys:
             default_class = key.default_class or policy_default
-            if key.min_class is not None and DATA_CLASSES.index(default_class) < DATA_CLASSES.index(key.min_class):
-                default_class = key.min_class  # the policy default is looser than the key's floor
+            if key.min_class is not None:  # the policy default may be looser than the key's floor
+                default_class = strictest(default_class, key.min_class)
             principal = Principal(
                 key.id, key.tenant or key.id, default_class,
                 key.rpm if key.rpm is not None else default_rpm, key.min_class,

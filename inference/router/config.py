@@ -32,6 +32,11 @@ from inference.router.env_refs import RouterConfigError, check_secret_refs, expa
 DATA_CLASSES: tuple[str, ...] = ("public", "internal", "restricted")
 DataClass = Literal["public", "internal", "restricted"]
 
+
+def strictest(*classes: str) -> str:
+    """The strictest of the data classes given (their order in DATA_CLASSES, loosest first)."""
+    return max(classes, key=DATA_CLASSES.index)
+
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -150,7 +155,7 @@ class ApiKey(_Strict):
     @model_validator(mode="after")
     def _floor(self) -> ApiKey:
         if (self.min_class is not None and self.default_class is not None
-                and DATA_CLASSES.index(self.default_class) < DATA_CLASSES.index(self.min_class)):
+                and strictest(self.default_class, self.min_class) != self.default_class):
             raise ValueError(f"key {self.id!r}: default_class {self.default_class!r} is looser than its "
                              f"min_class {self.min_class!r}")
         return self

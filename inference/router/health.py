@@ -29,7 +29,7 @@ def parse_waiting(text: str) -> float | None:
 class HealthMonitor:
     """Probes every upstream every ``health.interval_s``; polls ``/metrics`` for saturation."""
 
-    def __init__(self, config: RouterConfig, pool: UpstreamPool, body_deadlines: BodyDeadlines | None = None) -> None:
+    def __init__(self, config: RouterConfig, pool: UpstreamPool, body_deadlines: BodyDeadlines) -> None:
         self.config = config
         self.pool = pool
         self.body_deadlines = body_deadlines
@@ -43,8 +43,7 @@ class HealthMonitor:
             connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=4.0),
             timeout=aiohttp.ClientTimeout(total=self.config.health.timeout_s),
         )
-        if self.config.upstreams or self.body_deadlines is not None:
-            self._tasks.append(asyncio.create_task(self._deadline_loop(), name="deadlines"))
+        self._tasks.append(asyncio.create_task(self._deadline_loop(), name="deadlines"))
         for index in self.pool.discovered:
             await self.discover(index)  # members known before the first request
             self._tasks.append(asyncio.create_task(self._discovery_loop(index), name=f"discover {index}"))
@@ -110,7 +109,7 @@ class HealthMonitor:
             await asyncio.sleep(DEADLINE_SWEEP_S)
             now = time.monotonic()
             self.pool.expire_pending(now)
-            if bodies is not None and bodies.reading:
+            if bodies.reading:
                 bodies.expire(now)
 
     async def _probe_loop(self, up: LocalUpstream) -> None:

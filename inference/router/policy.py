@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from inference.router.config import DATA_CLASSES, RouterConfig
+from inference.router.config import DATA_CLASSES, RouterConfig, strictest
 from inference.router.errors import RouterError
 
 _VALID = {c.encode(): c for c in DATA_CLASSES}
@@ -24,20 +24,12 @@ class DataClassPolicy:
         if cls is not None:
             return cls
         if b"," in header:
-            classes = [self.resolve(part, default_class) for part in header.split(b",")]
-            return max(classes, key=DATA_CLASSES.index)
+            return strictest(*(self.resolve(part, default_class) for part in header.split(b",")))
         shown = header.decode("latin-1")[:40]
         raise RouterError(
             400, f"X-Data-Class {shown!r} is not one of {', '.join(DATA_CLASSES)}.",
             code="invalid_data_class", param="X-Data-Class",
         )
-
-    @staticmethod
-    def at_least(data_class: str, floor: str | None) -> str:
-        """``data_class``, raised to ``floor`` when it is looser (a key's ``min_class``)."""
-        if floor is None or DATA_CLASSES.index(data_class) >= DATA_CLASSES.index(floor):
-            return data_class
-        return floor
 
     def may_leave(self, data_class: str) -> bool:
         return self.cloud_configured and data_class in self._allowed
