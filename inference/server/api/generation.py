@@ -33,6 +33,12 @@ def check_model(runtime: Runtime, model: str | None) -> None:
                        "model_not_found")
 
 
+def usage(prompt_tokens: int, completion_tokens: int) -> dict:
+    """The OpenAI ``usage`` object of an answer."""
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}
+
+
 def sampling_params(runtime: Runtime, body: SamplingFields, prompt_ids: list[int], prompt_param: str,
                     max_tokens: int | None = None) -> SamplingParams:
     limit = runtime.loaded.max_model_len

@@ -133,10 +133,6 @@ class GenerationHandle:
         finally:
             self.release()
 
-    @property
-    def finished(self) -> bool:
-        return self._sequence.finished
-
     def release(self) -> None:
         """The caller stops reading: cancel the generation unless it is over."""
         if not self._sequence.finished:

@@ -11,15 +11,11 @@ from fastapi import APIRouter, Request
 from ...reasoning import ThinkSplitter, prompt_opens_thinking
 from ..body import read_body, value_limit
 from ..errors import sse_error
-from ..generation import check_model, collect, event_error, sampling_params, submit, watched_events
+from ..generation import check_model, collect, event_error, sampling_params, submit, usage, watched_events
 from ..schemas import ChatCompletionRequest
 from ..streaming import sse, sse_response
 
 router = APIRouter()
-
-
-def _usage(prompt: int, completion: int) -> dict:
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
 @router.post("/v1/chat/completions")
@@ -47,7 +43,7 @@ async def chat_completions(request: Request):
         return {
             "id": completion_id, "object": "chat.completion", "created": created, "model": model,
             "choices": [{"index": 0, "message": message, "finish_reason": final.finish_reason, "logprobs": None}],
-            "usage": _usage(final.prompt_tokens, final.completion_tokens),
+            "usage": usage(final.prompt_tokens, final.completion_tokens),
         }
 
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
@@ -85,7 +81,7 @@ async def chat_completions(request: Request):
             if include_usage:
                 yield sse({"id": completion_id, "object": "chat.completion.chunk", "created": created,
                            "model": model, "choices": [],
-                           "usage": _usage(event.prompt_tokens, event.completion_tokens)})
+                           "usage": usage(event.prompt_tokens, event.completion_tokens)})
             return
 
     return sse_response(stream())

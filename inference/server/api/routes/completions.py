@@ -10,15 +10,11 @@ from fastapi import APIRouter, Request
 
 from ..body import read_body, value_limit
 from ..errors import sse_error
-from ..generation import check_model, collect, event_error, sampling_params, submit, watched_events
+from ..generation import check_model, collect, event_error, sampling_params, submit, usage, watched_events
 from ..schemas import CompletionRequest, GenerateRequest
 from ..streaming import sse, sse_response
 
 router = APIRouter()
-
-
-def _usage(prompt: int, completion: int) -> dict:
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
 @router.post("/v1/completions")
@@ -37,7 +33,7 @@ async def completions(request: Request):
         text, final = await collect(runtime, request, handle)
         return {"id": completion_id, "object": "text_completion", "created": created, "model": model,
                 "choices": [{"index": 0, "text": text, "finish_reason": final.finish_reason, "logprobs": None}],
-                "usage": _usage(final.prompt_tokens, final.completion_tokens)}
+                "usage": usage(final.prompt_tokens, final.completion_tokens)}
 
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
 
@@ -60,7 +56,7 @@ async def completions(request: Request):
             yield chunk("", event.finish_reason)
             if include_usage:
                 yield sse({"id": completion_id, "object": "text_completion", "created": created, "model": model,
-                           "choices": [], "usage": _usage(event.prompt_tokens, event.completion_tokens)})
+                           "choices": [], "usage": usage(event.prompt_tokens, event.completion_tokens)})
             return
 
     return sse_response(stream())
