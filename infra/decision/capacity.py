@@ -14,8 +14,7 @@ reserve KV cache for calls 30x longer than the workload's and understate concurr
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict
 
@@ -28,6 +27,7 @@ from infra.planner.quantization import QUANTIZATIONS
 if TYPE_CHECKING:
     from infra.catalog import Catalog, ModelSpec, Tier
     from infra.decision.study import CostRequest
+    from infra.planner import DeploymentPlan
 
 
 class TierCapacity(BaseModel):
@@ -75,9 +75,9 @@ def plan_context(req: CostRequest, spec: ModelSpec) -> int:
     return min(spec.max_context, max(MIN_CONTEXT, 1 << (tokens - 1).bit_length()))
 
 
-def tier_capacity(req: CostRequest, tier: Tier, context: int,
-                  warnings: list[str]) -> tuple[TierCapacity, Callable[[str], Any]] | None:
-    """One replica's capacity on ``tier`` and the plan's machine mapping per platform; None if it does not fit."""
+def tier_capacity(req: CostRequest, tier: Tier, context: int) -> tuple[TierCapacity, DeploymentPlan]:
+    """One replica's capacity on ``tier`` and the plan it comes from. Raises PlanDoesNotFit when the model does
+    not fit the tier (the study leaves the tier out), unless a measured figure was given for it."""
     try:
         plan = plan_deployment(req.model, tier.key, quantization=req.quantization, context=context)
     except PlanDoesNotFit as exc:
@@ -86,8 +86,7 @@ def tier_capacity(req: CostRequest, tier: Tier, context: int,
                 f"--throughput-tokens-per-s: {req.model} cannot run on tier {tier.key} at max model length "
                 f"{context:,}, so a measured figure cannot be priced: {exc}"
             ) from None
-        warnings.append(f"tier {tier.key}: {req.model} does not fit at max model length {context:,}, left out: {exc}")
-        return None
+        raise
     except PlanError as exc:  # context out of the model's range
         raise DecisionInputError(f"--context {context}: {exc}" if req.context else str(exc)) from None
     layout = (f"{plan.served_model_name} {plan.quantization} on {tier.key}, TP {plan.tensor_parallel_size}, "
@@ -102,5 +101,5 @@ def tier_capacity(req: CostRequest, tier: Tier, context: int,
     cap = calls_per_replica_year(tps, req.workload, req.utilization, prefill_tokens_per_s=prefill)
     return TierCapacity(tier=tier.key, gpu=tier.gpu, gpus_per_replica=plan.gpus_per_replica,
                         max_model_len=plan.max_model_len, tokens_per_s=tps, prefill_tokens_per_s=prefill,
-                        source=source, calls_per_replica_year=cap), plan.machine
+                        source=source, calls_per_replica_year=cap), plan
 

@@ -20,25 +20,17 @@ from infra.decision.tables import (
 )
 
 
-def _plan_section(req: CostRequest) -> list[str]:
-    """The plan per tier, made exactly as the cost study makes it (same max model length)."""
-    from infra.catalog import load_catalog
-    from infra.decision.capacity import check_model, plan_context
-    from infra.planner import PlanDoesNotFit, plan_deployment
-
+def _plan_section(req: CostRequest, study: CostStudy) -> list[str]:
+    """The plan per tier: the very plans the cost study priced (same max model length)."""
     out = ["## 1. Deployment plan", ""]
-    context = plan_context(req, check_model(req, load_catalog()))
     if req.context is None:
-        out += [f"Max model length {context:,} tokens: one call of {req.workload.tokens_per_call:g} tokens "
-                "(prompt + completion), rounded up to a power of two.", ""]
+        out += [f"Max model length {study.max_model_len:,} tokens: one call of {req.workload.tokens_per_call:g} "
+                "tokens (prompt + completion), rounded up to a power of two.", ""]
     for tier in req.tiers:
-        try:
-            plan = plan_deployment(req.model, tier, quantization=req.quantization, context=context)
-        except PlanDoesNotFit as exc:
-            out += [f"**{tier}**: does not fit. {exc}", ""]
+        plan = study.plans.get(tier)
+        if plan is None:
+            out += [f"**{tier}**: does not fit. {study.unfit[tier]}", ""]
             continue
-        except ValueError as exc:
-            raise DecisionInputError(str(exc)) from None
         out += [
             f"**{plan.served_model_name}** (`{plan.model_id}`) on tier **{tier}**", "",
             "| item | value |", "|---|---|",
@@ -111,7 +103,7 @@ def build_report(req: CostRequest, *, mode: str = "hybrid", router_config: str |
         "replaced by your own quotes before a purchase decision.",
         "",
     ]
-    lines += _plan_section(req)
+    lines += _plan_section(req, study)
     lines += _cost_section(study, chart_name)
     lines += ["## 3. Compliance", "", to_markdown(compliance_table(matrix)), ""]
     lines += [f"- warning: {w}" for w in matrix.warnings]

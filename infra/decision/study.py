@@ -24,6 +24,7 @@ from infra.decision.currency import Currency, DecisionInputError, ExchangeRate
 from infra.decision.mission import MissionCheck, mission_check
 from infra.decision.options import cloud_options, onprem_option
 from infra.decision.prices import SourcedAmount, load_api_prices, load_local_prices
+from infra.planner import DeploymentPlan, PlanDoesNotFit
 
 MISSION_VOLUMES = (100_000.0, 1_000_000.0, 10_000_000.0)
 DEFAULT_MODEL = "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"
@@ -104,6 +105,10 @@ class CostStudy(BaseModel):
     assumptions: list[str]
     mission: MissionCheck | None
     warnings: list[str]
+    # What the report's plan section shows, kept from the study's own planning (not in --json output)
+    max_model_len: int = Field(exclude=True)  # the context every tier was planned with
+    plans: dict[str, DeploymentPlan] = Field(default_factory=dict, exclude=True)  # tier -> plan, where it fits
+    unfit: dict[str, str] = Field(default_factory=dict, exclude=True)  # tier -> why the model does not fit
 
     def api_cost(self, volume: float) -> float:
         return self.api_cost_per_call * volume
@@ -145,16 +150,23 @@ def run_study(req: CostRequest) -> CostStudy:
     fixed = conv(ops.amount, ops.currency)
     warnings: list[str] = []
     capacities: list[TierCapacity] = []
+    plans: dict[str, DeploymentPlan] = {}
+    unfit: dict[str, str] = {}
     options: list[LocalOption] = []
     for tier_name in req.tiers:
         try:
             tier = catalog.tier(tier_name)
         except CatalogError as exc:
             raise DecisionInputError(f"--tier {tier_name!r}: {exc}") from None
-        found = tier_capacity(req, tier, context, warnings)
-        if found is None:
+        try:
+            cap, plan = tier_capacity(req, tier, context)
+        except PlanDoesNotFit as exc:
+            unfit[tier_name] = str(exc)
+            warnings.append(f"tier {tier.key}: {req.model} does not fit at max model length {context:,}, "
+                            f"left out: {exc}")
             continue
-        cap, mapping_for = found
+        plans[tier_name] = plan
+        mapping_for = plan.machine
         capacities.append(cap)
         if req.onprem:
             options.append(onprem_option(req, local, tier_name, tier.gpus_per_replica,
@@ -193,6 +205,7 @@ def run_study(req: CostRequest) -> CostStudy:
         capacities=capacities, options=options, rows=rows,
         break_evens=[break_even(o, per_call, cur) for o in options], assumptions=assumptions,
         mission=mission_check(sheet.name, req.workload, per_call, cur, _cheapest_local(options)), warnings=warnings,
+        max_model_len=context, plans=plans, unfit=unfit,
     )
 
 
