@@ -85,8 +85,7 @@ def check_chart_values(cfg: StackConfig, plan: Any) -> None:
         raise StackConfigError(f"{PROJECT}:{key}: not valid: {reason}. Fix with `pulumi config set {key} <value>`.") \
             from None
     except ChartValuesError as exc:
-        message = str(exc).replace("dsdeploy values --checkpoint ORG/REPO, ChartOptions(checkpoint=...)",
-                                   f"pulumi config set {PROJECT}:checkpoint ORG/REPO")
+        message = exc.worded(f"pulumi config set {PROJECT}:checkpoint ORG/REPO")
         raise StackConfigError(f"{PROJECT}:quantization/engineType: the chart cannot serve this plan: {message}.") \
             from None
 

@@ -144,7 +144,10 @@ def cmd_values(args: argparse.Namespace) -> int:
             msg = str(err["msg"]).removeprefix("Value error, ")
             print(f"dsdeploy values: {field}: {msg}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except (PlanError, ChartValuesError, ValueError) as exc:
+    except ChartValuesError as exc:
+        print(f"dsdeploy values: {exc.worded('dsdeploy values --checkpoint ORG/REPO')}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except (PlanError, ValueError) as exc:
         print(f"dsdeploy values: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     text = _header(plan, options) + yaml.safe_dump(values, sort_keys=False)

@@ -44,7 +44,19 @@ CHART_RENDERED_FLAGS = frozenset({
 
 
 class ChartValuesError(ValueError):
-    """The plan and options cannot be turned into chart values (message says why and what to change)."""
+    """The plan and options cannot be turned into chart values (message says why and what to change).
+
+    A message that tells the user to set the checkpoint holds the placeholder ``CHECKPOINT``; each caller
+    words it as its users set that option (``worded``); ``str()`` names the ChartOptions field."""
+
+    CHECKPOINT = "{checkpoint}"
+
+    def __init__(self, message: str) -> None:
+        self.template = message
+        super().__init__(self.worded("ChartOptions(checkpoint=...)"))
+
+    def worded(self, checkpoint_option: str) -> str:
+        return self.template.replace(self.CHECKPOINT, checkpoint_option)
 
 
 def _check_secret_name(value: str | None) -> str | None:
@@ -198,8 +210,8 @@ def _checkpoint(plan: DeploymentPlan, options: ChartOptions) -> str:
         f"quantization {plan.quantization!r}: no pre-quantized {plan.quantization} weights of {plan.model_id} "
         f"are recorded in the catalog, and vLLM does not quantize to {plan.quantization} while loading, so "
         f"the engine would load the original full-precision weights that the plan did not size for. "
-        f"Pass the hub id of pre-quantized {plan.quantization} weights of this model (dsdeploy values "
-        f"--checkpoint ORG/REPO, ChartOptions(checkpoint=...)), or choose a published quantization "
+        f"Pass the hub id of pre-quantized {plan.quantization} weights of this model "
+        f"({ChartValuesError.CHECKPOINT}), or choose a published quantization "
         f"(dsdeploy plan shows which fit the tier): {known}"
     )
 
