@@ -19,6 +19,7 @@ from typing import Any
 import uvicorn
 
 from inference.router.app import RouterApp
+from inference.router.command import uvicorn_config
 from inference.router.config import RouterConfig, parse_router_config
 
 FAKE = Path(__file__).with_name("fake_upstream.py")
@@ -138,9 +139,7 @@ def run_router(config: RouterConfig) -> Iterator[RunningRouter]:
     """Serve a RouterApp with uvicorn in a background thread (its own event loop) on a free port."""
     app = RouterApp(config)
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", access_log=False,
-                                           lifespan="on", loop="asyncio", http="httptools",
-                                           proxy_headers=False))
+    server = uvicorn.Server(uvicorn_config(app, config, "127.0.0.1", port, loop="asyncio", log_level="error"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
