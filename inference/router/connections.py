@@ -80,6 +80,7 @@ class GuardedProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self.header_bytes = 0
         self.in_headers = True  # between requests or inside a request's headers (not in a body, not in the app)
+        self.in_body = False  # the request's headers are in, its body is not all in yet
         self.refused = False
         self.waiting_task: asyncio.Task[Any] | None = None  # a request waiting for its upstream
         self.client_left = False
@@ -136,6 +137,7 @@ class GuardedProtocol(HttpToolsProtocol):
                         "request_header_fields_too_large")
             return
         self.in_headers = False
+        self.in_body = True
         self.guard.reading[self] = (time.monotonic() + limits.body_timeout_s, "body")
         self.scope["extensions"] = {CONNECTION: self}
         super().on_headers_complete()
@@ -147,13 +149,15 @@ class GuardedProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         if self.refused:
             return
+        self.in_body = False
         self.guard.reading.pop(self, None)
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
         cycle = self.cycle
-        if not self.in_headers and (cycle is None or cycle.response_complete) and not self.transport.is_closing():
+        if (not self.in_headers and not self.in_body and (cycle is None or cycle.response_complete)
+                and not self.transport.is_closing()):
             # idle until the next request: uvicorn's keep-alive timer closes it; one trickling a request
             # in (which stops that timer) has header_timeout_s more
             self.in_headers = True

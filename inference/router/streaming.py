@@ -231,8 +231,8 @@ class StreamRelay:
             if seen.done:
                 break
             data = event_data(event)
-            if data is None:  # a comment, or id:/retry:/event: only
-                if rewriter is None:
+            if data is None:  # a comment (kept: a keep-alive), or id:/retry:/event: alone (OpenAI clients
+                if rewriter is None and event.startswith(b":"):  # read every event's data as JSON: left out)
                     parts.append(event)
                 continue
             if data == DONE:

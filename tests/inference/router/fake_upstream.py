@@ -25,7 +25,7 @@ from typing import Any
 import httptools
 
 DEFAULTS: dict[str, Any] = {
-    # ok | status | malformed | cut_stream | reset | stall | malformed_chunk | no_done | context_length
+    # ok | status | malformed | braces | cut_stream | reset | stall | malformed_chunk | no_done | context_length
     # | content_filter | endless
     "mode": "ok",
     "status": 500,         # for mode=status
@@ -46,6 +46,7 @@ DEFAULTS: dict[str, Any] = {
     "health_status": 200,  # status of GET /health
     "sse_preamble": "",    # stream: lines sent before the first event (e.g. "retry: 3000\n")
     "headers": {},         # extra response headers on completions (name -> value, latin-1)
+    "content_type": "application/json",  # of a whole completion answer (latin-1)
     "redirect_to": None,   # completions: answer 307 with this Location
 }
 CONTEXT_MESSAGE = ("This model's maximum context length is 2048 tokens. However, you requested 4000 tokens "
@@ -239,6 +240,8 @@ class Connection(asyncio.Protocol):
             return self.abort(reset=True)
         if mode == "malformed":
             return self.whole(200, b'{"id": "x", "choices": [ this is not json')
+        if mode == "braces":  # shaped like a JSON object, but not JSON
+            return self.whole(200, b'{"id": "x", "choices": [oops]}')
         if mode == "context_length":
             return self.whole(400, json.dumps({"error": {"message": CONTEXT_MESSAGE, "type": "BadRequestError",
                                                          "param": None, "code": 400}}).encode())
@@ -274,7 +277,7 @@ class Connection(asyncio.Protocol):
             "id": f"cmpl-{fake.name}-{fake.served}", "object": "chat.completion", "created": int(time.time()),
             "model": model, "choices": [choice],
             "usage": b["usage"] or {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10},
-        }).encode(), extra=b["headers"])
+        }).encode(), b["content_type"], extra=b["headers"])
 
     def prefix_of(self, path: str, data: dict[str, Any]) -> str | None | bool:
         """The assistant prefix of a chat prefix completion, None for a plain request, False once refused."""
@@ -298,6 +301,7 @@ class Connection(asyncio.Protocol):
     def status(self) -> None:
         b = self.fake.behaviour
         extra = {"Retry-After": str(b["retry_after"])} if b["retry_after"] is not None else {}
+        extra.update(b["headers"])
         self.whole(int(b["status"]), json.dumps(
             {"error": {"message": f"{self.fake.name} says {b['status']}", "type": "x", "param": None, "code": None}}
         ).encode(), extra=extra)
@@ -361,8 +365,9 @@ def _split(text: str, n: int) -> list[str]:
     return [p for p in out if p]
 
 
-async def serve(name: str, port: int) -> None:
+async def serve(name: str, port: int, behaviour: dict[str, Any]) -> None:
     fake = FakeUpstream(name)
+    fake.behaviour.update(behaviour)
     loop = asyncio.get_running_loop()
     server = await loop.create_server(lambda: Connection(fake), "127.0.0.1", port, reuse_address=True)
     async with server:
@@ -373,13 +378,15 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--name", default="upstream")
+    parser.add_argument("--behaviour", default="{}", help="JSON: the behaviour to start with")
     args = parser.parse_args()
+    behaviour = json.loads(args.behaviour)
     try:
         import uvloop
 
-        uvloop.run(serve(args.name, args.port))
+        uvloop.run(serve(args.name, args.port, behaviour))
     except ImportError:
-        asyncio.run(serve(args.name, args.port))
+        asyncio.run(serve(args.name, args.port, behaviour))
 
 
 if __name__ == "__main__":

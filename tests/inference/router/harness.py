@@ -48,9 +48,11 @@ class FakeProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
+    def start(self, **behaviour: Any) -> None:
+        """Start (again, on the same port); ``behaviour`` is in force from the first request on."""
         self.proc = subprocess.Popen(
-            [sys.executable, str(FAKE), "--port", str(self.port), "--name", self.name],
+            [sys.executable, str(FAKE), "--port", str(self.port), "--name", self.name,
+             "--behaviour", json.dumps(behaviour)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 20

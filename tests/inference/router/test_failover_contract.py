@@ -371,8 +371,7 @@ def _outage(ups, tmp_path, down_s: float, warming_s: float) -> None:
             time.sleep(1.0)
             a.kill()
             time.sleep(down_s)
-            a.start()  # up again, but its chat path fails while /health already answers (an engine warming up)
-            a.control(mode="status", status=503)
+            a.start(mode="status", status=503)  # up again; its chat path fails while /health answers (warming up)
             warming_until = time.monotonic() + warming_s
             time.sleep(warming_s)
             a.control(mode="ok")
