@@ -147,8 +147,9 @@ class HealthMonitor:
         (loading, a broken GPU), so an open circuit half-opens only when this one succeeds."""
         assert self._session is not None
         request: dict[str, object] = {"messages": [{"role": "user", "content": "ping"}], "max_tokens": 1}
-        if up.last_model is not None:
-            request["model"] = up.last_model
+        model = up.last_model or await self._served_model(up)
+        if model is not None:
+            request["model"] = model
         headers = {**up.headers, PROBE_HEADER: "half-open"}
         try:
             async with self._session.post(up.base + "/v1/chat/completions", data=json.dumps(request),
@@ -162,6 +163,18 @@ class HealthMonitor:
                 return True
         except (TimeoutError, aiohttp.ClientError, OSError, AttemptFailed):
             return False
+
+    async def _served_model(self, up: LocalUpstream) -> str | None:
+        """The first model an upstream lists (for a chat probe before any request told us its name)."""
+        assert self._session is not None
+        try:
+            async with self._session.get(up.base + "/v1/models", headers=up.headers) as resp:
+                listed = json.loads(await resp.content.read(1 << 20)) if resp.status == 200 else None
+        except (TimeoutError, aiohttp.ClientError, OSError, ValueError):
+            return None
+        data = listed.get("data") if isinstance(listed, dict) else None
+        first = data[0] if isinstance(data, list) and data and isinstance(data[0], dict) else {}
+        return first.get("id") if isinstance(first.get("id"), str) else None
 
     async def _probe_loop(self, up: LocalUpstream) -> None:
         cfg = self.config.health

@@ -193,3 +193,32 @@ def test_keepalive_client_retries_a_reused_connection_closed_under_it_once():
         await server.wait_closed()
 
     asyncio.run(main())
+
+
+def test_prefill_rate_is_read_from_vllm_and_from_our_servers_metrics():
+    from inference.router.health import parse_prefill_rate
+
+    vllm = ('vllm:prompt_tokens_total{model_name="m"} 40000.0\n'
+            'vllm:request_prefill_time_seconds_sum{model_name="m"} 8.0\n'
+            'vllm:time_to_first_token_seconds_sum{model_name="m"} 99.0\n')
+    assert parse_prefill_rate(vllm) == 5000.0
+    ours = ('vllm:prompt_tokens_total{model_name="m"} 3000\nvllm:time_to_first_token_seconds_sum{model_name="m"} 4.0\n'
+            'vllm:request_queue_time_seconds_sum{model_name="m"} 1.0\n')
+    assert parse_prefill_rate(ours) == 1000.0  # time to first token less the queue time
+    assert parse_prefill_rate('vllm:prompt_tokens_total{model_name="m"} 10\n') is None  # too little to tell
+
+
+def test_first_byte_deadline_grows_with_the_prompt_and_waits_when_there_is_nowhere_else():
+    from inference.router.fallback import FallbackPolicy
+    from inference.router.metrics import RouterMetrics
+    from inference.router.policy import DataClassPolicy
+
+    cfg = parse_router_config({"upstreams": [{"url": "http://h:1"}],
+                               "cloud": {"base_url": "http://127.0.0.1:9", "api_key": "${K}"}}, environ={"K": "k"})
+    pool = UpstreamPool(cfg)
+    (up,) = pool.upstreams
+    policy = FallbackPolicy(cfg, pool, DataClassPolicy(cfg), RouterMetrics(True, pool, cfg.cloud), None)
+    assert policy._first_byte_limit(up, 300, {up}, "deepseek-chat", 600.0) == pytest.approx(10.05)
+    up.prefill_rate = 500.0  # from its metrics: a 30 kB prompt (~10k tokens) takes ~20 s to prefill
+    assert policy._first_byte_limit(up, 30_000, {up}, "deepseek-chat", 600.0) == pytest.approx(30.0)
+    assert policy._first_byte_limit(up, 300, {up}, None, 600.0) == 600.0  # nowhere else to go: it waits
