@@ -92,7 +92,9 @@ class FallbackPolicy:
             timeouts, retries = self.config.timeouts, self.config.retries
             sent = body
             if stream:  # ask for the final usage event (tokens in the audit line); the relay drops it if unasked
-                sent = json.dumps(stream_with_usage(data), separators=(",", ":"), ensure_ascii=False).encode()
+                with_usage = stream_with_usage(data)
+                if with_usage is not data:
+                    sent = json.dumps(with_usage, separators=(",", ":"), ensure_ascii=False).encode()
             tried: set[LocalUpstream] = set()
             up: LocalUpstream | None = None
             again = 0  # retries on ``up``
