@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from pydantic_core import from_json
+
 DONE = b"[DONE]"
 _FIELDS = (b"data", b"event", b"id", b"retry")
 
@@ -79,8 +81,8 @@ def looks_like_sse(chunk: bytes) -> bool:
 def parse_json_event(data: bytes) -> dict[str, Any] | None:
     """An event's data as a JSON object; None when it is not one (a malformed event)."""
     try:
-        value = json.loads(data)
-    except (ValueError, UnicodeDecodeError, RecursionError):
+        value = from_json(data)
+    except ValueError:
         return None
     return value if isinstance(value, dict) else None
 
