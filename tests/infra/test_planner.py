@@ -12,6 +12,7 @@ from infra.planner import QUANTIZATIONS, PlanDoesNotFit, PlanError, plan_deploym
 from infra.planner.errors import PlanUnsupported
 from infra.planner.quantization import QUANT_SPECS
 from infra.planner.sizing import evaluate, kv_bytes_per_token_per_gpu, valid_tp_sizes
+from tests.support.deepseek_bytes import v3_native_fp8_bytes
 
 GIB = 1024**3
 A100_40_USABLE = int(40960 * 1024 * 1024 * 0.90)   # 38,654,705,664 bytes at utilization 0.90
@@ -95,24 +96,6 @@ def test_mla_kv_is_held_whole_by_every_gpu_and_gqa_is_sharded() -> None:
     assert kv_bytes_per_token_per_gpu(qwen32, 4) == 2 * 64 * 2 * 128 * 2
     qwen15 = catalog.model("r1-distill-qwen-1.5b")               # 2 KV heads: TP 4 replicates them
     assert kv_bytes_per_token_per_gpu(qwen15, 4) == 2 * 28 * 1 * 128 * 2
-
-
-def v3_native_fp8_bytes(layers: int, dense: int, draft: int) -> tuple[int, int]:
-    """(bytes on the GPUs, bytes of the checkpoint) of the DeepSeek-V3 layout, written out by hand:
-    every linear layer fp8 (1 byte) + one fp32 scale (4 bytes) per 128x128 block; embedding, output head,
-    norms and router bf16; router bias fp32. Shapes (out x in) from config.json: hidden 7168, q_lora 1536,
-    128 heads x (128 nope + 64 rope), kv_lora 512, v 128, dense MLP 18432, 256 experts x 2048, 1 shared."""
-    attention = (1536 * 7168 + 24576 * 1536 + 576 * 7168 + 32768 * 512 + 7168 * 16384
-                 + 4 * (12 * 56 + 192 * 12 + 5 * 56 + 256 * 4 + 56 * 128))        # 187,151,072
-    norms = (2 * 7168 + 512 + 1536) * 2                                          # 32,768
-    dense_mlp = 3 * 18432 * 7168 + 4 * 3 * 144 * 56                              # 396,458,496
-    expert = 3 * 2048 * 7168 + 4 * 3 * 16 * 56                                   # 44,050,944 (one expert)
-    moe = 257 * expert + 256 * 7168 * 2 + 256 * 4                                # 256 routed + 1 shared + router
-    main = 2 * 129280 * 7168 * 2 + 7168 * 2 + layers * (attention + norms)
-    main += dense * dense_mlp + (layers - dense) * moe
-    mtp = draft * (attention + norms + moe + 3 * 7168 * 2 + 7168 * 14336 * 2)  # + enorm/hnorm/norm, eh_proj bf16
-    copies = draft * 2 * 129280 * 7168 * 2                                       # its embedding + head copies
-    return main + mtp, main + mtp + copies
 
 
 def test_v3_fp8_on_eight_h200_by_hand() -> None:
