@@ -11,7 +11,7 @@ import pytest
 
 from infra.planner import PlanDoesNotFit, plan_deployment
 from infra.planner.errors import PlanUnsupported
-from tests.support.deepseek_bytes import v3_native_fp8_bytes, v32_indexer_bytes, v4_flash_bytes
+from tests.support.deepseek_bytes import v3_native_fp8_bytes, v4_flash_bytes, v32_indexer_bytes
 
 GIB = 1024**3
 A100_USABLE = int(40960 * 1024**2 * 0.90)          # 38,654,705,664 bytes
