@@ -91,7 +91,10 @@ def _lookup(catalog: Catalog, model: str, tier: str, quantization: str | None) -
                         f"is published in {spec.native_dtype}: allowed here "
                         f"{', '.join(q for q in QUANTIZATIONS if q != 'fp4-fp8')}")
     if spec.unknown:
-        facts = "; ".join(f"{field}: {why}" for field, why in spec.unknown.items())
+        by_reason: dict[str, list[str]] = {}
+        for field, why in spec.unknown.items():
+            by_reason.setdefault(why, []).append(field)
+        facts = "; ".join(f"{', '.join(fields)} ({why})" for why, fields in by_reason.items())
         raise PlanUnsupported(f"{spec.id} cannot be planned: the catalog has no source for these facts, and the "
                               f"planner does not guess them: {facts}")
     return spec, quant

@@ -137,5 +137,6 @@ def test_v4_pro_fits_no_single_node() -> None:
 @pytest.mark.parametrize("tier", ["base", "pro"])
 def test_models_with_unknown_facts_are_refused_not_guessed(model: str, tier: str) -> None:
     with pytest.raises(PlanUnsupported, match=r"cannot be planned: the catalog has no source for these facts, and "
-                                              r"the planner does not guess them: config\.json: not read"):
+                                              r"the planner does not guess them: config\.json \(not read: .*num_hidden_layers, hidden_size, "
+                                              r"num_attention_heads, .*\(from config\.json\)"):
         plan_deployment(model, tier)
