@@ -75,8 +75,11 @@ test: install-test lint
 test-fast: install-test lint
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/pytest -m "not slow" $(PYTEST_ARGS)
 
+# `exec`: the shell hands over to `local up`, so its parent is make itself; when make dies (even by SIGKILL)
+# `local up` gets SIGHUP and stops the stack. RUN_ARGS passes options, e.g. RUN_ARGS="--router-port 9090".
+RUN_ARGS ?=
 run: install-run
-	$(VENV)/bin/dsdeploy local up
+	exec $(VENV)/bin/dsdeploy local up $(RUN_ARGS)
 
 clean:
 	rm -rf $(VENV) $(CHECKOV_VENV) .cache .pytest_cache .ruff_cache
