@@ -89,6 +89,16 @@ def _refuse_if(value: object, message: str) -> None:
         raise ValueError(message)
 
 
+def _text_answer_choice(field: str, value: str | dict | None, called: str) -> str | dict | None:
+    """``tool_choice`` / ``function_call``: with nothing to call, "none" and "auto" both mean an answer in
+    text; "required" or a named tool/function is refused."""
+    if value is None or value in ("none", "auto"):
+        return value
+    shown = repr(value) if isinstance(value, str) else f"a named {called}"
+    raise ValueError(f"{field} {shown} is not supported: this server does not call {called}s "
+                     "(only 'none' or 'auto' are accepted)")
+
+
 class SamplingFields(_Body):
     """Fields shared by chat and text completions."""
 
@@ -193,11 +203,7 @@ class ChatCompletionRequest(SamplingFields):
     @field_validator("tool_choice")
     @classmethod
     def _no_tool_choice(cls, value: str | dict | None) -> str | dict | None:
-        if value is None or value in ("none", "auto"):
-            return value  # without tools, both mean: answer with text
-        shown = repr(value) if isinstance(value, str) else "a named tool"
-        raise ValueError(f"tool_choice {shown} is not supported: this server does not call tools "
-                         "(only 'none' or 'auto' are accepted)")
+        return _text_answer_choice("tool_choice", value, "tool")
 
     @field_validator("functions")
     @classmethod
@@ -208,11 +214,7 @@ class ChatCompletionRequest(SamplingFields):
     @field_validator("function_call")
     @classmethod
     def _no_function_call(cls, value: str | dict | None) -> str | dict | None:
-        if value is None or value in ("none", "auto"):
-            return value  # without functions, both mean: answer with text
-        shown = repr(value) if isinstance(value, str) else "a named function"
-        raise ValueError(f"function_call {shown} is not supported: this server does not call functions "
-                         "(only 'none' or 'auto' are accepted)")
+        return _text_answer_choice("function_call", value, "function")
 
     @field_validator("modalities")
     @classmethod

@@ -4,25 +4,18 @@ once when the slots and the queue are taken, not queued past ``--max-queue``."""
 from __future__ import annotations
 
 import threading
-import time
 
 import httpx
 import pytest
 
 from inference.server.engine.kv_batch import KVBatch
 from tests.inference.server.http_threads import Post
+from tests.inference.server.test_server_engine_failure import _wait
 
 pytestmark = pytest.mark.slow
 
 MODEL_NAME = "smollm2"  # --served-model-name of the fixtures in conftest.py
 SHORT = {"model": MODEL_NAME, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2, "temperature": 0}
-
-
-def _wait(predicate, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.02)
 
 
 def test_a_request_arriving_during_prefill_counts_the_prefilling_one(inprocess_server, monkeypatch):
