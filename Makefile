@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 # Converted model folders (GGUF -> safetensors, made once) are shared by `make run` and the tests.
 export DSDEPLOY_MODEL_CACHE ?= $(CURDIR)/.cache/models
 
-.PHONY: run test test-fast lint install install-run install-test clean help
+.PHONY: run test test-fast lint install install-run install-test install-debian-tools clean help
 
 help:
 	@echo "make run        serve the real SmolLM2 model behind the router on 127.0.0.1:8080 (Ctrl-C stops)"
@@ -48,8 +48,22 @@ $(CHECKOV_VENV)/.installed:
 	$(CHECKOV_VENV)/bin/pip install --quiet checkov
 	touch $@
 
+# Debian packages the tests run, as command:package; each is installed when its command is missing.
+# promtool (package prometheus): `promtool check rules`/`test rules` on the chart's alerts, `check metrics`.
+DEBIAN_TOOLS := promtool:prometheus
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+install-debian-tools:
+	@missing=""; for tool in $(DEBIAN_TOOLS); do \
+	  command -v $${tool%%:*} >/dev/null 2>&1 || missing="$$missing $${tool#*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
 install-run: $(VENV)/.run-installed
-install-test: $(VENV)/.test-installed $(CHECKOV_VENV)/.installed
+install-test: $(VENV)/.test-installed $(CHECKOV_VENV)/.installed install-debian-tools
 install: install-run install-test
 
 lint: install-test
@@ -61,8 +75,11 @@ test: install-test lint
 test-fast: install-test lint
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/pytest -m "not slow" $(PYTEST_ARGS)
 
+# `exec`: the shell hands over to `local up`, so its parent is make itself; when make dies (even by SIGKILL)
+# `local up` gets SIGHUP and stops the stack. RUN_ARGS passes options, e.g. RUN_ARGS="--router-port 9090".
+RUN_ARGS ?=
 run: install-run
-	$(VENV)/bin/dsdeploy local up
+	exec $(VENV)/bin/dsdeploy local up $(RUN_ARGS)
 
 clean:
 	rm -rf $(VENV) $(CHECKOV_VENV) .cache .pytest_cache .ruff_cache
