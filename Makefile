@@ -15,12 +15,20 @@ PYTEST_ARGS ?=
 # Converted model folders (GGUF -> safetensors, made once) are shared by `make run` and the tests.
 export DSDEPLOY_MODEL_CACHE ?= $(CURDIR)/.cache/models
 
-.PHONY: run test test-fast lint install install-run install-test clean help
+# `make images`: build the router and server images with docker buildx, podman or buildah (the first that
+# works), tagged with the package version; `make images PUSH=registry.example.com/team` pushes them there.
+# IMAGES narrows the set (router server-cpu server-cuda); IMAGE_ARGS passes more options to the script.
+PUSH       ?=
+IMAGES     ?=
+IMAGE_ARGS ?=
+
+.PHONY: run test test-fast lint images install install-run install-test install-image-tools clean help
 
 help:
 	@echo "make run        serve the real SmolLM2 model behind the router on 127.0.0.1:8080 (Ctrl-C stops)"
 	@echo "make test       install everything the tests need, lint, and run the whole suite"
 	@echo "make test-fast  the suite without the slow end-to-end tests"
+	@echo "make images     build the router and server images (PUSH=REGISTRY/PREFIX pushes them)"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -48,18 +56,27 @@ $(CHECKOV_VENV)/.installed:
 	$(CHECKOV_VENV)/bin/pip install --quiet checkov
 	touch $@
 
+# buildah and mmdebstrap for the image build test (apt-get on Debian; see the script).
+$(VENV)/.image-tools-installed: scripts/install_image_tools.sh | $(PY)
+	bash scripts/install_image_tools.sh
+	touch $@
+
 install-run: $(VENV)/.run-installed
 install-test: $(VENV)/.test-installed $(CHECKOV_VENV)/.installed
+install-image-tools: $(VENV)/.image-tools-installed
 install: install-run install-test
 
 lint: install-test
 	$(VENV)/bin/ruff check .
 
-test: install-test lint
+test: install-test install-image-tools lint
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/pytest $(PYTEST_ARGS)
 
 test-fast: install-test lint
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/pytest -m "not slow" $(PYTEST_ARGS)
+
+images:
+	$(PYTHON) scripts/build_images.py $(if $(PUSH),--push $(PUSH)) $(if $(IMAGES),--only "$(IMAGES)") $(IMAGE_ARGS)
 
 run: install-run
 	$(VENV)/bin/dsdeploy local up
