@@ -16,6 +16,7 @@ import sys
 COMMAND_MODULES: tuple[str, ...] = (
     "infra.plan_command",          # dsdeploy plan
     "infra.chart_command",         # dsdeploy values / render
+    "infra.images_command",        # dsdeploy images
     "inference.server.command",    # dsdeploy serve
     "inference.router.command",    # dsdeploy route
     "dsdeploy.local_command",      # dsdeploy local up / chat / smoke
