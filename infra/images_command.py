@@ -100,8 +100,9 @@ def _unique(pulled: list[PulledImage]) -> list[PulledImage]:
     return [PulledImage(image, "; ".join(where)) for image, where in origins.items()]
 
 
-def _stack_values(path: str, args: argparse.Namespace) -> dict[str, Any]:
-    """Chart values and GPU enablement of a Pulumi stack file, computed as ``pulumi up`` would."""
+def _stack_values(path: str, args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
+    """Chart values and GPU enablement of a Pulumi stack file, computed as ``pulumi up`` would, and the
+    repositories ``pulumi up`` builds itself (``images: build``), which need no mirroring."""
     from infra.app import chart_options, check_chart_values
     from infra.cloud import GpuNodeFacts
     from infra.program import make_plan
@@ -121,16 +122,23 @@ def _stack_values(path: str, args: argparse.Namespace) -> dict[str, Any]:
     elif cfg.platform == "existing" and not cfg.gpus_already_enabled:
         args.gpu_enablement = "gpu-operator"
         args.driver, args.toolkit, args.nfd = cfg.gpu_operator_driver, cfg.gpu_operator_toolkit, cfg.gpu_operator_nfd
-    return values
+    built: list[str] = []
+    if cfg.images == "build":
+        from dsdeploy.images import DEFAULT_REGISTRY
+        from infra.registry import images_to_build
+
+        built = [f"{DEFAULT_REGISTRY}/{image.name}" for image in images_to_build(cfg, plan.gpus_per_replica)]
+    return values, built
 
 
 def collect(args: argparse.Namespace) -> list[PulledImage]:
     from infra.chart_command import render_chart
 
     files = list(args.values)
+    built: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
         if args.stack:
-            values = _stack_values(args.stack, args)
+            values, built = _stack_values(args.stack, args)
             generated = Path(tmp) / "stack-values.yaml"
             generated.write_text(yaml.safe_dump(values))
             files.insert(0, str(generated))
@@ -138,7 +146,11 @@ def collect(args: argparse.Namespace) -> list[PulledImage]:
             if not Path(f).is_file():
                 raise ImagesError(f"values file {f} does not exist")
         manifests = render_chart(files, namespace="dsdeploy", release="dsdeploy", api_versions=[], include_tests=True)
-    pulled = images_in_manifests(manifests)
+    pulled = [p for p in images_in_manifests(manifests) if p.image.rsplit(":", 1)[0] not in built]
+    if built:
+        print(f"dsdeploy images: images: build: pulumi up builds {', '.join(b.rsplit('/', 1)[1] for b in built)} "
+              "into the cluster's own registry (not listed; `pulumi stack output images` shows the digests)",
+              file=sys.stderr)
     pulled += platform_images(args.gpu_enablement, driver=args.driver, toolkit=args.toolkit, nfd=args.nfd,
                               node_os=args.node_os)
     return _unique(pulled)

@@ -139,3 +139,14 @@ def test_values_the_chart_refuses_are_an_error_not_a_partial_list(tmp_path: Path
     bad.write_text(yaml.safe_dump({"engine": {"type": "tgi"}}))
     proc = dsdeploy("-f", str(bad))
     assert proc.returncode == 2 and "the chart refused these values" in proc.stderr and proc.stdout == ""
+
+
+def test_images_the_stack_builds_itself_are_not_listed(tmp_path: Path):
+    data = yaml.safe_load((REPO / "Pulumi.gke-base.yaml").read_text())
+    data["config"].update({"dsdeploy:images": "build", "dsdeploy:engineType": "server"})
+    stack = tmp_path / "Pulumi.build.yaml"
+    stack.write_text(yaml.safe_dump(data))
+    proc = dsdeploy("--stack", str(stack))
+    assert proc.returncode == 0, proc.stderr
+    assert not any("dsdeploy-router" in line or "dsdeploy-server" in line for line in proc.stdout.splitlines())
+    assert "pulumi up builds dsdeploy-router, dsdeploy-server into the cluster's own registry" in proc.stderr
