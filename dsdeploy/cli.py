@@ -24,6 +24,17 @@ COMMAND_MODULES: tuple[str, ...] = (
 )
 
 
+def key_value_pairs(items: list[str], option: str, example: str) -> dict[str, str]:
+    """``KEY=VALUE`` arguments of a repeatable option as a dict; ValueError naming the option otherwise."""
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{option} {item!r}: expected KEY=VALUE, e.g. {example}")
+        out[key] = value
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dsdeploy",

@@ -24,6 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from dsdeploy.cli import key_value_pairs  # noqa: E402
 from dsdeploy.images import (  # noqa: E402
     DEFAULT_REGISTRY,
     PROJECT_IMAGES,
@@ -116,22 +117,12 @@ def select(only: str | None) -> list[ProjectImage]:
     return [known[key] for key in wanted]
 
 
-def _pairs(items: list[str]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise BuildError(f"--build-arg {item!r}: expected NAME=VALUE, e.g. CPU_INDEX=https://pypi.org/simple")
-        out[key] = value
-    return out
-
-
 def build_all(args: argparse.Namespace) -> list[tuple[str, float]]:
     """Build (and push) the selected images; returns each reference with its build time in seconds."""
     version = package_version()
     prefix = check_prefix(args.push) if args.push else DEFAULT_REGISTRY
     images = select(args.only)
-    build_args = _pairs(args.build_arg)
+    build_args = key_value_pairs(args.build_arg, "--build-arg", "CPU_INDEX=https://pypi.org/simple")
     tool = args.tool if args.dry_run and args.tool != "auto" else find_tool(args.tool)
     builder_args = list(args.builder_arg)
     if tool == "buildah" and not any(shutil.which(rt) for rt in ("crun", "runc")) \

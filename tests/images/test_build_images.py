@@ -83,7 +83,7 @@ def test_build_args_and_builder_args_reach_the_builder():
     (["--push", "https://registry.example.com/ml"], "'https://registry.example.com/ml' is not a registry prefix"),
     (["--push", "Registry.Example.com/ML"], "is not a registry prefix"),
     (["--only", "server-rocm"], "--only 'server-rocm': not a project image; choose from router, server-cpu"),
-    (["--build-arg", "CPU_INDEX"], "--build-arg 'CPU_INDEX': expected NAME=VALUE"),
+    (["--build-arg", "CPU_INDEX"], "--build-arg 'CPU_INDEX': expected KEY=VALUE"),
     (["--push", "r.example.com/x", "--only", "server-cpu", "--platforms", "linux/arm64"],
      "none of linux/amd64 that server-cpu is built for"),
 ])
