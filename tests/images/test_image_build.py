@@ -120,6 +120,10 @@ def test_router_image_routes_to_a_loopback_upstream(images, tmp_path: Path):
             assert answer.choices[0].message.content
             seen = httpx.get(upstream.url + "/_record", timeout=5).json()["requests"]
             assert any("hello from the image" in str(r.get("body")) for r in seen), "the upstream got the request"
+            probe = "import importlib.util as u; print(*(bool(u.find_spec(m)) for m in ('torch', 'pulumi', 'infra')))"
+            found = subprocess.run(["buildah", "run", *env.RUN_FLAGS, container.name, "--", "python", "-c", probe],
+                                   capture_output=True, text=True, timeout=120, check=False)
+            assert found.stdout.split() == ["False", "False", "False"], f"the router image has more: {found}"
     finally:
         upstream.stop()
 
