@@ -52,7 +52,10 @@ class RouterMetrics:
         """Count one finished request; the cloud's share of its tokens is priced (a continued stream has one)."""
         if not self.enabled:
             return
-        route, prompt_tokens, completion_tokens = rec.route, rec.prompt_tokens, rec.completion_tokens
+        # A cache hit is counted as route "cache" (the audit line keeps the route that made the answer):
+        # a stored cloud answer sent again costs nothing and is no fallback.
+        route = "cache" if rec.upstream == "cache" else rec.route
+        prompt_tokens, completion_tokens = rec.prompt_tokens, rec.completion_tokens
         self.requests[(route, rec.status)] += 1
         hist = self._hist.get(route)
         if hist is None:

@@ -86,3 +86,29 @@ def test_warnings_and_explanation_are_printed(capsys: pytest.CaptureFixture[str]
     out = capsys.readouterr().out
     assert "warning:" in out and "no published awq-int4 weights" in out
     assert "How this was computed" in out and "MLA 27 layers" in out
+
+
+def test_v4_flash_on_pro_fits_one_node_and_says_how() -> None:
+    result = dsdeploy("plan", "--model", "deepseek-v4-flash", "--tier", "pro", "--json")
+    assert result.returncode == 0, result.stderr
+    plan = json.loads(result.stdout)
+    assert (plan["tensor_parallel_size"], plan["gpus_per_replica"], plan["quantization"]) == (4, 4, "fp4-fp8")
+    assert plan["speculative_decoding"] == "mtp" and plan["reasoning_parser"] == "deepseek_v4"
+    assert plan["tool_call_parser"] == "deepseek_v4" and plan["kv_bytes_per_sequence"] > 0
+    assert "--speculative-config" in plan["engine_args"]
+    text = dsdeploy("plan", "--model", "deepseek-v4-flash", "--tier", "pro")
+    assert "3,915 bytes + 18.7 MB per sequence" in text.stdout and "speculative decoding" in text.stdout
+
+
+def test_full_r1_on_pro_is_refused_with_the_shortfall() -> None:
+    result = dsdeploy("plan", "--model", "r1", "--tier", "pro")
+    assert result.returncode == 1
+    assert "weights 684.9 GB" in result.stderr and "short by 400.1 GB" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_model_with_unknown_facts_is_refused_as_unsupported() -> None:
+    result = dsdeploy("plan", "--model", "deepseek-v4.1-flash", "--tier", "pro", "--json")
+    assert result.returncode == 2
+    error = json.loads(result.stdout)["error"]
+    assert error["type"] == "unsupported" and "does not guess them" in error["message"]
