@@ -86,7 +86,8 @@ def _print_table(plan: Any, machines: dict[str, dict[str, Any]]) -> None:
         ("reserve", f"{plan.reserve_bytes / 1e9:.2f} GB"),
         ("decode bound, 1 sequence", f"{plan.decode_tokens_per_s_per_seq:,.1f} tokens/s"),
         ("decode bound, full batch", f"{plan.decode_tokens_per_s_batch:,.1f} tokens/s"),
-        ("vLLM flags", " ".join(plan.engine_args)),
+        ("engine", "vLLM" if plan.engine == "vllm" else "dsdeploy serve (the pinned vLLM does not load this format)"),
+        ("vLLM flags", " ".join(plan.engine_args) or "(none: not a vLLM plan)"),
     ]
     for key, value in rows:
         table.add_row(key, value)

@@ -52,8 +52,9 @@ class DeploymentPlan(BaseModel):
     decode_tokens_per_s_batch: float
     prefill_tokens_per_s: float
     reasoning: bool
+    engine: str  # "vllm", or "server" (dsdeploy serve) for the formats the pinned vLLM does not load
     vllm_quantization: str | None
-    engine_args: list[str]
+    engine_args: list[str]  # vLLM flags; empty when the plan runs on the project's server
     warnings: list[str]
     explanation: list[str]
 
@@ -203,8 +204,10 @@ def plan_deployment(model: str, tier: str, quantization: str | None = None, cont
         decode_tokens_per_s_batch=round(batch, 2),
         prefill_tokens_per_s=round(prefill_tokens_per_s(spec, quant, gpu, fit.tp), 2),
         reasoning=spec.reasoning,
+        engine=quant.engine,
         vllm_quantization=source.vllm_quantization,
-        engine_args=_engine_args(spec, fit, gpu_memory_utilization, seqs, source.vllm_quantization),
+        engine_args=(_engine_args(spec, fit, gpu_memory_utilization, seqs, source.vllm_quantization)
+                     if quant.engine == "vllm" else []),
         warnings=warnings,
         explanation=explanation,
     )
