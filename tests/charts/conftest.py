@@ -19,7 +19,7 @@ import yaml
 from infra.chart_values import CHART_DIR
 
 REPO = Path(__file__).resolve().parents[2]
-SCENARIOS = ("gke-base", "gke-pro", "eks-pro", "onprem-cpu", "airgapped")
+SCENARIOS = ("gke-base", "gke-pro", "eks-pro", "onprem-cpu", "edge-server", "airgapped")
 NAMESPACE = "dsdeploy"
 RELEASE = "ds"
 
