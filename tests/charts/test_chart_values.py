@@ -164,7 +164,7 @@ def test_values_command_to_stdout_matches_chart_values(capsys: pytest.CaptureFix
 
 
 def test_values_command_errors(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["values", "--model", "v3", "--tier", "pro", "--platform", "gke"]) == 1
+    assert main(["values", "--model", "v3", "--tier", "pro", "--quantization", "bf16", "--platform", "gke"]) == 1
     assert "does not fit" in capsys.readouterr().err
     assert main(["values", "--model", "r1-distill-qwen-7b", "--tier", "huge", "--platform", "gke"]) == 2
     assert "huge" in capsys.readouterr().err
