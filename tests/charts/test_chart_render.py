@@ -11,9 +11,11 @@ import pytest
 
 from infra.chart_values import CHART_DIR
 from tests.charts.conftest import REPO, SCENARIOS, Rendered, helm_path, scenario_file
+from tests.support.crd_schemas import CustomResourceInvalid, known_kinds, validate_custom_resource
 
-# Custom resources kubernetes-validate has no schema for; everything else must validate.
-NO_SCHEMA_KINDS = {"ServiceMonitor", "ScaledObject", "PrometheusRule"}
+# Custom resources kubernetes-validate has no schema for; everything else must validate. Those with a CRD in
+# tests/support/crds/ (the LeaderWorkerSet) are validated against it below.
+NO_SCHEMA_KINDS = {"ServiceMonitor", "ScaledObject", "PrometheusRule", "LeaderWorkerSet"}
 
 
 def kubernetes_minors() -> list[str]:
@@ -50,6 +52,42 @@ def test_scenarios_validate_strict(rendered: dict[str, Rendered], version: str) 
                 errors.append(f"{name} {doc['kind']}/{doc['metadata']['name']}: {exc.message}")
     assert not errors, "\n".join(errors)
     assert checked >= 80
+
+
+def _pod_templates(doc: dict) -> list[dict]:
+    """A LeaderWorkerSet's leader and worker pod templates as core PodTemplate objects."""
+    if doc["kind"] != "LeaderWorkerSet":
+        return []
+    lwt = doc["spec"]["leaderWorkerTemplate"]
+    return [{"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": f"{doc['metadata']['name']}-{role}"},
+             "template": lwt[f"{role}Template"]} for role in ("leader", "worker")]
+
+
+@pytest.mark.parametrize("version", kubernetes_minors())
+def test_leaderworkerset_pod_templates_validate_strict(rendered: dict[str, Rendered], version: str) -> None:
+    """The LWS CRD embeds a PodTemplateSpec schema; Kubernetes' own (per minor) must accept the templates too."""
+    templates = [t for r in rendered.values() for d in r.docs for t in _pod_templates(d)]
+    assert len(templates) >= 2
+    for template in templates:
+        kubernetes_validate.validate(template, version, strict=True)
+
+
+def test_custom_resources_validate_against_their_crds(rendered: dict[str, Rendered]) -> None:
+    checked = 0
+    for r in rendered.values():
+        for doc in r.docs:
+            if (doc["apiVersion"], doc["kind"]) in known_kinds():
+                validate_custom_resource(doc)
+                checked += 1
+    assert checked >= 1, "no scenario renders a custom resource whose CRD the tests keep"
+    lws = rendered["gke-pro-multinode"].one("LeaderWorkerSet", "engine")
+    broken = json.loads(json.dumps(lws))
+    broken["spec"]["leaderWorkerTemplate"]["restartPolicy"] = "RestartAlways"
+    broken["spec"]["leaderWorkerTemplate"]["workerTemplate"]["spec"]["containers"][0]["resource"] = {}
+    with pytest.raises(CustomResourceInvalid) as info:
+        validate_custom_resource(broken)
+    assert "$.spec.leaderWorkerTemplate.restartPolicy" in str(info.value)
+    assert "$.spec.leaderWorkerTemplate.workerTemplate.spec.containers[0]" in str(info.value)
 
 
 def test_strict_validation_catches_unknown_fields(rendered: dict[str, Rendered]) -> None:

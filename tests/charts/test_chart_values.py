@@ -45,7 +45,7 @@ def test_planned_values_render_cleanly(model: str, tier: str, quant: str | None,
     plan = plan_deployment(model, tier, quantization=quant)
     values = chart_values(plan, ChartOptions(platform=platform, cloud_fallback=True))
     r = render_values(values, tmp_path)
-    c = r.one("Deployment", "engine")["spec"]["template"]["spec"]["containers"][0]
+    c = r.engine_pod_spec()["containers"][0]
     assert c["resources"]["limits"]["nvidia.com/gpu"] == plan.gpus_per_replica == plan.tensor_parallel_size
     assert f"--tensor-parallel-size={plan.tensor_parallel_size}" in c["args"]
     assert f"--max-model-len={plan.max_model_len}" in c["args"]
@@ -56,7 +56,7 @@ def test_planned_values_render_cleanly(model: str, tier: str, quant: str | None,
     assert "--max-num-batched-tokens=8192" in c["args"]
     flags = [a.split("=")[0] for a in c["args"] if a.startswith("--")]
     assert len(flags) == len(set(flags)), flags
-    spec = r.one("Deployment", "engine")["spec"]["template"]["spec"]
+    spec = r.engine_pod_spec()
     assert spec["nodeSelector"] == plan.machine(platform).node_labels
     assert f"--model-id={plan.checkpoint or plan.model_id}" in r.download_container()["args"]
 
@@ -102,7 +102,7 @@ def test_server_engine_on_cpu(tmp_path: Path) -> None:
         chart_values(plan, ChartOptions(platform="existing"))
     values = chart_values(plan, ChartOptions(platform="existing", engine_type="server"))
     r = render_values(values, tmp_path)
-    spec = r.one("Deployment", "engine")["spec"]["template"]["spec"]
+    spec = r.engine_pod_spec()
     assert "nodeSelector" not in spec and "tolerations" not in spec
     assert "--device=cpu" in spec["containers"][0]["args"]
 
@@ -152,7 +152,7 @@ def test_values_command_writes_a_file_that_renders(tmp_path: Path, capsys: pytes
     assert not r.kind("Pod"), "render prints what kubectl should apply: no helm test Pod"
     assert not [d for d in r.docs if d["metadata"]["labels"].get("app.kubernetes.io/component") == "test"], \
         "nor the test Pod's ServiceAccount and NetworkPolicy"
-    assert r.one("Deployment", "engine")["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"][
+    assert r.engine_pod_spec()["containers"][0]["resources"]["limits"][
         "nvidia.com/gpu"] == 4
 
 
