@@ -82,6 +82,9 @@ class ChartOptions(BaseModel):
     gpu_tolerations: list[dict[str, Any]] | None = None
     storage_class: str | None = None
     model_cache_size: str | None = None
+    # The smallest volume the cache's storage class provisions (Filestore Basic SSD: 2560 GiB); a larger
+    # computed size wins, an explicit model_cache_size is used as given.
+    model_cache_min_gib: int | None = Field(default=None, ge=1)
     airgapped: bool = False
     cloud_fallback: bool = False
     cloud_api_key_secret: str = "dsdeploy-deepseek"
@@ -300,7 +303,8 @@ def chart_values(plan: DeploymentPlan, options: ChartOptions) -> dict[str, Any]:
     """Values for charts/dsdeploy from a plan; the same dict for `dsdeploy values` and Pulumi."""
     engine = _engine_values(plan, options)
     checkpoint = _checkpoint(plan, options)
-    cache_size = options.model_cache_size or f"{math.ceil(_gib(_download_bytes(plan, checkpoint)) * 1.3) + 10}Gi"
+    computed_gib = math.ceil(_gib(_download_bytes(plan, checkpoint)) * 1.3) + 10
+    cache_size = options.model_cache_size or f"{max(computed_gib, options.model_cache_min_gib or 0)}Gi"
     model: dict[str, Any] = {
         "id": checkpoint,
         "servedModelName": plan.served_model_name,
