@@ -107,6 +107,7 @@ def test_a_model_no_node_holds_is_priced_as_the_nodes_of_its_replica(capsys):
     data = _study(capsys, "--model", "r1", "--tier", "pro", "--tier", "base", "--volumes", "1e6")
     [cap] = data["capacities"]                                       # base is left out: not even 4 nodes hold R1
     assert cap["tier"] == "pro" and cap["gpus_per_replica"] == 12
+    assert "TP 4 x PP 3 over 3 nodes" in cap["source"]
     assert any("tier base" in w and "not even across 4 nodes" in w for w in data["warnings"])
     options = {o["key"]: o for o in data["options"]}
     gke, eks, onprem = options["pro gke spot"], options["pro eks on-demand"], options["pro on-prem"]
