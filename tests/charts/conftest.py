@@ -10,6 +10,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import kubernetes_validate
@@ -17,6 +18,7 @@ import pytest
 import yaml
 
 from infra.chart_values import CHART_DIR
+from tests.charts.download_fakes import FakeHub, load_script
 
 REPO = Path(__file__).resolve().parents[2]
 SCENARIOS = ("gke-base", "gke-pro", "eks-pro", "onprem-cpu", "airgapped", "gke-pro-multinode")
@@ -165,3 +167,20 @@ def helm_notes(values: dict[str, Any], tmp: Path) -> str:
                           env={**os.environ, "KUBECONFIG": str(tmp / "no-kubeconfig")})
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.split("NOTES:", 1)[1]
+
+
+@pytest.fixture(scope="module")
+def script() -> ModuleType:
+    """The chart's download script (files/download_model.py) loaded as a module."""
+    return load_script()
+
+
+@pytest.fixture
+def hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHub]:
+    """A loopback Hugging Face hub, with HF_ENDPOINT pointing at it."""
+    fake = FakeHub()
+    monkeypatch.setenv("HF_ENDPOINT", fake.url)
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    yield fake
+    fake.server.shutdown()

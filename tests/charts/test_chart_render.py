@@ -11,11 +11,8 @@ import pytest
 
 from infra.chart_values import CHART_DIR
 from tests.charts.conftest import REPO, SCENARIOS, Rendered, helm_path, scenario_file
-from tests.support.crd_schemas import CustomResourceInvalid, known_kinds, validate_custom_resource
-
-# Custom resources kubernetes-validate has no schema for; everything else must validate. Those with a CRD in
-# tests/support/crds/ (the LeaderWorkerSet) are validated against it below.
-NO_SCHEMA_KINDS = {"ServiceMonitor", "ScaledObject", "PrometheusRule", "LeaderWorkerSet"}
+from tests.support.crd_schemas import custom_resource_errors, has_crd_schema
+from tests.support.manifests import manifest_errors
 
 
 def kubernetes_minors() -> list[str]:
@@ -39,19 +36,11 @@ def test_helm_lint_defaults() -> None:
 
 @pytest.mark.parametrize("version", kubernetes_minors())
 def test_scenarios_validate_strict(rendered: dict[str, Rendered], version: str) -> None:
-    errors = []
-    checked = 0
-    for name, r in rendered.items():
-        for doc in r.docs:
-            if doc["kind"] in NO_SCHEMA_KINDS:
-                continue
-            try:
-                kubernetes_validate.validate(doc, version, strict=True)
-                checked += 1
-            except kubernetes_validate.ValidationError as exc:
-                errors.append(f"{name} {doc['kind']}/{doc['metadata']['name']}: {exc.message}")
+    # Built-in kinds against the Kubernetes schemas, custom resources against their CRDs.
+    errors = [f"{name} {doc['kind']}/{doc['metadata']['name']}: {error}"
+              for name, r in rendered.items() for doc in r.docs for error in manifest_errors(doc, version)]
     assert not errors, "\n".join(errors)
-    assert checked >= 80
+    assert sum(len(r.docs) for r in rendered.values()) >= 80
 
 
 def _pod_templates(doc: dict) -> list[dict]:
@@ -65,29 +54,21 @@ def _pod_templates(doc: dict) -> list[dict]:
 
 @pytest.mark.parametrize("version", kubernetes_minors())
 def test_leaderworkerset_pod_templates_validate_strict(rendered: dict[str, Rendered], version: str) -> None:
-    """The LWS CRD embeds a PodTemplateSpec schema; Kubernetes' own (per minor) must accept the templates too."""
+    """The LWS CRD embeds its own PodTemplateSpec schema; each Kubernetes minor's must accept the templates too."""
     templates = [t for r in rendered.values() for d in r.docs for t in _pod_templates(d)]
     assert len(templates) >= 2
-    for template in templates:
-        kubernetes_validate.validate(template, version, strict=True)
+    errors = [f"{t['metadata']['name']}: {e}" for t in templates for e in manifest_errors(t, version)]
+    assert not errors, "\n".join(errors)
 
 
-def test_custom_resources_validate_against_their_crds(rendered: dict[str, Rendered]) -> None:
-    checked = 0
-    for r in rendered.values():
-        for doc in r.docs:
-            if (doc["apiVersion"], doc["kind"]) in known_kinds():
-                validate_custom_resource(doc)
-                checked += 1
-    assert checked >= 1, "no scenario renders a custom resource whose CRD the tests keep"
-    lws = rendered["gke-pro-multinode"].one("LeaderWorkerSet", "engine")
-    broken = json.loads(json.dumps(lws))
-    broken["spec"]["leaderWorkerTemplate"]["restartPolicy"] = "RestartAlways"
-    broken["spec"]["leaderWorkerTemplate"]["workerTemplate"]["spec"]["containers"][0]["resource"] = {}
-    with pytest.raises(CustomResourceInvalid) as info:
-        validate_custom_resource(broken)
-    assert "$.spec.leaderWorkerTemplate.restartPolicy" in str(info.value)
-    assert "$.spec.leaderWorkerTemplate.workerTemplate.spec.containers[0]" in str(info.value)
+def test_a_broken_leaderworkerset_fails_its_crd(rendered: dict[str, Rendered]) -> None:
+    lws = json.loads(json.dumps(rendered["gke-pro-multinode"].one("LeaderWorkerSet", "engine")))
+    assert has_crd_schema(lws) and not custom_resource_errors(lws)
+    lws["spec"]["leaderWorkerTemplate"]["restartPolicy"] = "RestartAlways"
+    lws["spec"]["leaderWorkerTemplate"]["workerTemplate"]["spec"]["containers"][0]["resource"] = {}
+    errors = "\n".join(custom_resource_errors(lws))
+    assert "$.spec.leaderWorkerTemplate.restartPolicy" in errors
+    assert "$.spec.leaderWorkerTemplate.workerTemplate.spec.containers[0]" in errors
 
 
 def test_strict_validation_catches_unknown_fields(rendered: dict[str, Rendered]) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import kubernetes_validate
 import pytest
 import yaml
 from pydantic import ValidationError
@@ -14,10 +13,9 @@ from dsdeploy.cli import main
 from infra.chart_values import ChartOptions, ChartValuesError, chart_values
 from infra.planner import plan_deployment
 from tests.charts.conftest import Rendered, helm_template, parse
+from tests.support.manifests import validate_manifest
 
 FAKE_KEY = "sk-" + "4f8a9c0d1e2b3a4f5c6d7e8f9a0b1c2d"  # built in two parts: a fake key, not a leak
-
-NO_SCHEMA_KINDS = {"ServiceMonitor", "ScaledObject", "PrometheusRule"}
 
 COMBOS = [
     ("r1-distill-qwen-7b", "base", None, "gke"),
@@ -32,10 +30,8 @@ def render_values(values: dict, tmp_path: Path) -> Rendered:
     proc = helm_template(values=values, tmp=tmp_path)
     assert proc.returncode == 0, proc.stderr
     r = parse(proc.stdout)
-    latest = kubernetes_validate.latest_version()
     for doc in r.docs:
-        if doc["kind"] not in NO_SCHEMA_KINDS:
-            kubernetes_validate.validate(doc, latest, strict=True)
+        validate_manifest(doc)
     return r
 
 

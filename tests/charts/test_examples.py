@@ -5,11 +5,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import kubernetes_validate
 import yaml
 
 from infra.chart_values import CHART_DIR
 from tests.charts.conftest import REPO, helm_template, parse
+from tests.support.manifests import validate_manifest
 
 EXAMPLES = REPO / "examples"
 
@@ -17,7 +17,7 @@ EXAMPLES = REPO / "examples"
 def validate_all(text: str) -> int:
     r = parse(text)
     for doc in r.docs:
-        kubernetes_validate.validate(doc, kubernetes_validate.latest_version(), strict=True)
+        validate_manifest(doc)
     return len(r.docs)
 
 
