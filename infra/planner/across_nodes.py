@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from infra.catalog import Catalog, ModelSpec, Tier
 from infra.planner.advice import single_node_alternative, suggest
 from infra.planner.errors import PlanDoesNotFit
-from infra.planner.explain import MIN_USEFUL_SEQS, kv_formula
+from infra.planner.explain import MIN_USEFUL_SEQS, kv_formula, weights_step
 from infra.planner.multinode import (
     MAX_NODES_PER_REPLICA,
     MultiNodeFit,
@@ -97,10 +97,8 @@ def spread_figures(spec: ModelSpec, quant: str, catalog: Catalog, tier: Tier, fi
     widest = valid_tp_sizes(spec, tier.gpus_per_replica)[-1]
     one = evaluate(spec, qspec, gpu, widest, fit.context, utilization)
     capped = f" (capped at {MAX_NUM_SEQS_CAP})" if fit.sequences > MAX_NUM_SEQS_CAP else ""
-    embeddings = ", embeddings and output head 16-bit" if qspec.embeddings_16bit else ""
     explanation = [
-        f"weights: {spec.total_params / 1e9:.2f}B params in {quant} ({qspec.bits_per_weight:.3f} bits/weight"
-        f"{embeddings}) = {fit.weight_bytes / GB:.2f} GB",
+        weights_step(spec, qspec, fit.weight_bytes),
         f"KV cache per token: {kv_formula(spec)} = {kv_bytes_per_token(spec):,} bytes; a pipeline stage stores "
         "only its own layers' share",
         f"reserve per GPU (runtime, NCCL incl. the pipeline's, activations of {MAX_NUM_BATCHED_TOKENS} batched "

@@ -15,14 +15,18 @@ def kv_formula(spec: ModelSpec) -> str:
     return f"2 x {spec.num_hidden_layers} layers x {spec.num_key_value_heads} KV heads x {spec.head_dim} x 2 bytes"
 
 
+def weights_step(spec: ModelSpec, quant: QuantSpec, weight_bytes: int) -> str:
+    embeddings = ", embeddings and output head 16-bit" if quant.embeddings_16bit else ""
+    return (f"weights: {spec.total_params / 1e9:.2f}B params in {quant.name} ({quant.bits_per_weight:.3f} "
+            f"bits/weight{embeddings}) = {weight_bytes / GB:.2f} GB")
+
+
 def explain(spec: ModelSpec, quant: QuantSpec, gpu: Gpu, tier: Tier, fit: Fit, utilization: float, seqs: int,
             per_seq: float, batch: float) -> list[str]:
     kv_heads = "" if spec.attention == "mla" else f" and fits the {spec.num_key_value_heads} KV heads"
     capped = f" (capped at {MAX_NUM_SEQS_CAP})" if fit.sequences > MAX_NUM_SEQS_CAP else ""
-    embeddings = ", embeddings and output head 16-bit" if quant.embeddings_16bit else ""
     steps = [
-        f"weights: {spec.total_params / 1e9:.2f}B params in {quant.name} ({quant.bits_per_weight:.3f} bits/weight"
-        f"{embeddings}) = {fit.weight_bytes / GB:.2f} GB",
+        weights_step(spec, quant, fit.weight_bytes),
         f"KV cache per token: {kv_formula(spec)} = {kv_bytes_per_token(spec):,} bytes; per GPU at TP {fit.tp}: "
         f"{fit.kv_bytes_per_token_per_gpu:,} bytes",
         f"reserve per GPU (runtime, NCCL, activations of {MAX_NUM_BATCHED_TOKENS} batched tokens, sampler): "

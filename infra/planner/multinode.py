@@ -27,6 +27,7 @@ from infra.planner.quantization import QuantSpec
 from infra.planner.sizing import (
     GB,
     NCCL_OVERHEAD_BYTES,
+    Fit,
     bytes_read_per_step,
     kv_bytes_per_token_per_gpu,
     reserve_bytes_per_gpu,
@@ -71,33 +72,21 @@ def layer_params(model: ModelSpec) -> list[int]:
 
 
 @dataclass(frozen=True)
-class Stage:
-    """One pipeline stage: whole decoder layers on one node's tp GPUs."""
+class Stage(Fit):
+    """One pipeline stage: whole decoder layers on one node's tp GPUs (weight_bytes: the stage's, all its GPUs
+    together; the Fit arithmetic of one node, applied to the stage)."""
 
     first_layer: int
     layers: int
-    weight_bytes: int                  # the stage's weights (all its tp GPUs together)
-    kv_bytes_per_token_per_gpu: int
-    usable_bytes_per_gpu: int
-    reserve_bytes_per_gpu: int
-    tp: int
 
     @property
     def last_layer(self) -> int:
         return self.first_layer + self.layers - 1
 
     @property
-    def kv_budget_bytes_per_gpu(self) -> int:
-        return self.usable_bytes_per_gpu - self.weight_bytes // self.tp - self.reserve_bytes_per_gpu
-
-    @property
-    def kv_tokens(self) -> int:
-        return max(0, self.kv_budget_bytes_per_gpu // self.kv_bytes_per_token_per_gpu)
-
-    def shortfall_bytes(self, context: int) -> int:
-        """Bytes this stage lacks for one sequence of `context` tokens (0 when it holds one)."""
-        need = self.weight_bytes + self.tp * (self.reserve_bytes_per_gpu + context * self.kv_bytes_per_token_per_gpu)
-        return max(0, need - self.tp * self.usable_bytes_per_gpu)
+    def shortfall_bytes(self) -> int:
+        """Bytes this stage lacks for one sequence of the context (0 when it holds one)."""
+        return max(0, self.needed_bytes - self.usable_bytes)
 
 
 @dataclass(frozen=True)
@@ -162,7 +151,7 @@ class MultiNodeFit:
     @property
     def shortfall_bytes(self) -> int:
         """What the stages lack in all for one sequence (each stage must hold its own layers)."""
-        return sum(s.shortfall_bytes(self.context) for s in self.stages)
+        return sum(s.shortfall_bytes for s in self.stages)
 
 
 def _embedding_table_bytes(model: ModelSpec, quant: QuantSpec) -> int:
@@ -194,9 +183,9 @@ def evaluate_nodes(model: ModelSpec, quant: QuantSpec, gpu: Gpu, gpus_per_node: 
         share = sum(params[first:first + count])
         stage_bytes = round(body_bytes * share / body_params)
         stage_bytes += table * ((index == 0) + (index == nodes - 1))
-        stages.append(Stage(first_layer=first, layers=count, weight_bytes=stage_bytes,
+        stages.append(Stage(tp=tp, usable_bytes_per_gpu=usable, weight_bytes=stage_bytes, reserve_bytes_per_gpu=reserve,
                             kv_bytes_per_token_per_gpu=-(-kv_model * count // model.num_hidden_layers),
-                            usable_bytes_per_gpu=usable, reserve_bytes_per_gpu=reserve, tp=tp))
+                            context=context, first_layer=first, layers=count))
         first += count
     return MultiNodeFit(nodes=nodes, tp=tp, context=context, weight_bytes=total, stages=tuple(stages))
 
