@@ -268,7 +268,7 @@ def _engine_values(plan: DeploymentPlan, options: ChartOptions) -> dict[str, Any
         "gpuMemoryUtilization": plan.gpu_memory_utilization,
         "maxNumSeqs": plan.max_num_seqs,
         "quantization": plan.vllm_quantization or "",
-        "reasoningParser": "deepseek_r1" if plan.reasoning else "",
+        "reasoningParser": plan.reasoning_parser or "",
         "extraArgs": _extra_engine_args(plan.engine_args) if options.engine_type == "vllm" else [],
         "resources": _engine_resources(plan, shm_gib),
         "shm": {"sizeLimit": f"{shm_gib}Gi"},

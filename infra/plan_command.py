@@ -44,12 +44,15 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from infra.planner import PlanDoesNotFit, PlanError, plan_deployment
+    from infra.planner.errors import PlanUnsupported
 
     try:
         plan = plan_deployment(args.model, args.tier, args.quantization, args.context, args.gpu_memory_utilization,
                                max_nodes=args.max_nodes)
     except PlanDoesNotFit as exc:
         return _fail(args, "does_not_fit", str(exc), EXIT_DOES_NOT_FIT, exc.shortfall_bytes)
+    except PlanUnsupported as exc:
+        return _fail(args, "unsupported", str(exc), EXIT_BAD_INPUT, None)
     except PlanError as exc:
         return _fail(args, "invalid_input", str(exc), EXIT_BAD_INPUT, None)
     machines = {p: _machine(plan.machine(p)) for p in PLATFORMS}
@@ -93,7 +96,10 @@ def _print_table(plan: Any, machines: dict[str, dict[str, Any]]) -> None:
         ("concurrent sequences", f"{plan.max_num_seqs} at {plan.max_model_len:,} tokens "
                                  f"({plan.kv_cache_tokens:,} KV tokens)"),
         ("weights", f"{plan.weight_bytes / 1e9:.2f} GB"),
-        ("KV cache per token", f"{plan.kv_bytes_per_token:,} bytes"),
+        ("KV cache per token", f"{plan.kv_bytes_per_token:,} bytes"
+                               + (f" + {plan.kv_bytes_per_sequence / 1e6:,.1f} MB per sequence"
+                                  if plan.kv_bytes_per_sequence else "")),
+        ("speculative decoding", plan.speculative_decoding or "off"),
         ("reserve", f"{plan.reserve_bytes / 1e9:.2f} GB"),
         ("decode bound, 1 sequence", f"{plan.decode_tokens_per_s_per_seq:,.1f} tokens/s"),
         ("decode bound, full batch", f"{plan.decode_tokens_per_s_batch:,.1f} tokens/s"),

@@ -6,12 +6,14 @@ context it tries; the arithmetic is in :mod:`infra.planner.multinode`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from infra.catalog import Catalog, ModelSpec, Tier
 from infra.planner.advice import single_node_alternative, suggest
 from infra.planner.errors import PlanDoesNotFit
-from infra.planner.explain import MIN_USEFUL_SEQS, kv_formula, weights_step
+from infra.planner.explain import MIN_USEFUL_SEQS, kv_formula
+from infra.planner.explain import _weights as weights_step
+from infra.planner.kv import kv_layout
 from infra.planner.multinode import (
     MAX_NODES_PER_REPLICA,
     MultiNodeFit,
@@ -20,15 +22,15 @@ from infra.planner.multinode import (
     explain_stages,
     span_nodes,
 )
-from infra.planner.quantization import QUANT_SPECS
+from infra.planner.quantization import QUANT_SPECS, QuantSpec
 from infra.planner.sizing import (
     GB,
     MAX_NUM_BATCHED_TOKENS,
     MAX_NUM_SEQS_CAP,
     evaluate,
-    kv_bytes_per_token,
     valid_tp_sizes,
 )
+from infra.planner.weights import weight_bytes
 
 
 @dataclass(frozen=True)
@@ -42,21 +44,22 @@ class SpreadFigures:
 
 
 def plan_across_nodes(spec: ModelSpec, quant: str, catalog: Catalog, tier: Tier, contexts: list[int],
-                      utilization: float, max_nodes: int) -> MultiNodeFit:
+                      utilization: float, max_nodes: int, spec_decode: bool) -> MultiNodeFit:
     """The fewest nodes (up to max_nodes) holding one sequence, or PlanDoesNotFit with the shortfall."""
     gpu = catalog.gpu(tier.gpu)
-    fit = span_nodes(spec, QUANT_SPECS[quant], gpu, tier.gpus_per_replica, contexts, utilization, max_nodes)
+    fit = span_nodes(spec, QUANT_SPECS[quant], gpu, tier.gpus_per_replica, contexts, utilization, max_nodes,
+                     spec_decode)
     if fit is not None:
         return fit
-    raise _not_fit(spec, quant, catalog, tier, contexts, utilization, max_nodes)
+    raise _not_fit(spec, quant, catalog, tier, contexts, utilization, max_nodes, spec_decode)
 
 
 def _not_fit(spec: ModelSpec, quant: str, catalog: Catalog, tier: Tier, contexts: list[int], utilization: float,
-             max_nodes: int) -> PlanDoesNotFit:
+             max_nodes: int, spec_decode: bool) -> PlanDoesNotFit:
     ctx = contexts[0]
     gpu = catalog.gpu(tier.gpu)
-    nodes = min(max_nodes, spec.num_hidden_layers)
-    fit = evaluate_nodes(spec, QUANT_SPECS[quant], gpu, tier.gpus_per_replica, nodes, ctx, utilization)
+    nodes = min(max_nodes, spec.num_hidden_layers)  # type: ignore[type-var]
+    fit = evaluate_nodes(spec, QUANT_SPECS[quant], gpu, tier.gpus_per_replica, nodes, ctx, utilization, spec_decode)
     limit = ("the most one replica may span" if max_nodes == MAX_NODES_PER_REPLICA
              else f"the most --max-nodes allows; the planner's limit is {MAX_NODES_PER_REPLICA}")
     tried = ""
@@ -85,9 +88,11 @@ def spread_figures(spec: ModelSpec, quant: str, catalog: Catalog, tier: Tier, fi
     warnings = [f"one replica spans {fit.nodes} nodes of tier {tier.key} ({fit.gpus} GPUs): it runs as a "
                 f"LeaderWorkerSet (the LWS controller must be installed) and a failed pod restarts its whole group"]
     if seqs < MIN_USEFUL_SEQS:
-        more = evaluate_nodes(spec, qspec, gpu, tier.gpus_per_replica, fit.nodes + 1, fit.context, utilization)
-        extra = (f"; {fit.nodes + 1} nodes would hold {min(more.sequences, MAX_NUM_SEQS_CAP)}"
-                 if fit.nodes < min(MAX_NODES_PER_REPLICA, spec.num_hidden_layers) else "")
+        extra = ""
+        if fit.nodes < min(MAX_NODES_PER_REPLICA, spec.num_hidden_layers):  # type: ignore[type-var]
+            more = evaluate_nodes(spec, qspec, gpu, tier.gpus_per_replica, fit.nodes + 1, fit.context, utilization,
+                                  fit.spec_decode)
+            extra = f"; {fit.nodes + 1} nodes would hold {min(more.sequences, MAX_NUM_SEQS_CAP)}"
         warnings.append(f"only {seqs} sequence(s) of {fit.context} tokens fit at once{extra}; a shorter --context "
                         "or a smaller quantization raises concurrency")
     alternative = single_node_alternative(spec, quant, tier.key, fit.context, utilization, catalog)
@@ -95,14 +100,17 @@ def spread_figures(spec: ModelSpec, quant: str, catalog: Catalog, tier: Tier, fi
         warnings.append(f"{alternative} fits one node of tier {tier.key}: a one-node replica needs no "
                         "LeaderWorkerSet and sends nothing between nodes")
     widest = valid_tp_sizes(spec, tier.gpus_per_replica)[-1]
-    one = evaluate(spec, qspec, gpu, widest, fit.context, utilization)
+    one = evaluate(spec, qspec, gpu, widest, fit.context, utilization, fit.spec_decode)
+    kv = kv_layout(spec, fit.tp, fit.spec_decode)
     capped = f" (capped at {MAX_NUM_SEQS_CAP})" if fit.sequences > MAX_NUM_SEQS_CAP else ""
     explanation = [
-        weights_step(spec, qspec, fit.weight_bytes),
-        f"KV cache per token: {kv_formula(spec)} = {kv_bytes_per_token(spec):,} bytes; a pipeline stage stores "
-        "only its own layers' share",
+        weights_step(spec, qspec, replace(one, weight_bytes=weight_bytes(spec, qspec, fit.spec_decode))),
+        f"KV cache per token: {kv_formula(spec, kv, fit.spec_decode)} = {kv.per_token_bytes:,} bytes"
+        + (f" + {kv.per_sequence_bytes:,} bytes per sequence" if kv.per_sequence_bytes else "")
+        + "; a pipeline stage stores only its own layers' (the draft's on the last stage)",
         f"reserve per GPU (runtime, NCCL incl. the pipeline's, activations of {MAX_NUM_BATCHED_TOKENS} batched "
         f"tokens, sampler): {fit.reserve_bytes_per_gpu / GB:.2f} GB",
+        *_more_than_one_node(spec, qspec, fit),
         *explain_stages(fit, tier.key, one.needed_bytes, one.usable_bytes),
         f"concurrent sequences at {fit.context} tokens: {fit.kv_tokens:,} // {fit.context} = {fit.sequences}{capped}",
         f"decode bound, 1 sequence at {fit.context} tokens: {per_seq:.1f} tokens/s (the token crosses the "
@@ -110,3 +118,13 @@ def spread_figures(spec: ModelSpec, quant: str, catalog: Catalog, tier: Tier, fi
         f"{fit.gpus}x {gpu.memory_bandwidth_gbps:.0f} GB/s; network hops not counted)",
     ]
     return SpreadFigures(per_seq, batch, warnings, explanation)
+
+
+def _more_than_one_node(spec: ModelSpec, quant: QuantSpec, fit: MultiNodeFit) -> list[str]:
+    extra = fit.weight_bytes - weight_bytes(spec, quant, fit.spec_decode)
+    if extra <= 0:
+        return []
+    return [f"the stages hold {extra / GB:.2f} GB more than one node would ({fit.weight_bytes / GB:.2f} GB in all): "
+            "over a pipeline vLLM builds the embedding on the first stage and the output head on the last (a tied "
+            "table on both), and the draft keeps its own copies of them on the last (vLLM shares them only when "
+            "the pipeline has one stage)"]

@@ -6,16 +6,10 @@ with vLLM's own multi-node layout: tensor parallel over the node's GPUs (NVLink)
 over the nodes (one stage of whole decoder layers per node; only the activations of a step cross the
 network). docs/planner.md says why this layout and not tensor parallel across nodes or DP + EP.
 
-Each stage is sized on its own, because a pipeline stage holds whole layers and vLLM gives every
-stage the same number of KV-cache blocks (the smallest any worker can hold):
-- layers per stage: vLLM's default split (``get_pp_indices`` in vllm/distributed/utils.py, vLLM
-  0.32.0: layers // pp each, the remainder added to the stages before the last);
-- weights per stage: the stage's share of the decoder-layer parameters (dense and MoE layers
-  counted apart) in the model's bytes per parameter, plus the input embedding on the first stage and
-  the output head on the last (vLLM builds them only there; a tied table is built on both);
-- KV per token per GPU: the model's per-GPU KV bytes x the stage's share of the layers;
-- reserve per GPU: as for one node, with NCCL buffers even at tensor parallel 1 (the pipeline's
-  point-to-point communicator).
+Each stage is sized on its own (infra/planner/stages.py: its layers, weights and KV), because a
+pipeline stage holds whole layers and vLLM gives every stage the same number of KV-cache blocks (the
+smallest any worker can hold). The reserve per GPU is as for one node, with NCCL buffers even at tensor
+parallel 1 (the pipeline's point-to-point communicator).
 """
 
 from __future__ import annotations
@@ -23,17 +17,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from infra.catalog import Gpu, MachineMapping, ModelSpec
+from infra.planner.kv import KvLayout
 from infra.planner.quantization import QuantSpec
 from infra.planner.sizing import (
     GB,
     NCCL_OVERHEAD_BYTES,
     Fit,
     bytes_read_per_step,
-    kv_bytes_per_token_per_gpu,
     reserve_bytes_per_gpu,
     valid_tp_sizes,
-    weight_bytes,
 )
+from infra.planner.stages import pipeline_partition, stage_kv, stage_weight_bytes
 
 # One replica spans at most this many nodes: every stage adds a network hop to each token, a failed
 # pod restarts the whole group (LeaderWorkerSet RecreateGroupOnPodRestart), and the field's recipes for
@@ -41,43 +35,14 @@ from infra.planner.sizing import (
 MAX_NODES_PER_REPLICA = 4
 
 
-def pipeline_partition(num_layers: int, stages: int) -> list[int]:
-    """Decoder layers per pipeline stage, as vLLM splits them without VLLM_PP_LAYER_PARTITION."""
-    if not 1 <= stages <= num_layers:
-        raise ValueError(f"{stages} pipeline stages for {num_layers} layers")
-    parts = [num_layers // stages] * stages
-    for i in range(2, num_layers % stages + 2):
-        parts[-i] += 1
-    return parts
-
-
-def layer_params(model: ModelSpec) -> list[int]:
-    """Parameters of each decoder layer: attention and norms alike in every layer, then the layer's MLP
-    (dense, or routed + shared experts with their router for MoE layers)."""
-    layers = model.num_hidden_layers
-    dense_mlp = 3 * model.hidden_size * model.intermediate_size
-    if model.is_moe:
-        dense_layers = model.first_k_dense_replace or 0
-        experts = model.n_routed_experts + model.n_shared_experts  # type: ignore[operator]
-        moe_mlp = 3 * model.hidden_size * model.moe_intermediate_size * experts \
-            + model.hidden_size * model.n_routed_experts  # type: ignore[operator]
-    else:
-        dense_layers, moe_mlp = layers, 0
-    mlps = [dense_mlp if i < dense_layers else moe_mlp for i in range(layers)]
-    body = model.total_params - model.embedding_params
-    common = (body - sum(mlps)) // layers
-    if common < 0:
-        raise ValueError(f"{model.id}: the MLPs alone exceed the decoder parameters; check the catalog entry")
-    return [common + mlp for mlp in mlps]
-
-
 @dataclass(frozen=True)
 class Stage(Fit):
     """One pipeline stage: whole decoder layers on one node's tp GPUs (weight_bytes: the stage's, all its GPUs
     together; the Fit arithmetic of one node, applied to the stage)."""
 
-    first_layer: int
-    layers: int
+    first_layer: int = 0
+    layers: int = 0
+    kv: KvLayout | None = None   # the stage's KV layout per GPU (for what a decode step reads)
 
     @property
     def last_layer(self) -> int:
@@ -99,8 +64,9 @@ class MultiNodeFit:
     nodes: int
     tp: int
     context: int
-    weight_bytes: int                  # the whole model, as on one node
+    weight_bytes: int                  # what the stages hold together (tables and draft copies per stage)
     stages: tuple[Stage, ...]
+    spec_decode: bool = False
 
     @property
     def gpus(self) -> int:
@@ -132,13 +98,21 @@ class MultiNodeFit:
         return self.limiting_stage.kv_bytes_per_token_per_gpu
 
     @property
+    def kv_bytes_per_sequence_per_gpu(self) -> int:
+        return self.limiting_stage.kv_bytes_per_sequence_per_gpu
+
+    @property
+    def kv_bytes_per_sequence_at_context(self) -> int:
+        return self.limiting_stage.kv_bytes_per_sequence_at_context
+
+    @property
     def stage_weight_bytes(self) -> int:
-        """Weights the stages hold together (a tied embedding table counts on the first and last stage)."""
+        """Weights the stages hold together (= weight_bytes)."""
         return sum(s.weight_bytes for s in self.stages)
 
     @property
     def one_sequence_kv_bytes(self) -> int:
-        return sum(s.tp * self.context * s.kv_bytes_per_token_per_gpu for s in self.stages)
+        return sum(s.tp * s.kv_bytes_per_sequence_at_context for s in self.stages)
 
     @property
     def needed_bytes(self) -> int:
@@ -154,49 +128,37 @@ class MultiNodeFit:
         return sum(s.shortfall_bytes for s in self.stages)
 
 
-def _embedding_table_bytes(model: ModelSpec, quant: QuantSpec) -> int:
-    per_param = 2 if quant.embeddings_16bit else quant.bytes_per_weight
-    return round(model.vocab_size * model.hidden_size * per_param)
-
-
 def node_tp(model: ModelSpec, gpus_per_node: int) -> int:
     """Tensor parallel inside one node: the widest size vLLM accepts on the node's GPUs."""
     return valid_tp_sizes(model, gpus_per_node)[-1]
 
 
 def evaluate_nodes(model: ModelSpec, quant: QuantSpec, gpu: Gpu, gpus_per_node: int, nodes: int, context: int,
-                   utilization: float) -> MultiNodeFit:
+                   utilization: float, spec_decode: bool = False) -> MultiNodeFit:
     tp = node_tp(model, gpus_per_node)
-    total = weight_bytes(model, quant)
-    table = _embedding_table_bytes(model, quant)
-    tables = 1 if model.tie_word_embeddings else 2
-    body_bytes = total - tables * table
-    params = layer_params(model)
-    body_params = sum(params)
+    parts = pipeline_partition(model.num_hidden_layers, nodes)  # type: ignore[arg-type]
     reserve = reserve_bytes_per_gpu(model, tp) + (NCCL_OVERHEAD_BYTES if tp == 1 else 0)
     usable = int(gpu.memory_bytes * utilization)
-    kv_model = kv_bytes_per_token_per_gpu(model, tp)
     stages = []
     first = 0
-    parts = pipeline_partition(model.num_hidden_layers, nodes)
-    for index, count in enumerate(parts):
-        share = sum(params[first:first + count])
-        stage_bytes = round(body_bytes * share / body_params)
-        stage_bytes += table * ((index == 0) + (index == nodes - 1))
-        stages.append(Stage(tp=tp, usable_bytes_per_gpu=usable, weight_bytes=stage_bytes, reserve_bytes_per_gpu=reserve,
-                            kv_bytes_per_token_per_gpu=-(-kv_model * count // model.num_hidden_layers),
-                            context=context, first_layer=first, layers=count))
+    for count, weights, kv in zip(parts, stage_weight_bytes(model, quant, parts, spec_decode),
+                                  stage_kv(model, tp, parts, spec_decode), strict=True):
+        stages.append(Stage(tp=tp, usable_bytes_per_gpu=usable, weight_bytes=weights, reserve_bytes_per_gpu=reserve,
+                            kv_bytes_per_token_per_gpu=kv.per_token_bytes, context=context,
+                            kv_bytes_per_sequence_per_gpu=kv.per_sequence_bytes, spec_decode=spec_decode,
+                            first_layer=first, layers=count, kv=kv))
         first += count
-    return MultiNodeFit(nodes=nodes, tp=tp, context=context, weight_bytes=total, stages=tuple(stages))
+    return MultiNodeFit(nodes=nodes, tp=tp, context=context, weight_bytes=sum(s.weight_bytes for s in stages),
+                        stages=tuple(stages), spec_decode=spec_decode)
 
 
 def span_nodes(model: ModelSpec, quant: QuantSpec, gpu: Gpu, gpus_per_node: int, contexts: list[int],
-               utilization: float, max_nodes: int) -> MultiNodeFit | None:
+               utilization: float, max_nodes: int, spec_decode: bool = False) -> MultiNodeFit | None:
     """The fewest nodes (2..max_nodes) that hold one sequence, at the first context that any of them holds."""
-    most = min(max_nodes, model.num_hidden_layers)
+    most = min(max_nodes, model.num_hidden_layers)  # type: ignore[type-var]
     for context in contexts:
         for nodes in range(2, most + 1):
-            fit = evaluate_nodes(model, quant, gpu, gpus_per_node, nodes, context, utilization)
+            fit = evaluate_nodes(model, quant, gpu, gpus_per_node, nodes, context, utilization, spec_decode)
             if fit.sequences >= 1:
                 return fit
     return None
@@ -214,9 +176,11 @@ WORKER_ONLY_FLAGS = ["--headless"]
 
 
 def _stage_step_s(model: ModelSpec, quant: QuantSpec, gpu: Gpu, fit: MultiNodeFit, stage: Stage, batch: int) -> float:
-    """Seconds one stage's GPUs need to read their weights and the KV of `batch` sequences once."""
+    """Seconds one stage's GPUs need to read their share of the weights a step reads and the KV of `batch`
+    sequences once (sparse attention: its top-k selection, kv.py read_bytes)."""
     weights = bytes_read_per_step(model, quant, batch) * stage.weight_bytes / fit.stage_weight_bytes
-    per_gpu = weights / stage.tp + batch * fit.context * stage.kv_bytes_per_token_per_gpu
+    kv_read = stage.kv.read_bytes(fit.context) if stage.kv else fit.context * stage.kv_bytes_per_token_per_gpu
+    per_gpu = weights / stage.tp + batch * kv_read
     return per_gpu / (gpu.memory_bandwidth_gbps * GB)
 
 
@@ -244,11 +208,13 @@ def explain_stages(fit: MultiNodeFit, tier_key: str, one_node_needed: int, one_n
         f"nodes, at most {MAX_NODES_PER_REPLICA}, whose every stage holds one {fit.context}-token sequence)",
     ]
     for index, s in enumerate(fit.stages):
+        bounded = f" + {s.kv_bytes_per_sequence_per_gpu:,} per sequence" if s.kv_bytes_per_sequence_per_gpu else ""
+        draft = " and the draft" if fit.spec_decode and index == len(fit.stages) - 1 else ""
         lines.append(
-            f"stage {index} (node {index}): layers {s.first_layer}-{s.last_layer} ({s.layers}), weights "
-            f"{s.weight_bytes / GB:.2f} GB = {s.weight_bytes / s.tp / GB:.2f} GB per GPU; KV per token per GPU "
-            f"{s.kv_bytes_per_token_per_gpu:,} bytes; {s.kv_budget_bytes_per_gpu / GB:.2f} GB for KV = "
-            f"{s.kv_tokens:,} tokens")
+            f"stage {index} (node {index}): layers {s.first_layer}-{s.last_layer} ({s.layers}){draft}, weights "
+            f"{s.weight_bytes / GB:.2f} GB = {s.weight_bytes / s.tp / GB:.2f} GB per GPU; KV per GPU "
+            f"{s.kv_bytes_per_token_per_gpu:,} bytes per token{bounded}; {s.kv_budget_bytes_per_gpu / GB:.2f} GB for "
+            f"KV = {s.kv_tokens:,} tokens")
     limiting = fit.stages.index(fit.limiting_stage)
     lines.append(f"KV capacity of the replica: {fit.kv_tokens:,} tokens (stage {limiting} holds the fewest; vLLM "
                  f"gives every stage as many blocks)")

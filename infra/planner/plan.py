@@ -6,8 +6,10 @@ from pydantic import BaseModel, ConfigDict
 
 from infra.catalog import Catalog, CatalogError, MachineMapping, ModelSpec, load_catalog
 from infra.planner.across_nodes import plan_across_nodes, spread_figures
-from infra.planner.advice import suggest
-from infra.planner.errors import PlanDoesNotFit, PlanError
+from infra.planner.advice import suggest, suggest_for_gpu
+from infra.planner.checkpoint import checkpoint_for
+from infra.planner.engine import engine_args, engine_warnings, speculative_decoding, unsupported_gpu
+from infra.planner.errors import PlanDoesNotFit, PlanError, PlanUnsupported
 from infra.planner.explain import MIN_USEFUL_SEQS, explain
 from infra.planner.multinode import (
     MAX_NODES_PER_REPLICA,
@@ -19,7 +21,6 @@ from infra.planner.multinode import (
 from infra.planner.quantization import QUANT_SPECS, QUANTIZATIONS, QuantSpec
 from infra.planner.sizing import (
     GB,
-    MAX_NUM_BATCHED_TOKENS,
     MAX_NUM_SEQS_CAP,
     Fit,
     decode_tokens_per_s,
@@ -28,7 +29,6 @@ from infra.planner.sizing import (
     prefill_tokens_per_s,
     valid_tp_sizes,
 )
-from infra.planner.weights import checkpoint_for
 
 DEFAULT_CONTEXT = 32768       # DeepSeek's recommended R1 generation budget (32,768 tokens)
 FALLBACK_CONTEXTS = (16384, 8192, 4096)
@@ -65,6 +65,10 @@ class DeploymentPlan(BaseModel):
     vllm_quantization: str | None
     engine_args: list[str]                # the leader's flags (the only pod of a one-node replica)
     worker_engine_args: list[str] = []    # the other nodes' flags; [] for a one-node replica
+    reasoning_parser: str | None = None       # vLLM --reasoning-parser (None: no reasoning output split)
+    tool_call_parser: str | None = None       # vLLM --tool-call-parser (with --enable-auto-tool-choice)
+    speculative_decoding: str | None = None   # "mtp" / "dspark": the checkpoint's draft, counted in the figures
+    kv_bytes_per_sequence: int = 0            # KV bytes per sequence per GPU that do not grow (V4 windows)
     warnings: list[str]
     explanation: list[str]
 
@@ -95,6 +99,17 @@ def _lookup(catalog: Catalog, model: str, tier: str, quantization: str | None) -
     quant = (spec.native_dtype if quantization is None else quantization).strip().lower()
     if quant not in QUANT_SPECS:  # an empty string is unknown too, never the default
         raise PlanError(f"unknown quantization {quantization!r}; allowed: {', '.join(QUANTIZATIONS)}")
+    if quant == "fp4-fp8" and spec.native_dtype != "fp4-fp8":
+        raise PlanError(f"quantization 'fp4-fp8' is the native format of the DeepSeek-V4 checkpoints; {spec.id} "
+                        f"is published in {spec.native_dtype}: allowed here "
+                        f"{', '.join(q for q in QUANTIZATIONS if q != 'fp4-fp8')}")
+    if spec.unknown:
+        by_reason: dict[str, list[str]] = {}
+        for field, why in spec.unknown.items():
+            by_reason.setdefault(why, []).append(field)
+        facts = "; ".join(f"{', '.join(fields)} ({why})" for why, fields in by_reason.items())
+        raise PlanUnsupported(f"{spec.id} cannot be planned: the catalog has no source for these facts, and the "
+                              f"planner does not guess them: {facts}")
     return spec, quant
 
 
@@ -110,12 +125,12 @@ def _contexts(spec: ModelSpec, context: int | None) -> list[int]:
 
 
 def _choose(spec: ModelSpec, quant: QuantSpec, catalog: Catalog, tier_key: str, contexts: list[int],
-            utilization: float) -> Fit | None:
+            utilization: float, spec_decode: bool) -> Fit | None:
     tier = catalog.tier(tier_key)
     gpu = catalog.gpu(tier.gpu)
     for ctx in contexts:
         fits = [f for tp in valid_tp_sizes(spec, tier.gpus_per_replica)
-                if (f := evaluate(spec, quant, gpu, tp, ctx, utilization)).sequences >= 1]
+                if (f := evaluate(spec, quant, gpu, tp, ctx, utilization, spec_decode)).sequences >= 1]
         if fits:
             useful = [f for f in fits if f.sequences >= MIN_USEFUL_SEQS]
             return useful[0] if useful else max(fits, key=lambda f: f.sequences)
@@ -123,19 +138,19 @@ def _choose(spec: ModelSpec, quant: QuantSpec, catalog: Catalog, tier_key: str, 
 
 
 def _not_fit(spec: ModelSpec, quant: str, catalog: Catalog, tier_key: str, contexts: list[int],
-             utilization: float) -> PlanDoesNotFit:
+             utilization: float, spec_decode: bool) -> PlanDoesNotFit:
     ctx = contexts[0]
     tier = catalog.tier(tier_key)
     gpu = catalog.gpu(tier.gpu)
     widest = valid_tp_sizes(spec, tier.gpus_per_replica)[-1]  # TP 1 is always valid
-    fit = evaluate(spec, QUANT_SPECS[quant], gpu, widest, ctx, utilization)
+    fit = evaluate(spec, QUANT_SPECS[quant], gpu, widest, ctx, utilization, spec_decode)
     short = fit.needed_bytes - fit.usable_bytes
     advice = suggest(spec, quant, tier_key, ctx, utilization, catalog)
     message = (
         f"{spec.id} in {quant} does not fit tier {tier_key} ({fit.tp}x {tier.gpu}, {fit.usable_bytes / GB:.1f} GB "
         f"usable at gpu-memory-utilization {utilization:.2f}): weights {fit.weight_bytes / GB:.1f} GB + reserve "
         f"{fit.tp * fit.reserve_bytes_per_gpu / GB:.1f} GB + KV cache for one {ctx}-token sequence "
-        f"{fit.tp * ctx * fit.kv_bytes_per_token_per_gpu / GB:.1f} GB = {fit.needed_bytes / GB:.1f} GB; "
+        f"{fit.tp * fit.kv_bytes_per_sequence_at_context / GB:.1f} GB = {fit.needed_bytes / GB:.1f} GB; "
         f"short by {short / GB:.1f} GB.{_shorter_tried(contexts)} {advice}"
     )
     return PlanDoesNotFit(message, short, advice)
@@ -146,26 +161,6 @@ def _shorter_tried(contexts: list[int]) -> str:
         return ""
     tried = ", ".join(f"{c:,}" for c in contexts[1:])
     return f" Shorter contexts were tried too ({tried} tokens): no sequence fits at any of them."
-
-
-def _utilization_flag(utilization: float) -> str:
-    """0.9 -> "0.90"; a finer value is passed as given (never rounded up past what was planned)."""
-    return f"{utilization:.2f}" if round(utilization, 2) == utilization else repr(utilization)
-
-
-def _engine_args(spec: ModelSpec, fit: Fit | MultiNodeFit, utilization: float, seqs: int, vllm_quant: str | None) -> list[str]:
-    args = [
-        "--tensor-parallel-size", str(fit.tp),
-        "--max-model-len", str(fit.context),
-        "--gpu-memory-utilization", _utilization_flag(utilization),
-        "--max-num-seqs", str(seqs),
-        "--max-num-batched-tokens", str(MAX_NUM_BATCHED_TOKENS),
-    ]
-    if vllm_quant:
-        args += ["--quantization", vllm_quant]
-    if spec.reasoning:
-        args += ["--reasoning-parser", "deepseek_r1"]
-    return args
 
 
 def plan_deployment(model: str, tier: str, quantization: str | None = None, context: int | None = None,
@@ -182,15 +177,24 @@ def plan_deployment(model: str, tier: str, quantization: str | None = None, cont
     gpu = catalog.gpu(tier_spec.gpu)
     quant = QUANT_SPECS[quant_key]
     contexts = _contexts(spec, context)
-    fit: Fit | MultiNodeFit | None = _choose(spec, quant, catalog, tier_spec.key, contexts, gpu_memory_utilization)
+    reason = unsupported_gpu(spec, gpu)
+    if reason:
+        advice = suggest_for_gpu(spec, quant_key, tier_spec.key, contexts[0], gpu_memory_utilization, catalog,
+                                 max_nodes)
+        raise PlanDoesNotFit(f"{spec.id} does not run on tier {tier_spec.key}: {reason}. {advice}", 0, advice)
+    speculative = speculative_decoding(spec, quant_key)
+    fit: Fit | MultiNodeFit | None = _choose(spec, quant, catalog, tier_spec.key, contexts, gpu_memory_utilization,
+                                             speculative is not None)
     if fit is None and max_nodes == 1:
-        raise _not_fit(spec, quant_key, catalog, tier_spec.key, contexts, gpu_memory_utilization)
+        raise _not_fit(spec, quant_key, catalog, tier_spec.key, contexts, gpu_memory_utilization,
+                       speculative is not None)
     if fit is None:  # no node of the tier holds one sequence: spread the replica over nodes (or refuse)
-        fit = plan_across_nodes(spec, quant_key, catalog, tier_spec, contexts, gpu_memory_utilization, max_nodes)
+        fit = plan_across_nodes(spec, quant_key, catalog, tier_spec, contexts, gpu_memory_utilization, max_nodes,
+                                speculative is not None)
     nodes = fit.nodes if isinstance(fit, MultiNodeFit) else 1
 
     source = checkpoint_for(spec, quant, gpu)
-    warnings = list(source.warnings)
+    warnings = list(source.warnings) + engine_warnings(spec, quant_key)
     if fit.context != contexts[0]:
         warnings.append(f"context reduced from the default {contexts[0]} to {fit.context} tokens so that one "
                         f"sequence fits; pass --context to choose another")
@@ -198,13 +202,13 @@ def plan_deployment(model: str, tier: str, quantization: str | None = None, cont
     if seqs < MIN_USEFUL_SEQS and nodes == 1:  # a multi-node plan words its own (below)
         warnings.append(f"only {seqs} sequence(s) of {fit.context} tokens fit at once; a shorter --context, a "
                         "smaller quantization or a larger tier raises concurrency")
-    engine_args = _engine_args(spec, fit, gpu_memory_utilization, seqs, source.vllm_quantization)
+    args = engine_args(spec, fit, gpu_memory_utilization, seqs, source.vllm_quantization, speculative)
     if isinstance(fit, MultiNodeFit):
         figures = spread_figures(spec, quant_key, catalog, tier_spec, fit, gpu_memory_utilization, seqs)
         per_seq, batch, explanation = figures.decode_per_seq, figures.decode_batch, figures.explanation
         warnings = figures.warnings + warnings
-        after_tp = engine_args.index("--tensor-parallel-size") + 2
-        engine_args = engine_args[:after_tp] + layout_flags(fit) + engine_args[after_tp:]
+        after_tp = args.index("--tensor-parallel-size") + 2
+        args = args[:after_tp] + layout_flags(fit) + args[after_tp:]
     else:
         per_seq = decode_tokens_per_s(spec, quant, gpu, fit, 1)
         batch = decode_tokens_per_s(spec, quant, gpu, fit, seqs)
@@ -225,7 +229,7 @@ def plan_deployment(model: str, tier: str, quantization: str | None = None, cont
         max_num_seqs=seqs,
         kv_cache_tokens=fit.kv_tokens,
         weight_bytes=fit.weight_bytes,
-        kv_bytes_per_token=kv_bytes_per_token(spec),
+        kv_bytes_per_token=kv_bytes_per_token(spec, speculative is not None),
         kv_bytes_per_token_per_gpu=fit.kv_bytes_per_token_per_gpu,
         reserve_bytes=fit.reserve_bytes_per_gpu * fit.tp * nodes,
         decode_tokens_per_s_per_seq=round(per_seq, 2),
@@ -233,8 +237,12 @@ def plan_deployment(model: str, tier: str, quantization: str | None = None, cont
         prefill_tokens_per_s=round(prefill_tokens_per_s(spec, quant, gpu, fit.tp * nodes), 2),
         reasoning=spec.reasoning,
         vllm_quantization=source.vllm_quantization,
-        engine_args=engine_args,
-        worker_engine_args=engine_args + WORKER_ONLY_FLAGS if nodes > 1 else [],
+        engine_args=args,
+        worker_engine_args=args + WORKER_ONLY_FLAGS if nodes > 1 else [],
+        reasoning_parser=spec.vllm.reasoning_parser,
+        tool_call_parser=spec.vllm.tool_call_parser,
+        speculative_decoding=speculative,
+        kv_bytes_per_sequence=fit.kv_bytes_per_sequence_per_gpu,
         warnings=warnings,
         explanation=explanation,
     )

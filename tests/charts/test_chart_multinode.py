@@ -62,7 +62,8 @@ def test_leader_serves_the_api_and_workers_join_it(lws: dict) -> None:
     for args in (la, wa):  # the plan's layout flags, the same on every node
         assert (args["--tensor-parallel-size"], args["--pipeline-parallel-size"], args["--nnodes"]) == ("4", "3", "3")
         assert args["--master-addr"] == "$(LWS_LEADER_ADDRESS)" and args["--master-port"] == "29501"
-        assert args["--max-model-len"] == "32768" and args["--max-num-seqs"] == "16"
+        assert args["--max-model-len"] == "32768" and args["--max-num-seqs"] == "14"
+        assert args["--speculative-config"] == "{\"method\":\"mtp\",\"num_speculative_tokens\":1}"
     assert la["--node-rank"] == "0" and "--headless" not in la and la["--port"] == "8000"
     assert wa["--node-rank"] == "$(LWS_WORKER_INDEX)" and "--headless" in wa and "--port" not in wa
     assert {p["name"] for p in leader["ports"]} == {"http", "dist-store"}

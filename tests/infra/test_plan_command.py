@@ -96,7 +96,7 @@ def test_json_error_for_scripts(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["plan", "--model", "r1", "--tier", "base", "--json"]) == 1
     captured = capsys.readouterr()
     error = json.loads(captured.out)["error"]
-    assert error["type"] == "does_not_fit" and error["shortfall_gb"] == 537.2  # at 4 base nodes
+    assert error["type"] == "does_not_fit" and error["shortfall_gb"] == 552.8  # at 4 base nodes
     assert "short by" in captured.err
 
 
@@ -107,3 +107,31 @@ def test_warnings_and_explanation_are_printed(capsys: pytest.CaptureFixture[str]
     out = capsys.readouterr().out
     assert "warning:" in out and "no published awq-int4 weights" in out
     assert "How this was computed" in out and "MLA 27 layers" in out
+
+
+def test_v4_flash_on_pro_fits_one_node_and_says_how() -> None:
+    result = dsdeploy("plan", "--model", "deepseek-v4-flash", "--tier", "pro", "--json")
+    assert result.returncode == 0, result.stderr
+    plan = json.loads(result.stdout)
+    assert (plan["tensor_parallel_size"], plan["gpus_per_replica"], plan["quantization"]) == (4, 4, "fp4-fp8")
+    assert plan["speculative_decoding"] == "mtp" and plan["reasoning_parser"] == "deepseek_v4"
+    assert plan["tool_call_parser"] == "deepseek_v4" and plan["kv_bytes_per_sequence"] > 0
+    assert "--speculative-config" in plan["engine_args"]
+    text = dsdeploy("plan", "--model", "deepseek-v4-flash", "--tier", "pro")
+    assert "3,915 bytes + 18.7 MB per sequence" in text.stdout and "speculative decoding" in text.stdout
+
+
+def test_full_r1_on_one_pro_node_is_refused_with_the_shortfall() -> None:
+    # One node (--max-nodes 1): the single-node arithmetic and shortfall; by default R1 spans 3 nodes.
+    result = dsdeploy("plan", "--model", "r1", "--tier", "pro", "--max-nodes", "1")
+    assert result.returncode == 1
+    assert "weights 684.9 GB" in result.stderr and "short by 400.1 GB" in result.stderr
+    assert "Would fit: one replica across 3 nodes of tier pro (--max-nodes 3)" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_model_with_unknown_facts_is_refused_as_unsupported() -> None:
+    result = dsdeploy("plan", "--model", "deepseek-v4.1-flash", "--tier", "pro", "--json")
+    assert result.returncode == 2
+    error = json.loads(result.stdout)["error"]
+    assert error["type"] == "unsupported" and "does not guess them" in error["message"]

@@ -9,8 +9,10 @@ import pytest
 
 from infra.catalog import load_catalog
 from infra.planner import QUANTIZATIONS, PlanDoesNotFit, PlanError, plan_deployment
+from infra.planner.errors import PlanUnsupported
 from infra.planner.quantization import QUANT_SPECS
 from infra.planner.sizing import evaluate, kv_bytes_per_token_per_gpu, valid_tp_sizes
+from tests.support.deepseek_bytes import v3_native_fp8_bytes
 
 GIB = 1024**3
 A100_40_USABLE = int(40960 * 1024 * 1024 * 0.90)   # 38,654,705,664 bytes at utilization 0.90
@@ -99,16 +101,17 @@ def test_mla_kv_is_held_whole_by_every_gpu_and_gqa_is_sharded() -> None:
 def test_v3_fp8_on_eight_h200_by_hand() -> None:
     catalog = load_catalog()
     v3, h200 = catalog.model("v3"), catalog.gpu("H200-141GB")
-    fit = evaluate(v3, QUANT_SPECS["fp8"], h200, 8, 32_768, 0.90)
-    embeddings = 129_280 * 7168 * 2                              # input + output, kept bf16
-    fp8_bits = 8 + 32 / (128 * 128)                              # fp32 scale per 128x128 block
-    weights = round((671_026_404_352 - embeddings) * fp8_bits / 8 + embeddings * 2)
-    assert fit.weight_bytes == weights                           # ~673.1 GB
+    resident, checkpoint = v3_native_fp8_bytes(61, 3, 1)
+    assert resident == 684_868_123_200 and checkpoint == 688_574_839_360        # ~684.9 GB on the GPUs
+    fit = evaluate(v3, QUANT_SPECS["fp8"], h200, 8, 32_768, 0.90, spec_decode=True)
+    assert fit.weight_bytes == resident
+    assert evaluate(v3, QUANT_SPECS["fp8"], h200, 8, 32_768, 0.90).weight_bytes == v3_native_fp8_bytes(61, 3, 0)[0]
     usable = int(143_771 * 1024 * 1024 * 0.90)
     reserve = (RUNTIME + int(0.5 * GIB) + BATCHED_TOKENS * (8 * 7168 + 3 * 18_432 // 8) * 2
                + SAMPLER_SEQS * 129_280 * 4)
     assert fit.reserve_bytes_per_gpu == reserve
-    assert fit.kv_tokens == (usable - weights // 8 - reserve) // 70_272
+    kv = 62 * (512 + 64) * 2                                     # 61 layers + the MTP layer, bf16: 71,424
+    assert fit.kv_tokens == (usable - resident // 8 - reserve) // kv
     assert fit.sequences == fit.kv_tokens // 32_768 >= 8
 
 
@@ -216,7 +219,13 @@ H100_USABLE = int(81559 * 1024 * 1024 * 0.90)   # 76,969,567,641 bytes at utiliz
 QWEN_7B_PARAMS, QWEN_7B_VOCAB, QWEN_7B_HIDDEN = 7_615_616_512, 152_064, 3584
 
 
-@pytest.mark.parametrize("quant", QUANTIZATIONS)
+def test_fp4_fp8_is_the_v4_format_only() -> None:
+    with pytest.raises(PlanError, match=r"'fp4-fp8' is the native format of the DeepSeek-V4 checkpoints; "
+                                        r"deepseek-ai/DeepSeek-R1-Distill-Qwen-7B is published in bf16"):
+        plan_deployment("r1-distill-qwen-7b", "pro", "fp4-fp8")
+
+
+@pytest.mark.parametrize("quant", [q for q in QUANTIZATIONS if q != "fp4-fp8"])
 def test_every_quantization_plans_the_7b_on_pro(quant: str) -> None:
     plan = plan_deployment("r1-distill-qwen-7b", "pro", quant)
     spec = QUANT_SPECS[quant]
@@ -262,7 +271,10 @@ def test_plan_is_frozen_and_explains_itself() -> None:
     plan = plan_deployment("v2-lite", "base")
     with pytest.raises(Exception, match="frozen"):
         plan.max_num_seqs = 1  # type: ignore[misc]
-    assert any(step.startswith("KV cache per token: MLA 27 layers x (512 + 64)") for step in plan.explanation)
+    assert any(step.startswith("KV cache per token (grows with the sequence): MLA 27 layers x (512 + 64) x 2 "
+                               "bytes = 31,104 bytes; replicated whole on every GPU") for step in plan.explanation)
+    assert "KV cache of one sequence per GPU, growing linearly with its length: 32,768 tokens 1.02 GB" in \
+        " ".join(plan.explanation)                               # 32,768 x 31,104 bytes
 
 
 def test_planner_imports_neither_torch_nor_pulumi() -> None:
@@ -274,15 +286,25 @@ def test_planner_imports_neither_torch_nor_pulumi() -> None:
 
 def test_every_model_tier_and_quantization_plans_or_explains_the_shortfall() -> None:
     catalog = load_catalog()
-    outcomes = {"fits": 0, "short": 0, "spans": 0}
-    for model in catalog.models:
+    outcomes = {"fits": 0, "short": 0, "no kernels": 0, "unsupported": 0, "spans": 0}
+    for model, spec in catalog.models.items():
         for tier in catalog.tiers:
             for quant in QUANTIZATIONS:
+                if quant == "fp4-fp8" and spec.native_dtype != "fp4-fp8":
+                    continue  # refused as bad input (test_fp4_fp8_is_the_v4_format_only)
                 try:
                     plan = plan_deployment(model, tier, quant)
+                except PlanUnsupported as exc:
+                    assert spec.unknown and "has no source for these facts" in str(exc)
+                    outcomes["unsupported"] += 1
+                    continue
                 except PlanDoesNotFit as exc:
-                    assert exc.shortfall_bytes > 0 and "short by" in str(exc)
                     assert "Would fit:" in str(exc) or "No tier or quantization" in str(exc)
+                    if "does not run on tier" in str(exc):
+                        assert exc.shortfall_bytes == 0 and spec.vllm.min_architecture == "hopper"
+                        outcomes["no kernels"] += 1
+                        continue
+                    assert exc.shortfall_bytes > 0 and "short by" in str(exc)
                     outcomes["short"] += 1
                     continue
                 outcomes["fits"] += 1
@@ -292,6 +314,7 @@ def test_every_model_tier_and_quantization_plans_or_explains_the_shortfall() -> 
                 assert plan.gpus_per_replica == plan.tensor_parallel_size * plan.nodes_per_replica
                 assert plan.decode_tokens_per_s_batch >= plan.decode_tokens_per_s_per_seq > 0
     assert outcomes["fits"] > 100 and outcomes["short"] > 15 and outcomes["spans"] > 15
+    assert outcomes["no kernels"] > 10 and outcomes["unsupported"] == 2 * 2 * len(QUANTIZATIONS)  # V4-Pro-0813, V4.1-Flash
 
 
 def test_utilization_flag_is_never_rounded_up() -> None:

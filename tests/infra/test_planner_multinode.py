@@ -6,9 +6,12 @@ import pytest
 
 from infra.catalog import MachineMapping, load_catalog
 from infra.planner import PlanDoesNotFit, PlanError, plan_deployment
-from infra.planner.multinode import MAX_NODES_PER_REPLICA, layer_params, pipeline_partition
+from infra.planner.kv import kv_layout
+from infra.planner.multinode import MAX_NODES_PER_REPLICA, evaluate_nodes
 from infra.planner.quantization import QUANT_SPECS
 from infra.planner.sizing import decode_tokens_per_s, evaluate
+from infra.planner.stages import layer_params, pipeline_partition
+from infra.planner.weights import weight_bytes, weight_groups
 
 GIB = 1024**3
 H100_USABLE = int(81_559 * 1024 * 1024 * 0.90)          # 76.97 GB per GPU at utilization 0.90
@@ -46,33 +49,50 @@ def test_layer_parameters_of_v3_by_hand() -> None:
     assert params[:3] == [params[0]] * 3                 # first_k_dense_replace = 3 dense layers
 
 
-def _v3_pro_stage_bytes(layers: range) -> int:
-    v3 = load_catalog().model("v3")
-    params = layer_params(v3)
-    weights = round((v3.total_params - 2 * TABLE) * FP8_BYTES + 2 * TABLE * 2)   # embeddings stay bf16
-    body = weights - 2 * TABLE * 2
-    return round(body * sum(params[i] for i in layers) / sum(params))
+def _stage_bytes(model: str, layers: range, last: bool = False) -> int:  # noqa: C901
+    """Hand rule: each tensor group spread over the layers it belongs to; the draft and its own embedding and
+    head copies on the last stage (the group bytes come from weights.py, tested against published sizes)."""
+    spec = load_catalog().model(model)
+    dense = spec.first_k_dense_replace
+    total = 0.0
+    for g in weight_groups(spec, QUANT_SPECS["fp8"]):
+        if g.draft:
+            total += g.bytes if last else 0
+        elif g.name == "embedding + output head":
+            total += g.bytes / 2 * ((0 in layers) + last)
+        elif g.name == "dense MLP":
+            total += g.bytes * len([i for i in layers if i < dense]) / dense
+        elif g.name in ("routed experts", "shared experts", "router"):
+            total += g.bytes * len([i for i in layers if i >= dense]) / (61 - dense)
+        else:  # attention, norms, the V3.2 indexer: every layer alike
+            total += g.bytes * len(layers) / 61
+    return round(total)
 
 
-@pytest.mark.parametrize("model", ["deepseek-ai/DeepSeek-V3", "deepseek-ai/DeepSeek-R1"])
+# V3, R1 and their 2025 updates share one architecture (61 layers + the MTP layer, MLA 512 + 64, 256 experts).
+V3_FAMILY = ["deepseek-ai/DeepSeek-V3", "deepseek-ai/DeepSeek-R1", "deepseek-v3.1", "v3.1-terminus", "deepseek-r1-0528"]
+
+
+@pytest.mark.parametrize("model", V3_FAMILY)
 def test_671b_fp8_on_pro_spans_three_nodes_by_hand(model: str) -> None:
     plan = plan_deployment(model, "pro")
     # Two nodes: 31 layers (3 dense + 28 MoE) on stage 0 = 81.5 GB per GPU > 76.97 usable. Three nodes:
-    # layers [20, 21, 20]; stage 1 holds 21 MoE layers and the fewest KV tokens.
-    stage1 = _v3_pro_stage_bytes(range(20, 41))
-    assert stage1 / 4 / 1e9 == pytest.approx(60.43, abs=0.01)
-    tokens = (H100_USABLE - stage1 // 4 - RESERVE_TP4) // (21 * MLA_PER_LAYER)
-    assert tokens == 541_288
+    # layers [20, 21, 20]; the last stage also runs the MTP draft (its layer, its own embedding and head),
+    # so it holds the fewest KV tokens.
+    stage1, stage2 = _stage_bytes(model, range(20, 41)), _stage_bytes(model, range(41, 61), last=True)
+    assert stage1 / 4 / 1e9 == pytest.approx(60.44, abs=0.01) and stage2 / 4 / 1e9 == pytest.approx(61.88, abs=0.01)
+    tokens = (H100_USABLE - stage2 // 4 - RESERVE_TP4) // ((20 + 1) * MLA_PER_LAYER)    # + the draft's layer
+    assert tokens == 481_304
     assert (plan.nodes_per_replica, plan.pipeline_parallel_size, plan.tensor_parallel_size) == (3, 3, 4)
-    assert plan.gpus_per_replica == 12 and plan.max_model_len == 32_768
-    assert plan.kv_cache_tokens == tokens and plan.max_num_seqs == tokens // 32_768 == 16
+    assert plan.gpus_per_replica == 12 and plan.max_model_len == 32_768 and plan.speculative_decoding == "mtp"
+    assert plan.kv_cache_tokens == tokens and plan.max_num_seqs == tokens // 32_768 == 14
     assert plan.kv_bytes_per_token_per_gpu == 21 * MLA_PER_LAYER
-    assert round(plan.weight_bytes / 1e9, 1) == 673.0
+    assert plan.weight_bytes == _stage_bytes(model, range(0, 20)) + stage1 + stage2   # 688.57 GB on the 12 GPUs
+    assert round(plan.weight_bytes / 1e9, 2) == 688.57
     assert plan.reserve_bytes == 12 * RESERVE_TP4
-    stage0 = _v3_pro_stage_bytes(range(0, 20)) + TABLE * 2                   # + the input embedding
-    assert any(f"weights {stage0 / 1e9:.2f} GB" in step for step in plan.explanation)
-    two = plan_deployment(model, "pro", context=32_768, max_nodes=3)
-    assert two.nodes_per_replica == 3                                         # the explicit context, same answer
+    assert any("the stages hold 3.71 GB more than one node would" in step for step in plan.explanation)
+    same = plan_deployment(model, "pro", context=32_768, max_nodes=3)
+    assert same.nodes_per_replica == 3 and same.kv_cache_tokens == tokens
 
 
 def test_layout_flags_for_leader_and_workers() -> None:
@@ -89,7 +109,7 @@ def test_a_lone_token_crosses_the_stages_in_turn() -> None:
     catalog = load_catalog()
     v3, h100 = catalog.model("v3"), catalog.gpu("H100-80GB")
     plan = plan_deployment("v3", "pro")
-    one_node = evaluate(v3, QUANT_SPECS["fp8"], h100, 4, 32_768, 0.90)
+    one_node = evaluate(v3, QUANT_SPECS["fp8"], h100, 4, 32_768, 0.90, spec_decode=True)
     assert plan.decode_tokens_per_s_per_seq == pytest.approx(
         decode_tokens_per_s(v3, QUANT_SPECS["fp8"], h100, one_node, 1), rel=2e-3)
     assert plan.decode_tokens_per_s_batch > 3 * plan.decode_tokens_per_s_per_seq
@@ -108,8 +128,8 @@ def test_671b_on_base_is_refused_at_the_node_limit_with_the_shortfall() -> None:
     message = str(info.value)
     # 4 stages of [15, 15, 16, 15] layers on one A100 40GB each: 673 GB of weights against 4 x 38.65 GB.
     assert f"not even across {MAX_NODES_PER_REPLICA} nodes (the most one replica may span" in message
-    assert "154.6 GB usable" in message and "weights 673.0 GB" in message
-    assert info.value.shortfall_bytes / 1e9 == pytest.approx(537.2, abs=0.05)
+    assert "154.6 GB usable" in message and "weights 688.6 GB" in message
+    assert info.value.shortfall_bytes / 1e9 == pytest.approx(552.8, abs=0.05)   # the MTP draft included
     assert message.endswith("Would fit: tier pro (4x H100-80GB) across 3 nodes at fp8.")
     with pytest.raises(PlanDoesNotFit, match=r"not even across 2 nodes \(the most --max-nodes allows; the planner's "
                                              r"limit is 4"):
@@ -163,3 +183,54 @@ def test_an_inconsistent_multi_node_mapping_is_refused() -> None:
         MachineMapping(**{**base, "gpus_per_replica": 12, "nodes_per_replica": 3, "replicas_per_node": 1})
     with pytest.raises(ValueError, match=r"gpus_per_replica \(10\) must split into nodes_per_replica \(3\)"):
         MachineMapping(**{**base, "gpus_per_replica": 10, "nodes_per_replica": 3, "replicas_per_node": 0})
+
+
+@pytest.mark.parametrize("model", ["deepseek-v3.2-exp", "deepseek-v3.2", "deepseek-v3.2-speciale"])
+def test_v32_on_pro_spans_three_nodes_by_hand(model: str) -> None:
+    plan = plan_deployment(model, "pro")
+    # As V3, plus the sparse-attention indexer in every layer and its 132-byte key per token and layer.
+    stage1, stage2 = _stage_bytes(model, range(20, 41)), _stage_bytes(model, range(41, 61), last=True)
+    kv_layer = MLA_PER_LAYER + 128 + 4
+    tokens = min((H100_USABLE - stage1 // 4 - RESERVE_TP4) // (21 * kv_layer),
+                 (H100_USABLE - stage2 // 4 - RESERVE_TP4) // ((20 + 1) * kv_layer))
+    assert tokens == 429_016                                        # stage 2, with the draft, holds the fewest
+    assert (plan.nodes_per_replica, plan.gpus_per_replica, plan.kv_cache_tokens) == (3, 12, tokens)
+    assert plan.max_num_seqs == tokens // 32_768 == 13
+    with pytest.raises(PlanDoesNotFit, match="does not run on tier base.*Would fit: tier pro \\(4x H100-80GB\\) "
+                                             "across 3 nodes at fp8"):
+        plan_deployment(model, "base")
+
+
+def test_v4_pro_on_pro_spans_four_nodes() -> None:
+    catalog = load_catalog()
+    v4, h100 = catalog.model("deepseek-v4-pro"), catalog.gpu("H100-80GB")
+    fp48 = QUANT_SPECS["fp4-fp8"]
+    plan = plan_deployment("deepseek-v4-pro", "pro")
+    assert (plan.nodes_per_replica, plan.tensor_parallel_size, plan.gpus_per_replica) == (4, 4, 16)
+    three = evaluate_nodes(v4, fp48, h100, 4, 3, 32_768, 0.90, spec_decode=True)
+    assert three.sequences == 0 and three.shortfall_bytes > 0        # 3 nodes do not hold it
+    four = evaluate_nodes(v4, fp48, h100, 4, 4, 32_768, 0.90, spec_decode=True)
+    assert [s.layers for s in four.stages] == pipeline_partition(61, 4) == [15, 15, 16, 15]
+    # the stages hold the whole checkpoint, plus the draft's own embedding and output head on the last stage
+    tables = 2 * v4.vocab_size * v4.hidden_size * 2
+    assert four.weight_bytes == weight_bytes(v4, fp48, True) + tables == plan.weight_bytes
+    # splitting the layers loses no KV: the stages' per-token and per-sequence bytes add up to the model's
+    whole = kv_layout(v4, 4, True)
+    assert sum(s.kv.per_token_bytes for s in four.stages) in range(whole.per_token_bytes, whole.per_token_bytes + 4)
+    assert sum(s.kv.per_sequence_bytes for s in four.stages) == whole.per_sequence_bytes
+    limiting = min(four.stages, key=lambda s: s.kv_tokens)
+    assert plan.kv_cache_tokens == limiting.kv_tokens and plan.max_num_seqs == min(256, limiting.sequences) == 247
+    assert plan.speculative_decoding == "mtp" and "--speculative-config" in plan.worker_engine_args
+
+
+def test_v4_flash_needs_no_second_node() -> None:
+    plan = plan_deployment("deepseek-v4-flash", "pro")
+    assert (plan.nodes_per_replica, plan.worker_engine_args) == (1, [])
+
+
+@pytest.mark.parametrize("model", V3_FAMILY + ["deepseek-v3.2"])
+def test_stage_kv_adds_up_to_the_models(model: str) -> None:
+    catalog = load_catalog()
+    spec = catalog.model(model)
+    fit = evaluate_nodes(spec, QUANT_SPECS["fp8"], catalog.gpu("H100-80GB"), 4, 3, 32_768, 0.90, spec_decode=True)
+    assert sum(s.kv.per_token_bytes for s in fit.stages) == kv_layout(spec, 4, True).per_token_bytes
