@@ -17,6 +17,7 @@ from pathlib import Path
 
 import yaml
 
+from dsdeploy.cli import key_value_pairs
 from infra.chart_values import CHART_DIR
 
 EXIT_OK, EXIT_DOES_NOT_FIT, EXIT_BAD_INPUT = 0, 1, 2
@@ -69,13 +70,7 @@ def render_chart(
 
 
 def _selector(items: list[str]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--gpu-node-selector {item!r}: expected KEY=VALUE, e.g. dsdeploy.io/gpu-tier=pro")
-        out[key] = value
-    return out
+    return key_value_pairs(items, "--gpu-node-selector", "dsdeploy.io/gpu-tier=pro")
 
 
 def _replicas(text: str) -> tuple[int, int]:

@@ -17,6 +17,7 @@ from infra.app import DsdeployApp, check_chart_values, component_name
 from infra.cloud.existing import ExistingCluster
 from infra.gpu_platform import GpuPlatform
 from infra.planner import PlanError, plan_deployment
+from infra.registry import ProjectImages
 from infra.stack_config import PROJECT, StackConfig, StackConfigError
 
 ROUTER_PORT = 8080
@@ -89,6 +90,7 @@ def build(cfg: StackConfig, secrets: dict[str, Any]) -> dict[str, Any]:
                            shared_cache=cluster.shared_cache, storage_ready=cluster.storage_ready,
                            block_cache_zone=cluster.block_cache_zone,
                            leader_worker_set=plan.nodes_per_replica > 1)
+    images = ProjectImages("images", cfg, plan.gpus_per_replica) if cfg.images == "build" else None
     app = DsdeployApp(
         "dsdeploy",
         cfg,
@@ -99,6 +101,7 @@ def build(cfg: StackConfig, secrets: dict[str, Any]) -> dict[str, Any]:
         platform.storage_class_name,
         secrets.get("deepseekApiKey"),
         min_cache_gib=getattr(cluster, "min_cache_gib", None),
+        image_values=images.chart_values if images else None,
     )
     router = component_name(app.values, "router")  # the chart's router Service, for both outputs
     substitutions = [text for text in (mapping.substitution,) if text]
@@ -118,4 +121,6 @@ def build(cfg: StackConfig, secrets: dict[str, Any]) -> dict[str, Any]:
         # The values the chart got (no secrets: the API key is only a Secret's name), for rendering the
         # chart's smoke-test Pod with `helm template --show-only` (helm.v4.Chart makes no Helm release).
         "chartValues": app.values,
+        # images: build: what `pulumi up` pushed, as repository@digest (the chart pulls exactly these).
+        "images": images.references if images else {},
     }

@@ -9,11 +9,11 @@ from infra.decision.compliance import compliance_matrix
 from infra.decision.currency import DecisionInputError, format_money, format_volume
 from infra.decision.study import CostRequest, CostStudy, run_study
 from infra.decision.tables import (
+    article_comparison_table,
     breakeven_table,
     capacity_table,
     compliance_table,
     cost_table,
-    mission_table,
     option_notes,
     tco_table,
     to_markdown,
@@ -70,9 +70,9 @@ def _cost_section(study: CostStudy, chart_name: str | None) -> list[str]:
             to_markdown(capacity_table(study)), ""]
     cheapest = {format_volume(r.calls_per_year): r.cheapest for r in study.rows}
     out += ["Cheapest at each volume: " + "; ".join(f"{v}: {k}" for v, k in cheapest.items()) + ".", ""]
-    mission = mission_table(study)
-    if mission is not None and study.mission is not None:
-        out += [to_markdown(mission), ""] + [f"- {n}" for n in study.mission.notes] + [""]
+    comparison = article_comparison_table(study)
+    if comparison is not None and study.article_table is not None:
+        out += [to_markdown(comparison), ""] + [f"- {n}" for n in study.article_table.notes] + [""]
     out += ["Assumptions:", ""] + [f"- {a}" for a in study.assumptions]
     out += [f"- {n}" for n in option_notes(study)]
     out += [f"- warning: {x}" for x in study.warnings] + [""]

@@ -78,17 +78,17 @@ def capacity_table(study: CostStudy) -> Table:
     return "Capacity of one replica", ["tier", "GPUs", "decode tokens/s", "calls/yr at target", "source"], rows
 
 
-def mission_table(study: CostStudy) -> Table | None:
-    if study.mission is None:
+def article_comparison_table(study: CostStudy) -> Table | None:
+    if study.article_table is None:
         return None
     rows = []
-    for r in study.mission.rows:
+    for r in study.article_table.rows:
         local = ("-" if r.this_study_local_3y is None
                  else f"¥{r.this_study_local_3y:,.0f} ({r.this_study_local_option})")
         rows.append([f"{r.calls_per_year:,}", f"¥{r.article_api:,.0f}", f"¥{r.basis_api:,.0f}", f"{r.difference_pct:+.1f}%",
                      "-" if r.this_study_api is None else f"¥{r.this_study_api:,.0f}", f"¥{r.article_local_3y:,.0f}",
                      local])
-    return ("Seed article table (section 3.1) vs its stated basis",
+    return ("The article's cost table (section 3.1) against its own basis",
             ["calls/yr", "article API/yr", "basis API/yr", "article vs basis", "this run API/yr",
              "article local 3-yr TCO", "this run local x 3 yr"], rows)
 

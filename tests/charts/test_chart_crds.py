@@ -31,7 +31,7 @@ def test_every_rendered_custom_resource_validates(rendered: dict[str, Rendered])
             seen.add(doc["kind"])
             errors += [f"{name}: {e}" for e in custom_resource_errors(doc)]
     assert not errors, "\n".join(errors)
-    assert {"ServiceMonitor", "PrometheusRule", "ScaledObject"} <= seen
+    assert {"ServiceMonitor", "PrometheusRule", "ScaledObject", "HTTPRoute"} <= seen
 
 
 def test_every_custom_kind_the_chart_can_render_has_a_schema() -> None:

@@ -43,7 +43,7 @@ def test_gpu_figures() -> None:
         assert gpu.interconnect and gpu.interconnect_gbps > 0
 
 
-def test_tiers_follow_the_mission_table() -> None:
+def test_tiers_follow_the_articles_hardware_table() -> None:
     catalog = load_catalog()
     base, pro = catalog.tier("base"), catalog.tier("pro")
     assert (base.gpu, base.gpus_per_replica, base.ram_gb, base.storage_tb) == ("A100-40GB", 1, 128, 2)

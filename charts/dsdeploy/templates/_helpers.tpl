@@ -70,12 +70,18 @@ labels:
 {{- end -}}
 {{- end -}}
 
-{{/* The engine image object of the chosen engine type. */}}
+{{/* The engine image object of the chosen engine type. The server image has a CPU and a CUDA variant
+(tags APPVERSION-cpu and APPVERSION-cuda, as the release workflow pushes them): without a tag, the variant
+follows engine.gpusPerReplica. */}}
 {{- define "dsdeploy.engineImageValues" -}}
 {{- if eq .Values.engine.type "vllm" -}}
 {{- toYaml .Values.engine.vllm.image -}}
 {{- else -}}
-{{- toYaml .Values.engine.server.image -}}
+{{- $img := deepCopy .Values.engine.server.image -}}
+{{- if not $img.tag -}}
+{{- $_ := set $img "tag" (printf "%s-%s" .Chart.AppVersion (ternary "cpu" "cuda" (eq (int .Values.engine.gpusPerReplica) 0))) -}}
+{{- end -}}
+{{- toYaml $img -}}
 {{- end -}}
 {{- end -}}
 
