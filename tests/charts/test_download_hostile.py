@@ -186,7 +186,7 @@ def test_a_link_on_the_volume_does_not_redirect_a_write(script: ModuleType, hub:
 
 
 def test_a_forged_marker_naming_files_outside_is_not_complete(script: ModuleType, tmp_path: Path) -> None:
-    root, dest, _ = (tmp_path / "volume", *volume(tmp_path)[::2])
+    _root, dest, _ = (tmp_path / "volume", *volume(tmp_path)[::2])
     dest.mkdir()
     for rel, data in FILES.items():
         (dest / rel).write_bytes(data)

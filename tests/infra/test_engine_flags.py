@@ -72,7 +72,10 @@ def test_community_checkpoints_run_without_the_draft_and_say_why() -> None:
     plan = plan_deployment("deepseek-r1-0528-qwen3-8b", "base", "gguf-q4")
     assert any("has no 'gguf' quantization method" in w for w in plan.warnings)
     with pytest.raises(PlanDoesNotFit):
-        plan_deployment("deepseek-v3.1", "pro", "awq-int4")       # 4-bit V3.1 is still ~350 GB
+        plan_deployment("deepseek-v3.1", "pro", "awq-int4", max_nodes=1)   # 4-bit V3.1 is still ~350 GB
+    over_two = plan_deployment("deepseek-v3.1", "pro", "awq-int4")          # two pro nodes hold it
+    assert over_two.nodes_per_replica == 2 and over_two.speculative_decoding is None
+    assert "--speculative-config" not in over_two.worker_engine_args
     assert speculative_decoding(CATALOG.model("v3.1"), "awq-int4") is None
     v31 = CATALOG.model("v3.1")
     assert any("tool_chat_template_deepseekv31.jinja" in note for note in v31.vllm.notes)

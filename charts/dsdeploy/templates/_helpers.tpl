@@ -314,10 +314,16 @@ private ranges (VPC endpoints, an in-network mirror or proxy), the metadata endp
 
 {{/* Restricted pod-level fields shared by every pod. */}}
 {{- define "dsdeploy.podSecurity" -}}
+{{- include "dsdeploy.podSecurityWith" (list . dict) -}}
+{{- end -}}
+
+{{/* The same, with fields added to the pod's securityContext (e.g. sysctls). (list $ dict) */}}
+{{- define "dsdeploy.podSecurityWith" -}}
+{{- $root := index . 0 -}}
 automountServiceAccountToken: false
 securityContext:
-  {{- toYaml .Values.podSecurityContext | nindent 2 }}
-{{- with .Values.imagePullSecrets }}
+  {{- toYaml (merge (deepCopy (index . 1)) $root.Values.podSecurityContext) | nindent 2 }}
+{{- with $root.Values.imagePullSecrets }}
 imagePullSecrets:
   {{- toYaml . | nindent 2 }}
 {{- end }}
