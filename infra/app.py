@@ -48,14 +48,26 @@ def component_name(values: dict[str, Any], component: str) -> str:
     return _trim(f"{fullname}-{component}", 63)
 
 
-def chart_options(cfg: StackConfig, facts: GpuNodeFacts, storage_class: str | None) -> ChartOptions:
-    """The chart options this stack implies: GPU placement from the cloud layer's facts."""
+def merge_values(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``override`` on top of ``base``, nested mappings merged key by key (as Helm merges values files)."""
+    merged = dict(base)
+    for key, value in override.items():
+        merged[key] = merge_values(merged[key], value) if isinstance(value, dict) and isinstance(
+            merged.get(key), dict) else value
+    return merged
+
+
+def chart_options(cfg: StackConfig, facts: GpuNodeFacts, storage_class: str | None,
+                  min_cache_gib: int | None = None) -> ChartOptions:
+    """The chart options this stack implies: GPU placement from the cloud layer's facts, and the smallest
+    cache volume the cloud layer's storage class provisions."""
     return ChartOptions(
         platform=cfg.platform,
         gpu_node_selector=dict(facts.labels),
         gpu_tolerations=facts.tolerations() or None,
         storage_class=storage_class,
         model_cache_size=cfg.storage_size,
+        model_cache_min_gib=min_cache_gib,
         airgapped=cfg.airgapped,
         cloud_fallback=cfg.cloud_fallback,
         cloud_api_key_secret=API_KEY_SECRET,
@@ -106,7 +118,9 @@ class DsdeployApp(pulumi.ComponentResource):
         ready: list[pulumi.Resource],
         storage_class: str | None,
         api_key: pulumi.Input[str] | None,
+        min_cache_gib: int | None = None,
         opts: pulumi.ResourceOptions | None = None,
+        image_values: dict[str, Any] | None = None,
     ):
         super().__init__("dsdeploy:app:DsdeployApp", name, None, opts)
         on_cluster = pulumi.ResourceOptions(parent=self, provider=provider)
@@ -120,7 +134,8 @@ class DsdeployApp(pulumi.ComponentResource):
                 string_data={"api-key": pulumi.Output.secret(api_key)},
                 opts=pulumi.ResourceOptions(parent=self, provider=provider, depends_on=[namespace]),
             ))
-        self.values = chart_values(plan, chart_options(cfg, facts, storage_class))
+        # images: build hands over the pushed images (repository + digest) on top of the planned values.
+        self.values = merge_values(chart_values(plan, chart_options(cfg, facts, storage_class, min_cache_gib)), image_values or {})
         self.chart = k8s.helm.v4.Chart(
             name,
             name=RELEASE,

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import yaml
 
+from dsdeploy.cli import key_value_pairs
 from infra.chart_values import CHART_DIR
 
 EXIT_OK, EXIT_DOES_NOT_FIT, EXIT_BAD_INPUT = 0, 1, 2
@@ -69,13 +70,7 @@ def render_chart(
 
 
 def _selector(items: list[str]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--gpu-node-selector {item!r}: expected KEY=VALUE, e.g. dsdeploy.io/gpu-tier=pro")
-        out[key] = value
-    return out
+    return key_value_pairs(items, "--gpu-node-selector", "dsdeploy.io/gpu-tier=pro")
 
 
 def _replicas(text: str) -> tuple[int, int]:
@@ -103,6 +98,9 @@ def _header(plan, options) -> str:  # noqa: ANN001 - plan/options types come fro
         f"# TP {plan.tensor_parallel_size}, context {plan.max_model_len}, {plan.max_num_seqs} concurrent sequences,"
         f" ~{plan.decode_tokens_per_s_per_seq:.0f} tok/s per sequence",
     ]
+    if plan.nodes_per_replica > 1:
+        lines.append(f"# one replica spans {plan.nodes_per_replica} nodes (pipeline parallel {plan.pipeline_parallel_size}):"
+                     " a LeaderWorkerSet; install the LWS controller first (docs/kubectl.md)")
     lines += [f"# warning: {w}" for w in plan_warnings(plan, options)]
     lines.append("# Render: dsdeploy render -f THIS_FILE | kubectl apply -f -   (or point Argo CD / Flux at the chart)")
     return "\n".join(lines) + "\n"
@@ -133,7 +131,7 @@ def cmd_values(args: argparse.Namespace) -> int:
             checkpoint=args.checkpoint,
         )
         plan = plan_deployment(args.model, args.tier, quantization=args.quantization, context=args.context,
-                               gpu_memory_utilization=args.gpu_memory_utilization)
+                               gpu_memory_utilization=args.gpu_memory_utilization, max_nodes=args.max_nodes)
         values = chart_values(plan, options)
     except PlanDoesNotFit as exc:
         print(f"dsdeploy values: {exc}", file=sys.stderr)
@@ -194,6 +192,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "(e.g. an AWQ or bnb-8bit export of the model)")
     values.add_argument("--context", type=int, help="max model length in tokens")
     values.add_argument("--gpu-memory-utilization", type=float, default=0.90)
+    values.add_argument("--max-nodes", type=int, default=4, dest="max_nodes",
+                        help="most nodes one replica may span (1..4; above 1 the engine is a LeaderWorkerSet)")
     values.add_argument("--engine", choices=["vllm", "server"], default="vllm",
                         help="vllm (default) or the project's server")
     values.add_argument("--gpu-node-selector", action="append", default=[], metavar="KEY=VALUE",

@@ -100,6 +100,13 @@ class StackConfig(BaseModel):
     hf_token_secret: str | None = Field(default=None, alias="hfTokenSecret")
     hf_endpoint: str | None = Field(default=None, alias="hfEndpoint")
     checkpoint: str | None = None  # hub id of pre-quantized weights when the catalog records none
+    # Replicas over several nodes (a model no node of the tier holds): docs/pulumi.md.
+    max_nodes_per_replica: int = Field(default=4, ge=1, le=4, alias="maxNodesPerReplica")
+    compact_placement: bool = Field(default=True, alias="compactPlacement")
+    lws_already_installed: bool = Field(default=False, alias="lwsAlreadyInstalled")
+    # published: the chart pulls the released images; build: `pulumi up` builds them into the cluster's registry
+    images: Literal["published", "build"] = "published"
+    image_registry: str | None = Field(default=None, alias="imageRegistry")
 
     @staticmethod
     def _json_text(value: Any) -> Any:
@@ -141,6 +148,13 @@ class StackConfig(BaseModel):
         if value is not None and not _CAPACITY_RESERVATION.match(value):
             raise ValueError("an EC2 capacity reservation id such as cr-0123456789abcdef0")
         return value
+
+    @field_validator("image_registry")
+    @classmethod
+    def _registry(cls, value: str | None) -> str | None:
+        from dsdeploy.images import check_prefix
+
+        return check_prefix(value) if value is not None else None
 
     @field_validator("gpu_node_labels")
     @classmethod

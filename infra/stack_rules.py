@@ -29,6 +29,10 @@ def consistency_problems(cfg: StackConfig) -> list[Problem]:
         problems.append(("replicasMax", cfg.replicas_max, f"an integer >= replicasMin ({cfg.replicas_min})"))
     rules = {"gke": _gke_problems, "eks": _eks_problems, "existing": _existing_problems}[cfg.platform]
     problems += rules(cfg)
+    if cfg.platform == "existing" and not cfg.compact_placement:
+        problems.append(("compactPlacement", False, "true (the key applies to gke and eks, whose GPU pools the "
+                         "program creates; place your own nodes of a multi-node replica close yourself)"))
+    problems += _image_problems(cfg)
     if cfg.platform != "existing":
         for key, value in (("gpuNodeLabels", cfg.gpu_node_labels), ("gpuNodeTaints", cfg.gpu_node_taints)):
             if value:
@@ -104,3 +108,14 @@ def _existing_only_problems(cfg: StackConfig, reason: str, skip: str = "") -> li
         for key, (field, unused) in EXISTING_ONLY_DEFAULTS.items()
         if key != skip and getattr(cfg, field) != unused
     ]
+
+
+def _image_problems(cfg: StackConfig) -> list[Problem]:
+    """images: build pushes to Artifact Registry (gke), ECR (eks) or imageRegistry, which existing clusters need."""
+    if cfg.images != "build":
+        return [("imageRegistry", cfg.image_registry, "unset unless images is build (the published images are "
+                 "pulled from their own registry)")] if cfg.image_registry else []
+    if cfg.platform == "existing" and not cfg.image_registry:
+        return [("imageRegistry", None, "the registry prefix to push the images to, such as "
+                 "registry.example.com/ml (images: build on platform existing; log in with `docker login` first)")]
+    return []

@@ -239,8 +239,10 @@ class RouterApp:
             seconds = time.perf_counter() - started
             if routed is None and failures:
                 attempts = len(failures)
-            self.metrics.request(route_name, status, seconds, prompt_tokens, completion_tokens,
-                                 routed.cloud_model if routed is not None else None)
+            # A cache hit is counted as route "cache" (the audit line keeps the route that made the answer):
+            # a stored cloud answer sent again costs nothing and is no fallback.
+            self.metrics.request("cache" if upstream == "cache" else route_name, status, seconds, prompt_tokens,
+                                 completion_tokens, routed.cloud_model if routed is not None else None)
             self.audit.record((request_id, wall, key_id, tenant, data_class, "POST", path, model, stream, route_name,
                                upstream, status, prompt_tokens, completion_tokens, round(seconds * 1000.0, 3),
                                fallback_reason, attempts, failures, cache_result, error), data)

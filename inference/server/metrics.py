@@ -78,14 +78,14 @@ class ServerMetrics:
         self._success = Counter("vllm:request_success", "Finished requests by finish reason.",
                                 ["model_name", "finished_reason"], registry=r)
         self._model_name = model_name
-        self.weight_bytes = gauge("dsdeploy:model_weight_bytes",
+        self.weight_bytes = gauge("dsdeploy_server_model_weight_bytes",
                                   "Memory held by the loaded weights (model.get_memory_footprint()).")
-        self.max_num_seqs = gauge("dsdeploy:max_num_seqs", "Configured batch slots.")
-        self.max_queue = gauge("dsdeploy:max_queue", "Configured waiting-queue bound.")
-        self.ready = gauge("dsdeploy:ready", "1 when the model is loaded and the server accepts requests.")
-        self.decode_batch_size = histogram("dsdeploy:decode_batch_size", "Sequences decoded by one forward pass.",
+        self.max_num_seqs = gauge("dsdeploy_server_max_num_seqs", "Configured batch slots.")
+        self.max_queue = gauge("dsdeploy_server_max_queue", "Configured waiting-queue bound.")
+        self.ready = gauge("dsdeploy_server_ready", "1 when the model is loaded and the server accepts requests.")
+        self.decode_batch_size = histogram("dsdeploy_server_decode_batch_size", "Sequences decoded by one forward pass.",
                                            BATCH_BUCKETS)
-        self.rejected = Counter("dsdeploy:requests_rejected", "Requests refused before generation.",
+        self.rejected = Counter("dsdeploy_server_requests_rejected", "Requests refused before generation.",
                                 ["reason"], registry=r)
 
     def set_queue(self, running: int, waiting: int) -> None:

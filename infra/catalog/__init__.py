@@ -14,10 +14,12 @@ from infra.catalog.schema import (
     Gpu,
     MachineMapping,
     ModelSpec,
+    PublishedSize,
     Tier,
+    VllmSupport,
 )
 
 __all__ = [
     "CATALOG_DIR", "PLATFORMS", "QUANTIZATION_NAMES", "Catalog", "CatalogError", "Gpu",
-    "MachineMapping", "ModelSpec", "Tier", "load_catalog", "read_catalog",
+    "MachineMapping", "ModelSpec", "PublishedSize", "Tier", "VllmSupport", "load_catalog", "read_catalog",
 ]

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from infra.decision.cli_args import finite_number, non_empty, one_line_errors, whole_number
 from infra.decision.currency import DecisionInputError
+from infra.decision.prices import ARTICLE_PRESET
 
 _MONEY = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(CNY|USD|RMB|¥|\$)?\s*$", re.IGNORECASE)
 
@@ -49,8 +50,8 @@ def _add_price_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--completion-tokens", type=finite_number, default=500, help="average completion tokens per call (default 500)")
     p.add_argument("--cache-hit-ratio", type=finite_number, default=0.0, help="share of prompt tokens billed as API cache hits (0-1)")
     p.add_argument("--peak-to-average", type=finite_number, default=2.0, help="peak traffic / average traffic (default 2)")
-    p.add_argument("--api-prices", type=non_empty, default="mission-flat", metavar="PRESET|FILE",
-                   help="API price sheet: mission-flat (article: CNY 0.12/1K tokens), deepseek (published), or a YAML file")
+    p.add_argument("--api-prices", type=non_empty, default=ARTICLE_PRESET, metavar="PRESET|FILE",
+                   help="API price sheet: article-flat (article: CNY 0.12/1K tokens), deepseek (published), or a YAML file")
     p.add_argument("--api-model", type=non_empty, help="model in the price sheet (default: the sheet's default_model)")
     p.add_argument("--currency", choices=["CNY", "USD"], default="CNY", help="report currency (default CNY)")
     p.add_argument("--usd-cny", type=finite_number, help="exchange rate, CNY per USD (default: the price sheet's dated rate)")
@@ -79,7 +80,7 @@ def _add_price_options(p: argparse.ArgumentParser) -> None:
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     cost = subparsers.add_parser("cost", help="API vs local cost, break-even volume and chart",
                                  description="Compare the API's annual cost with running the model yourself "
-                                             "(bought, cloud on-demand, cloud spot). With no options: the seed "
+                                             "(bought, cloud on-demand, cloud spot). With no options: the "
                                              "article's basis (100k / 1M / 10M calls per year, 1,000 tokens per "
                                              "call, CNY 0.12 per 1K tokens, 3-year amortization).")
     cost.add_argument("--model", type=non_empty, default=None, help="model for the planner (default DeepSeek-R1-Distill-Qwen-7B)")

@@ -1,6 +1,6 @@
 """Compliance matrix per deployment mode: what leaves, audit, keys, models, export control.
 
-The seed article's matrix (section 3.2) has three rows - data sovereignty, audit trail, export
+The article's matrix (section 3.2) has three rows - data sovereignty, audit trail, export
 control - and two columns (API, local). This module states each for dsdeploy's three modes, reading the
 hybrid rules from the router's own configuration (``inference.router.config``), so the matrix says what
 the deployed router will actually do.

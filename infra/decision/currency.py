@@ -1,6 +1,6 @@
 """Currencies: every price carries one, and amounts are converted only through an explicit rate.
 
-The seed article and DeepSeek's Chinese price list are in CNY; cloud list prices are in USD.
+The article and DeepSeek's Chinese price list are in CNY; cloud list prices are in USD.
 Nothing is added up until :meth:`ExchangeRate.convert` has brought it into the report currency,
 and the rate used (with its date and source) is printed with every result.
 """

@@ -18,6 +18,10 @@ from infra.decision.currency import Currency, DecisionInputError, ExchangeRate
 
 HERE = Path(__file__).resolve().parent
 API_PRICES_FILE = HERE / "api_prices.yaml"
+# The article's own basis, the default sheet: CNY 0.12 per 1,000 tokens (api_prices.yaml).
+ARTICLE_PRESET = "article-flat"
+# Former preset names, refused with the new one named (a silent alias would keep an unexplained name alive).
+RENAMED_PRESETS = {"mission-flat": ARTICLE_PRESET}
 LOCAL_PRICES_FILE = HERE / "local_prices.yaml"
 Basis = Literal["published", "quote", "estimate", "assumption"]
 
@@ -142,9 +146,12 @@ def api_presets() -> tuple[str, ...]:
     return tuple(_presets())
 
 
-def load_api_prices(preset_or_path: str = "mission-flat") -> ApiPriceSheet:
-    """A preset name (``mission-flat``, ``deepseek``) or the path of a custom sheet."""
+def load_api_prices(preset_or_path: str = ARTICLE_PRESET) -> ApiPriceSheet:
+    """A preset name (``article-flat``, ``deepseek``) or the path of a custom sheet."""
     presets = _presets()
+    if preset_or_path in RENAMED_PRESETS and not Path(preset_or_path).exists():
+        raise DecisionInputError(f"--api-prices {preset_or_path!r} was renamed: use "
+                                 f"{RENAMED_PRESETS[preset_or_path]!r} (the same prices)")
     if preset_or_path in presets:
         raw = dict(presets[preset_or_path])
         raw.setdefault("name", preset_or_path)

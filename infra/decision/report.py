@@ -9,11 +9,11 @@ from infra.decision.compliance import compliance_matrix
 from infra.decision.currency import DecisionInputError, format_money, format_volume
 from infra.decision.study import CostRequest, CostStudy, run_study
 from infra.decision.tables import (
+    article_comparison_table,
     breakeven_table,
     capacity_table,
     compliance_table,
     cost_table,
-    mission_table,
     option_notes,
     tco_table,
     to_markdown,
@@ -34,7 +34,9 @@ def _plan_section(req: CostRequest, study: CostStudy) -> list[str]:
         out += [
             f"**{plan.served_model_name}** (`{plan.model_id}`) on tier **{tier}**", "",
             "| item | value |", "|---|---|",
-            f"| GPUs per replica | {plan.gpus_per_replica}x {plan.gpu} (tensor parallel {plan.tensor_parallel_size}) |",
+            f"| GPUs per replica | {plan.gpus_per_replica}x {plan.gpu} (tensor parallel {plan.tensor_parallel_size}"
+            + (f" x pipeline parallel {plan.pipeline_parallel_size} over {plan.nodes_per_replica} nodes"
+               if plan.nodes_per_replica > 1 else "") + ") |",
             f"| quantization | {plan.quantization} |",
             f"| max model length | {plan.max_model_len:,} tokens |",
             f"| concurrent sequences | {plan.max_num_seqs} |",
@@ -69,9 +71,9 @@ def _cost_section(study: CostStudy, chart_name: str | None) -> list[str]:
             to_markdown(capacity_table(study)), ""]
     cheapest = {format_volume(r.calls_per_year): r.cheapest for r in study.rows}
     out += ["Cheapest at each volume: " + "; ".join(f"{v}: {k}" for v, k in cheapest.items()) + ".", ""]
-    mission = mission_table(study)
-    if mission is not None and study.mission is not None:
-        out += [to_markdown(mission), ""] + [f"- {n}" for n in study.mission.notes] + [""]
+    comparison = article_comparison_table(study)
+    if comparison is not None and study.article_table is not None:
+        out += [to_markdown(comparison), ""] + [f"- {n}" for n in study.article_table.notes] + [""]
     out += ["Assumptions:", ""] + [f"- {a}" for a in study.assumptions]
     out += [f"- {n}" for n in option_notes(study)]
     out += [f"- warning: {x}" for x in study.warnings] + [""]

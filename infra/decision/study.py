@@ -12,6 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from infra.decision.article_table import ArticleTableCheck, article_table_check
 from infra.decision.breakeven import BreakEven, break_even
 from infra.decision.capacity import TierCapacity, check_model, plan_context, tier_capacity
 from infra.decision.cost_model import (
@@ -21,12 +22,11 @@ from infra.decision.cost_model import (
     check_volumes,
 )
 from infra.decision.currency import Currency, DecisionInputError, ExchangeRate
-from infra.decision.mission import MissionCheck, mission_check
 from infra.decision.options import cloud_options, onprem_option
-from infra.decision.prices import SourcedAmount, load_api_prices, load_local_prices
+from infra.decision.prices import ARTICLE_PRESET, SourcedAmount, load_api_prices, load_local_prices
 from infra.planner import DeploymentPlan, PlanDoesNotFit
 
-MISSION_VOLUMES = (100_000.0, 1_000_000.0, 10_000_000.0)
+ARTICLE_VOLUMES = (100_000.0, 1_000_000.0, 10_000_000.0)
 DEFAULT_MODEL = "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"
 
 
@@ -41,9 +41,9 @@ class Amount(BaseModel):
 class CostRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    volumes: list[float] = Field(default_factory=lambda: list(MISSION_VOLUMES))  # calls per year
+    volumes: list[float] = Field(default_factory=lambda: list(ARTICLE_VOLUMES))  # calls per year
     workload: Workload = Field(default_factory=lambda: Workload(prompt_tokens=500, completion_tokens=500))
-    api_prices: str = Field(default="mission-flat", min_length=1)
+    api_prices: str = Field(default=ARTICLE_PRESET, min_length=1)
     api_model: str | None = Field(default=None, min_length=1)
     currency: Currency = "CNY"
     usd_cny: float | None = Field(default=None, gt=0)
@@ -103,7 +103,7 @@ class CostStudy(BaseModel):
     rows: list[VolumeRow]
     break_evens: list[BreakEven]
     assumptions: list[str]
-    mission: MissionCheck | None
+    article_table: ArticleTableCheck | None  # the article's cost table against its own basis
     warnings: list[str]
     # What the report's plan section shows, kept from the study's own planning (not in --json output)
     max_model_len: int = Field(exclude=True)  # the context every tier was planned with
@@ -169,9 +169,8 @@ def run_study(req: CostRequest) -> CostStudy:
         mapping_for = plan.machine
         capacities.append(cap)
         if req.onprem:
-            options.append(onprem_option(req, local, tier_name, tier.gpus_per_replica,
-                                          mapping_for("existing").replicas_per_node, cap, conv, pue, elec, hosting,
-                                          fixed))
+            options.append(onprem_option(req, local, tier_name, tier.gpus_per_replica, mapping_for("existing"),
+                                         cap, conv, pue, elec, hosting, fixed))
         for platform in req.platforms:
             mapping = mapping_for(platform)
             options.extend(cloud_options(req, local, tier_name, platform, mapping, cap, conv, fixed))
@@ -204,7 +203,7 @@ def run_study(req: CostRequest) -> CostStudy:
         workload=req.workload, amortization_years=req.amortization_years, utilization=req.utilization,
         capacities=capacities, options=options, rows=rows,
         break_evens=[break_even(o, per_call, cur) for o in options], assumptions=assumptions,
-        mission=mission_check(sheet.name, req.workload, per_call, cur, _cheapest_local(options)), warnings=warnings,
+        article_table=article_table_check(sheet.name, req.workload, per_call, cur, _cheapest_local(options)), warnings=warnings,
         max_model_len=context, plans=plans, unfit=unfit,
     )
 

@@ -8,6 +8,7 @@ from infra.decision.currency import format_money, format_volume
 
 if TYPE_CHECKING:
     from infra.decision.compliance import ComplianceMatrix
+    from infra.decision.cost_model import LocalOption
     from infra.decision.study import CostStudy
 
 Table = tuple[str, list[str], list[list[str]]]  # title, headers, rows
@@ -45,8 +46,7 @@ def breakeven_table(study: CostStudy) -> Table:
     rows = []
     for b in study.break_evens:
         opt = next(o for o in study.options if o.key == b.option)
-        unit = (f"server ({opt.replicas_per_node} replica(s))" if opt.kind == "on-prem"
-                else f"node ({opt.machine_type}, {opt.replicas_per_node} replica(s))")
+        unit = _unit(opt)
         unit_cost = "-" if opt.unit_cost_per_year is None else f"{format_money(opt.unit_cost_per_year, cur)} per {unit}"
         rows.append([
             b.option,
@@ -57,6 +57,12 @@ def breakeven_table(study: CostStudy) -> Table:
         ])
     return "Break-even volume per local option (calls per year)", [
         "option", "break-even", "annual cost there", "cost per unit-year", "note"], rows
+
+
+def _unit(opt: LocalOption) -> str:
+    holds = (f"{opt.replicas_per_node} replica(s)" if opt.nodes_per_replica == 1
+             else f"{opt.pods_per_unit} pod(s) of a {opt.nodes_per_replica}-node replica")
+    return f"server ({holds})" if opt.kind == "on-prem" else f"node ({opt.machine_type}, {holds})"
 
 
 def _crossing_note(volume: float, first: float | None) -> str:
@@ -72,17 +78,17 @@ def capacity_table(study: CostStudy) -> Table:
     return "Capacity of one replica", ["tier", "GPUs", "decode tokens/s", "calls/yr at target", "source"], rows
 
 
-def mission_table(study: CostStudy) -> Table | None:
-    if study.mission is None:
+def article_comparison_table(study: CostStudy) -> Table | None:
+    if study.article_table is None:
         return None
     rows = []
-    for r in study.mission.rows:
+    for r in study.article_table.rows:
         local = ("-" if r.this_study_local_3y is None
                  else f"¥{r.this_study_local_3y:,.0f} ({r.this_study_local_option})")
         rows.append([f"{r.calls_per_year:,}", f"¥{r.article_api:,.0f}", f"¥{r.basis_api:,.0f}", f"{r.difference_pct:+.1f}%",
                      "-" if r.this_study_api is None else f"¥{r.this_study_api:,.0f}", f"¥{r.article_local_3y:,.0f}",
                      local])
-    return ("Seed article table (section 3.1) vs its stated basis",
+    return ("The article's cost table (section 3.1) against its own basis",
             ["calls/yr", "article API/yr", "basis API/yr", "article vs basis", "this run API/yr",
              "article local 3-yr TCO", "this run local x 3 yr"], rows)
 

@@ -10,11 +10,11 @@ from rich.table import Table as RichTable
 
 from infra.decision.tables import (
     Table,
+    article_comparison_table,
     breakeven_table,
     capacity_table,
     compliance_table,
     cost_table,
-    mission_table,
     option_notes,
     tco_table,
 )
@@ -42,10 +42,10 @@ def print_study(study: CostStudy, console: Console | None = None) -> None:
     c.print(_rich(tco_table(study)))
     c.print(_rich(breakeven_table(study), numeric=False))
     c.print(_rich(capacity_table(study), numeric=False))
-    mission = mission_table(study)
-    if mission is not None and study.mission is not None:
-        c.print(_rich(mission))
-        for note in study.mission.notes:
+    comparison = article_comparison_table(study)
+    if comparison is not None and study.article_table is not None:
+        c.print(_rich(comparison))
+        for note in study.article_table.notes:
             c.print(f"  - {escape(note)}")
     c.print("[bold]Assumptions[/bold]")
     for a in study.assumptions:

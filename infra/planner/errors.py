@@ -15,3 +15,7 @@ class PlanDoesNotFit(PlanError):
         super().__init__(message)
         self.shortfall_bytes = shortfall_bytes
         self.suggestion = suggestion
+
+
+class PlanUnsupported(PlanError):
+    """The catalog lacks facts the plan needs (listed in the model's `unknown`); nothing is guessed."""

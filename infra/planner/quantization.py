@@ -4,6 +4,9 @@ Bits per weight include the format's scale/zero-point overhead:
 - bf16       16
 - fp8        8 + one fp32 scale per 128x128 block (DeepSeek-V3 format; per-channel dynamic is smaller)
              = 8 + 32/16384 = 8.002
+- fp4-fp8    DeepSeek-V4's native mix: routed experts FP4 + one e8m0 scale per 32 (4.25 bits), the rest
+             FP8 or bf16. Only V4 checkpoints come in it; the planner sizes it tensor group by group
+             (tensors.py), the 4.25 here only ranks it among the 4-bit formats.
 - int8       W8A8, 8 + one fp32 scale per output channel (~4096 weights) = 8 + 32/4096 = 8.008
 - awq-int4   4 + (fp16 scale + 4-bit zero) per group of 128 = 4 + 20/128 = 4.156
 - gptq-int4  4 + (fp16 scale + 4-bit zero) per group of 128 = 4.156 (g_idx is negligible)
@@ -50,6 +53,8 @@ QUANT_SPECS: dict[str, QuantSpec] = {
     "bf16": QuantSpec("bf16", 16.0, embeddings_16bit=False, runtime_vllm_flag=None),
     "fp8": QuantSpec("fp8", 8 + 32 / (128 * 128), True, "fp8", needs_fp8_hardware=True,
                      producer="llm-compressor (FP8_DYNAMIC scheme)"),
+    "fp4-fp8": QuantSpec("fp4-fp8", 4 + 8 / 32, True, None, needs_fp8_hardware=True,
+                         producer="DeepSeek (the format of the DeepSeek-V4 releases; no tool converts to it)"),
     "int8": QuantSpec("int8", 8 + 32 / 4096, True, None, producer="llm-compressor (W8A8 int8 scheme)"),
     "awq-int4": QuantSpec("awq-int4", 4 + 20 / 128, True, None, producer="AutoAWQ / llm-compressor (AWQ, group 128)"),
     "gptq-int4": QuantSpec("gptq-int4", 4 + 20 / 128, True, None, producer="GPTQModel / llm-compressor (W4A16)"),

@@ -1,15 +1,16 @@
 """Memory and bandwidth arithmetic of one engine replica (pure functions, no I/O).
 
 Units: bytes and bytes/s. GB in messages = 10^9 bytes. Rules (docs/planner.md explains each):
-- weights: (params - embedding params) x bits/8 + embedding params x 2 (embeddings/head stay
-  16-bit except in bf16 and GGUF, where every parameter uses the format's bits).
-- KV cache per token, model-wide: GQA 2 x layers x kv_heads x head_dim x 2 bytes (bf16 cache);
-  MLA layers x (kv_lora_rank + qk_rope_head_dim) x 2 bytes.
-  Per GPU under tensor parallelism: GQA shards KV heads (kv_heads/tp per GPU, at least 1 when tp
-  exceeds kv_heads and vLLM replicates them); MLA's latent is not split by heads: every GPU holds it.
+- weights: tensor group by tensor group in each group's stored precision (weights.py); the draft
+  (MTP layer / DSpark stages) only when the plan runs speculative decoding.
+- KV cache per attention family as vLLM allocates it (kv.py): a part per token that grows with the
+  sequence and, for DeepSeek-V4, a part per sequence (sliding windows, compressor state).
+  GQA shards KV heads over TP (kv_heads/tp per GPU, at least 1); MLA, the V3.2 indexer and every V4
+  cache are replicated: every GPU holds them whole.
 - reserve per GPU: RUNTIME_OVERHEAD (CUDA context, cuBLAS workspaces, CUDA graphs, allocator slack)
   + NCCL buffers when tp > 1 + activations of one scheduler step of MAX_NUM_BATCHED_TOKENS tokens
-  (8 x hidden + 3 x ffn/tp values of 2 bytes per token) + sampler logits (MAX_NUM_SEQS_CAP x vocab x 4).
+  (8 x hidden x residual streams + 3 x ffn/tp values of 2 bytes per token) + sampler logits
+  (MAX_NUM_SEQS_CAP x vocab x 4).
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from infra.catalog import Gpu, ModelSpec
+from infra.planner.kv import KvLayout, kv_layout
 from infra.planner.quantization import QuantSpec
+from infra.planner.weights import routed_expert_bytes, weight_bytes
 
 GIB = 1024**3
 GB = 10**9
-KV_DTYPE_BYTES = 2                      # vLLM kv-cache-dtype "auto" = bf16 for every catalog model
 RUNTIME_OVERHEAD_BYTES = int(1.5 * GIB)
 NCCL_OVERHEAD_BYTES = int(0.5 * GIB)    # only when tensor_parallel_size > 1
 MAX_NUM_BATCHED_TOKENS = 8192           # emitted as --max-num-batched-tokens
@@ -29,38 +31,27 @@ MAX_NUM_SEQS_CAP = 256                  # vLLM's default --max-num-seqs; the pla
 TP_CANDIDATES = (1, 2, 4, 8, 16)
 
 
-def weight_bytes(model: ModelSpec, quant: QuantSpec) -> int:
-    if not quant.embeddings_16bit:
-        return round(model.total_params * quant.bytes_per_weight)
-    body = model.total_params - model.embedding_params
-    return round(body * quant.bytes_per_weight + model.embedding_params * 2)
+def kv_bytes_per_token(model: ModelSpec, spec_decode: bool = False) -> int:
+    """KV cache bytes per token that grow with the sequence, whole model (one copy)."""
+    return kv_layout(model, 1, spec_decode).per_token_bytes
 
 
-def kv_bytes_per_token(model: ModelSpec) -> int:
-    """KV cache bytes per token for the whole model (one copy)."""
-    if model.attention == "mla":
-        return model.num_hidden_layers * (model.kv_lora_rank + model.qk_rope_head_dim) * KV_DTYPE_BYTES  # type: ignore[operator]
-    return 2 * model.num_hidden_layers * model.num_key_value_heads * model.head_dim * KV_DTYPE_BYTES
-
-
-def kv_bytes_per_token_per_gpu(model: ModelSpec, tp: int) -> int:
+def kv_bytes_per_token_per_gpu(model: ModelSpec, tp: int, spec_decode: bool = False) -> int:
     """KV cache bytes per token that EACH GPU of a tp-wide replica stores."""
-    if model.attention == "mla":
-        return kv_bytes_per_token(model)
-    heads_per_gpu = max(1, model.num_key_value_heads // tp)
-    return 2 * model.num_hidden_layers * heads_per_gpu * model.head_dim * KV_DTYPE_BYTES
+    return kv_layout(model, tp, spec_decode).per_token_bytes
 
 
 def ffn_width(model: ModelSpec) -> int:
     """Widest MLP intermediate activation per token (dense MLP or routed + shared experts)."""
     if not model.is_moe:
-        return model.intermediate_size
+        return model.intermediate_size  # type: ignore[return-value]
     moe = model.moe_intermediate_size * (model.num_experts_per_tok + model.n_shared_experts)  # type: ignore[operator]
-    return max(model.intermediate_size, moe)
+    return max(model.intermediate_size or 0, moe)
 
 
 def activation_bytes_per_gpu(model: ModelSpec, tp: int) -> int:
-    per_token = (8 * model.hidden_size + 3 * ffn_width(model) // tp) * 2
+    streams = model.hc_mult or 1  # DeepSeek-V4 carries hc_mult residual streams (hyper-connections)
+    per_token = (8 * model.hidden_size * streams + 3 * ffn_width(model) // tp) * 2  # type: ignore[operator]
     logits = MAX_NUM_SEQS_CAP * model.vocab_size * 4
     return MAX_NUM_BATCHED_TOKENS * per_token + logits
 
@@ -96,14 +87,23 @@ class Fit:
     reserve_bytes_per_gpu: int
     kv_bytes_per_token_per_gpu: int
     context: int
+    kv_bytes_per_sequence_per_gpu: int = 0   # bounded per sequence (V4 windows, compressor state)
+    spec_decode: bool = False
 
     @property
     def kv_budget_bytes_per_gpu(self) -> int:
         return self.usable_bytes_per_gpu - self.weight_bytes // self.tp - self.reserve_bytes_per_gpu
 
     @property
+    def kv_bytes_per_sequence_at_context(self) -> int:
+        """What one sequence of `context` tokens holds on each GPU."""
+        return self.context * self.kv_bytes_per_token_per_gpu + self.kv_bytes_per_sequence_per_gpu
+
+    @property
     def kv_tokens(self) -> int:
-        return max(0, self.kv_budget_bytes_per_gpu // self.kv_bytes_per_token_per_gpu)
+        """KV capacity in tokens with every sequence at `context` (the bounded part charged per sequence)."""
+        budget = max(0, self.kv_budget_bytes_per_gpu)
+        return budget * self.context // self.kv_bytes_per_sequence_at_context
 
     @property
     def sequences(self) -> int:
@@ -112,22 +112,25 @@ class Fit:
     @property
     def needed_bytes(self) -> int:
         """Replica-wide bytes for weights + reserve + one sequence of the context."""
-        one_seq = self.context * self.kv_bytes_per_token_per_gpu
-        return self.weight_bytes + self.tp * (self.reserve_bytes_per_gpu + one_seq)
+        return self.weight_bytes + self.tp * (self.reserve_bytes_per_gpu + self.kv_bytes_per_sequence_at_context)
 
     @property
     def usable_bytes(self) -> int:
         return self.tp * self.usable_bytes_per_gpu
 
 
-def evaluate(model: ModelSpec, quant: QuantSpec, gpu: Gpu, tp: int, context: int, utilization: float) -> Fit:
+def evaluate(model: ModelSpec, quant: QuantSpec, gpu: Gpu, tp: int, context: int, utilization: float,
+             spec_decode: bool = False) -> Fit:
+    kv: KvLayout = kv_layout(model, tp, spec_decode)
     return Fit(
         tp=tp,
         usable_bytes_per_gpu=int(gpu.memory_bytes * utilization),
-        weight_bytes=weight_bytes(model, quant),
+        weight_bytes=weight_bytes(model, quant, spec_decode),
         reserve_bytes_per_gpu=reserve_bytes_per_gpu(model, tp),
-        kv_bytes_per_token_per_gpu=kv_bytes_per_token_per_gpu(model, tp),
+        kv_bytes_per_token_per_gpu=kv.per_token_bytes,
         context=context,
+        kv_bytes_per_sequence_per_gpu=kv.per_sequence_bytes,
+        spec_decode=spec_decode,
     )
 
 
@@ -136,12 +139,13 @@ def bytes_read_per_step(model: ModelSpec, quant: QuantSpec, batch: int) -> float
 
     The input embedding table is not streamed (one row per token). For MoE models the routed
     experts touched by a batch are the expected fraction 1 - (1 - k/E)^batch of them."""
-    total = weight_bytes(model, quant)
+    total: float = weight_bytes(model, quant)  # the main model; the draft is left out of the bound
+    native = quant.name == model.native_dtype and quant.name in ("fp8", "fp4-fp8")
     if not model.tie_word_embeddings:
-        embed_bytes = model.vocab_size * model.hidden_size * (2 if quant.embeddings_16bit else quant.bytes_per_weight)
-        total -= embed_bytes
+        width = 2 if quant.embeddings_16bit or native else quant.bytes_per_weight
+        total -= model.vocab_size * model.hidden_size * width  # type: ignore[operator]
     if model.is_moe:
-        routed = model.routed_expert_params * quant.bytes_per_weight
+        routed = routed_expert_bytes(model, quant) or model.routed_expert_params * quant.bytes_per_weight
         touched = 1 - (1 - model.num_experts_per_tok / model.n_routed_experts) ** batch  # type: ignore[operator]
         total -= routed * (1 - touched)
     return total
@@ -151,10 +155,12 @@ def decode_tokens_per_s(model: ModelSpec, quant: QuantSpec, gpu: Gpu, fit: Fit, 
     """Memory-bandwidth upper bound on decode tokens/s for `batch` sequences at fit.context tokens.
 
     Each GPU reads its shard of the weights (bytes_read_per_step / tp) and the KV cache of every
-    sequence it holds (batch x context x KV bytes per token per GPU) once per step."""
+    sequence it holds once per step (sparse attention: only its top-k selection, kv.py read_bytes);
+    speculative decoding is not credited."""
     if batch <= 0:
         return 0.0
-    per_gpu = bytes_read_per_step(model, quant, batch) / fit.tp + batch * fit.context * fit.kv_bytes_per_token_per_gpu
+    kv_read = kv_layout(model, fit.tp, fit.spec_decode).read_bytes(fit.context)
+    per_gpu = bytes_read_per_step(model, quant, batch) / fit.tp + batch * kv_read
     step_s = per_gpu / (gpu.memory_bandwidth_gbps * GB)
     return batch / step_s
 

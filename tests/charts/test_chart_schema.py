@@ -143,7 +143,7 @@ def test_engine_port_is_the_same_everywhere(headless: bool, tmp_path: Path) -> N
     url = yaml.safe_load(r.one("ConfigMap", "router")["data"]["router.yaml"])["upstreams"][0]["url"]
     # headless: the name resolves to pod IPs, so the pod's port; ClusterIP: the Service's port
     assert url.endswith(":9000" if headless else ":80")
-    engine = r.one("Deployment", "engine")["spec"]["template"]["spec"]["containers"][0]
+    engine = r.engine_pod_spec()["containers"][0]
     assert engine["ports"][0]["containerPort"] == 9000 and "--port=9000" in engine["args"]
     assert r.one("Service", "engine")["spec"]["ports"][0]["targetPort"] == "http"
     router_egress = r.one("NetworkPolicy", "router")["spec"]["egress"]

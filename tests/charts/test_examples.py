@@ -5,11 +5,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import kubernetes_validate
 import yaml
 
 from infra.chart_values import CHART_DIR
 from tests.charts.conftest import REPO, helm_template, parse
+from tests.support.manifests import validate_manifest
 
 EXAMPLES = REPO / "examples"
 
@@ -17,7 +17,7 @@ EXAMPLES = REPO / "examples"
 def validate_all(text: str) -> int:
     r = parse(text)
     for doc in r.docs:
-        kubernetes_validate.validate(doc, kubernetes_validate.latest_version(), strict=True)
+        validate_manifest(doc)
     return len(r.docs)
 
 
@@ -63,7 +63,7 @@ def test_flux_helmrelease_renders(tmp_path: Path) -> None:
     r = parse(proc.stdout)
     download = r.download_container()
     deadline = int(next(a for a in download["args"] if a.startswith("--deadline=")).split("=")[1])
-    probe = r.one("Deployment", "engine")["spec"]["template"]["spec"]["containers"][0]["startupProbe"]
+    probe = r.engine_pod_spec()["containers"][0]["startupProbe"]
     assert go_duration(release["spec"]["timeout"]) >= deadline + probe["periodSeconds"] * probe["failureThreshold"]
     assert release["spec"]["upgrade"]["remediation"]["strategy"] == "rollback"
 

@@ -26,7 +26,7 @@ from tests.e2e.cloud_standin import ANSWER, RunningStandIn
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
 STARTUP_S = 300
-BANNER_END = "Press Ctrl-C to stop both services."
+BANNER_END = "Press Ctrl-C to stop both services"
 
 
 def _dsdeploy(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:

@@ -16,7 +16,13 @@ MODEL_IDS = [
     "deepseek-ai/DeepSeek-R1-Distill-Llama-8B", "deepseek-ai/DeepSeek-R1-Distill-Llama-70B",
     "deepseek-ai/DeepSeek-V2-Lite-Chat", "deepseek-ai/DeepSeek-Coder-V2-Lite-Instruct",
     "deepseek-ai/DeepSeek-V3", "deepseek-ai/DeepSeek-R1",
+    "deepseek-ai/DeepSeek-V3.1", "deepseek-ai/DeepSeek-V3.1-Terminus", "deepseek-ai/DeepSeek-R1-0528",
+    "deepseek-ai/DeepSeek-R1-0528-Qwen3-8B", "deepseek-ai/DeepSeek-V3.2-Exp", "deepseek-ai/DeepSeek-V3.2",
+    "deepseek-ai/DeepSeek-V3.2-Speciale", "deepseek-ai/DeepSeek-V4-Flash", "deepseek-ai/DeepSeek-V4-Flash-0731",
+    "deepseek-ai/DeepSeek-V4-Pro", "deepseek-ai/DeepSeek-V4-Pro-0813", "deepseek-ai/DeepSeek-V4.1-Flash",
 ]
+UNPLANNABLE = {"deepseek-ai/DeepSeek-V4-Pro-0813", "deepseek-ai/DeepSeek-V4.1-Flash"}
+PLANNABLE = [m for m in MODEL_IDS if m not in UNPLANNABLE]
 
 
 def test_shipped_catalog_has_every_gpu_tier_and_model() -> None:
@@ -37,7 +43,7 @@ def test_gpu_figures() -> None:
         assert gpu.interconnect and gpu.interconnect_gbps > 0
 
 
-def test_tiers_follow_the_mission_table() -> None:
+def test_tiers_follow_the_articles_hardware_table() -> None:
     catalog = load_catalog()
     base, pro = catalog.tier("base"), catalog.tier("pro")
     assert (base.gpu, base.gpus_per_replica, base.ram_gb, base.storage_tb) == ("A100-40GB", 1, 128, 2)
@@ -84,10 +90,11 @@ def test_lookup_by_id_alias_and_errors() -> None:
 
 
 def _dense_params(m) -> int:
-    """Parameter count from config.json numbers: Qwen2 has q/k/v biases, Llama none."""
+    """Parameter count from config.json numbers: Qwen2 has q/k/v biases, Qwen3 a per-head q/k RMSNorm."""
     h, kv_dim, q_dim = m.hidden_size, m.num_key_value_heads * m.head_dim, m.num_attention_heads * m.head_dim
-    bias = q_dim + 2 * kv_dim if "Qwen" in m.id else 0
-    attention = h * q_dim + 2 * h * kv_dim + q_dim * h + bias
+    bias = q_dim + 2 * kv_dim if m.attention_bias else 0
+    qk_norm = 2 * m.head_dim if m.qk_norm else 0
+    attention = h * q_dim + 2 * h * kv_dim + q_dim * h + bias + qk_norm
     layer = attention + 3 * h * m.intermediate_size + 2 * h
     return m.num_hidden_layers * layer + m.embedding_params + h
 
@@ -99,6 +106,9 @@ def _mla_moe_params(m) -> tuple[int, int]:
     q = h * heads * qk if m.q_lora_rank is None else h * m.q_lora_rank + m.q_lora_rank + m.q_lora_rank * heads * qk
     kv = h * (m.kv_lora_rank + m.qk_rope_head_dim) + m.kv_lora_rank + m.kv_lora_rank * heads * (m.qk_nope_head_dim + m.v_head_dim)
     attention = q + kv + heads * m.v_head_dim * h + 2 * h
+    if m.attention == "mla-dsa":  # lightning indexer: wq_b, wk, weights_proj, k_norm (weight + bias)
+        ih, idim = m.index_n_heads, m.index_head_dim
+        attention += m.q_lora_rank * ih * idim + h * idim + h * ih + 2 * idim
     expert = 3 * h * m.moe_intermediate_size
     moe_layers = m.num_hidden_layers - m.first_k_dense_replace
     shared_and_gate = m.n_shared_experts * expert + m.n_routed_experts * h
@@ -108,17 +118,66 @@ def _mla_moe_params(m) -> tuple[int, int]:
     return total, active
 
 
-@pytest.mark.parametrize("model_id", MODEL_IDS)
+def _v4_params(m) -> int:
+    """DeepSeek-V4 main-model parameters from config.json numbers (the released inference/ layout)."""
+    h, heads, hd, hc = m.hidden_size, m.num_attention_heads, m.head_dim, m.hc_mult
+    ih, idim, mi = m.index_n_heads, m.index_head_dim, m.moe_intermediate_size
+    total = 2 * m.vocab_size * h + h + hc * hc * h + hc + 1           # embed, head, norm, hc_head
+    for i, ratio in enumerate(m.compress_ratios[: m.num_hidden_layers]):
+        attention = (h * m.q_lora_rank + m.q_lora_rank * heads * hd + h * hd
+                     + heads * hd * m.o_lora_rank + m.o_groups * m.o_lora_rank * h   # wo_a (grouped), wo_b
+                     + m.q_lora_rank + hd + heads)                                    # q_norm, kv_norm, sinks
+        if ratio:
+            width = hd * (2 if ratio == 4 else 1)                     # the ratio-4 compressor overlaps windows
+            attention += 2 * width * h + ratio * width + hd           # wkv, wgate, ape, norm
+        if ratio == 4:                                                # indexer: wq_b, weights_proj, its compressor
+            attention += m.q_lora_rank * ih * idim + h * ih + 2 * 2 * idim * h + 4 * 2 * idim + idim
+        ffn = (m.n_routed_experts + m.n_shared_experts) * 3 * h * mi + m.n_routed_experts * h
+        ffn += m.vocab_size * m.num_experts_per_tok if i < m.num_hash_layers else m.n_routed_experts
+        mix = (2 + hc) * hc
+        total += attention + ffn + 2 * h + 2 * (mix * hc * h + mix + 3)  # + attn/ffn norms, hyper-connections
+    return total
+
+
+@pytest.mark.parametrize("model_id", PLANNABLE)
 def test_param_counts_follow_from_the_architecture(model_id: str) -> None:
     m = load_catalog().models[model_id]
     if m.attention == "gqa":
         assert _dense_params(m) == m.total_params
         assert m.head_dim * m.num_attention_heads == m.hidden_size
+    elif m.attention == "v4-hybrid":
+        assert _v4_params(m) == m.total_params
+        assert abs(m.total_params - {4096: 284e9, 7168: 1.6e12}[m.hidden_size]) / m.total_params < 0.02  # cards
     else:
         total, active = _mla_moe_params(m)
         assert total == m.total_params
         assert abs(active - m.active_params) / m.active_params < 0.05  # card: 2.4B / 37B activated
         assert m.routed_expert_params == (m.num_hidden_layers - m.first_k_dense_replace) * m.n_routed_experts * 3 * m.hidden_size * m.moe_intermediate_size
+
+
+def test_the_2025_2026_releases_are_found_by_their_aliases() -> None:
+    catalog = load_catalog()
+    for alias, repo in [("deepseek-v3.1", "DeepSeek-V3.1"), ("deepseek-v3.2", "DeepSeek-V3.2"),
+                        ("deepseek-r1-0528", "DeepSeek-R1-0528"), ("deepseek-v4-flash", "DeepSeek-V4-Flash"),
+                        ("deepseek-v4-pro", "DeepSeek-V4-Pro"), ("v3.2-speciale", "DeepSeek-V3.2-Speciale"),
+                        ("r1-0528-qwen3-8b", "DeepSeek-R1-0528-Qwen3-8B"), ("v4-flash-0731", "DeepSeek-V4-Flash-0731"),
+                        ("deepseek-v4.1-flash", "DeepSeek-V4.1-Flash")]:
+        assert catalog.model(alias).id == f"deepseek-ai/{repo}"
+    v4 = catalog.model("deepseek-v4-flash")
+    assert v4.native_dtype == "fp4-fp8" and v4.published["fp4-fp8"] == ["deepseek-ai/DeepSeek-V4-Flash"]
+    assert (v4.compress_ratios[:4], v4.compress_ratios[-2:], len(v4.compress_ratios)) == ([0, 0, 4, 128], [4, 0], 44)
+    assert catalog.model("v4-pro").compress_ratios[:3] == [128, 128, 4]       # V4-Pro starts with two HCA layers
+    assert catalog.model("v4-flash-0731").compress_ratios[-3:] == [0, 0, 0]   # the three DSpark stages
+
+
+def test_facts_without_a_source_are_recorded_as_unknown() -> None:
+    catalog = load_catalog()
+    for model_id in UNPLANNABLE:
+        spec = catalog.models[model_id]
+        assert spec.unknown and not spec.plannable and spec.num_hidden_layers is None
+        assert "config.json" in spec.unknown
+    assert "kv_cache_layout" in catalog.model("v4.1-flash").unknown
+    assert all(catalog.models[m].plannable for m in PLANNABLE)
 
 
 def test_mla_models_carry_latent_dims() -> None:
@@ -163,6 +222,16 @@ def test_copy_of_the_catalog_loads(catalog_copy: Path) -> None:
          r"entry 'deepseek-ai/DeepSeek-V3': field 'colour': Extra inputs are not permitted"),
         ("models.yaml", lambda d: d["deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"].update(num_key_value_heads=5),
          r"entry 'deepseek-ai/DeepSeek-R1-Distill-Qwen-7B': .*num_attention_heads \(28\) must be a multiple of num_key_value_heads \(5\)"),
+        ("models.yaml", lambda d: d["deepseek-ai/DeepSeek-V3"].pop("hidden_size"),
+         r"entry 'deepseek-ai/DeepSeek-V3': .*architecture fields \['hidden_size'\] are neither given nor listed in 'unknown'"),
+        ("models.yaml", lambda d: d["deepseek-ai/DeepSeek-V4.1-Flash"].update(hidden_size=5120),
+         r"entry 'deepseek-ai/DeepSeek-V4.1-Flash': .*field 'hidden_size' is listed in 'unknown' \(from config.json\) but also given"),
+        ("models.yaml", lambda d: d["deepseek-ai/DeepSeek-V4-Flash"]["compress_ratios"].append(4),
+         r"entry 'deepseek-ai/DeepSeek-V4-Flash': .*compress_ratios has 45 entries; num_hidden_layers \+ draft_blocks = 44"),
+        ("models.yaml", lambda d: d["deepseek-ai/DeepSeek-V4-Flash"]["vllm"].pop("block_size"),
+         r"entry 'deepseek-ai/DeepSeek-V4-Flash': .*sized for vLLM's fp8_ds_mla cache"),
+        ("models.yaml", lambda d: d["deepseek-ai/DeepSeek-V3.2"]["published_size"].update(bytes=1),
+         r"entry 'deepseek-ai/DeepSeek-V3.2': field 'published_size': .*give exactly one of bytes or params"),
         ("gpus.yaml", lambda d: d["H100-80GB"].pop("memory_mib"),
          r"gpus\.yaml: entry 'H100-80GB': field 'memory_mib': Field required"),
         ("gpus.yaml", lambda d: d["L4-24GB"].update(memory_bandwidth_gbps=-1),

@@ -9,8 +9,10 @@ import pytest
 
 from infra.catalog import load_catalog
 from infra.planner import QUANTIZATIONS, PlanDoesNotFit, PlanError, plan_deployment
+from infra.planner.errors import PlanUnsupported
 from infra.planner.quantization import QUANT_SPECS
 from infra.planner.sizing import evaluate, kv_bytes_per_token_per_gpu, valid_tp_sizes
+from tests.support.deepseek_bytes import v3_native_fp8_bytes
 
 GIB = 1024**3
 A100_40_USABLE = int(40960 * 1024 * 1024 * 0.90)   # 38,654,705,664 bytes at utilization 0.90
@@ -99,16 +101,17 @@ def test_mla_kv_is_held_whole_by_every_gpu_and_gqa_is_sharded() -> None:
 def test_v3_fp8_on_eight_h200_by_hand() -> None:
     catalog = load_catalog()
     v3, h200 = catalog.model("v3"), catalog.gpu("H200-141GB")
-    fit = evaluate(v3, QUANT_SPECS["fp8"], h200, 8, 32_768, 0.90)
-    embeddings = 129_280 * 7168 * 2                              # input + output, kept bf16
-    fp8_bits = 8 + 32 / (128 * 128)                              # fp32 scale per 128x128 block
-    weights = round((671_026_404_352 - embeddings) * fp8_bits / 8 + embeddings * 2)
-    assert fit.weight_bytes == weights                           # ~673.1 GB
+    resident, checkpoint = v3_native_fp8_bytes(61, 3, 1)
+    assert resident == 684_868_123_200 and checkpoint == 688_574_839_360        # ~684.9 GB on the GPUs
+    fit = evaluate(v3, QUANT_SPECS["fp8"], h200, 8, 32_768, 0.90, spec_decode=True)
+    assert fit.weight_bytes == resident
+    assert evaluate(v3, QUANT_SPECS["fp8"], h200, 8, 32_768, 0.90).weight_bytes == v3_native_fp8_bytes(61, 3, 0)[0]
     usable = int(143_771 * 1024 * 1024 * 0.90)
     reserve = (RUNTIME + int(0.5 * GIB) + BATCHED_TOKENS * (8 * 7168 + 3 * 18_432 // 8) * 2
                + SAMPLER_SEQS * 129_280 * 4)
     assert fit.reserve_bytes_per_gpu == reserve
-    assert fit.kv_tokens == (usable - weights // 8 - reserve) // 70_272
+    kv = 62 * (512 + 64) * 2                                     # 61 layers + the MTP layer, bf16: 71,424
+    assert fit.kv_tokens == (usable - resident // 8 - reserve) // kv
     assert fit.sequences == fit.kv_tokens // 32_768 >= 8
 
 
@@ -133,8 +136,8 @@ def test_tensor_parallel_choice() -> None:
 
 
 def test_v3_bf16_on_pro_does_not_fit_and_says_by_how_much() -> None:
-    with pytest.raises(PlanDoesNotFit) as info:
-        plan_deployment("deepseek-ai/DeepSeek-V3", "pro", "bf16")
+    with pytest.raises(PlanDoesNotFit) as info:  # one node only (the multi-node verdicts: test_planner_multinode)
+        plan_deployment("deepseek-ai/DeepSeek-V3", "pro", "bf16", max_nodes=1)
     message = str(info.value)
     # 671.03B x 2 bytes = 1342.1 GB of weights against 4 x 85.5 GB x 0.90 = 307.9 GB usable.
     assert "weights 1342.1 GB" in message and "307.9 GB usable" in message
@@ -144,16 +147,19 @@ def test_v3_bf16_on_pro_does_not_fit_and_says_by_how_much() -> None:
 
 
 def test_does_not_fit_names_the_nearest_fitting_quantization_and_tier() -> None:
+    # One node only: the advice names the node count that would hold it first, then what fits one node.
     with pytest.raises(PlanDoesNotFit, match=r"short by 39\.3 GB\. Shorter contexts were tried too \(16,384, 8,192, "
-                                             r"4,096 tokens\): no sequence fits at any of them\. Would fit: "
+                                             r"4,096 tokens\): no sequence fits at any of them\. Would fit: one "
+                                             r"replica across 3 nodes of tier base \(--max-nodes 3\); or "
                                              r"--quantization gptq-int4 on tier base \(published weights\); or tier "
                                              r"pro \(4x H100-80GB\) at bf16"):
-        plan_deployment("r1-distill-qwen-32b", "base")
+        plan_deployment("r1-distill-qwen-32b", "base", max_nodes=1)
     with pytest.raises(PlanDoesNotFit) as info:  # an explicit context is the only one tried
-        plan_deployment("r1-distill-qwen-32b", "base", context=4096)
+        plan_deployment("r1-distill-qwen-32b", "base", context=4096, max_nodes=1)
     assert "Shorter contexts" not in str(info.value) and "one 4096-token sequence" in str(info.value)
-    with pytest.raises(PlanDoesNotFit, match=r"Would fit: tier pro \(4x H100-80GB\) at awq-int4\.$"):
-        plan_deployment("r1-distill-llama-70b", "base", "awq-int4")
+    with pytest.raises(PlanDoesNotFit, match=r"Would fit: one replica across 2 nodes of tier base \(--max-nodes 2\); "
+                                             r"or tier pro \(4x H100-80GB\) at awq-int4\.$"):
+        plan_deployment("r1-distill-llama-70b", "base", "awq-int4", max_nodes=1)
 
 
 def test_default_context_shrinks_with_a_warning_but_an_explicit_one_does_not() -> None:
@@ -162,7 +168,9 @@ def test_default_context_shrinks_with_a_warning_but_an_explicit_one_does_not() -
     assert any("context reduced from the default 32768 to 16384" in w for w in plan.warnings)
     assert any("only 1 sequence(s)" in w for w in plan.warnings)
     with pytest.raises(PlanDoesNotFit, match="one 32768-token sequence"):
-        plan_deployment("r1-distill-qwen-14b", "base", context=32_768)
+        plan_deployment("r1-distill-qwen-14b", "base", context=32_768, max_nodes=1)
+    # Across nodes the explicit context is kept: two base nodes hold a 32K sequence of the 14B.
+    assert plan_deployment("r1-distill-qwen-14b", "base", context=32_768).nodes_per_replica == 2
     assert plan_deployment("v2-lite", "pro").max_model_len == 32_768           # the model's own maximum
 
 
@@ -217,7 +225,13 @@ H100_USABLE = int(81559 * 1024 * 1024 * 0.90)   # 76,969,567,641 bytes at utiliz
 QWEN_7B_PARAMS, QWEN_7B_VOCAB, QWEN_7B_HIDDEN = 7_615_616_512, 152_064, 3584
 
 
-@pytest.mark.parametrize("quant", QUANTIZATIONS)
+def test_fp4_fp8_is_the_v4_format_only() -> None:
+    with pytest.raises(PlanError, match=r"'fp4-fp8' is the native format of the DeepSeek-V4 checkpoints; "
+                                        r"deepseek-ai/DeepSeek-R1-Distill-Qwen-7B is published in bf16"):
+        plan_deployment("r1-distill-qwen-7b", "pro", "fp4-fp8")
+
+
+@pytest.mark.parametrize("quant", [q for q in QUANTIZATIONS if q != "fp4-fp8"])
 def test_every_quantization_plans_the_7b_on_pro(quant: str) -> None:
     plan = plan_deployment("r1-distill-qwen-7b", "pro", quant)
     spec = QUANT_SPECS[quant]
@@ -263,7 +277,10 @@ def test_plan_is_frozen_and_explains_itself() -> None:
     plan = plan_deployment("v2-lite", "base")
     with pytest.raises(Exception, match="frozen"):
         plan.max_num_seqs = 1  # type: ignore[misc]
-    assert any(step.startswith("KV cache per token: MLA 27 layers x (512 + 64)") for step in plan.explanation)
+    assert any(step.startswith("KV cache per token (grows with the sequence): MLA 27 layers x (512 + 64) x 2 "
+                               "bytes = 31,104 bytes; replicated whole on every GPU") for step in plan.explanation)
+    assert "KV cache of one sequence per GPU, growing linearly with its length: 32,768 tokens 1.02 GB" in \
+        " ".join(plan.explanation)                               # 32,768 x 31,104 bytes
 
 
 def test_planner_imports_neither_torch_nor_pulumi() -> None:
@@ -275,22 +292,35 @@ def test_planner_imports_neither_torch_nor_pulumi() -> None:
 
 def test_every_model_tier_and_quantization_plans_or_explains_the_shortfall() -> None:
     catalog = load_catalog()
-    outcomes = {"fits": 0, "short": 0}
-    for model in catalog.models:
+    outcomes = {"fits": 0, "short": 0, "no kernels": 0, "unsupported": 0, "spans": 0}
+    for model, spec in catalog.models.items():
         for tier in catalog.tiers:
             for quant in QUANTIZATIONS:
+                if quant == "fp4-fp8" and spec.native_dtype != "fp4-fp8":
+                    continue  # refused as bad input (test_fp4_fp8_is_the_v4_format_only)
                 try:
                     plan = plan_deployment(model, tier, quant)
+                except PlanUnsupported as exc:
+                    assert spec.unknown and "has no source for these facts" in str(exc)
+                    outcomes["unsupported"] += 1
+                    continue
                 except PlanDoesNotFit as exc:
-                    assert exc.shortfall_bytes > 0 and "short by" in str(exc)
                     assert "Would fit:" in str(exc) or "No tier or quantization" in str(exc)
+                    if "does not run on tier" in str(exc):
+                        assert exc.shortfall_bytes == 0 and spec.vllm.min_architecture == "hopper"
+                        outcomes["no kernels"] += 1
+                        continue
+                    assert exc.shortfall_bytes > 0 and "short by" in str(exc)
                     outcomes["short"] += 1
                     continue
                 outcomes["fits"] += 1
+                outcomes["spans"] += plan.nodes_per_replica > 1
                 assert 1 <= plan.max_num_seqs <= 256
                 assert plan.tensor_parallel_size <= catalog.tier(tier).gpus_per_replica
+                assert plan.gpus_per_replica == plan.tensor_parallel_size * plan.nodes_per_replica
                 assert plan.decode_tokens_per_s_batch >= plan.decode_tokens_per_s_per_seq > 0
-    assert outcomes["fits"] > 100 and outcomes["short"] > 20
+    assert outcomes["fits"] > 100 and outcomes["short"] > 15 and outcomes["spans"] > 15
+    assert outcomes["no kernels"] > 10 and outcomes["unsupported"] == 2 * 2 * len(QUANTIZATIONS)  # V4-Pro-0813, V4.1-Flash
 
 
 def test_utilization_flag_is_never_rounded_up() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import subprocess
 from collections.abc import Iterator, Sequence
@@ -55,11 +56,25 @@ def check_flags(cases: Sequence[tuple[str, Sequence[str]]], timeout: float = 600
 _SHELL_ENDS = {"&&", "||", ";", "|", "&"}
 
 
+# What the LeaderWorkerSet controller gives every container of a group at admission (its documented
+# LWS_* variables), for expanding the $(VAR) references the chart puts on vLLM's command line.
+LWS_ENV = {"LWS_LEADER_ADDRESS": "ds-dsdeploy-engine-0.ds-dsdeploy-engine.dsdeploy", "LWS_WORKER_INDEX": "1",
+           "LWS_GROUP_SIZE": "3"}
+_VAR_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
+
+
+def _expand(value: str, env: dict[str, str]) -> str:
+    """The kubelet's $(VAR) expansion of command and args (an unknown name stays as written)."""
+    return _VAR_REF.sub(lambda m: env.get(m.group(1), m.group(0)), value)
+
+
 def _serve_argv(container: dict[str, Any]) -> list[str] | None:
     """What follows ``vllm`` when this container runs ``vllm serve`` (directly, through vLLM's server module,
-    or inside a shell command line); None for any other container."""
-    command = [str(c) for c in container.get("command") or []]
-    args = [str(a) for a in container.get("args") or []]
+    or inside a shell command line), with $(VAR) references expanded as the kubelet does; None for any other
+    container."""
+    env = {**LWS_ENV, **{e["name"]: str(e["value"]) for e in container.get("env") or [] if "value" in e}}
+    command = [_expand(str(c), env) for c in container.get("command") or []]
+    args = [_expand(str(a), env) for a in container.get("args") or []]
     if command[:2] == ["vllm", "serve"]:
         return command[1:] + args
     if len(command) >= 3 and command[1] == "-m" and command[2].startswith("vllm.entrypoints"):

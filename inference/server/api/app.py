@@ -1,4 +1,4 @@
-"""The FastAPI application: routes, OpenAI-shaped errors, body-size limit, drain gate."""
+"""The FastAPI application: routes, OpenAI-shaped errors, body-size limit, drain gate, X-Request-Id."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..runtime import ENGINE_STOP_S, Runtime
 from .errors import InternalErrorMiddleware, error_response, install_error_handlers
 from .prompts import PromptBuilder
+from .request_id import RequestIdMiddleware
 from .routes import chat, completions, system
 
 _ALWAYS_OPEN = frozenset({"/health", "/ready", "/metrics", "/v1/models"})
@@ -22,7 +23,7 @@ class GateMiddleware:
         self.app, self.runtime = app, runtime
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in _ALWAYS_OPEN:
+        if scope["type"] != "http" or scope["path"] in _ALWAYS_OPEN or scope["path"].startswith("/v1/models/"):
             await self.app(scope, receive, send)
             return
         runtime, limit = self.runtime, self.runtime.config.max_body_bytes
@@ -86,5 +87,6 @@ def create_app(runtime: Runtime) -> FastAPI:
     for module in (chat, completions, system):
         app.include_router(module.router)
     app.add_middleware(GateMiddleware, runtime=runtime)
-    app.add_middleware(InternalErrorMiddleware)  # outermost of ours: also catches the gate's errors
+    app.add_middleware(InternalErrorMiddleware)  # also catches the gate's errors
+    app.add_middleware(RequestIdMiddleware)  # outermost: every answer, errors included, carries X-Request-Id
     return app

@@ -45,10 +45,13 @@ def sampling_params(runtime: Runtime, body: SamplingFields, prompt_ids: list[int
     if len(prompt_ids) >= limit:
         raise context_exceeded(prompt_param, len(prompt_ids), limit)
     room = limit - len(prompt_ids)
-    wanted = max_tokens if max_tokens is not None else body.max_tokens
+    wanted, param = (max_tokens, "max_tokens") if max_tokens is not None else body.token_limit()
     if wanted is not None and wanted > room:
-        raise APIError(400, f"'max_tokens' is {wanted}, but the prompt uses {len(prompt_ids)} of the {limit}-token "
-                       f"context; at most {room} allowed", "max_tokens", "context_length_exceeded")
+        if param not in body.model_fields_set:
+            wanted = room  # a default (completions' 16) shrinks to the room left; only a value sent is an error
+        else:
+            raise APIError(400, f"'{param}' is {wanted}, but the prompt uses {len(prompt_ids)} of the "
+                           f"{limit}-token context; at most {room} allowed", param, "context_length_exceeded")
     return SamplingParams(max_tokens=wanted or room, temperature=body.temperature, top_p=body.top_p,
                           seed=body.seed, stop=list(body.stop or []), ignore_eos=body.ignore_eos)
 

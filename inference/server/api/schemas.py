@@ -1,10 +1,11 @@
 """Request bodies of the OpenAI-compatible API.
 
 Validation is strict, as the OpenAI API's: a string or a boolean where a number belongs, a number where a
-boolean belongs, or 1.0 where an integer belongs is refused, never coerced. Unknown fields are ignored (the
-`openai` client and other callers send fields such as ``user`` or ``metadata``); known fields this server
-cannot honour are refused with a message naming them. The lists of accepted, refused and ignored fields
-are in docs/server.md.
+boolean belongs, or 1.0 where an integer belongs is refused, never coerced. ``null`` on an optional field
+means "unset" (its default applies), as in the API's schema and vLLM: ``openai`` clients send
+``temperature=None``. Unknown fields are ignored (the `openai` client and other callers send fields such as
+``user`` or ``metadata``); known fields this server cannot honour are refused with a message naming them.
+The lists of accepted, refused and ignored fields are in docs/server.md.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # the API's default for /v1/completions (chat has none: up to the context)
+
 MAX_STOP_STRINGS = 16
 MAX_STOP_CHARS = 256  # per stop string: every generated token is checked against every stop string
 SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1  # a signed 64-bit integer, as vLLM accepts (torch's generator seed)
@@ -20,6 +23,16 @@ SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1  # a signed 64-bit integer, as vLLM acc
 
 class _Body(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_unset(cls, data: object) -> object:
+        """``null`` on an optional field is the field left out; a required one (messages, prompt) stays
+        refused."""
+        if not isinstance(data, dict):
+            return data
+        fields = cls.model_fields
+        return {k: v for k, v in data.items() if v is not None or k not in fields or fields[k].is_required()}
 
     def problems(self) -> list[tuple[str, str]]:
         """Combinations of fields that are refused: ``(param, message)`` pairs."""
@@ -76,12 +89,22 @@ def _refuse_if(value: object, message: str) -> None:
         raise ValueError(message)
 
 
+def _text_answer_choice(field: str, value: str | dict | None, called: str) -> str | dict | None:
+    """``tool_choice`` / ``function_call``: with nothing to call, "none" and "auto" both mean an answer in
+    text; "required" or a named tool/function is refused."""
+    if value is None or value in ("none", "auto"):
+        return value
+    shown = repr(value) if isinstance(value, str) else f"a named {called}"
+    raise ValueError(f"{field} {shown} is not supported: this server does not call {called}s "
+                     "(only 'none' or 'auto' are accepted)")
+
+
 class SamplingFields(_Body):
     """Fields shared by chat and text completions."""
 
     model: str | None = None
     temperature: float = Field(1.0, ge=0.0, le=2.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    top_p: float = Field(1.0, ge=0.0, le=1.0)  # 0 keeps only the most likely token: greedy
     max_tokens: int | None = Field(None, ge=1)
     stop: str | list[str] | None = None
     seed: int | None = Field(None, ge=SEED_MIN, le=SEED_MAX)
@@ -147,12 +170,21 @@ class SamplingFields(_Body):
             return [("stream_options", "stream_options is only allowed when stream is true")]
         return []
 
+    def token_limit(self) -> tuple[int | None, str]:
+        """``(tokens to generate at most, the parameter that said so)``; None: up to the end of the context."""
+        return self.max_tokens, "max_tokens"
+
 
 class ChatCompletionRequest(SamplingFields):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     tools: list[dict] | None = None
     tool_choice: str | dict | None = None
+    functions: list[dict] | None = None  # the API's deprecated function calling
+    function_call: str | dict | None = None
+    modalities: list[str] | None = None
+    audio: dict | None = None
+    web_search_options: dict | None = None
     response_format: dict | None = None
 
     @field_validator("response_format")
@@ -171,17 +203,45 @@ class ChatCompletionRequest(SamplingFields):
     @field_validator("tool_choice")
     @classmethod
     def _no_tool_choice(cls, value: str | dict | None) -> str | dict | None:
-        if value is None or value in ("none", "auto"):
-            return value  # without tools, both mean: answer with text
-        shown = repr(value) if isinstance(value, str) else "a named tool"
-        raise ValueError(f"tool_choice {shown} is not supported: this server does not call tools "
-                         "(only 'none' or 'auto' are accepted)")
+        return _text_answer_choice("tool_choice", value, "tool")
 
-    @model_validator(mode="after")
-    def _token_limit(self) -> ChatCompletionRequest:
-        if self.max_completion_tokens is not None and self.max_tokens is None:
-            self.max_tokens = self.max_completion_tokens
-        return self
+    @field_validator("functions")
+    @classmethod
+    def _no_functions(cls, value: list[dict] | None) -> list[dict] | None:
+        _refuse_if(value, "function calling (functions) is not supported by this server")
+        return value
+
+    @field_validator("function_call")
+    @classmethod
+    def _no_function_call(cls, value: str | dict | None) -> str | dict | None:
+        return _text_answer_choice("function_call", value, "function")
+
+    @field_validator("modalities")
+    @classmethod
+    def _text_modality(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and value != ["text"]:
+            raise ValueError(f"modalities {value} are not supported; this server answers with text only (['text'])")
+        return value
+
+    @field_validator("audio")
+    @classmethod
+    def _no_audio(cls, value: dict | None) -> dict | None:
+        if value is not None:
+            raise ValueError("audio output is not supported by this server")
+        return value
+
+    @field_validator("web_search_options")
+    @classmethod
+    def _no_web_search(cls, value: dict | None) -> dict | None:
+        if value is not None:  # even {}: it asks for a web search with the default options
+            raise ValueError("web search is not supported by this server (its model has no route out)")
+        return value
+
+    def token_limit(self) -> tuple[int | None, str]:
+        # The API (and vLLM) prefer max_completion_tokens; max_tokens is its deprecated name.
+        if self.max_completion_tokens is not None:
+            return self.max_completion_tokens, "max_completion_tokens"
+        return self.max_tokens, "max_tokens"
 
 
 class CompletionRequest(SamplingFields):
@@ -220,6 +280,12 @@ class CompletionRequest(SamplingFields):
         if value is not None and value > 1:
             raise ValueError(f"best_of={value} is not supported; this server generates one candidate (best_of=1)")
         return value
+
+    def token_limit(self) -> tuple[int | None, str]:
+        # The API's default for completions is 16 tokens, not the rest of the context.
+        if self.max_tokens is None:
+            return COMPLETIONS_DEFAULT_MAX_TOKENS, "max_tokens"
+        return self.max_tokens, "max_tokens"
 
 
 class GenerateRequest(_Body):

@@ -1,4 +1,4 @@
-"""Token choice from logits: greedy at temperature 0, else temperature + nucleus (top-p) sampling."""
+"""Token choice from logits: greedy at temperature 0 or top_p 0, else temperature + nucleus (top-p) sampling."""
 
 from __future__ import annotations
 
@@ -19,6 +19,12 @@ class SamplingParams:
     ignore_eos: bool = False
 
 
+def is_greedy(params: SamplingParams) -> bool:
+    """Argmax: temperature 0, or top_p 0 (the smallest set of tokens whose mass reaches 0 is the most likely
+    token alone; the API's schema allows 0, and this is what it means)."""
+    return params.temperature <= GREEDY_TEMPERATURE or params.top_p <= 0.0
+
+
 def make_generator(seed: int | None) -> torch.Generator | None:
     if seed is None:
         return None
@@ -29,7 +35,7 @@ def make_generator(seed: int | None) -> torch.Generator | None:
 
 def choose_token(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> int:
     """Pick the next token from one row of logits [V] (float32)."""
-    if params.temperature <= GREEDY_TEMPERATURE:
+    if is_greedy(params):
         return int(torch.argmax(logits))
     probs = torch.softmax(logits / params.temperature, dim=-1)
     if params.top_p < 1.0:

@@ -20,7 +20,7 @@ import torch
 
 from .kv_batch import KVBatch
 from .prefix_cache import PrefixCache, PrefixHit
-from .sampling import GREEDY_TEMPERATURE, SamplingParams, choose_token
+from .sampling import SamplingParams, choose_token, is_greedy
 from .sequence import GenerationEvent, GenerationHandle, Outbox, Sequence
 
 if TYPE_CHECKING:  # the engine itself needs only torch and transformers
@@ -62,6 +62,9 @@ class Engine:
         self.prefix_cache = PrefixCache(limits.prefix_cache_tokens) if limits.prefix_cache_tokens > 0 else None
         self._pending: deque[Sequence] = deque()
         self._running: list[Sequence] = []
+        # Admitted but not yet in the running batch (being prefilled): they hold batch slots, so the queue
+        # limit counts them; a request arriving during a long prefill must not slip past max_queue.
+        self._prefilling: list[Sequence] = []
         self._batch: KVBatch | None = None
         self._outbox = Outbox()  # events of the current step, delivered once per step
         self.decode_steps = 0  # decode forward passes so far, and the seconds they took (scheduler included)
@@ -105,7 +108,8 @@ class Engine:
             if not self._accepting:
                 raise EngineClosedError("the server is shutting down")
             # at most max_queue requests wait beyond the max_num_seqs batch slots
-            if len(self._pending) + len(self._running) >= self.limits.max_num_seqs + self.limits.max_queue:
+            held = len(self._pending) + len(self._running) + len(self._prefilling)
+            if held >= self.limits.max_num_seqs + self.limits.max_queue:
                 self.metrics.rejected.labels(reason="queue_full").inc()
                 raise QueueFullError(f"the request queue is full ({self.limits.max_queue} waiting)")
             self._pending.append(sequence)
@@ -121,7 +125,7 @@ class Engine:
         """From any thread: end every queued and running request now with an error event (``code``), without
         waiting for the engine thread (it may be in a long step, or dead). Returns how many were ended."""
         with self._cond:
-            open_ = [seq for seq in [*self._running, *self._pending] if not seq.finished]
+            open_ = [seq for seq in [*self._running, *self._prefilling, *self._pending] if not seq.finished]
             for seq in open_:
                 seq.abort(GenerationEvent("error", message=message, code=code))
             self._cond.notify()
@@ -174,6 +178,7 @@ class Engine:
         self._update_gauges()
 
     def _admit(self) -> list[Sequence]:
+        """Under the lock: move what fits from the queue to ``_prefilling`` (and return it)."""
         admitted: list[Sequence] = []
         free = self.limits.max_num_seqs - len(self._running)
         now = time.monotonic()
@@ -191,6 +196,7 @@ class Engine:
         for seq in [s for s in self._pending if s.cancelled or (s.deadline and now > s.deadline)]:
             self._pending.remove(seq)
             self._finish(seq, "cancelled" if seq.cancelled else "timeout")
+        self._prefilling = list(admitted)
         return admitted
 
     def _reap(self) -> None:
@@ -216,34 +222,42 @@ class Engine:
         # Prefill before decoding (the best p99 time to first token); chunks keep each forward pass
         # bounded and let each chunk's first tokens go out as soon as it is done.
         for group in groups:
-            prompts = [s.prompt_ids for s in group]
-            hits = [self._lookup_prefix(p) for p in prompts] if self.prefix_cache else None
             try:
-                batch, logits = KVBatch.prefill(self.model, prompts, self.pad_id, hits)
-            except Exception as exc:
-                log.exception("prefill failed")
-                for seq in group:
-                    self._fail(seq, f"prefill failed: {type(exc).__name__}", "generation_failed")
-                self._outbox.flush()
-                continue
-            self.metrics.prompt_tokens.inc(sum(len(p) for p in prompts))
-            if self.prefix_cache is not None:
-                for row, prompt in enumerate(prompts):
-                    if not self.prefix_cache.contains(prompt):
-                        self.prefix_cache.store(prompt, batch.row_kv(row))
-            greedy = self._greedy(logits, group)
-            keep = [row for row, seq in enumerate(group) if self._accept(seq, logits, row, greedy[row])]
-            self._outbox.flush()  # this chunk's first tokens go out now, before the next chunk's prefill
-            if not keep:
-                continue
-            if len(keep) < len(group):
-                batch.select(keep)
-            group = [group[row] for row in keep]
-            if self._batch is None:
-                self._batch, self._running = batch, group
-            else:
-                self._batch.merge(batch)
-                self._running.extend(group)
+                self._prefill_group(group)
+            finally:  # merged into the batch, finished or failed: no longer held by the prefill
+                done = {id(seq) for seq in group}
+                with self._cond:
+                    self._prefilling = [seq for seq in self._prefilling if id(seq) not in done]
+
+    def _prefill_group(self, group: list[Sequence]) -> None:
+        prompts = [s.prompt_ids for s in group]
+        hits = [self._lookup_prefix(p) for p in prompts] if self.prefix_cache else None
+        try:
+            batch, logits = KVBatch.prefill(self.model, prompts, self.pad_id, hits)
+        except Exception as exc:
+            log.exception("prefill failed")
+            for seq in group:
+                self._fail(seq, f"prefill failed: {type(exc).__name__}", "generation_failed")
+            self._outbox.flush()
+            return
+        self.metrics.prompt_tokens.inc(sum(len(p) for p in prompts))
+        if self.prefix_cache is not None:
+            for row, prompt in enumerate(prompts):
+                if not self.prefix_cache.contains(prompt):
+                    self.prefix_cache.store(prompt, batch.row_kv(row))
+        greedy = self._greedy(logits, group)
+        keep = [row for row, seq in enumerate(group) if self._accept(seq, logits, row, greedy[row])]
+        self._outbox.flush()  # this chunk's first tokens go out now, before the next chunk's prefill
+        if not keep:
+            return
+        if len(keep) < len(group):
+            batch.select(keep)
+        group = [group[row] for row in keep]
+        if self._batch is None:
+            self._batch, self._running = batch, group
+        else:
+            self._batch.merge(batch)
+            self._running.extend(group)
 
     def _lookup_prefix(self, prompt: list[int]) -> PrefixHit | None:
         assert self.prefix_cache is not None
@@ -275,15 +289,15 @@ class Engine:
 
     @staticmethod
     def _greedy(logits: torch.Tensor, sequences: list[Sequence]) -> list[int | None]:
-        """Argmax of every row in one device round trip (for rows at temperature 0)."""
-        if not any(s.params.temperature <= GREEDY_TEMPERATURE for s in sequences):
+        """Argmax of every row in one device round trip (for the greedy rows)."""
+        if not any(is_greedy(s.params) for s in sequences):
             return [None] * len(sequences)
         return logits.argmax(dim=-1).tolist()
 
     def _accept(self, seq: Sequence, logits: torch.Tensor, row: int, greedy: int | None) -> bool:
         """Take one token for ``seq`` (row ``row`` of ``logits``); emit its text; return False when the
         sequence is finished. Greedy rows do not touch ``logits`` (no per-row tensor op)."""
-        if seq.params.temperature <= GREEDY_TEMPERATURE and greedy is not None:
+        if greedy is not None and is_greedy(seq.params):
             token = greedy
         else:
             token = choose_token(logits[row], seq.params, seq.generator)
@@ -335,6 +349,8 @@ class Engine:
         self._running, self._batch = [], None
         with self._cond:
             pending, self._pending = list(self._pending), deque()
+            pending += [seq for seq in self._prefilling if not seq.finished]  # a step that failed mid-prefill
+            self._prefilling = []
         for seq in pending:
             self._fail(seq, message, code)
 

@@ -140,5 +140,5 @@ def test_health_ready_and_weight_memory(server):
     assert httpx.get(server.url + "/health").json() == {"status": "ok"}
     assert httpx.get(server.url + "/ready").status_code == 200
     text = httpx.get(server.url + "/metrics").text
-    weight = [line for line in text.splitlines() if line.startswith("dsdeploy:model_weight_bytes{")]
+    weight = [line for line in text.splitlines() if line.startswith("dsdeploy_server_model_weight_bytes{")]
     assert float(weight[0].split()[-1]) > 100e6  # 135M parameters in float32

@@ -64,9 +64,9 @@ def test_sixteen_concurrent_requests_all_answered_faster_than_one_by_one(server)
 def _batches_over_one(metrics_url: str) -> float:
     """Decode forward passes that carried more than one sequence so far."""
     samples = scrape(metrics_url)
-    total = value(metrics_url, "dsdeploy:decode_batch_size_count")
+    total = value(metrics_url, "dsdeploy_server_decode_batch_size_count")
     single = sum(v for (name, labels), v in samples.items()
-                 if name == "dsdeploy:decode_batch_size_bucket" and dict(labels).get("le") == "1.0")
+                 if name == "dsdeploy_server_decode_batch_size_bucket" and dict(labels).get("le") == "1.0")
     return total - single
 
 
@@ -102,7 +102,7 @@ def test_queue_full_gets_429_at_once_and_slow_requests_time_out(small_server):
     assert (error["code"], error["type"]) == ("request_timeout", "timeout_error"), error
     deltas = [e["choices"][0]["delta"] for e in runner.events[1:-2]]  # (small_server parses reasoning)
     assert any(d.get("content") or d.get("reasoning_content") for d in deltas)
-    assert value(url + "/metrics", "dsdeploy:requests_rejected_total", reason="queue_full") >= 2
+    assert value(url + "/metrics", "dsdeploy_server_requests_rejected_total", reason="queue_full") >= 2
     assert value(url + "/metrics", "vllm:request_success_total", finished_reason="abort") >= 2
     _idle(url)
 

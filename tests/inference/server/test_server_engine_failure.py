@@ -59,7 +59,7 @@ def test_a_dead_engine_fails_open_requests_and_health_and_ready_say_so(inprocess
         assert response.status_code == 503 and response.json()["error"]["code"] == "engine_failed", path
     refused = httpx.post(server.url + "/v1/chat/completions", json={**LONG, "max_tokens": 2}, timeout=10)
     assert refused.status_code == 503 and refused.json()["error"]["code"] == "engine_failed"
-    assert value(server.url + "/metrics", "dsdeploy:ready") == 0
+    assert value(server.url + "/metrics", "dsdeploy_server_ready") == 0
 
 
 def test_a_hung_engine_cannot_hold_requests_past_their_deadline(inprocess_server, monkeypatch):

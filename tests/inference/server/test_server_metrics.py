@@ -6,7 +6,9 @@ import httpx
 import pytest
 
 from tests.inference.server.http_threads import Stream
+from tests.inference.server.test_server_metric_names import only_vllm_colon_names
 from tests.support.prometheus_text import scrape, value, wait_for
+from tests.support.promtool import check_metrics
 
 pytestmark = pytest.mark.slow
 
@@ -86,3 +88,10 @@ def test_a_request_cancelled_before_prefill_adds_no_prompt_tokens(small_server):
         before, "vllm:request_success_total", finished_reason="abort") == 2
     assert requested == 2 * prefilled > 0  # two requests of the same prompt finished; one was prefilled
     assert value(metrics, "vllm:num_requests_waiting") == 0
+
+
+def test_live_metrics_pass_promtool_check_metrics(server, client):
+    client.chat.completions.create(model=MODEL_NAME, messages=QUESTION, max_tokens=2, temperature=0)
+    text = httpx.get(server.url + "/metrics").text
+    assert "dsdeploy_server_ready{" in text and "dsdeploy:" not in text
+    only_vllm_colon_names(check_metrics(text))

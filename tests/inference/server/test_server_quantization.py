@@ -20,6 +20,6 @@ def test_quantized_model_loads_and_answers(server_factory, quantization, max_fra
     reply = httpx.post(proc.url + "/v1/chat/completions", json=body, timeout=120)
     assert reply.status_code == 200, reply.text
     assert reply.json()["choices"][0]["message"]["content"].strip()
-    weight = value(proc.url + "/metrics", "dsdeploy:model_weight_bytes")
+    weight = value(proc.url + "/metrics", "dsdeploy_server_model_weight_bytes")
     assert 0 < weight < FP32_BYTES * max_fraction
     assert f"weights {weight / 2**20:.1f} MiB" in proc.log_tail(20000)

@@ -23,8 +23,8 @@ def test_default_cost_reproduces_the_article_basis(capsys):
     data = _json(capsys)
     assert [r["calls_per_year"] for r in data["rows"]] == [100_000, 1_000_000, 10_000_000]
     assert [r["api"] for r in data["rows"]] == pytest.approx([12_000, 120_000, 1_200_000])
-    assert data["currency"] == "CNY" and data["api_sheet"] == "mission-flat"
-    assert data["mission"]["reproduces_basis"] is True
+    assert data["currency"] == "CNY" and data["api_sheet"] == "article-flat"
+    assert data["article_table"]["reproduces_basis"] is True
     assert {c["tier"] for c in data["capacities"]} == {"base", "pro"}
     assert all("planner" in c["source"] for c in data["capacities"])
     keys = {o["key"] for o in data["options"]}
@@ -52,7 +52,7 @@ def test_measured_throughput_and_deepseek_prices_in_usd(capsys):
     spot = next(o for o in data["options"] if o["key"] == "pro eks spot")
     assert spot["unit_cost_per_year"] == pytest.approx(20 * 8760)
     assert data["capacities"][0]["source"].startswith("measured")
-    assert data["mission"]["reproduces_basis"] is False
+    assert data["article_table"]["reproduces_basis"] is False
     # on-prem: power 5 kW x 1.2 x 8,760 h x 0.15 USD = 7,884 USD; hosting 1,000 USD; ops 70,000 CNY / 7 = 10,000 USD
     onprem = next(o for o in data["options"] if o["key"] == "pro on-prem")
     assert onprem["breakdown"]["power"] == pytest.approx(7884) and onprem["breakdown"]["hosting"] == pytest.approx(1000)
@@ -65,6 +65,8 @@ def test_measured_throughput_and_deepseek_prices_in_usd(capsys):
     (["--calls-per-month", "-5"], "--calls-per-month"),
     (["--tier", "gold"], "--tier 'gold'"),
     (["--api-prices", "nowhere.yaml"], "neither a preset"),
+    # the former name of the article's preset says what to write instead
+    (["--api-prices", "mission-flat"], "--api-prices 'mission-flat' was renamed: use 'article-flat'"),
     (["--api-prices", "deepseek", "--api-model", "gpt-4"], "--api-model 'gpt-4' is not in price sheet"),
     (["--utilization", "1.5"], "--utilization"),
     (["--throughput-tokens-per-s", "100"], "give exactly one --tier"),
@@ -94,7 +96,7 @@ def test_missing_cloud_price_is_reported_not_guessed(capsys):
 
 
 def test_shipped_price_sheets_carry_source_and_date_for_every_price():
-    for preset in ("mission-flat", "deepseek"):
+    for preset in ("article-flat", "deepseek"):
         for name, p in load_api_prices(preset).models.items():
             assert p.source and p.read_on, name
     deepseek = load_api_prices("deepseek").models

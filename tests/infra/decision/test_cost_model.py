@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from infra.decision.article_table import article_table_check
 from infra.decision.cost_model import (
     SECONDS_PER_YEAR,
     LocalOption,
@@ -17,14 +18,13 @@ from infra.decision.cost_model import (
     onprem_unit_cost,
 )
 from infra.decision.currency import DecisionInputError, ExchangeRate
-from infra.decision.mission import mission_check
 from infra.decision.prices import load_api_prices
 
 
-def test_mission_basis_100k_calls_is_12000_cny_per_year():
+def test_article_basis_100k_calls_is_12000_cny_per_year():
     # 0.12 CNY per 1,000 tokens = 120 CNY per 1M tokens; 1,000 tokens per call:
     # per call 1,000 x 120 / 1,000,000 = 0.12 CNY; 100,000 calls -> 12,000 CNY
-    _, flat = load_api_prices("mission-flat").model_prices(None)
+    _, flat = load_api_prices("article-flat").model_prices(None)
     per_call = api_cost_per_call(flat, Workload(prompt_tokens=500, completion_tokens=500), 1.0)
     assert per_call == pytest.approx(0.12)
     assert per_call * 100_000 == pytest.approx(12_000)
@@ -32,8 +32,8 @@ def test_mission_basis_100k_calls_is_12000_cny_per_year():
     assert per_call * 10_000_000 == pytest.approx(1_200_000)  # the article prints 820,000
 
 
-def test_mission_check_states_where_the_article_differs_from_its_basis():
-    check = mission_check("mission-flat", Workload(prompt_tokens=400, completion_tokens=600), 0.12, "CNY",
+def test_article_table_check_states_where_the_article_differs_from_its_basis():
+    check = article_table_check("article-flat", Workload(prompt_tokens=400, completion_tokens=600), 0.12, "CNY",
                           lambda calls: ("base on-prem", 61_000.0))
     assert check.reproduces_basis
     by_calls = {r.calls_per_year: r for r in check.rows}
@@ -44,7 +44,7 @@ def test_mission_check_states_where_the_article_differs_from_its_basis():
     assert any("98,000" in n and "120,000" in n for n in check.notes)
     assert by_calls[100_000].this_study_local_3y == pytest.approx(183_000)  # 3 x 61,000
     assert by_calls[100_000].this_study_local_option == "base on-prem"
-    assert not mission_check("deepseek", Workload(), 0.01, "CNY").reproduces_basis
+    assert not article_table_check("deepseek", Workload(), 0.01, "CNY").reproduces_basis
 
 
 def test_deepseek_price_with_cache_hits_and_currency_conversion():

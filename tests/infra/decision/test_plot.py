@@ -22,7 +22,7 @@ def test_figure_has_api_and_local_series_and_marked_break_evens(study):
     fig = build_figure(study)
     ax = fig.axes[0]
     labels = [line.get_label() for line in ax.get_lines()]
-    assert labels[0].startswith("API (mission-flat / flat)")
+    assert labels[0].startswith("API (article-flat / flat)")
     priced = [o.key for o in study.options if o.priced]
     assert priced == ["base on-prem", "base gke on-demand", "base gke spot", "base eks on-demand"]
     for key in priced:

@@ -7,6 +7,7 @@ Mocks are installed before the program modules are imported (the program is impo
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +18,12 @@ from pulumi.runtime import mocks as pulumi_mocks
 SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
 SIG_KEY = "4dabf18193072939515e22adb298388d"
 CA_DATA = "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCg=="
+MOCK_TOKEN = "mock-registry-token-0123456789"
+
+
+def image_digest(resource_name: str) -> str:
+    """The digest the mocks give a docker-build Image: distinct per resource, stable across runs."""
+    return "sha256:" + hashlib.sha256(resource_name.encode()).hexdigest()
 
 
 @dataclass
@@ -92,12 +99,27 @@ class RecordingMocks(pulumi.runtime.Mocks):
             outputs.setdefault("nodeGroupName", args.name)
         elif args.typ == "aws:ec2/launchTemplate:LaunchTemplate":
             outputs.setdefault("latestVersion", 1)
+        elif args.typ == "gcp:artifactregistry/repository:Repository":
+            project = args.inputs.get("project", "mock-project")
+            outputs["registryUri"] = f"{args.inputs['location']}-docker.pkg.dev/{project}/{args.inputs['repositoryId']}"
+        elif args.typ == "aws:ecr/repository:Repository":
+            outputs.update(registryId="123456789012",
+                           repositoryUrl=f"123456789012.dkr.ecr.us-east-1.amazonaws.com/{args.inputs['name']}")
+        elif args.typ == "docker-build:index:Image":
+            outputs["digest"] = image_digest(args.name)
         outputs.setdefault("name", args.inputs.get("name", args.name))
         return [f"{args.name}-id", outputs]
 
     def call(self, args: pulumi.runtime.MockCallArgs):
         if args.token == "aws:index/getAvailabilityZones:getAvailabilityZones":
             return {"names": ["us-east-1a", "us-east-1b", "us-east-1c"], "zoneIds": ["use1-az1", "use1-az2", "use1-az4"]}
+        if args.token == "gcp:organizations/getProject:getProject":
+            return {"number": "987654321098", "projectId": args.args.get("projectId") or "mock-project"}
+        if args.token == "gcp:organizations/getClientConfig:getClientConfig":
+            return {"accessToken": MOCK_TOKEN}
+        if args.token == "aws:ecr/getAuthorizationToken:getAuthorizationToken":
+            return {"userName": "AWS", "password": MOCK_TOKEN,
+                    "proxyEndpoint": "https://123456789012.dkr.ecr.us-east-1.amazonaws.com"}
         return {}
 
 

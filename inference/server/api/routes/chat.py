@@ -35,11 +35,12 @@ async def chat_completions(request: Request):
 
     if not body.stream:
         text, final = await collect(runtime, request, handle)
-        message: dict = {"role": "assistant", "content": text}
+        # "refusal" is required by the API's schema (null: the model did not refuse)
+        message: dict = {"role": "assistant", "content": text, "refusal": None}
         if splitter is not None:
             r1, c1 = splitter.push(text)
             r2, c2 = splitter.finish()
-            message = {"role": "assistant", "content": c1 + c2, "reasoning_content": (r1 + r2) or None}
+            message = {"role": "assistant", "content": c1 + c2, "refusal": None, "reasoning_content": (r1 + r2) or None}
         return {
             "id": completion_id, "object": "chat.completion", "created": created, "model": model,
             "choices": [{"index": 0, "message": message, "finish_reason": final.finish_reason, "logprobs": None}],

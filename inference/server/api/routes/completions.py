@@ -64,7 +64,7 @@ async def completions(request: Request):
 
 @router.post("/generate")
 async def generate(request: Request) -> dict:
-    """The seed article's service: raw prompt in, generated text out (without the prompt)."""
+    """The article's service: raw prompt in, generated text out (without the prompt)."""
     runtime, prompts = request.app.state.runtime, request.app.state.prompts
     body = await read_body(request, GenerateRequest, value_limit(runtime.loaded.max_model_len),
                            prompts.precheck_prompt)

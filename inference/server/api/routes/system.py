@@ -10,6 +10,7 @@ from starlette.responses import JSONResponse, Response
 
 from ...metrics import CONTENT_TYPE
 from ..errors import error_response
+from ..generation import check_model
 
 router = APIRouter()
 _STARTED = int(time.time())
@@ -17,12 +18,21 @@ _STARTED = int(time.time())
 
 @router.get("/v1/models")
 async def models(request: Request) -> dict:
+    return {"object": "list", "data": [_model(request.app.state.runtime)]}
+
+
+@router.get("/v1/models/{model:path}")
+async def model(request: Request, model: str) -> dict:
+    """One model (``client.models.retrieve``); a name this server does not serve is a 404."""
     runtime = request.app.state.runtime
+    check_model(runtime, model)
+    return _model(runtime)
+
+
+def _model(runtime) -> dict:
     loaded = runtime.loaded
-    return {"object": "list", "data": [{
-        "id": loaded.served_model_name, "object": "model", "created": _STARTED, "owned_by": "dsdeploy",
-        "root": model_root(runtime.config.model), "max_model_len": loaded.max_model_len,
-    }]}
+    return {"id": loaded.served_model_name, "object": "model", "created": _STARTED, "owned_by": "dsdeploy",
+            "root": model_root(runtime.config.model), "max_model_len": loaded.max_model_len}
 
 
 def model_root(model: str) -> str:

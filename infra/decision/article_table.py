@@ -1,4 +1,4 @@
-"""The seed article's cost table (section 3.1), held against its own stated basis.
+"""The article's cost table (section 3.1), held against its own stated basis.
 
 Article table (CNY; "线上调用(年)" = API per year, "本地部署(3年TCO)" = local 3-year TCO incl. hardware):
 
@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pydantic import BaseModel, ConfigDict
 
 from infra.decision.cost_model import Workload
+from infra.decision.prices import ARTICLE_PRESET
 
 ARTICLE_PRICE_CNY_PER_1K = 0.12
 ARTICLE_TOKENS_PER_CALL = 1000
@@ -33,7 +34,7 @@ ARTICLE_TABLE: dict[int, tuple[float, float]] = {
 }
 
 
-class MissionRow(BaseModel):
+class ArticleTableRow(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     calls_per_year: int
     article_api: float
@@ -45,10 +46,10 @@ class MissionRow(BaseModel):
     this_study_local_option: str | None = None
 
 
-class MissionCheck(BaseModel):
+class ArticleTableCheck(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     reproduces_basis: bool
-    rows: list[MissionRow]
+    rows: list[ArticleTableRow]
     notes: list[str]
 
 
@@ -56,15 +57,15 @@ def basis_api_cost(calls: float) -> float:
     return calls * ARTICLE_TOKENS_PER_CALL / 1000 * ARTICLE_PRICE_CNY_PER_1K
 
 
-def mission_check(sheet: str, workload: Workload, per_call: float, currency: str,
-                  cheapest_local: Callable[[float], tuple[str, float] | None] | None = None) -> MissionCheck:
+def article_table_check(sheet: str, workload: Workload, per_call: float, currency: str,
+                  cheapest_local: Callable[[float], tuple[str, float] | None] | None = None) -> ArticleTableCheck:
     """The article's rows against its basis; ``cheapest_local(calls)`` -> (option, annual cost) of this run."""
-    same_basis = sheet == "mission-flat" and currency == "CNY" and workload.tokens_per_call == ARTICLE_TOKENS_PER_CALL
+    same_basis = sheet == ARTICLE_PRESET and currency == "CNY" and workload.tokens_per_call == ARTICLE_TOKENS_PER_CALL
     rows = []
     for calls, (api, local3) in ARTICLE_TABLE.items():
         basis = basis_api_cost(calls)
         local = cheapest_local(calls) if (same_basis and cheapest_local is not None) else None
-        rows.append(MissionRow(
+        rows.append(ArticleTableRow(
             calls_per_year=calls, article_api=api, basis_api=basis,
             difference_pct=round((api - basis) / basis * 100, 1), article_local_3y=local3,
             this_study_api=per_call * calls if same_basis else None,
@@ -86,6 +87,6 @@ def mission_check(sheet: str, workload: Workload, per_call: float, currency: str
                  "'this run local x 3 yr' column is the cheapest local option of this run over three years, "
                  "for comparison with the article's column).")
     if not same_basis:
-        notes.append("This run does not use the article basis (preset mission-flat, CNY, 1,000 tokens per call), "
+        notes.append(f"This run does not use the article basis (preset {ARTICLE_PRESET}, CNY, 1,000 tokens per call), "
                      "so its figures are not comparable row by row.")
-    return MissionCheck(reproduces_basis=same_basis, rows=rows, notes=notes)
+    return ArticleTableCheck(reproduces_basis=same_basis, rows=rows, notes=notes)
