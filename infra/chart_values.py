@@ -253,9 +253,15 @@ def _engine_values(plan: DeploymentPlan, options: ChartOptions) -> dict[str, Any
             "quantization 'gguf-q4' needs one GGUF file chosen from the repository; the chart does not pick it. "
             "Use another quantization, or write the values by hand with model.allowPatterns and model.ggufFile"
         )
+    if plan.engine == "server" and options.engine_type == "vllm":
+        raise ChartValuesError(
+            f"quantization {plan.quantization!r}: the pinned vLLM loads no bitsandbytes or GGUF weights (vLLM removed "
+            "both, RFC #39583); this plan runs on the project's server. Use engine_type='server'"
+        )
     if gpus == 0 and options.engine_type == "vllm":
         raise ChartValuesError(
-            f"tier {plan.tier!r} has no GPU; vLLM needs one. Use engine_type='server' for CPU serving"
+            f"tier {plan.tier!r} has no GPU, and the planner sizes GPU tiers only; for CPU nodes write the values "
+            "by hand (the chart runs vLLM's CPU image when engine.gpusPerReplica is 0), or use engine_type='server'"
         )
     shm_gib = 1 if gpus == 0 else max(2, 4 * plan.tensor_parallel_size)
     engine: dict[str, Any] = {

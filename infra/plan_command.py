@@ -103,7 +103,8 @@ def _print_table(plan: Any, machines: dict[str, dict[str, Any]]) -> None:
         ("reserve", f"{plan.reserve_bytes / 1e9:.2f} GB"),
         ("decode bound, 1 sequence", f"{plan.decode_tokens_per_s_per_seq:,.1f} tokens/s"),
         ("decode bound, full batch", f"{plan.decode_tokens_per_s_batch:,.1f} tokens/s"),
-        ("vLLM flags", " ".join(plan.engine_args)),
+        ("engine", "vLLM" if plan.engine == "vllm" else "dsdeploy serve (the pinned vLLM does not load this format)"),
+        ("vLLM flags", " ".join(plan.engine_args) or "(none: not a vLLM plan)"),
     ]
     if plan.worker_engine_args:
         rows[-1] = ("vLLM flags (leader)", rows[-1][1] + " --node-rank 0 --master-addr LEADER")

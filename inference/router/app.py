@@ -27,6 +27,7 @@ from inference.router.policy import DataClassPolicy
 from inference.router.pool import UpstreamPool
 from inference.router.proxy import AttemptFailed, answer_usage
 from inference.router.ratelimit import RateLimiter
+from inference.router.reasoning_shape import for_clients
 from inference.router.streaming import relay
 
 _ID_PREFIX = os.urandom(8).hex()  # per process; with a counter: unique ids without uuid4's cost
@@ -183,7 +184,7 @@ class RouterApp:
                     return
             deadline = time.monotonic() + self.config.timeouts.request_s
             routed = await self.fallback.route(path, body, data, stream, data_class, deadline, failures, rid)
-            reply = routed.reply
+            reply = routed.reply = for_clients(path, routed.reply)
             route_name = routed.route
             upstream = routed.upstream_label
             fallback_reason = routed.fallback_reason

@@ -31,6 +31,9 @@ UPSTREAM_5XX = "upstream_5xx"
 UPSTREAM_429 = "upstream_429"
 MALFORMED = "malformed_response"
 UNRESPONSIVE = "unresponsive"
+# A local engine refused the router's own key (upstreams[].api_key): clients' keys never go to engines,
+# so passing its 401 on would tell the client that its key is wrong.
+LOCAL_KEY_REJECTED = "local_key_rejected"
 
 
 class AttemptFailed(Exception):
@@ -148,6 +151,8 @@ async def bounded_local(up: LocalUpstream, raw: bytes, stream: bool, timeout: fl
             if retry_after is not None:
                 retry_after = retry_after.decode("latin-1")
             _fail_on_status(status, retry_after)
+            if status in (401, 403):
+                raise AttemptFailed(LOCAL_KEY_REJECTED, status=status)
             if status != 200 or not stream:
                 data = await resp.read()
                 resp.close()

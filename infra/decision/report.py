@@ -43,7 +43,8 @@ def _plan_section(req: CostRequest, study: CostStudy) -> list[str]:
             f"| weights | {plan.weight_bytes / 1e9:,.1f} GB |",
             f"| decode bound, one sequence | {plan.decode_tokens_per_s_per_seq:,.0f} tokens/s |",
             f"| decode bound, full batch | {plan.decode_tokens_per_s_batch:,.0f} tokens/s |",
-            f"| engine flags | `{' '.join(plan.engine_args)}` |",
+            f"| engine | {'vLLM' if plan.engine == 'vllm' else 'dsdeploy serve'} |",
+            f"| engine flags | `{' '.join(plan.engine_args) or '(dsdeploy serve)'}` |",
             "",
         ]
         for platform in ("gke", "eks"):

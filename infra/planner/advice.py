@@ -47,6 +47,8 @@ def _availability(model: ModelSpec, quant: str) -> str:
         return "published weights"
     if model.native_dtype == "bf16" and QUANT_SPECS[quant].runtime_vllm_flag:
         return "vLLM quantizes at load"
+    if model.native_dtype == "bf16" and QUANT_SPECS[quant].engine == "server" and quant != "gguf-q4":
+        return "dsdeploy serve quantizes at load"
     return "no published weights"
 
 

@@ -62,8 +62,10 @@ class DeploymentPlan(BaseModel):
     decode_tokens_per_s_batch: float
     prefill_tokens_per_s: float
     reasoning: bool
+    engine: str  # "vllm", or "server" (dsdeploy serve) for the formats the pinned vLLM does not load
     vllm_quantization: str | None
-    engine_args: list[str]                # the leader's flags (the only pod of a one-node replica)
+    engine_args: list[str]                # vLLM flags of the leader (the only pod of a one-node replica);
+                                          # empty when the plan runs on the project's server
     worker_engine_args: list[str] = []    # the other nodes' flags; [] for a one-node replica
     reasoning_parser: str | None = None       # vLLM --reasoning-parser (None: no reasoning output split)
     tool_call_parser: str | None = None       # vLLM --tool-call-parser (with --enable-auto-tool-choice)
@@ -185,6 +187,11 @@ def plan_deployment(model: str, tier: str, quantization: str | None = None, cont
     speculative = speculative_decoding(spec, quant_key)
     fit: Fit | MultiNodeFit | None = _choose(spec, quant, catalog, tier_spec.key, contexts, gpu_memory_utilization,
                                              speculative is not None)
+    if fit is None and quant.engine == "server":  # dsdeploy serve has no multi-node mode
+        error = _not_fit(spec, quant_key, catalog, tier_spec.key, contexts, gpu_memory_utilization,
+                         speculative is not None)
+        raise PlanDoesNotFit(f"{error} ({quant_key} runs on dsdeploy serve, which serves one node per replica: "
+                             "it cannot span nodes.)", error.shortfall_bytes, error.suggestion)
     if fit is None and max_nodes == 1:
         raise _not_fit(spec, quant_key, catalog, tier_spec.key, contexts, gpu_memory_utilization,
                        speculative is not None)
@@ -202,7 +209,8 @@ def plan_deployment(model: str, tier: str, quantization: str | None = None, cont
     if seqs < MIN_USEFUL_SEQS and nodes == 1:  # a multi-node plan words its own (below)
         warnings.append(f"only {seqs} sequence(s) of {fit.context} tokens fit at once; a shorter --context, a "
                         "smaller quantization or a larger tier raises concurrency")
-    args = engine_args(spec, fit, gpu_memory_utilization, seqs, source.vllm_quantization, speculative)
+    args = (engine_args(spec, fit, gpu_memory_utilization, seqs, source.vllm_quantization, speculative)
+            if quant.engine == "vllm" else [])  # the project's server takes no vLLM flags
     if isinstance(fit, MultiNodeFit):
         figures = spread_figures(spec, quant_key, catalog, tier_spec, fit, gpu_memory_utilization, seqs)
         per_seq, batch, explanation = figures.decode_per_seq, figures.decode_batch, figures.explanation
@@ -236,6 +244,7 @@ def plan_deployment(model: str, tier: str, quantization: str | None = None, cont
         decode_tokens_per_s_batch=round(batch, 2),
         prefill_tokens_per_s=round(prefill_tokens_per_s(spec, quant, gpu, fit.tp * nodes), 2),
         reasoning=spec.reasoning,
+        engine=quant.engine,
         vllm_quantization=source.vllm_quantization,
         engine_args=args,
         worker_engine_args=args + WORKER_ONLY_FLAGS if nodes > 1 else [],

@@ -21,7 +21,7 @@ from infra.chart_values import CHART_DIR
 from tests.charts.download_fakes import FakeHub, load_script
 
 REPO = Path(__file__).resolve().parents[2]
-SCENARIOS = ("gke-base", "gke-pro", "eks-pro", "onprem-cpu", "airgapped", "gke-pro-multinode")
+SCENARIOS = ("gke-base", "gke-pro", "eks-pro", "onprem-cpu", "edge-server", "airgapped", "gke-pro-multinode")
 NAMESPACE = "dsdeploy"
 RELEASE = "ds"
 

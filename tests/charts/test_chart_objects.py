@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from inference.router.config import load_router_config
+from infra.vllm_release import pinned_vllm_tag
 from tests.charts.conftest import NAMESPACE, SCENARIOS, Rendered, helm_template, parse, scenario_file
 
 GPU_SCENARIOS = ("gke-base", "gke-pro", "eks-pro", "airgapped")
@@ -57,16 +58,45 @@ def test_platform_labels(rendered: dict[str, Rendered]) -> None:
     assert sel["airgapped"] == {"site.example/gpu": "a100-40gb"}
 
 
-def test_cpu_tier_has_no_gpu_placement(rendered: dict[str, Rendered]) -> None:
-    r = rendered["onprem-cpu"]
+@pytest.mark.parametrize("scenario", ["onprem-cpu", "edge-server"])
+def test_cpu_nodes_have_no_gpu_placement(rendered: dict[str, Rendered], scenario: str) -> None:
+    r = rendered[scenario]
     spec = r.engine_pod_spec()
     assert "nodeSelector" not in spec and "tolerations" not in spec
     c = spec["containers"][0]
     assert "nvidia.com/gpu" not in c["resources"]["limits"] and "nvidia.com/gpu" not in c["resources"]["requests"]
-    assert c["command"] == ["dsdeploy", "serve"]
-    assert arg(c, "--device") == "cpu" and arg(c, "--quantization") == "bf16"
-    assert c["readinessProbe"]["httpGet"]["path"] == "/ready"
     assert "nvidia.com/gpu" not in r.text
+
+
+def test_cpu_engine_is_vllms_cpu_image_at_the_charts_vllm_release(rendered: dict[str, Rendered]) -> None:
+    c = engine_container(rendered["onprem-cpu"])
+    assert c["image"] == f"registry.internal.example/vllm/vllm-openai-cpu:{pinned_vllm_tag()}"
+    assert c["command"] == ["vllm", "serve"]
+    # The KV cache is sized by the values, never from the node's free memory; no GPU flag on CPU.
+    assert arg(c, "--kv-cache-memory-bytes") == "2G"
+    assert not any(a.startswith("--gpu-memory-utilization") for a in c["args"])
+    assert arg(c, "--reasoning-parser") == "deepseek_r1"
+    assert c["readinessProbe"]["httpGet"]["path"] == "/health"
+
+
+def test_cpu_image_tag_follows_the_gpu_image_unless_set(tmp_path: Path) -> None:
+    for cpu_tag, expected in (("", f"vllm/vllm-openai-cpu:{pinned_vllm_tag()}"),
+                              ("v9.9.9-x86_64", "vllm/vllm-openai-cpu:v9.9.9-x86_64")):
+        proc = helm_template(values={"engine": {"gpusPerReplica": 0, "vllm": {"cpuImage": {"tag": cpu_tag}}}},
+                             tmp=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        assert engine_container(parse(proc.stdout))["image"] == expected
+    digest_only = {"engine": {"gpusPerReplica": 0, "vllm": {"image": {"tag": "", "digest": "sha256:" + "c" * 64}}}}
+    proc = helm_template(values=digest_only, tmp=tmp_path)
+    assert proc.returncode != 0 and "engine.vllm.cpuImage: set a tag or a digest" in proc.stderr
+
+
+def test_edge_engine_is_the_server_on_the_gguf_file_as_shipped(rendered: dict[str, Rendered]) -> None:
+    c = engine_container(rendered["edge-server"])
+    assert c["command"] == ["dsdeploy", "serve"]
+    assert arg(c, "--device") == "cpu"
+    assert arg(c, "--gguf-file") == "DeepSeek-R1-Distill-Qwen-1.5B-Q4_K_M.gguf"
+    assert c["readinessProbe"]["httpGet"]["path"] == "/ready"
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)

@@ -22,7 +22,7 @@ COMBOS = [
     ("r1-distill-qwen-14b", "base", None, "eks"),
     ("r1-distill-qwen-32b", "pro", None, "gke"),
     ("r1-distill-llama-70b", "pro", "fp8", "eks"),
-    ("r1-distill-qwen-7b", "base", "bnb-4bit", "existing"),
+    ("r1-distill-qwen-7b", "base", "gptq-int4", "existing"),
 ]
 
 
@@ -94,13 +94,23 @@ def test_platform_selectors_and_options(tmp_path: Path) -> None:
 
 def test_server_engine_on_cpu(tmp_path: Path) -> None:
     plan = plan_deployment("r1-distill-qwen-1.5b", "base").model_copy(update={"gpus_per_replica": 0})
-    with pytest.raises(ChartValuesError, match="no GPU; vLLM needs one"):
+    with pytest.raises(ChartValuesError, match="no GPU, and the planner sizes GPU tiers only"):
         chart_values(plan, ChartOptions(platform="existing"))
     values = chart_values(plan, ChartOptions(platform="existing", engine_type="server"))
     r = render_values(values, tmp_path)
     spec = r.engine_pod_spec()
     assert "nodeSelector" not in spec and "tolerations" not in spec
     assert "--device=cpu" in spec["containers"][0]["args"]
+
+
+@pytest.mark.parametrize("quant", ["bnb-8bit", "bnb-4bit"])
+def test_bitsandbytes_goes_to_the_server_because_the_pinned_vllm_has_no_loader(quant: str, tmp_path: Path) -> None:
+    plan = plan_deployment("r1-distill-qwen-7b", "base", quantization=quant)
+    with pytest.raises(ChartValuesError, match="RFC #39583.*engine_type='server'"):
+        chart_values(plan, ChartOptions(platform="gke"))
+    values = chart_values(plan, ChartOptions(platform="gke", engine_type="server"))
+    c = render_values(values, tmp_path).one("Deployment", "engine")["spec"]["template"]["spec"]["containers"][0]
+    assert c["command"] == ["dsdeploy", "serve"] and f"--quantization={quant}" in c["args"]
 
 
 def test_server_engine_refuses_quantizations_it_cannot_run() -> None:
@@ -198,7 +208,7 @@ def test_render_command_with_cluster_apis(tmp_path: Path, capsys: pytest.Capture
 
 
 @pytest.mark.parametrize(("model", "quant"), [("deepseek-ai/DeepSeek-R1-Distill-Qwen-32B", "awq-int4"),
-                                              ("r1-distill-qwen-7b", "bnb-8bit")])
+                                              ("r1-distill-qwen-7b", "awq-int4")])
 def test_unpublished_quantization_is_an_error_not_the_bf16_weights(model: str, quant: str,
                                                                    capsys: pytest.CaptureFixture[str]) -> None:
     # vLLM would load the original bf16 checkpoint (~64 GB for 32B) onto a GPU sized for 4-bit weights.
@@ -235,7 +245,7 @@ def test_checkpoint_option_names_the_pre_quantized_weights(tmp_path: Path,
 
 def test_server_engine_quantizes_the_original_weights_itself() -> None:
     plan = plan_deployment("r1-distill-qwen-7b", "base", quantization="bnb-8bit")
-    assert plan.checkpoint is None
+    assert (plan.engine, plan.checkpoint) == ("server", "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B")
     values = chart_values(plan, ChartOptions(platform="gke", engine_type="server"))
     assert values["model"]["id"] == "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"
     assert values["engine"]["server"]["quantization"] == "bnb-8bit"

@@ -205,10 +205,16 @@ def test_quantization_sources_and_warnings() -> None:
     missing = plan_deployment("v2-lite", "base", "awq-int4")            # nothing published: a warning
     assert missing.checkpoint is None
     assert any("no published awq-int4 weights" in w and "AutoAWQ" in w for w in missing.warnings)
+    # The pinned vLLM loads neither GGUF nor bitsandbytes: those plans run on dsdeploy serve, with no vLLM flags.
     gguf = plan_deployment("r1-distill-llama-8b", "base", "gguf-q4")
-    assert gguf.vllm_quantization == "gguf" and any("--tokenizer deepseek-ai/" in w for w in gguf.warnings)
+    assert (gguf.engine, gguf.vllm_quantization, gguf.engine_args) == ("server", None, [])
+    assert gguf.checkpoint == "unsloth/DeepSeek-R1-Distill-Llama-8B-GGUF"
+    assert any("dsdeploy serve --gguf-file" in w for w in gguf.warnings)
     bnb = plan_deployment("r1-distill-llama-8b", "base", "bnb-4bit")
-    assert bnb.vllm_quantization == "bitsandbytes"
+    assert (bnb.engine, bnb.vllm_quantization, bnb.engine_args) == ("server", None, [])
+    assert bnb.checkpoint == "deepseek-ai/DeepSeek-R1-Distill-Llama-8B"  # quantized while the server loads it
+    assert any("RFC #39583" in w for w in bnb.warnings)
+    assert (gptq.engine, runtime.engine) == ("vllm", "vllm")
     # 4-bit weights are about a quarter of bf16 plus 16-bit embeddings:
     # (8,030,261,248 - 2 x 128,256 x 4096) x 4.5 / 8 + 2 x 128,256 x 4096 x 2
     body = 8_030_261_248 - 2 * 128_256 * 4096

