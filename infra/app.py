@@ -57,14 +57,17 @@ def merge_values(base: dict[str, Any], override: dict[str, Any]) -> dict[str, An
     return merged
 
 
-def chart_options(cfg: StackConfig, facts: GpuNodeFacts, storage_class: str | None) -> ChartOptions:
-    """The chart options this stack implies: GPU placement from the cloud layer's facts."""
+def chart_options(cfg: StackConfig, facts: GpuNodeFacts, storage_class: str | None,
+                  min_cache_gib: int | None = None) -> ChartOptions:
+    """The chart options this stack implies: GPU placement from the cloud layer's facts, and the smallest
+    cache volume the cloud layer's storage class provisions."""
     return ChartOptions(
         platform=cfg.platform,
         gpu_node_selector=dict(facts.labels),
         gpu_tolerations=facts.tolerations() or None,
         storage_class=storage_class,
         model_cache_size=cfg.storage_size,
+        model_cache_min_gib=min_cache_gib,
         airgapped=cfg.airgapped,
         cloud_fallback=cfg.cloud_fallback,
         cloud_api_key_secret=API_KEY_SECRET,
@@ -115,6 +118,7 @@ class DsdeployApp(pulumi.ComponentResource):
         ready: list[pulumi.Resource],
         storage_class: str | None,
         api_key: pulumi.Input[str] | None,
+        min_cache_gib: int | None = None,
         opts: pulumi.ResourceOptions | None = None,
         image_values: dict[str, Any] | None = None,
     ):
@@ -131,7 +135,7 @@ class DsdeployApp(pulumi.ComponentResource):
                 opts=pulumi.ResourceOptions(parent=self, provider=provider, depends_on=[namespace]),
             ))
         # images: build hands over the pushed images (repository + digest) on top of the planned values.
-        self.values = merge_values(chart_values(plan, chart_options(cfg, facts, storage_class)), image_values or {})
+        self.values = merge_values(chart_values(plan, chart_options(cfg, facts, storage_class, min_cache_gib)), image_values or {})
         self.chart = k8s.helm.v4.Chart(
             name,
             name=RELEASE,

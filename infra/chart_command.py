@@ -98,6 +98,9 @@ def _header(plan, options) -> str:  # noqa: ANN001 - plan/options types come fro
         f"# TP {plan.tensor_parallel_size}, context {plan.max_model_len}, {plan.max_num_seqs} concurrent sequences,"
         f" ~{plan.decode_tokens_per_s_per_seq:.0f} tok/s per sequence",
     ]
+    if plan.nodes_per_replica > 1:
+        lines.append(f"# one replica spans {plan.nodes_per_replica} nodes (pipeline parallel {plan.pipeline_parallel_size}):"
+                     " a LeaderWorkerSet; install the LWS controller first (docs/kubectl.md)")
     lines += [f"# warning: {w}" for w in plan_warnings(plan, options)]
     lines.append("# Render: dsdeploy render -f THIS_FILE | kubectl apply -f -   (or point Argo CD / Flux at the chart)")
     return "\n".join(lines) + "\n"
@@ -128,7 +131,7 @@ def cmd_values(args: argparse.Namespace) -> int:
             checkpoint=args.checkpoint,
         )
         plan = plan_deployment(args.model, args.tier, quantization=args.quantization, context=args.context,
-                               gpu_memory_utilization=args.gpu_memory_utilization)
+                               gpu_memory_utilization=args.gpu_memory_utilization, max_nodes=args.max_nodes)
         values = chart_values(plan, options)
     except PlanDoesNotFit as exc:
         print(f"dsdeploy values: {exc}", file=sys.stderr)
@@ -189,6 +192,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "(e.g. an AWQ or bnb-8bit export of the model)")
     values.add_argument("--context", type=int, help="max model length in tokens")
     values.add_argument("--gpu-memory-utilization", type=float, default=0.90)
+    values.add_argument("--max-nodes", type=int, default=4, dest="max_nodes",
+                        help="most nodes one replica may span (1..4; above 1 the engine is a LeaderWorkerSet)")
     values.add_argument("--engine", choices=["vllm", "server"], default="vllm",
                         help="vllm (default) or the project's server")
     values.add_argument("--gpu-node-selector", action="append", default=[], metavar="KEY=VALUE",

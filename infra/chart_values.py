@@ -82,6 +82,9 @@ class ChartOptions(BaseModel):
     gpu_tolerations: list[dict[str, Any]] | None = None
     storage_class: str | None = None
     model_cache_size: str | None = None
+    # The smallest volume the cache's storage class provisions (Filestore Basic SSD: 2560 GiB); a larger
+    # computed size wins, an explicit model_cache_size is used as given.
+    model_cache_min_gib: int | None = Field(default=None, ge=1)
     airgapped: bool = False
     cloud_fallback: bool = False
     cloud_api_key_secret: str = "dsdeploy-deepseek"
@@ -158,9 +161,10 @@ def _gpu_placement(plan: DeploymentPlan, options: ChartOptions) -> dict[str, Any
 
 
 def _engine_resources(plan: DeploymentPlan, shm_gib: int) -> dict[str, Any]:
-    """Host CPU and memory for one engine replica (the emptyDir at /dev/shm counts against memory)."""
-    gpus = plan.gpus_per_replica
-    weights = _gib(plan.weight_bytes)
+    """Host CPU and memory for one engine pod (the emptyDir at /dev/shm counts against memory); a pod of a
+    multi-node replica loads its pipeline stage, about weights / nodes."""
+    gpus = plan.gpus_per_replica // plan.nodes_per_replica
+    weights = _gib(plan.weight_bytes / plan.nodes_per_replica)
     if gpus == 0:  # CPU serving: the weights live in host memory
         mem_req = weights + 2
         return {
@@ -229,9 +233,17 @@ def _download_bytes(plan: DeploymentPlan, checkpoint: str) -> int:
 
 
 def _startup_failure_threshold(plan: DeploymentPlan, period_s: int = 10) -> int:
-    """10 minutes plus one minute per 10 GiB of weights (load, compile, CUDA graphs)."""
-    seconds = 600 + 60 * _gib(plan.weight_bytes) / 10
+    """10 minutes plus one minute per 10 GiB of weights read (load, compile, CUDA graphs). Every pod of a
+    multi-node group reads the whole checkpoint from the one shared volume (vLLM's loader reads each tensor,
+    then keeps its stage's), so the group's leader waits for nodes x the weights."""
+    seconds = 600 + 60 * _gib(plan.weight_bytes) * plan.nodes_per_replica / 10
     return math.ceil(seconds / period_s)
+
+
+def _multi_node(plan: DeploymentPlan) -> dict[str, Any]:
+    """The workers' own flags: what the plan gives them beyond the leader's (vLLM --headless)."""
+    leader = set(plan.engine_args)
+    return {"workerArgs": [arg for arg in plan.worker_engine_args if arg not in leader]}
 
 
 def _engine_values(plan: DeploymentPlan, options: ChartOptions) -> dict[str, Any]:
@@ -241,9 +253,15 @@ def _engine_values(plan: DeploymentPlan, options: ChartOptions) -> dict[str, Any
             "quantization 'gguf-q4' needs one GGUF file chosen from the repository; the chart does not pick it. "
             "Use another quantization, or write the values by hand with model.allowPatterns and model.ggufFile"
         )
+    if plan.engine == "server" and options.engine_type == "vllm":
+        raise ChartValuesError(
+            f"quantization {plan.quantization!r}: the pinned vLLM loads no bitsandbytes or GGUF weights (vLLM removed "
+            "both, RFC #39583); this plan runs on the project's server. Use engine_type='server'"
+        )
     if gpus == 0 and options.engine_type == "vllm":
         raise ChartValuesError(
-            f"tier {plan.tier!r} has no GPU; vLLM needs one. Use engine_type='server' for CPU serving"
+            f"tier {plan.tier!r} has no GPU, and the planner sizes GPU tiers only; for CPU nodes write the values "
+            "by hand (the chart runs vLLM's CPU image when engine.gpusPerReplica is 0), or use engine_type='server'"
         )
     shm_gib = 1 if gpus == 0 else max(2, 4 * plan.tensor_parallel_size)
     engine: dict[str, Any] = {
@@ -251,6 +269,7 @@ def _engine_values(plan: DeploymentPlan, options: ChartOptions) -> dict[str, Any
         "replicas": options.engine_replicas_min,
         "gpusPerReplica": gpus,
         "tensorParallelSize": plan.tensor_parallel_size if gpus else 1,
+        "nodesPerReplica": plan.nodes_per_replica,
         "maxModelLen": plan.max_model_len,
         "gpuMemoryUtilization": plan.gpu_memory_utilization,
         "maxNumSeqs": plan.max_num_seqs,
@@ -267,6 +286,12 @@ def _engine_values(plan: DeploymentPlan, options: ChartOptions) -> dict[str, Any
             "maxReplicas": options.engine_replicas_max,
         },
     }
+    if plan.nodes_per_replica > 1:
+        if options.engine_type != "vllm":
+            raise ChartValuesError(
+                f"the plan spans {plan.nodes_per_replica} nodes per replica, which only vLLM's multi-node mode "
+                "serves. Use engine_type='vllm'")
+        engine["multiNode"] = _multi_node(plan)
     if options.engine_type == "server":
         if plan.quantization not in SERVER_QUANTIZATION:
             raise ChartValuesError(
@@ -284,7 +309,8 @@ def chart_values(plan: DeploymentPlan, options: ChartOptions) -> dict[str, Any]:
     """Values for charts/dsdeploy from a plan; the same dict for `dsdeploy values` and Pulumi."""
     engine = _engine_values(plan, options)
     checkpoint = _checkpoint(plan, options)
-    cache_size = options.model_cache_size or f"{math.ceil(_gib(_download_bytes(plan, checkpoint)) * 1.3) + 10}Gi"
+    computed_gib = math.ceil(_gib(_download_bytes(plan, checkpoint)) * 1.3) + 10
+    cache_size = options.model_cache_size or f"{max(computed_gib, options.model_cache_min_gib or 0)}Gi"
     model: dict[str, Any] = {
         "id": checkpoint,
         "servedModelName": plan.served_model_name,
@@ -297,8 +323,9 @@ def chart_values(plan: DeploymentPlan, options: ChartOptions) -> dict[str, Any]:
     model_cache: dict[str, Any] = {"size": cache_size, "airgapped": options.airgapped}
     if options.storage_class:
         model_cache["storageClass"] = options.storage_class
-    if options.engine_replicas_max > 1:
-        # Several engine pods on several nodes read one cache: the volume must be shared.
+    if options.engine_replicas_max > 1 or plan.nodes_per_replica > 1:
+        # Several engine pods on several nodes read one cache (more replicas, or the nodes of one replica): the
+        # volume must be shared, and one download Job fills it for all of them.
         model_cache["accessMode"] = "ReadWriteMany"
     router: dict[str, Any] = {
         "replicas": options.router_replicas,

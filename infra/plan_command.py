@@ -18,6 +18,7 @@ EXIT_BAD_INPUT = 2
 
 
 def register(subparsers: Any) -> None:
+    from infra.planner.multinode import MAX_NODES_PER_REPLICA
     from infra.planner.quantization import QUANTIZATIONS
 
     parser = subparsers.add_parser(
@@ -34,6 +35,9 @@ def register(subparsers: Any) -> None:
                         help="max model length in tokens (default: min(model max, 32768), reduced if needed)")
     parser.add_argument("--gpu-memory-utilization", type=float, default=0.90, dest="gpu_memory_utilization",
                         help="fraction of each GPU's memory vLLM may use (default 0.90)")
+    parser.add_argument("--max-nodes", type=int, default=MAX_NODES_PER_REPLICA, dest="max_nodes",
+                        help=f"most nodes one replica may span when one node of the tier cannot hold the model "
+                             f"(1..{MAX_NODES_PER_REPLICA}, default {MAX_NODES_PER_REPLICA}; 1 = never span nodes)")
     parser.add_argument("--json", action="store_true", help="print the plan as JSON")
     parser.set_defaults(func=run)
 
@@ -43,19 +47,25 @@ def run(args: argparse.Namespace) -> int:
     from infra.planner.errors import PlanUnsupported
 
     try:
-        plan = plan_deployment(args.model, args.tier, args.quantization, args.context, args.gpu_memory_utilization)
+        plan = plan_deployment(args.model, args.tier, args.quantization, args.context, args.gpu_memory_utilization,
+                               max_nodes=args.max_nodes)
     except PlanDoesNotFit as exc:
         return _fail(args, "does_not_fit", str(exc), EXIT_DOES_NOT_FIT, exc.shortfall_bytes)
     except PlanUnsupported as exc:
         return _fail(args, "unsupported", str(exc), EXIT_BAD_INPUT, None)
     except PlanError as exc:
         return _fail(args, "invalid_input", str(exc), EXIT_BAD_INPUT, None)
-    machines = {p: plan.machine(p).model_dump() for p in PLATFORMS}
+    machines = {p: _machine(plan.machine(p)) for p in PLATFORMS}
     if args.json:
         print(json.dumps({**plan.model_dump(), "machines": machines}, indent=2))
     else:
         _print_table(plan, machines)
     return 0
+
+
+def _machine(mapping: Any) -> dict[str, Any]:
+    """The machine mapping with the pod packing it implies (engine pods of gpus_per_pod GPUs per machine)."""
+    return {**mapping.model_dump(), "gpus_per_pod": mapping.gpus_per_pod, "pods_per_node": mapping.pods_per_node}
 
 
 def _fail(args: argparse.Namespace, kind: str, message: str, code: int, shortfall: int | None) -> int:
@@ -81,6 +91,7 @@ def _print_table(plan: Any, machines: dict[str, dict[str, Any]]) -> None:
         ("checkpoint", plan.checkpoint or "(none published, see warnings)"),
         ("GPU", f"{plan.gpus_per_replica}x {plan.gpu}"),
         ("tensor parallel", str(plan.tensor_parallel_size)),
+        ("nodes per replica", _nodes_text(plan)),
         ("max model len", f"{plan.max_model_len:,} tokens"),
         ("concurrent sequences", f"{plan.max_num_seqs} at {plan.max_model_len:,} tokens "
                                  f"({plan.kv_cache_tokens:,} KV tokens)"),
@@ -92,15 +103,20 @@ def _print_table(plan: Any, machines: dict[str, dict[str, Any]]) -> None:
         ("reserve", f"{plan.reserve_bytes / 1e9:.2f} GB"),
         ("decode bound, 1 sequence", f"{plan.decode_tokens_per_s_per_seq:,.1f} tokens/s"),
         ("decode bound, full batch", f"{plan.decode_tokens_per_s_batch:,.1f} tokens/s"),
-        ("vLLM flags", " ".join(plan.engine_args)),
+        ("engine", "vLLM" if plan.engine == "vllm" else "dsdeploy serve (the pinned vLLM does not load this format)"),
+        ("vLLM flags", " ".join(plan.engine_args) or "(none: not a vLLM plan)"),
     ]
+    if plan.worker_engine_args:
+        rows[-1] = ("vLLM flags (leader)", rows[-1][1] + " --node-rank 0 --master-addr LEADER")
+        rows.append(("vLLM flags (workers)", " ".join(plan.worker_engine_args) + " --node-rank N --master-addr LEADER"))
     for key, value in rows:
         table.add_row(key, value)
     for platform, m in machines.items():
         shape = m["machine_type"] or "your GPU nodes"
         labels = ", ".join(f"{k}={v}" for k, v in m["node_labels"].items())
-        text = (f"{shape}, {m['accelerator_count']} GPU(s)/node, {m['replicas_per_node']} replica(s)/node, "
-                f"node selector {labels}")
+        packing = (f"{m['replicas_per_node']} replica(s)/node" if m["nodes_per_replica"] == 1
+                   else f"{m['pods_per_node']} engine pod(s) of {m['gpus_per_pod']} GPU(s)/node")
+        text = f"{shape}, {m['accelerator_count']} GPU(s)/node, {packing}, node selector {labels}"
         if m["substitution"]:
             text += f"\nsubstitution: {m['substitution']}"
         if m["provisioning_note"]:
@@ -112,3 +128,12 @@ def _print_table(plan: Any, machines: dict[str, dict[str, Any]]) -> None:
     console.print("[bold]How this was computed:[/bold]")
     for step in plan.explanation:
         console.print(f"  - {step}", highlight=False)
+
+
+def _nodes_text(plan: Any) -> str:
+    if plan.nodes_per_replica == 1:
+        return "1"
+    per_node = plan.gpus_per_replica // plan.nodes_per_replica
+    return (f"{plan.nodes_per_replica}: one node of tier {plan.tier} cannot hold the model, so each replica spans "
+            f"{plan.nodes_per_replica} nodes of {per_node} GPU(s) (pipeline parallel {plan.pipeline_parallel_size} "
+            f"across nodes, a LeaderWorkerSet group)")

@@ -26,17 +26,24 @@ ROUTER_PORT = 8080
 def make_plan(cfg: StackConfig) -> Any:
     """The planner's plan for this stack, or a StackConfigError carrying the planner's explanation."""
     try:
-        return plan_deployment(
+        plan = plan_deployment(
             cfg.model,
             cfg.tier,
             quantization=cfg.quantization,
             context=cfg.context,
             gpu_memory_utilization=cfg.gpu_memory_utilization,
+            max_nodes=cfg.max_nodes_per_replica,
         )
     except PlanError as exc:
         raise StackConfigError(
             f"{PROJECT}:model/tier/quantization: the planner refuses this stack: {exc}"
         ) from None
+    if plan.nodes_per_replica > 1 and cfg.platform == "existing" and not cfg.storage_class:
+        raise StackConfigError(
+            f"{PROJECT}:storageClass: missing; allowed: a ReadWriteMany StorageClass of your cluster: one replica "
+            f"of {plan.model_id} spans {plan.nodes_per_replica} nodes, and every one of them mounts the model cache. "
+            f"Fix with `pulumi config set storageClass <value>`.")
+    return plan
 
 
 def plan_summary(plan: Any) -> dict[str, Any]:
@@ -48,6 +55,8 @@ def plan_summary(plan: Any) -> dict[str, Any]:
         "gpu": plan.gpu,
         "gpusPerReplica": plan.gpus_per_replica,
         "tensorParallelSize": plan.tensor_parallel_size,
+        "nodesPerReplica": plan.nodes_per_replica,
+        "pipelineParallelSize": plan.pipeline_parallel_size,
         "maxModelLen": plan.max_model_len,
         "maxConcurrentSequences": plan.max_num_seqs,
         "warnings": list(plan.warnings),
@@ -79,7 +88,8 @@ def build(cfg: StackConfig, secrets: dict[str, Any]) -> dict[str, Any]:
     gpu_nodes = getattr(cluster, "gpu_pool", None) or getattr(cluster, "gpu_node_group", None)
     platform = GpuPlatform("gpu-platform", cfg, cluster.gpu_facts, cluster.provider, gpu_nodes,
                            shared_cache=cluster.shared_cache, storage_ready=cluster.storage_ready,
-                           block_cache_zone=cluster.block_cache_zone)
+                           block_cache_zone=cluster.block_cache_zone,
+                           leader_worker_set=plan.nodes_per_replica > 1)
     images = ProjectImages("images", cfg, plan.gpus_per_replica) if cfg.images == "build" else None
     app = DsdeployApp(
         "dsdeploy",
@@ -90,6 +100,7 @@ def build(cfg: StackConfig, secrets: dict[str, Any]) -> dict[str, Any]:
         platform.ready,
         platform.storage_class_name,
         secrets.get("deepseekApiKey"),
+        min_cache_gib=getattr(cluster, "min_cache_gib", None),
         image_values=images.chart_values if images else None,
     )
     router = component_name(app.values, "router")  # the chart's router Service, for both outputs
@@ -105,6 +116,7 @@ def build(cfg: StackConfig, secrets: dict[str, Any]) -> dict[str, Any]:
             "note": cluster.provisioning_note,
         },
         "gpuEnablement": platform.enablement,
+        "leaderWorkerSet": platform.leader_worker_set,
         "gpuNodes": {"labels": cluster.gpu_facts.labels, "taints": cluster.gpu_facts.taints},
         # The values the chart got (no secrets: the API key is only a Secret's name), for rendering the
         # chart's smoke-test Pod with `helm template --show-only` (helm.v4.Chart makes no Helm release).

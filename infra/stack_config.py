@@ -100,6 +100,10 @@ class StackConfig(BaseModel):
     hf_token_secret: str | None = Field(default=None, alias="hfTokenSecret")
     hf_endpoint: str | None = Field(default=None, alias="hfEndpoint")
     checkpoint: str | None = None  # hub id of pre-quantized weights when the catalog records none
+    # Replicas over several nodes (a model no node of the tier holds): docs/pulumi.md.
+    max_nodes_per_replica: int = Field(default=4, ge=1, le=4, alias="maxNodesPerReplica")
+    compact_placement: bool = Field(default=True, alias="compactPlacement")
+    lws_already_installed: bool = Field(default=False, alias="lwsAlreadyInstalled")
     # published: the chart pulls the released images; build: `pulumi up` builds them into the cluster's registry
     images: Literal["published", "build"] = "published"
     image_registry: str | None = Field(default=None, alias="imageRegistry")

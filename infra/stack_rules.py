@@ -29,6 +29,9 @@ def consistency_problems(cfg: StackConfig) -> list[Problem]:
         problems.append(("replicasMax", cfg.replicas_max, f"an integer >= replicasMin ({cfg.replicas_min})"))
     rules = {"gke": _gke_problems, "eks": _eks_problems, "existing": _existing_problems}[cfg.platform]
     problems += rules(cfg)
+    if cfg.platform == "existing" and not cfg.compact_placement:
+        problems.append(("compactPlacement", False, "true (the key applies to gke and eks, whose GPU pools the "
+                         "program creates; place your own nodes of a multi-node replica close yourself)"))
     problems += _image_problems(cfg)
     if cfg.platform != "existing":
         for key, value in (("gpuNodeLabels", cfg.gpu_node_labels), ("gpuNodeTaints", cfg.gpu_node_taints)):

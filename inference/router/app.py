@@ -31,6 +31,7 @@ from inference.router.policy import DataClassPolicy
 from inference.router.pool import UpstreamPool
 from inference.router.proxy import Reply
 from inference.router.ratelimit import RateLimiter
+from inference.router.reasoning_shape import for_clients
 from inference.router.record import RequestRecord, new_request_id, token_count
 from inference.router.request_head import RequestHead, origins
 from inference.router.responses import LOCAL, NO_CACHE, response_headers, send_error, send_whole
@@ -151,7 +152,7 @@ class RouterApp:
                     return
             deadline = time.monotonic() + self.config.timeouts.request_s
             routed = await self._route(scope, receive, path, body, data, stream, data_class, deadline, rec, rid)
-            reply = routed.reply
+            reply = routed.reply = for_clients(path, routed.reply)  # whole answers; streams per event
             rec.route, rec.upstream, rec.fallback_reason = routed.route, routed.upstream_label, routed.fallback_reason
             rec.attempts, rec.status = routed.attempts, reply.status
             if routed.route == "cloud":

@@ -36,6 +36,9 @@ UNRESPONSIVE = "unresponsive"
 TOO_LARGE = "answer_too_large"
 REDIRECT = "upstream_redirect"
 CONTEXT_LENGTH = "context_length_exceeded"
+# A local engine refused the router's own key (upstreams[].api_key): clients' keys never go to engines,
+# so passing its 401 on would tell the client that its key is wrong.
+LOCAL_KEY_REJECTED = "local_key_rejected"
 
 
 class AttemptFailed(Exception):
@@ -177,6 +180,8 @@ async def bounded_local(up: LocalUpstream, raw: bytes, stream: bool, timeout: fl
             if retry_after is not None:
                 retry_after = retry_after.decode("latin-1")
             _fail_on_status(status, retry_after)
+            if status in (401, 403):
+                raise AttemptFailed(LOCAL_KEY_REJECTED, status=status)
             if status != 200 or not stream:
                 data = await resp.read()
                 resp.close()

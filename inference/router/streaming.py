@@ -20,6 +20,7 @@ import aiohttp
 from inference.router.continuation import ChatStream, ContinuedEvents
 from inference.router.errors import stream_error_event
 from inference.router.proxy import AttemptFailed, Reply
+from inference.router.reasoning_shape import rename_reasoning
 from inference.router.sse import (
     DONE,
     DONE_EVENT,
@@ -243,13 +244,14 @@ class StreamRelay:
                 return b"".join(parts), MALFORMED
             if "error" in payload and not payload.get("choices"):
                 return b"".join(parts), UPSTREAM_ERROR
+            renamed = rename_reasoning(payload)  # vLLM's `reasoning` reaches clients as `reasoning_content`
             seen.update(payload)
             if rewriter is not None:
                 rewritten = rewriter.rewrite(payload)
                 if rewritten is not None:
                     parts.append(encode_event(rewritten))
             elif not (payload.get("choices") == [] and "usage" in payload and not self.plan.client_wants_usage):
-                parts.append(event)
+                parts.append(encode_event(payload) if renamed else event)
         return b"".join(parts), None
 
     async def _end(self, last: bytes | None = None) -> None:

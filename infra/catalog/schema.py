@@ -52,25 +52,51 @@ class Gpu(_Entry):
 
 
 class MachineMapping(_Entry):
-    """How one tier replica lands on a platform's nodes."""
+    """How one tier replica lands on a platform's nodes.
+
+    A replica runs as ``nodes_per_replica`` engine pods of ``gpus_per_pod`` GPUs each (one pod when it
+    fits one node; the catalog's mappings are all one-pod). ``replicas_per_node`` is 0 when a replica
+    spans nodes; ``pods_per_node`` and :meth:`nodes_for` hold for both."""
 
     machine_type: str | None
     accelerator_type: str | None
     accelerator_count: PositiveInt = Field(description="GPUs per node")
     gpus_per_replica: PositiveInt = 1
-    replicas_per_node: PositiveInt
+    replicas_per_node: int = Field(ge=0)
+    nodes_per_replica: PositiveInt = 1
     substitution: str | None = None
     provisioning_note: str | None = None
     local_ssd_count: int = Field(default=0, ge=0)
     node_labels: dict[str, str] = Field(min_length=1)
 
+    @property
+    def gpus_per_pod(self) -> int:
+        return self.gpus_per_replica // self.nodes_per_replica
+
+    @property
+    def pods_per_node(self) -> int:
+        return self.accelerator_count // self.gpus_per_pod
+
+    def nodes_for(self, replicas: int) -> int:
+        """Machines that hold `replicas` engine replicas (their pods packed pods_per_node to a machine)."""
+        return -(-replicas * self.nodes_per_replica // self.pods_per_node)
+
     @model_validator(mode="after")
     def _counts_consistent(self) -> MachineMapping:
-        if self.accelerator_count != self.gpus_per_replica * self.replicas_per_node:
+        if self.nodes_per_replica == 1:
+            if self.accelerator_count != self.gpus_per_replica * self.replicas_per_node:
+                raise ValueError(
+                    f"accelerator_count ({self.accelerator_count}) must equal gpus_per_replica "
+                    f"({self.gpus_per_replica}) x replicas_per_node ({self.replicas_per_node})"
+                )
+            return self
+        if self.gpus_per_replica % self.nodes_per_replica or self.accelerator_count % self.gpus_per_pod:
             raise ValueError(
-                f"accelerator_count ({self.accelerator_count}) must equal gpus_per_replica "
-                f"({self.gpus_per_replica}) x replicas_per_node ({self.replicas_per_node})"
+                f"gpus_per_replica ({self.gpus_per_replica}) must split into nodes_per_replica "
+                f"({self.nodes_per_replica}) pods whose GPUs divide accelerator_count ({self.accelerator_count})"
             )
+        if self.replicas_per_node != 0:
+            raise ValueError(f"replicas_per_node must be 0 when a replica spans {self.nodes_per_replica} nodes")
         return self
 
 

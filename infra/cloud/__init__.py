@@ -6,7 +6,6 @@ and a ``provider`` (``pulumi_kubernetes.Provider``) plus the ``kubeconfig`` (a s
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,10 +38,19 @@ class GpuNodeFacts:
         return result
 
 
-def node_bounds(replicas_min: int, replicas_max: int, replicas_per_node: int) -> tuple[int, int]:
-    """GPU node counts (min, max) that hold the engine replica bounds."""
-    per_node = max(1, replicas_per_node)
-    return math.ceil(replicas_min / per_node), max(1, math.ceil(replicas_max / per_node))
+def node_bounds(replicas_min: int, replicas_max: int, mapping: Any) -> tuple[int, int]:
+    """GPU node counts (min, max) that hold the engine replica bounds: a replica that spans N nodes takes N
+    engine pods, packed ``mapping.pods_per_node`` to a machine (MachineMapping.nodes_for)."""
+    return mapping.nodes_for(replicas_min), max(1, mapping.nodes_for(replicas_max))
+
+
+def shared_cache_needed(replicas_max: int, mapping: Any) -> bool:
+    """Whether engine pods on several nodes read the model cache: more replicas, or one replica over nodes."""
+    return replicas_max > 1 or mapping.nodes_per_replica > 1
+
+
+def spans_nodes(mapping: Any) -> bool:
+    return mapping.nodes_per_replica > 1
 
 
 def exec_kubeconfig(

@@ -17,8 +17,13 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_kubernetes as k8s
 
-from infra.cloud import GPU_TAINT, TIER_LABEL, GpuNodeFacts, exec_kubeconfig
-from infra.cloud.eks_gpu import gpu_launch_template_args, gpu_node_group_args, gpu_single_zone
+from infra.cloud import GPU_TAINT, TIER_LABEL, GpuNodeFacts, exec_kubeconfig, shared_cache_needed
+from infra.cloud.eks_gpu import (
+    gpu_launch_template_args,
+    gpu_node_group_args,
+    gpu_placement_group,
+    gpu_single_zone,
+)
 from infra.cloud.eks_identity import AddonIdentity, pod_identity_agent
 from infra.cloud.eks_shared_cache import EksSharedCache
 from infra.stack_config import StackConfig, StackConfigError
@@ -181,11 +186,14 @@ class EksCluster(pulumi.ComponentResource):
             labels={"dsdeploy.io/pool": "system"},
             opts=node_opts,
         )
+        placement = None
+        if gpu_placement_group(cfg, mapping):
+            placement = aws.ec2.PlacementGroup(f"{name}-gpu-placement", strategy="cluster", opts=child)
         launch_template = aws.ec2.LaunchTemplate(f"{name}-gpu", opts=child,
-                                                 **gpu_launch_template_args(cfg, mapping))
-        single_zone = gpu_single_zone(cfg)
+                                                 **gpu_launch_template_args(cfg, mapping, placement))
+        single_zone = gpu_single_zone(cfg, mapping)
         self.gpu_zone = network.gpu_zone
-        self.block_cache_zone = network.gpu_zone if cfg.replicas_max == 1 else None
+        self.block_cache_zone = None if shared_cache_needed(cfg.replicas_max, mapping) else network.gpu_zone
         self.gpu_node_group = aws.eks.NodeGroup(
             f"{name}-gpu",
             cluster_name=cluster.name,
@@ -206,7 +214,7 @@ class EksCluster(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[system, agent, *ebs_identity.ready]))
         self.storage_ready = [self.ebs_csi]
         self.shared_cache = None
-        if cfg.replicas_max > 1:  # several engine pods share one ReadWriteMany cache
+        if shared_cache_needed(cfg.replicas_max, mapping):  # engine pods on several nodes share one cache
             efs = EksSharedCache(f"{name}-shared-cache", cluster_name=cluster.name, vpc_id=network.vpc_id,
                                  vpc_cidr=network.cidr, subnet_ids=network.private_subnet_ids,
                                  after=[system, agent], opts=child)

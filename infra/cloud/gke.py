@@ -12,10 +12,22 @@ import pulumi
 import pulumi_gcp as gcp
 import pulumi_kubernetes as k8s
 
-from infra.cloud import GPU_TAINT, TIER_LABEL, GpuNodeFacts, exec_kubeconfig, node_bounds
+from infra.cloud import (
+    GPU_TAINT,
+    TIER_LABEL,
+    GpuNodeFacts,
+    exec_kubeconfig,
+    node_bounds,
+    shared_cache_needed,
+    spans_nodes,
+)
 from infra.stack_config import StackConfig
 
 SYSTEM_MACHINE_TYPE = "e2-standard-4"
+# A multi-node replica's pods each read the whole checkpoint from the shared cache at every start: Filestore
+# "premium" (Basic SSD) rather than "standard" (Basic HDD); its smallest instance is 2.5 TiB.
+MULTI_NODE_FILESTORE_TIER = "premium"
+MULTI_NODE_FILESTORE_MIN_GIB = 2560
 RESERVED_LABEL_PREFIXES = ("cloud.google.com/", "kubernetes.io/", "k8s.io/", "node.kubernetes.io/")
 PROVISIONING_NOTES = {
     "flex-start": "GPU nodes use Flex-start (Dynamic Workload Scheduler): they start when capacity is "
@@ -24,6 +36,14 @@ PROVISIONING_NOTES = {
     "reservation": "GPU nodes consume the named Compute Engine reservation only.",
     "on-demand": "GPU nodes are on-demand VMs; they need on-demand GPU quota and available capacity.",
 }
+
+
+def gpu_pool_placement(cfg: StackConfig, mapping: Any) -> dict[str, Any] | None:
+    """A compact placement policy for the GPU pool when a replica spans nodes (compactPlacement): the pool's
+    nodes sit physically close in the zone, for the pipeline's traffic between the nodes of a group."""
+    if spans_nodes(mapping) and cfg.compact_placement:
+        return {"type": "COMPACT"}
+    return None
 
 
 def gpu_pool_node_config(cfg: StackConfig, mapping: Any, workload_identity: bool = True) -> dict[str, Any]:
@@ -77,6 +97,7 @@ class GkeCluster(pulumi.ComponentResource):
     shared_cache: dict[str, pulumi.Input[str]] | None
     block_cache_zone: None
     storage_ready: list[pulumi.Resource]
+    min_cache_gib: int | None
 
     def __init__(self, name: str, cfg: StackConfig, mapping: Any, opts: pulumi.ResourceOptions | None = None):
         super().__init__("dsdeploy:cloud:GkeCluster", name, None, opts)
@@ -118,8 +139,8 @@ class GkeCluster(pulumi.ComponentResource):
             ),
             addons_config={
                 "gce_persistent_disk_csi_driver_config": {"enabled": True},
-                # Several engine replicas share one ReadWriteMany model cache: Filestore.
-                "gcp_filestore_csi_driver_config": {"enabled": cfg.replicas_max > 1},
+                # Engine pods on several nodes share one ReadWriteMany model cache: Filestore.
+                "gcp_filestore_csi_driver_config": {"enabled": shared_cache_needed(cfg.replicas_max, mapping)},
             },
             opts=child,
             **project,
@@ -139,7 +160,7 @@ class GkeCluster(pulumi.ComponentResource):
             opts=child,
             **project,
         )
-        nodes_min, nodes_max = node_bounds(cfg.replicas_min, cfg.replicas_max, mapping.replicas_per_node)
+        nodes_min, nodes_max = node_bounds(cfg.replicas_min, cfg.replicas_max, mapping)
         provisioning = cfg.effective_provisioning
         flex = provisioning == "flex-start"
         self.gpu_pool = gcp.container.NodePool(
@@ -154,10 +175,17 @@ class GkeCluster(pulumi.ComponentResource):
             },
             management={"auto_repair": not flex, "auto_upgrade": True},
             node_config=gpu_pool_node_config(cfg, mapping, workload_identity=bool(project_id)),
+            placement_policy=gpu_pool_placement(cfg, mapping),
             opts=pulumi.ResourceOptions(parent=self, ignore_changes=["initialNodeCount"]),
             **project,
         )
-        self.shared_cache = {"network": network.name} if cfg.replicas_max > 1 else None
+        self.shared_cache = None
+        if shared_cache_needed(cfg.replicas_max, mapping):
+            self.shared_cache = {"network": network.name}
+            if spans_nodes(mapping):  # every node of a group reads the whole checkpoint at each start
+                self.shared_cache["tier"] = MULTI_NODE_FILESTORE_TIER
+        # the program's own Filestore class (not a storageClass the user names) has a minimum instance size
+        self.min_cache_gib = MULTI_NODE_FILESTORE_MIN_GIB if spans_nodes(mapping) and not cfg.storage_class else None
         self.block_cache_zone = None  # a zonal cluster: the disk and every node share cfg.zone
         self.storage_ready = []
         self.kubeconfig = exec_kubeconfig(

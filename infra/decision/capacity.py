@@ -89,7 +89,8 @@ def tier_capacity(req: CostRequest, tier: Tier, context: int) -> tuple[TierCapac
         raise
     except PlanError as exc:  # context out of the model's range
         raise DecisionInputError(f"--context {context}: {exc}" if req.context else str(exc)) from None
-    layout = (f"{plan.served_model_name} {plan.quantization} on {tier.key}, TP {plan.tensor_parallel_size}, "
+    spread = f" x PP {plan.pipeline_parallel_size} over {plan.nodes_per_replica} nodes" if plan.nodes_per_replica > 1 else ""
+    layout = (f"{plan.served_model_name} {plan.quantization} on {tier.key}, TP {plan.tensor_parallel_size}{spread}, "
               f"max_model_len {plan.max_model_len:,}")
     if req.throughput_tokens_per_s is not None:
         tps, prefill = req.throughput_tokens_per_s, None

@@ -9,8 +9,9 @@ planner's bounds, prefills ``prefill_tokens_per_s``; at the target utilization a
 ratio it serves
     seconds per call       = completion tokens / tokens_per_s + prompt tokens / prefill_tokens_per_s
     calls per replica-year = utilization x 31,536,000 s / (seconds per call x peak-to-average)
-Replicas at a volume = max(1, ceil(volume / calls per replica-year)); units = ceil(replicas / replicas per
-unit). Annual local cost = fixed (operations) + units x cost per unit-year, where the unit is a bought
+Replicas at a volume = max(1, ceil(volume / calls per replica-year)); units = ceil(replicas x nodes per
+replica / pods per unit) (a replica that spans N nodes is N engine pods; a one-node replica is one pod, and
+a unit holds ``replicas_per_node`` of them). Annual local cost = fixed (operations) + units x cost per unit-year, where the unit is a bought
 server of the tier's shape (purchase / amortization years + power + hosting) or a cloud node (hourly price
 x 8,760 h, always on); a unit runs several replicas when the plan needs fewer GPUs than the unit has.
 """
@@ -20,7 +21,7 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, computed_field
+from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
 
 from infra.decision.currency import DecisionInputError
 from infra.decision.prices import TokenPrices
@@ -85,7 +86,9 @@ class LocalOption(_Frozen):
     kind: OptionKind
     platform: Literal["on-prem", "gke", "eks"]
     machine_type: str | None = None
-    replicas_per_node: int = Field(default=1, ge=1)
+    replicas_per_node: int = Field(default=1, ge=0)  # 0: one replica spans nodes_per_replica nodes
+    nodes_per_replica: int = Field(default=1, ge=1)  # engine pods of one replica, one tier node each
+    pods_per_node: int | None = Field(default=None, ge=1)  # engine pods one unit holds (multi-node replicas)
     calls_per_replica_year: float = Field(gt=0)
     unit_cost_per_year: float | None = Field(default=None, ge=0)  # per server (on-prem) or per node (cloud)
     fixed_cost_per_year: float = Field(default=0.0, ge=0)
@@ -105,15 +108,38 @@ class LocalOption(_Frozen):
     def priced(self) -> bool:
         return self.unit_cost_per_year is not None
 
+    @model_validator(mode="after")
+    def _packing(self) -> LocalOption:
+        if self.nodes_per_replica == 1 and self.replicas_per_node < 1:
+            raise ValueError("replicas_per_node must be >= 1 when a replica fits one node")
+        if self.nodes_per_replica > 1 and (self.replicas_per_node != 0 or self.pods_per_node is None):
+            raise ValueError("a replica that spans nodes has replicas_per_node 0 and a pods_per_node")
+        return self
+
+    @property
+    def pods_per_unit(self) -> int:
+        """Engine pods one server or cloud node holds (a one-node replica is one pod)."""
+        return self.pods_per_node if self.nodes_per_replica > 1 else self.replicas_per_node  # type: ignore[return-value]
+
     @property
     def calls_per_unit_year(self) -> float:
-        return self.calls_per_replica_year * self.replicas_per_node
+        return self.calls_per_replica_year * self.pods_per_unit / self.nodes_per_replica
 
     def replicas(self, volume: float) -> int:
         return max(1, math.ceil(volume / self.calls_per_replica_year - 1e-12))
 
+    def units_for(self, replicas: int) -> int:
+        """Servers or nodes that hold `replicas` replicas (pods of several replicas may share a unit)."""
+        return -(-replicas * self.nodes_per_replica // self.pods_per_unit)
+
     def units(self, volume: float) -> int:
-        return math.ceil(self.replicas(volume) / self.replicas_per_node)
+        return self.units_for(self.replicas(volume))
+
+    def replica_block(self) -> tuple[int, int]:
+        """(replicas, units): the smallest whole number of units that holds a whole number of replicas;
+        the cost staircase repeats every block."""
+        shared = math.gcd(self.nodes_per_replica, self.pods_per_unit)
+        return self.pods_per_unit // shared, self.nodes_per_replica // shared
 
     def annual_cost(self, volume: float) -> float | None:
         if self.unit_cost_per_year is None:

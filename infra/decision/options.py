@@ -16,13 +16,23 @@ if TYPE_CHECKING:
 Convert = Callable[[float, str], float]  # (amount, currency) -> amount in the report currency
 
 
-def onprem_option(req: CostRequest, local: LocalPriceSheet, tier_name: str, gpus: int, per_server: int,
+def packing(mapping: MachineMapping) -> dict[str, Any]:
+    """How a unit (server, cloud node) holds the plan's replicas: whole replicas, or pods of a multi-node one."""
+    if mapping.nodes_per_replica == 1:
+        return {"replicas_per_node": mapping.replicas_per_node}
+    return {"replicas_per_node": 0, "nodes_per_replica": mapping.nodes_per_replica,
+            "pods_per_node": mapping.pods_per_node}
+
+
+def onprem_option(req: CostRequest, local: LocalPriceSheet, tier_name: str, gpus: int, mapping: MachineMapping,
                   cap: TierCapacity, conv: Convert, pue: float, elec: SourcedAmount | Amount,
                   hosting: SourcedAmount | Amount, fixed: float) -> LocalOption:
-    """A bought server of the tier's shape (``gpus`` GPUs), hosting ``per_server`` replicas of the plan."""
+    """A bought server of the tier's shape (``gpus`` GPUs), hosting replicas of the plan as ``mapping`` packs
+    them on the platform ``existing`` (a replica that spans nodes takes that many servers)."""
     notes: list[str] = []
-    base: dict[str, Any] = dict(tier=tier_name, kind="on-prem", platform="on-prem", replicas_per_node=per_server,
-                calls_per_replica_year=cap.calls_per_replica_year)
+    per_server = mapping.replicas_per_node
+    base: dict[str, Any] = dict(tier=tier_name, kind="on-prem", platform="on-prem", **packing(mapping),
+                                calls_per_replica_year=cap.calls_per_replica_year)
     hw = local.hardware.get(tier_name)
     if req.hardware_price is not None:
         purchase = conv(req.hardware_price.amount, req.hardware_price.currency)
@@ -36,6 +46,9 @@ def onprem_option(req: CostRequest, local: LocalPriceSheet, tier_name: str, gpus
     if per_server > 1:
         notes.append(f"the plan needs {gpus // per_server} GPU(s) per replica, so one {gpus}-GPU server runs "
                      f"{per_server} replicas")
+    if mapping.nodes_per_replica > 1:
+        notes.append(f"one replica spans {mapping.nodes_per_replica} servers of {gpus} GPU(s) (pipeline parallel "
+                     f"across them): each replica is priced as {mapping.nodes_per_replica} servers")
     if req.power_kw is not None:
         power = req.power_kw
     elif hw is not None:
@@ -59,8 +72,8 @@ def cloud_options(req: CostRequest, local: LocalPriceSheet, tier_name: str, plat
     for kind, override, field in (("cloud-on-demand", req.on_demand_hourly, "on_demand_per_hour"),
                                   ("cloud-spot", req.spot_hourly, "spot_per_hour")):
         base: dict[str, Any] = dict(tier=tier_name, kind=kind, platform=platform, machine_type=machine,
-                    replicas_per_node=mapping.replicas_per_node, calls_per_replica_year=cap.calls_per_replica_year,
-                    fixed_cost_per_year=fixed)
+                                    **packing(mapping), calls_per_replica_year=cap.calls_per_replica_year,
+                                    fixed_cost_per_year=fixed)
         notes = [n for n in (mapping.substitution, mapping.provisioning_note) if n]
         if override is not None:
             hourly = conv(override.amount, override.currency)

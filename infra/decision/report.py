@@ -34,14 +34,17 @@ def _plan_section(req: CostRequest, study: CostStudy) -> list[str]:
         out += [
             f"**{plan.served_model_name}** (`{plan.model_id}`) on tier **{tier}**", "",
             "| item | value |", "|---|---|",
-            f"| GPUs per replica | {plan.gpus_per_replica}x {plan.gpu} (tensor parallel {plan.tensor_parallel_size}) |",
+            f"| GPUs per replica | {plan.gpus_per_replica}x {plan.gpu} (tensor parallel {plan.tensor_parallel_size}"
+            + (f" x pipeline parallel {plan.pipeline_parallel_size} over {plan.nodes_per_replica} nodes"
+               if plan.nodes_per_replica > 1 else "") + ") |",
             f"| quantization | {plan.quantization} |",
             f"| max model length | {plan.max_model_len:,} tokens |",
             f"| concurrent sequences | {plan.max_num_seqs} |",
             f"| weights | {plan.weight_bytes / 1e9:,.1f} GB |",
             f"| decode bound, one sequence | {plan.decode_tokens_per_s_per_seq:,.0f} tokens/s |",
             f"| decode bound, full batch | {plan.decode_tokens_per_s_batch:,.0f} tokens/s |",
-            f"| engine flags | `{' '.join(plan.engine_args)}` |",
+            f"| engine | {'vLLM' if plan.engine == 'vllm' else 'dsdeploy serve'} |",
+            f"| engine flags | `{' '.join(plan.engine_args) or '(dsdeploy serve)'}` |",
             "",
         ]
         for platform in ("gke", "eks"):

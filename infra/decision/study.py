@@ -169,9 +169,8 @@ def run_study(req: CostRequest) -> CostStudy:
         mapping_for = plan.machine
         capacities.append(cap)
         if req.onprem:
-            options.append(onprem_option(req, local, tier_name, tier.gpus_per_replica,
-                                          mapping_for("existing").replicas_per_node, cap, conv, pue, elec, hosting,
-                                          fixed))
+            options.append(onprem_option(req, local, tier_name, tier.gpus_per_replica, mapping_for("existing"),
+                                         cap, conv, pue, elec, hosting, fixed))
         for platform in req.platforms:
             mapping = mapping_for(platform)
             options.extend(cloud_options(req, local, tier_name, platform, mapping, cap, conv, fixed))

@@ -8,6 +8,7 @@ from infra.decision.currency import format_money, format_volume
 
 if TYPE_CHECKING:
     from infra.decision.compliance import ComplianceMatrix
+    from infra.decision.cost_model import LocalOption
     from infra.decision.study import CostStudy
 
 Table = tuple[str, list[str], list[list[str]]]  # title, headers, rows
@@ -45,8 +46,7 @@ def breakeven_table(study: CostStudy) -> Table:
     rows = []
     for b in study.break_evens:
         opt = next(o for o in study.options if o.key == b.option)
-        unit = (f"server ({opt.replicas_per_node} replica(s))" if opt.kind == "on-prem"
-                else f"node ({opt.machine_type}, {opt.replicas_per_node} replica(s))")
+        unit = _unit(opt)
         unit_cost = "-" if opt.unit_cost_per_year is None else f"{format_money(opt.unit_cost_per_year, cur)} per {unit}"
         rows.append([
             b.option,
@@ -57,6 +57,12 @@ def breakeven_table(study: CostStudy) -> Table:
         ])
     return "Break-even volume per local option (calls per year)", [
         "option", "break-even", "annual cost there", "cost per unit-year", "note"], rows
+
+
+def _unit(opt: LocalOption) -> str:
+    holds = (f"{opt.replicas_per_node} replica(s)" if opt.nodes_per_replica == 1
+             else f"{opt.pods_per_unit} pod(s) of a {opt.nodes_per_replica}-node replica")
+    return f"server ({holds})" if opt.kind == "on-prem" else f"node ({opt.machine_type}, {holds})"
 
 
 def _crossing_note(volume: float, first: float | None) -> str:

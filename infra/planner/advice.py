@@ -1,9 +1,10 @@
-"""What would fit instead: another quantization on the tier, another tier, or a GPU count."""
+"""What would fit instead: another quantization on the tier, another tier, more nodes, or a GPU count."""
 
 from __future__ import annotations
 
-from infra.catalog import Catalog, ModelSpec
+from infra.catalog import Catalog, ModelSpec, Tier
 from infra.planner.engine import speculative_decoding, unsupported_gpu
+from infra.planner.multinode import MAX_NODES_PER_REPLICA, span_nodes
 from infra.planner.quantization import QUANT_SPECS
 from infra.planner.sizing import GB, TP_CANDIDATES, evaluate, valid_tp_sizes
 
@@ -46,32 +47,67 @@ def _availability(model: ModelSpec, quant: str) -> str:
         return "published weights"
     if model.native_dtype == "bf16" and QUANT_SPECS[quant].runtime_vllm_flag:
         return "vLLM quantizes at load"
+    if model.native_dtype == "bf16" and QUANT_SPECS[quant].engine == "server" and quant != "gguf-q4":
+        return "dsdeploy serve quantizes at load"
     return "no published weights"
 
 
+def nodes_needed(model: ModelSpec, quant: str, tier: Tier, context: int, utilization: float, catalog: Catalog,
+                 max_nodes: int) -> int:
+    """Nodes of `tier` one replica needs for a `context`-token sequence in `quant`: 1..max_nodes, 0 = none
+    (or vLLM has no kernels for the model on the tier's GPU)."""
+    if best_fit_sequences(model, quant, tier.gpu, tier.gpus_per_replica, context, utilization, catalog):
+        return 1
+    gpu = catalog.gpu(tier.gpu)
+    if unsupported_gpu(model, gpu):
+        return 0
+    spec_decode = speculative_decoding(model, quant) is not None
+    fit = span_nodes(model, QUANT_SPECS[quant], gpu, tier.gpus_per_replica, [context], utilization, max_nodes,
+                     spec_decode)
+    return fit.nodes if fit else 0
+
+
+def _across(nodes: int) -> str:
+    return "" if nodes == 1 else f" across {nodes} nodes"
+
+
+def single_node_alternative(model: ModelSpec, quant: str, tier_key: str, context: int, utilization: float,
+                            catalog: Catalog) -> str | None:
+    """The nearest smaller quantization that one node of the tier holds (for a plan that spans nodes)."""
+    tier = catalog.tier(tier_key)
+    for q in _quant_order(model):
+        if q != quant and QUANT_SPECS[q].bits_per_weight <= QUANT_SPECS[quant].bits_per_weight \
+                and nodes_needed(model, q, tier, context, utilization, catalog, 1):
+            return f"--quantization {q} ({_availability(model, q)})"
+    return None
+
+
 def _other_tier(model: ModelSpec, quant: str, tier_key: str, context: int, utilization: float,
-                catalog: Catalog) -> str | None:
+                catalog: Catalog, max_nodes: int = 1) -> str | None:
     by_size = sorted(catalog.tiers.values(), key=lambda t: t.gpus_per_replica * catalog.gpu(t.gpu).memory_bytes)
     for other in by_size:
-        if other.key != tier_key and best_fit_sequences(
-            model, quant, other.gpu, other.gpus_per_replica, context, utilization, catalog
-        ):
-            return f"tier {other.key} ({other.gpus_per_replica}x {other.gpu}) at {quant}"
+        if other.key != tier_key and (nodes := nodes_needed(model, quant, other, context, utilization, catalog,
+                                                            max_nodes)):
+            return f"tier {other.key} ({other.gpus_per_replica}x {other.gpu}){_across(nodes)} at {quant}"
     return None
 
 
 def suggest(model: ModelSpec, quant: str, tier_key: str, context: int, utilization: float,
-            catalog: Catalog) -> str:
-    """A sentence naming the nearest combination from the catalog that fits."""
+            catalog: Catalog, max_nodes: int = 1) -> str:
+    """A sentence naming the nearest combination from the catalog that fits (a replica of up to max_nodes)."""
     tier = catalog.tier(tier_key)
     options: list[str] = []
+    if max_nodes < MAX_NODES_PER_REPLICA:
+        nodes = nodes_needed(model, quant, tier, context, utilization, catalog, MAX_NODES_PER_REPLICA)
+        if nodes > max_nodes:
+            options.append(f"one replica across {nodes} nodes of tier {tier_key} (--max-nodes {nodes})")
     for q in _quant_order(model):
         if q == quant or QUANT_SPECS[q].bits_per_weight > QUANT_SPECS[quant].bits_per_weight:
             continue
-        if best_fit_sequences(model, q, tier.gpu, tier.gpus_per_replica, context, utilization, catalog):
-            options.append(f"--quantization {q} on tier {tier_key} ({_availability(model, q)})")
+        if nodes := nodes_needed(model, q, tier, context, utilization, catalog, max_nodes):
+            options.append(f"--quantization {q} on tier {tier_key}{_across(nodes)} ({_availability(model, q)})")
             break
-    other = _other_tier(model, quant, tier_key, context, utilization, catalog)
+    other = _other_tier(model, quant, tier_key, context, utilization, catalog, max_nodes)
     if other:
         options.append(other)
     if options:
@@ -80,9 +116,9 @@ def suggest(model: ModelSpec, quant: str, tier_key: str, context: int, utilizati
 
 
 def suggest_for_gpu(model: ModelSpec, quant: str, tier_key: str, context: int, utilization: float,
-                    catalog: Catalog) -> str:
+                    catalog: Catalog, max_nodes: int = MAX_NODES_PER_REPLICA) -> str:
     """For a tier whose GPU vLLM cannot run the model on: the nearest tier that runs and holds it."""
-    other = _other_tier(model, quant, tier_key, context, utilization, catalog)
+    other = _other_tier(model, quant, tier_key, context, utilization, catalog, max_nodes)
     if other:
         return f"Would fit: {other}."
     return _beyond_catalog(model, context, utilization, catalog)

@@ -5,11 +5,19 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict
 
 from infra.catalog import Catalog, CatalogError, MachineMapping, ModelSpec, load_catalog
+from infra.planner.across_nodes import plan_across_nodes, spread_figures
 from infra.planner.advice import suggest, suggest_for_gpu
 from infra.planner.checkpoint import checkpoint_for
 from infra.planner.engine import engine_args, engine_warnings, speculative_decoding, unsupported_gpu
 from infra.planner.errors import PlanDoesNotFit, PlanError, PlanUnsupported
 from infra.planner.explain import MIN_USEFUL_SEQS, explain
+from infra.planner.multinode import (
+    MAX_NODES_PER_REPLICA,
+    WORKER_ONLY_FLAGS,
+    MultiNodeFit,
+    layout_flags,
+    spread_mapping,
+)
 from infra.planner.quantization import QUANT_SPECS, QUANTIZATIONS, QuantSpec
 from infra.planner.sizing import (
     GB,
@@ -38,8 +46,10 @@ class DeploymentPlan(BaseModel):
     quantization: str
     tier: str
     gpu: str
-    gpus_per_replica: int
+    gpus_per_replica: int                 # nodes_per_replica x the GPUs of one node that the replica uses
     tensor_parallel_size: int
+    nodes_per_replica: int = 1            # > 1: one replica spans nodes (pipeline parallel across them)
+    pipeline_parallel_size: int = 1
     max_model_len: int
     gpu_memory_utilization: float
     max_num_seqs: int
@@ -52,8 +62,11 @@ class DeploymentPlan(BaseModel):
     decode_tokens_per_s_batch: float
     prefill_tokens_per_s: float
     reasoning: bool
+    engine: str  # "vllm", or "server" (dsdeploy serve) for the formats the pinned vLLM does not load
     vllm_quantization: str | None
-    engine_args: list[str]
+    engine_args: list[str]                # vLLM flags of the leader (the only pod of a one-node replica);
+                                          # empty when the plan runs on the project's server
+    worker_engine_args: list[str] = []    # the other nodes' flags; [] for a one-node replica
     reasoning_parser: str | None = None       # vLLM --reasoning-parser (None: no reasoning output split)
     tool_call_parser: str | None = None       # vLLM --tool-call-parser (with --enable-auto-tool-choice)
     speculative_decoding: str | None = None   # "mtp" / "dspark": the checkpoint's draft, counted in the figures
@@ -64,6 +77,8 @@ class DeploymentPlan(BaseModel):
     def machine(self, platform: str) -> MachineMapping:
         """The tier's machine mapping on `platform`, with this plan's GPUs per replica."""
         mapping = load_catalog().tier(self.tier).machine_for(platform)
+        if self.nodes_per_replica > 1:
+            return spread_mapping(mapping, self.gpus_per_replica, self.nodes_per_replica, self.tensor_parallel_size)
         if mapping.accelerator_count % self.gpus_per_replica or mapping.gpus_per_replica == self.gpus_per_replica:
             return mapping
         per_node = mapping.accelerator_count // self.gpus_per_replica
@@ -151,10 +166,13 @@ def _shorter_tried(contexts: list[int]) -> str:
 
 
 def plan_deployment(model: str, tier: str, quantization: str | None = None, context: int | None = None,
-                    gpu_memory_utilization: float = 0.90) -> DeploymentPlan:
-    """Plan one engine replica of `model` on `tier`. Raises PlanError / PlanDoesNotFit."""
+                    gpu_memory_utilization: float = 0.90, max_nodes: int = MAX_NODES_PER_REPLICA) -> DeploymentPlan:
+    """Plan one engine replica of `model` on `tier`, over up to `max_nodes` nodes of the tier when one node
+    cannot hold it (docs/planner.md). Raises PlanError / PlanDoesNotFit."""
     if not 0.1 <= gpu_memory_utilization <= 0.99:
         raise PlanError(f"gpu_memory_utilization {gpu_memory_utilization} is out of range: allowed 0.10..0.99")
+    if isinstance(max_nodes, bool) or not isinstance(max_nodes, int) or not 1 <= max_nodes <= MAX_NODES_PER_REPLICA:
+        raise PlanError(f"max_nodes {max_nodes!r} is out of range: allowed 1..{MAX_NODES_PER_REPLICA} nodes per replica")
     catalog = load_catalog()
     spec, quant_key = _lookup(catalog, model, tier, quantization)
     tier_spec = catalog.tier(tier)
@@ -163,13 +181,24 @@ def plan_deployment(model: str, tier: str, quantization: str | None = None, cont
     contexts = _contexts(spec, context)
     reason = unsupported_gpu(spec, gpu)
     if reason:
-        advice = suggest_for_gpu(spec, quant_key, tier_spec.key, contexts[0], gpu_memory_utilization, catalog)
+        advice = suggest_for_gpu(spec, quant_key, tier_spec.key, contexts[0], gpu_memory_utilization, catalog,
+                                 max_nodes)
         raise PlanDoesNotFit(f"{spec.id} does not run on tier {tier_spec.key}: {reason}. {advice}", 0, advice)
     speculative = speculative_decoding(spec, quant_key)
-    fit = _choose(spec, quant, catalog, tier_spec.key, contexts, gpu_memory_utilization, speculative is not None)
-    if fit is None:
+    fit: Fit | MultiNodeFit | None = _choose(spec, quant, catalog, tier_spec.key, contexts, gpu_memory_utilization,
+                                             speculative is not None)
+    if fit is None and quant.engine == "server":  # dsdeploy serve has no multi-node mode
+        error = _not_fit(spec, quant_key, catalog, tier_spec.key, contexts, gpu_memory_utilization,
+                         speculative is not None)
+        raise PlanDoesNotFit(f"{error} ({quant_key} runs on dsdeploy serve, which serves one node per replica: "
+                             "it cannot span nodes.)", error.shortfall_bytes, error.suggestion)
+    if fit is None and max_nodes == 1:
         raise _not_fit(spec, quant_key, catalog, tier_spec.key, contexts, gpu_memory_utilization,
                        speculative is not None)
+    if fit is None:  # no node of the tier holds one sequence: spread the replica over nodes (or refuse)
+        fit = plan_across_nodes(spec, quant_key, catalog, tier_spec, contexts, gpu_memory_utilization, max_nodes,
+                                speculative is not None)
+    nodes = fit.nodes if isinstance(fit, MultiNodeFit) else 1
 
     source = checkpoint_for(spec, quant, gpu)
     warnings = list(source.warnings) + engine_warnings(spec, quant_key)
@@ -177,12 +206,21 @@ def plan_deployment(model: str, tier: str, quantization: str | None = None, cont
         warnings.append(f"context reduced from the default {contexts[0]} to {fit.context} tokens so that one "
                         f"sequence fits; pass --context to choose another")
     seqs = min(fit.sequences, MAX_NUM_SEQS_CAP)
-    if seqs < MIN_USEFUL_SEQS:
+    if seqs < MIN_USEFUL_SEQS and nodes == 1:  # a multi-node plan words its own (below)
         warnings.append(f"only {seqs} sequence(s) of {fit.context} tokens fit at once; a shorter --context, a "
                         "smaller quantization or a larger tier raises concurrency")
-    per_seq = decode_tokens_per_s(spec, quant, gpu, fit, 1)
-    batch = decode_tokens_per_s(spec, quant, gpu, fit, seqs)
-    explanation = explain(spec, quant, gpu, tier_spec, fit, gpu_memory_utilization, seqs, per_seq, batch)
+    args = (engine_args(spec, fit, gpu_memory_utilization, seqs, source.vllm_quantization, speculative)
+            if quant.engine == "vllm" else [])  # the project's server takes no vLLM flags
+    if isinstance(fit, MultiNodeFit):
+        figures = spread_figures(spec, quant_key, catalog, tier_spec, fit, gpu_memory_utilization, seqs)
+        per_seq, batch, explanation = figures.decode_per_seq, figures.decode_batch, figures.explanation
+        warnings = figures.warnings + warnings
+        after_tp = args.index("--tensor-parallel-size") + 2
+        args = args[:after_tp] + layout_flags(fit) + args[after_tp:]
+    else:
+        per_seq = decode_tokens_per_s(spec, quant, gpu, fit, 1)
+        batch = decode_tokens_per_s(spec, quant, gpu, fit, seqs)
+        explanation = explain(spec, quant, gpu, tier_spec, fit, gpu_memory_utilization, seqs, per_seq, batch)
     return DeploymentPlan(
         model_id=spec.id,
         served_model_name=spec.served_model_name,
@@ -190,8 +228,10 @@ def plan_deployment(model: str, tier: str, quantization: str | None = None, cont
         quantization=quant_key,
         tier=tier_spec.key,
         gpu=tier_spec.gpu,
-        gpus_per_replica=fit.tp,
+        gpus_per_replica=fit.tp * nodes,
         tensor_parallel_size=fit.tp,
+        nodes_per_replica=nodes,
+        pipeline_parallel_size=nodes,
         max_model_len=fit.context,
         gpu_memory_utilization=gpu_memory_utilization,
         max_num_seqs=seqs,
@@ -199,13 +239,15 @@ def plan_deployment(model: str, tier: str, quantization: str | None = None, cont
         weight_bytes=fit.weight_bytes,
         kv_bytes_per_token=kv_bytes_per_token(spec, speculative is not None),
         kv_bytes_per_token_per_gpu=fit.kv_bytes_per_token_per_gpu,
-        reserve_bytes=fit.reserve_bytes_per_gpu * fit.tp,
+        reserve_bytes=fit.reserve_bytes_per_gpu * fit.tp * nodes,
         decode_tokens_per_s_per_seq=round(per_seq, 2),
         decode_tokens_per_s_batch=round(batch, 2),
-        prefill_tokens_per_s=round(prefill_tokens_per_s(spec, quant, gpu, fit.tp), 2),
+        prefill_tokens_per_s=round(prefill_tokens_per_s(spec, quant, gpu, fit.tp * nodes), 2),
         reasoning=spec.reasoning,
+        engine=quant.engine,
         vllm_quantization=source.vllm_quantization,
-        engine_args=engine_args(spec, fit, gpu_memory_utilization, seqs, source.vllm_quantization, speculative),
+        engine_args=args,
+        worker_engine_args=args + WORKER_ONLY_FLAGS if nodes > 1 else [],
         reasoning_parser=spec.vllm.reasoning_parser,
         tool_call_parser=spec.vllm.tool_call_parser,
         speculative_decoding=speculative,

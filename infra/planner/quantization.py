@@ -17,6 +17,12 @@ Bits per weight include the format's scale/zero-point overhead:
              the layers and the output head); 4.85 bpw on average over the whole file
 Embeddings and the output head stay 16-bit in every vLLM format except GGUF (and bf16 itself),
 so the planner charges them 2 bytes per parameter.
+
+Engine: the pinned vLLM (v0.32.0, infra/vllm_release.py) has no bitsandbytes and no GGUF loader (both
+were deprecated by vllm-project/vllm RFC #39583 and are absent from its ``QuantizationMethods``; the
+suite's flag check refuses ``--quantization bitsandbytes`` and ``gguf``), so those formats are served by
+the project's server (``dsdeploy serve``, engine.type server), which loads them with bitsandbytes and
+transformers' GGUF reader.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ class QuantSpec:
     embeddings_16bit: bool          # embeddings + output head kept at 2 bytes/param
     runtime_vllm_flag: str | None   # vLLM quantizes bf16 weights at load with this --quantization
     needs_fp8_hardware: bool = False
+    engine: str = "vllm"            # the engine that loads this format: vllm, or server (dsdeploy serve)
     producer: str = ""              # how to make a checkpoint when none is published
 
     @property
@@ -51,10 +58,11 @@ QUANT_SPECS: dict[str, QuantSpec] = {
     "int8": QuantSpec("int8", 8 + 32 / 4096, True, None, producer="llm-compressor (W8A8 int8 scheme)"),
     "awq-int4": QuantSpec("awq-int4", 4 + 20 / 128, True, None, producer="AutoAWQ / llm-compressor (AWQ, group 128)"),
     "gptq-int4": QuantSpec("gptq-int4", 4 + 20 / 128, True, None, producer="GPTQModel / llm-compressor (W4A16)"),
-    "bnb-8bit": QuantSpec("bnb-8bit", 8 + 32 / 4096, True, None,
+    "bnb-8bit": QuantSpec("bnb-8bit", 8 + 32 / 4096, True, None, engine="server",
                           producer="transformers + bitsandbytes (load_in_8bit, then save_pretrained)"),
-    "bnb-4bit": QuantSpec("bnb-4bit", 4 + 32 / 64, True, "bitsandbytes"),
-    "gguf-q4": QuantSpec("gguf-q4", 4.85, embeddings_16bit=False, runtime_vllm_flag=None,
+    "bnb-4bit": QuantSpec("bnb-4bit", 4 + 32 / 64, True, None, engine="server",
+                          producer="transformers + bitsandbytes (load_in_4bit, then save_pretrained)"),
+    "gguf-q4": QuantSpec("gguf-q4", 4.85, embeddings_16bit=False, runtime_vllm_flag=None, engine="server",
                          producer="llama.cpp convert_hf_to_gguf.py + llama-quantize Q4_K_M"),
 }
 

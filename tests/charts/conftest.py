@@ -21,7 +21,7 @@ from infra.chart_values import CHART_DIR
 from tests.charts.download_fakes import FakeHub, load_script
 
 REPO = Path(__file__).resolve().parents[2]
-SCENARIOS = ("gke-base", "gke-pro", "eks-pro", "onprem-cpu", "airgapped")
+SCENARIOS = ("gke-base", "gke-pro", "eks-pro", "onprem-cpu", "edge-server", "airgapped", "gke-pro-multinode")
 NAMESPACE = "dsdeploy"
 RELEASE = "ds"
 
@@ -55,12 +55,13 @@ class Rendered:
         """The container that downloads the weights: the Job's, or the engine pod's init container."""
         if self.kind("Job"):
             return self.one("Job", "model-download")["spec"]["template"]["spec"]["containers"][0]
-        inits = self.one("Deployment", "engine")["spec"]["template"]["spec"]["initContainers"]
+        inits = self.engine_pod_spec()["initContainers"]
         [found] = [c for c in inits if c["name"] == "download-model"]
         return found
 
     def pod_specs(self) -> list[tuple[str, dict[str, Any]]]:
-        """(kind/name, pod spec) of every workload, the helm test Pod included."""
+        """(kind/name, pod spec) of every workload, the helm test Pod and a LeaderWorkerSet's leader and
+        worker templates included."""
         out = []
         for d in self.docs:
             name = f"{d['kind']}/{d['metadata']['name']}"
@@ -68,7 +69,20 @@ class Rendered:
                 out.append((name, d["spec"]["template"]["spec"]))
             elif d["kind"] == "Pod":
                 out.append((name, d["spec"]))
+            elif d["kind"] == "LeaderWorkerSet":
+                templates = d["spec"]["leaderWorkerTemplate"]
+                out += [(f"{name}/leader", templates["leaderTemplate"]["spec"]),
+                        (f"{name}/worker", templates["workerTemplate"]["spec"])]
         return out
+
+    def engine_template(self, role: str = "leader") -> dict[str, Any]:
+        """The engine's pod template: the Deployment's, or a LeaderWorkerSet's leader or worker template."""
+        if self.kind("LeaderWorkerSet"):
+            return self.one("LeaderWorkerSet", "engine")["spec"]["leaderWorkerTemplate"][f"{role}Template"]
+        return self.one("Deployment", "engine")["spec"]["template"]
+
+    def engine_pod_spec(self, role: str = "leader") -> dict[str, Any]:
+        return self.engine_template(role)["spec"]
 
 
 def helm_template(*args: str, values: dict[str, Any] | None = None, tmp: Path | None = None) -> subprocess.CompletedProcess:
@@ -92,6 +106,8 @@ def scenario_file(name: str) -> Path:
 # Cluster APIs the scenarios are rendered against (as if the operators were installed).
 SCENARIO_APIS = {
     "gke-pro": ["monitoring.coreos.com/v1/ServiceMonitor", "monitoring.coreos.com/v1/PrometheusRule", "keda.sh/v1alpha1"],
+    "gke-pro-multinode": ["monitoring.coreos.com/v1/ServiceMonitor", "monitoring.coreos.com/v1/PrometheusRule",
+                          "keda.sh/v1alpha1", "leaderworkerset.x-k8s.io/v1"],
 }
 
 
@@ -111,11 +127,25 @@ def rendered_dir(rendered: dict[str, Rendered], tmp_path_factory: pytest.TempPat
     """Every scenario's manifests (and the chart defaults') as <name>.yaml in one folder (one checkov run)."""
     folder = tmp_path_factory.mktemp("rendered")
     for name, r in rendered.items():
-        (folder / f"{name}.yaml").write_text(r.text)
+        (folder / f"{name}.yaml").write_text(r.text + lws_pods_for_checkov(r))
     defaults = helm_template()
     assert defaults.returncode == 0, defaults.stderr
     (folder / "defaults.yaml").write_text(defaults.stdout)
     return folder
+
+
+def lws_pods_for_checkov(r: Rendered) -> str:
+    """checkov does not know the LeaderWorkerSet kind and would pass it unchecked: its leader and worker pod
+    templates, as the Pods LWS creates from them (the LWS's checkov skips carried over), get checked instead."""
+    pods = []
+    for doc in r.kind("LeaderWorkerSet"):
+        for role in ("leader", "worker"):
+            template = doc["spec"]["leaderWorkerTemplate"][f"{role}Template"]
+            meta = {"name": f"{doc['metadata']['name']}-{role}", "namespace": doc["metadata"]["namespace"],
+                    "labels": template["metadata"]["labels"],
+                    "annotations": {**doc["metadata"].get("annotations", {}), **template["metadata"]["annotations"]}}
+            pods.append({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": template["spec"]})
+    return "".join("---\n" + yaml.safe_dump(pod) for pod in pods)
 
 
 @pytest.fixture(scope="session", autouse=True)

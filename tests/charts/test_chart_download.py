@@ -20,7 +20,7 @@ def render(tmp_path: Path, values: dict[str, Any], *args: str) -> Rendered:
 
 
 def engine_pod(r: Rendered) -> dict[str, Any]:
-    return r.one("Deployment", "engine")["spec"]["template"]
+    return r.engine_template()
 
 
 def components(r: Rendered, kind: str) -> set[str]:

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from inference.router.config import load_router_config
+from infra.vllm_release import pinned_vllm_tag
 from tests.charts.conftest import NAMESPACE, SCENARIOS, Rendered, helm_template, parse, scenario_file
 
 GPU_SCENARIOS = ("gke-base", "gke-pro", "eks-pro", "airgapped")
@@ -20,7 +21,7 @@ def values_of(scenario: str) -> dict:
 
 
 def engine_container(r: Rendered) -> dict:
-    return r.one("Deployment", "engine")["spec"]["template"]["spec"]["containers"][0]
+    return r.engine_pod_spec()["containers"][0]
 
 
 def arg(container: dict, flag: str) -> str | None:
@@ -43,36 +44,65 @@ def test_gpu_limit_equals_tensor_parallel_size(rendered: dict[str, Rendered], sc
 
 @pytest.mark.parametrize("scenario", GPU_SCENARIOS)
 def test_gpu_pods_select_and_tolerate_the_gpu_pool(rendered: dict[str, Rendered], scenario: str) -> None:
-    spec = rendered[scenario].one("Deployment", "engine")["spec"]["template"]["spec"]
+    spec = rendered[scenario].engine_pod_spec()
     expected = values_of(scenario)["engine"]["gpu"]["nodeSelector"]
     assert expected and spec["nodeSelector"] == expected
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"]
 
 
 def test_platform_labels(rendered: dict[str, Rendered]) -> None:
-    sel = {s: rendered[s].one("Deployment", "engine")["spec"]["template"]["spec"]["nodeSelector"] for s in GPU_SCENARIOS}
+    sel = {s: rendered[s].engine_pod_spec()["nodeSelector"] for s in GPU_SCENARIOS}
     assert sel["gke-base"] == {"cloud.google.com/gke-accelerator": "nvidia-tesla-a100"}
     assert sel["gke-pro"] == {"cloud.google.com/gke-accelerator": "nvidia-h100-80gb"}
     assert "node.kubernetes.io/instance-type" in sel["eks-pro"]
     assert sel["airgapped"] == {"site.example/gpu": "a100-40gb"}
 
 
-def test_cpu_tier_has_no_gpu_placement(rendered: dict[str, Rendered]) -> None:
-    r = rendered["onprem-cpu"]
-    spec = r.one("Deployment", "engine")["spec"]["template"]["spec"]
+@pytest.mark.parametrize("scenario", ["onprem-cpu", "edge-server"])
+def test_cpu_nodes_have_no_gpu_placement(rendered: dict[str, Rendered], scenario: str) -> None:
+    r = rendered[scenario]
+    spec = r.engine_pod_spec()
     assert "nodeSelector" not in spec and "tolerations" not in spec
     c = spec["containers"][0]
     assert "nvidia.com/gpu" not in c["resources"]["limits"] and "nvidia.com/gpu" not in c["resources"]["requests"]
-    assert c["command"] == ["dsdeploy", "serve"]
-    assert arg(c, "--device") == "cpu" and arg(c, "--quantization") == "bf16"
-    assert c["readinessProbe"]["httpGet"]["path"] == "/ready"
     assert "nvidia.com/gpu" not in r.text
+
+
+def test_cpu_engine_is_vllms_cpu_image_at_the_charts_vllm_release(rendered: dict[str, Rendered]) -> None:
+    c = engine_container(rendered["onprem-cpu"])
+    assert c["image"] == f"registry.internal.example/vllm/vllm-openai-cpu:{pinned_vllm_tag()}"
+    assert c["command"] == ["vllm", "serve"]
+    # The KV cache is sized by the values, never from the node's free memory; no GPU flag on CPU.
+    assert arg(c, "--kv-cache-memory-bytes") == "2G"
+    assert not any(a.startswith("--gpu-memory-utilization") for a in c["args"])
+    assert arg(c, "--reasoning-parser") == "deepseek_r1"
+    assert c["readinessProbe"]["httpGet"]["path"] == "/health"
+
+
+def test_cpu_image_tag_follows_the_gpu_image_unless_set(tmp_path: Path) -> None:
+    for cpu_tag, expected in (("", f"vllm/vllm-openai-cpu:{pinned_vllm_tag()}"),
+                              ("v9.9.9-x86_64", "vllm/vllm-openai-cpu:v9.9.9-x86_64")):
+        proc = helm_template(values={"engine": {"gpusPerReplica": 0, "vllm": {"cpuImage": {"tag": cpu_tag}}}},
+                             tmp=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        assert engine_container(parse(proc.stdout))["image"] == expected
+    digest_only = {"engine": {"gpusPerReplica": 0, "vllm": {"image": {"tag": "", "digest": "sha256:" + "c" * 64}}}}
+    proc = helm_template(values=digest_only, tmp=tmp_path)
+    assert proc.returncode != 0 and "engine.vllm.cpuImage: set a tag or a digest" in proc.stderr
+
+
+def test_edge_engine_is_the_server_on_the_gguf_file_as_shipped(rendered: dict[str, Rendered]) -> None:
+    c = engine_container(rendered["edge-server"])
+    assert c["command"] == ["dsdeploy", "serve"]
+    assert arg(c, "--device") == "cpu"
+    assert arg(c, "--gguf-file") == "DeepSeek-R1-Distill-Qwen-1.5B-Q4_K_M.gguf"
+    assert c["readinessProbe"]["httpGet"]["path"] == "/ready"
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_shm_is_memory_backed_and_sized(rendered: dict[str, Rendered], scenario: str) -> None:
     v = values_of(scenario)["engine"]
-    spec = rendered[scenario].one("Deployment", "engine")["spec"]["template"]["spec"]
+    spec = rendered[scenario].engine_pod_spec()
     shm = next(vol for vol in spec["volumes"] if vol["name"] == "shm")
     expected = v.get("shm", {}).get("sizeLimit") or f"{max(2, 4 * v['tensorParallelSize'])}Gi"
     assert shm["emptyDir"] == {"medium": "Memory", "sizeLimit": expected}
@@ -85,7 +115,7 @@ def test_shm_is_memory_backed_and_sized(rendered: dict[str, Rendered], scenario:
 def test_default_shm_follows_tensor_parallel_size(tmp_path: Path) -> None:
     proc = helm_template(values={"engine": {"gpusPerReplica": 8, "tensorParallelSize": 8}}, tmp=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    spec = parse(proc.stdout).one("Deployment", "engine")["spec"]["template"]["spec"]
+    spec = parse(proc.stdout).engine_pod_spec()
     shm = next(vol for vol in spec["volumes"] if vol["name"] == "shm")
     assert shm["emptyDir"]["sizeLimit"] == "32Gi"
 
@@ -104,7 +134,7 @@ def test_server_engine_drains_within_the_pods_grace_period(tmp_path: Path) -> No
         proc = helm_template(values={"engine": {"type": "server", "terminationGracePeriodSeconds": grace}}, tmp=tmp_path)
         assert proc.returncode == 0, proc.stderr
         r = parse(proc.stdout)
-        assert r.one("Deployment", "engine")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == grace
+        assert r.engine_pod_spec()["terminationGracePeriodSeconds"] == grace
         assert arg(engine_container(r), "--drain-grace") == drain
 
 
@@ -238,7 +268,7 @@ def test_network_policies(rendered: dict[str, Rendered], scenario: str) -> None:
     deny = r.one("NetworkPolicy", "network")["spec"]
     assert deny["policyTypes"] == ["Ingress", "Egress"] and "ingress" not in deny and "egress" not in deny
     engine = policy(r, "engine")
-    inits = [c["name"] for c in r.one("Deployment", "engine")["spec"]["template"]["spec"]["initContainers"]]
+    inits = [c["name"] for c in r.engine_pod_spec()["initContainers"]]
     if "download-model" in inits:  # the engine pod downloads itself: DNS and the hub, nothing else
         assert sorted(p["port"] for rule in engine["egress"] for p in rule["ports"]) == [53, 53, 443]
         assert not [p for p in r.kind("NetworkPolicy") if p["metadata"]["labels"]["app.kubernetes.io/component"]
@@ -275,11 +305,11 @@ def test_download_job(rendered: dict[str, Rendered]) -> None:
     # ReadWriteOnce (local-path): the engine pod downloads in its own init container, with the download image
     cpu = rendered["onprem-cpu"]
     assert not cpu.kind("Job")
-    init = cpu.one("Deployment", "engine")["spec"]["template"]["spec"]["initContainers"][0]
+    init = cpu.engine_pod_spec()["initContainers"][0]
     assert init["name"] == "download-model" and "--source=modelscope" in init["args"]
     assert init["image"] == "registry.internal.example/dsdeploy/model-fetch:1.0"
     # The engine waits for the download's marker of this very model before it starts.
-    init = rendered["gke-pro"].one("Deployment", "engine")["spec"]["template"]["spec"]["initContainers"][0]
+    init = rendered["gke-pro"].engine_pod_spec()["initContainers"][0]
     assert any(a.startswith("--wait=") for a in init["args"])
     assert "--model-id=deepseek-ai/DeepSeek-R1-Distill-Llama-70B" in init["args"] and "--revision=main" in init["args"]
 
@@ -295,7 +325,7 @@ def test_model_cache_survives_uninstall_prune_and_remediation(rendered: dict[str
 def test_airgapped_skips_download(rendered: dict[str, Rendered]) -> None:
     r = rendered["airgapped"]
     assert not r.kind("Job") and not r.kind("PersistentVolumeClaim")
-    spec = r.one("Deployment", "engine")["spec"]["template"]["spec"]
+    spec = r.engine_pod_spec()
     assert spec["initContainers"][0]["args"] == ["--dest=/models/DeepSeek-R1-Distill-Qwen-14B", "--check-only"]
     claim = next(v for v in spec["volumes"] if v["name"] == "model-cache")["persistentVolumeClaim"]
     assert claim["claimName"] == "deepseek-weights"

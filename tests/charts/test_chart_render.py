@@ -11,6 +11,7 @@ import pytest
 
 from infra.chart_values import CHART_DIR
 from tests.charts.conftest import REPO, SCENARIOS, Rendered, helm_path, scenario_file
+from tests.support.crd_schemas import custom_resource_errors, has_crd_schema
 from tests.support.manifests import manifest_errors
 
 
@@ -40,6 +41,34 @@ def test_scenarios_validate_strict(rendered: dict[str, Rendered], version: str) 
               for name, r in rendered.items() for doc in r.docs for error in manifest_errors(doc, version)]
     assert not errors, "\n".join(errors)
     assert sum(len(r.docs) for r in rendered.values()) >= 80
+
+
+def _pod_templates(doc: dict) -> list[dict]:
+    """A LeaderWorkerSet's leader and worker pod templates as core PodTemplate objects."""
+    if doc["kind"] != "LeaderWorkerSet":
+        return []
+    lwt = doc["spec"]["leaderWorkerTemplate"]
+    return [{"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": f"{doc['metadata']['name']}-{role}"},
+             "template": lwt[f"{role}Template"]} for role in ("leader", "worker")]
+
+
+@pytest.mark.parametrize("version", kubernetes_minors())
+def test_leaderworkerset_pod_templates_validate_strict(rendered: dict[str, Rendered], version: str) -> None:
+    """The LWS CRD embeds its own PodTemplateSpec schema; each Kubernetes minor's must accept the templates too."""
+    templates = [t for r in rendered.values() for d in r.docs for t in _pod_templates(d)]
+    assert len(templates) >= 2
+    errors = [f"{t['metadata']['name']}: {e}" for t in templates for e in manifest_errors(t, version)]
+    assert not errors, "\n".join(errors)
+
+
+def test_a_broken_leaderworkerset_fails_its_crd(rendered: dict[str, Rendered]) -> None:
+    lws = json.loads(json.dumps(rendered["gke-pro-multinode"].one("LeaderWorkerSet", "engine")))
+    assert has_crd_schema(lws) and not custom_resource_errors(lws)
+    lws["spec"]["leaderWorkerTemplate"]["restartPolicy"] = "RestartAlways"
+    lws["spec"]["leaderWorkerTemplate"]["workerTemplate"]["spec"]["containers"][0]["resource"] = {}
+    errors = "\n".join(custom_resource_errors(lws))
+    assert "$.spec.leaderWorkerTemplate.restartPolicy" in errors
+    assert "$.spec.leaderWorkerTemplate.workerTemplate.spec.containers[0]" in errors
 
 
 def test_strict_validation_catches_unknown_fields(rendered: dict[str, Rendered]) -> None:

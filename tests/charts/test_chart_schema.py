@@ -17,7 +17,9 @@ REJECTED = [
     ("wrong type bool", {"networkPolicy": {"enabled": "yes"}}, "/networkPolicy/enabled"),
     ("unknown key", {"engine": {"gpus": 2}}, "'gpus' not allowed"),
     ("unknown top-level key", {"routr": {"replicas": 2}}, "'routr' not allowed"),
-    ("zero GPUs with vLLM", {"engine": {"type": "vllm", "gpusPerReplica": 0}}, "/engine/gpusPerReplica"),
+    ("bitsandbytes to vLLM (the pinned release has none)", {"engine": {"quantization": "bitsandbytes"}},
+     "/engine/quantization"),
+    ("CPU KV cache of zero", {"engine": {"vllm": {"cpu": {"kvCacheGiB": 0}}}}, "/engine/vllm/cpu/kvCacheGiB"),
     ("literal API key as Secret name", {"router": {"cloud": {"apiKeySecret": {"name": API_KEY}}}},
      "/router/cloud/apiKeySecret/name"),
     ("literal API key in values", {"router": {"cloud": {"apiKey": API_KEY}}}, "'apiKey' not allowed"),
@@ -60,6 +62,7 @@ def test_schema_rejects(case: str, values: dict, where: str, tmp_path: Path) -> 
 
 ACCEPTED = [
     ("server engine on CPU", {"engine": {"type": "server", "gpusPerReplica": 0}}),
+    ("vLLM's CPU image", {"engine": {"type": "vllm", "gpusPerReplica": 0}}),
     ("defaults", {}),
     ("monitoring forced", {"monitoring": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": False}}}),
     ("s3 source", {"model": {"source": "s3", "uri": "s3://weights/deepseek/r1-7b"}}),
@@ -140,7 +143,7 @@ def test_engine_port_is_the_same_everywhere(headless: bool, tmp_path: Path) -> N
     url = yaml.safe_load(r.one("ConfigMap", "router")["data"]["router.yaml"])["upstreams"][0]["url"]
     # headless: the name resolves to pod IPs, so the pod's port; ClusterIP: the Service's port
     assert url.endswith(":9000" if headless else ":80")
-    engine = r.one("Deployment", "engine")["spec"]["template"]["spec"]["containers"][0]
+    engine = r.engine_pod_spec()["containers"][0]
     assert engine["ports"][0]["containerPort"] == 9000 and "--port=9000" in engine["args"]
     assert r.one("Service", "engine")["spec"]["ports"][0]["targetPort"] == "http"
     router_egress = r.one("NetworkPolicy", "router")["spec"]["egress"]

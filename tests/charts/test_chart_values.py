@@ -22,7 +22,7 @@ COMBOS = [
     ("r1-distill-qwen-14b", "base", None, "eks"),
     ("r1-distill-qwen-32b", "pro", None, "gke"),
     ("r1-distill-llama-70b", "pro", "fp8", "eks"),
-    ("r1-distill-qwen-7b", "base", "bnb-4bit", "existing"),
+    ("r1-distill-qwen-7b", "base", "gptq-int4", "existing"),
 ]
 
 
@@ -41,7 +41,7 @@ def test_planned_values_render_cleanly(model: str, tier: str, quant: str | None,
     plan = plan_deployment(model, tier, quantization=quant)
     values = chart_values(plan, ChartOptions(platform=platform, cloud_fallback=True))
     r = render_values(values, tmp_path)
-    c = r.one("Deployment", "engine")["spec"]["template"]["spec"]["containers"][0]
+    c = r.engine_pod_spec()["containers"][0]
     assert c["resources"]["limits"]["nvidia.com/gpu"] == plan.gpus_per_replica == plan.tensor_parallel_size
     assert f"--tensor-parallel-size={plan.tensor_parallel_size}" in c["args"]
     assert f"--max-model-len={plan.max_model_len}" in c["args"]
@@ -52,7 +52,7 @@ def test_planned_values_render_cleanly(model: str, tier: str, quant: str | None,
     assert "--max-num-batched-tokens=8192" in c["args"]
     flags = [a.split("=")[0] for a in c["args"] if a.startswith("--")]
     assert len(flags) == len(set(flags)), flags
-    spec = r.one("Deployment", "engine")["spec"]["template"]["spec"]
+    spec = r.engine_pod_spec()
     assert spec["nodeSelector"] == plan.machine(platform).node_labels
     assert f"--model-id={plan.checkpoint or plan.model_id}" in r.download_container()["args"]
 
@@ -94,13 +94,23 @@ def test_platform_selectors_and_options(tmp_path: Path) -> None:
 
 def test_server_engine_on_cpu(tmp_path: Path) -> None:
     plan = plan_deployment("r1-distill-qwen-1.5b", "base").model_copy(update={"gpus_per_replica": 0})
-    with pytest.raises(ChartValuesError, match="no GPU; vLLM needs one"):
+    with pytest.raises(ChartValuesError, match="no GPU, and the planner sizes GPU tiers only"):
         chart_values(plan, ChartOptions(platform="existing"))
     values = chart_values(plan, ChartOptions(platform="existing", engine_type="server"))
     r = render_values(values, tmp_path)
-    spec = r.one("Deployment", "engine")["spec"]["template"]["spec"]
+    spec = r.engine_pod_spec()
     assert "nodeSelector" not in spec and "tolerations" not in spec
     assert "--device=cpu" in spec["containers"][0]["args"]
+
+
+@pytest.mark.parametrize("quant", ["bnb-8bit", "bnb-4bit"])
+def test_bitsandbytes_goes_to_the_server_because_the_pinned_vllm_has_no_loader(quant: str, tmp_path: Path) -> None:
+    plan = plan_deployment("r1-distill-qwen-7b", "base", quantization=quant)
+    with pytest.raises(ChartValuesError, match="RFC #39583.*engine_type='server'"):
+        chart_values(plan, ChartOptions(platform="gke"))
+    values = chart_values(plan, ChartOptions(platform="gke", engine_type="server"))
+    c = render_values(values, tmp_path).one("Deployment", "engine")["spec"]["template"]["spec"]["containers"][0]
+    assert c["command"] == ["dsdeploy", "serve"] and f"--quantization={quant}" in c["args"]
 
 
 def test_server_engine_refuses_quantizations_it_cannot_run() -> None:
@@ -148,7 +158,7 @@ def test_values_command_writes_a_file_that_renders(tmp_path: Path, capsys: pytes
     assert not r.kind("Pod"), "render prints what kubectl should apply: no helm test Pod"
     assert not [d for d in r.docs if d["metadata"]["labels"].get("app.kubernetes.io/component") == "test"], \
         "nor the test Pod's ServiceAccount and NetworkPolicy"
-    assert r.one("Deployment", "engine")["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"][
+    assert r.engine_pod_spec()["containers"][0]["resources"]["limits"][
         "nvidia.com/gpu"] == 4
 
 
@@ -160,7 +170,7 @@ def test_values_command_to_stdout_matches_chart_values(capsys: pytest.CaptureFix
 
 
 def test_values_command_errors(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["values", "--model", "v3", "--tier", "pro", "--platform", "gke"]) == 1
+    assert main(["values", "--model", "v3", "--tier", "pro", "--quantization", "bf16", "--platform", "gke"]) == 1
     assert "does not fit" in capsys.readouterr().err
     assert main(["values", "--model", "r1-distill-qwen-7b", "--tier", "huge", "--platform", "gke"]) == 2
     assert "huge" in capsys.readouterr().err
@@ -198,7 +208,7 @@ def test_render_command_with_cluster_apis(tmp_path: Path, capsys: pytest.Capture
 
 
 @pytest.mark.parametrize(("model", "quant"), [("deepseek-ai/DeepSeek-R1-Distill-Qwen-32B", "awq-int4"),
-                                              ("r1-distill-qwen-7b", "bnb-8bit")])
+                                              ("r1-distill-qwen-7b", "awq-int4")])
 def test_unpublished_quantization_is_an_error_not_the_bf16_weights(model: str, quant: str,
                                                                    capsys: pytest.CaptureFixture[str]) -> None:
     # vLLM would load the original bf16 checkpoint (~64 GB for 32B) onto a GPU sized for 4-bit weights.
@@ -235,7 +245,45 @@ def test_checkpoint_option_names_the_pre_quantized_weights(tmp_path: Path,
 
 def test_server_engine_quantizes_the_original_weights_itself() -> None:
     plan = plan_deployment("r1-distill-qwen-7b", "base", quantization="bnb-8bit")
-    assert plan.checkpoint is None
+    assert (plan.engine, plan.checkpoint) == ("server", "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B")
     values = chart_values(plan, ChartOptions(platform="gke", engine_type="server"))
     assert values["model"]["id"] == "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"
     assert values["engine"]["server"]["quantization"] == "bnb-8bit"
+
+
+@pytest.mark.parametrize(("model", "tier", "quant", "nodes"), [
+    ("r1", "pro", None, 3), ("v3", "pro", "awq-int4", 2), ("r1-distill-qwen-32b", "base", None, 3),
+])
+def test_a_plan_over_several_nodes_renders_its_leaderworkerset(model: str, tier: str, quant: str | None, nodes: int,
+                                                               tmp_path: Path) -> None:
+    plan = plan_deployment(model, tier, quantization=quant)
+    assert plan.nodes_per_replica == nodes
+    values = chart_values(plan, ChartOptions(platform="gke", checkpoint="org/some-awq" if quant else None))
+    engine = values["engine"]
+    assert (engine["nodesPerReplica"], engine["gpusPerReplica"]) == (nodes, plan.gpus_per_replica)
+    assert engine["multiNode"] == {"workerArgs": ["--headless"]}          # the plan's worker flags beyond the leader's
+    assert values["modelCache"]["accessMode"] == "ReadWriteMany"          # every node mounts the cache
+    r = render_values(values, tmp_path)
+    lws = r.one("LeaderWorkerSet", "engine")
+    assert lws["spec"]["leaderWorkerTemplate"]["size"] == nodes
+    for role, extra in (("leader", []), ("worker", ["--headless"])):
+        args = r.engine_pod_spec(role)["containers"][0]["args"]
+        shared = [a for a in args if not a.startswith(("--node-rank", "--master-", "--host", "--port", "--headless"))]
+        planned = [f"--{flag}" for flag in ("tensor-parallel-size", "pipeline-parallel-size", "nnodes")]
+        for flag in planned:  # the plan's layout reaches every pod
+            value = plan.engine_args[plan.engine_args.index(flag) + 1]
+            assert any(a in (f"{flag}={value}", f'"{flag}={value}"') for a in shared), (role, flag, args)
+        assert [a for a in args if a == "--headless"] == extra
+        limit = r.engine_pod_spec(role)["containers"][0]["resources"]["limits"]["nvidia.com/gpu"]
+        assert limit == plan.tensor_parallel_size == plan.gpus_per_replica // nodes
+
+
+def test_values_command_spans_nodes_unless_told_not_to(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["values", "--model", "r1", "--tier", "pro", "--platform", "gke"]) == 0
+    out = capsys.readouterr().out
+    assert "# one replica spans 3 nodes (pipeline parallel 3): a LeaderWorkerSet" in out
+    assert yaml.safe_load(out)["engine"]["nodesPerReplica"] == 3
+    assert main(["values", "--model", "r1", "--tier", "pro", "--platform", "gke", "--max-nodes", "1"]) == 1
+    assert "--max-nodes 3" in capsys.readouterr().err
+    assert main(["values", "--model", "r1", "--tier", "pro", "--platform", "gke", "--engine", "server"]) == 2
+    assert "only vLLM's multi-node mode" in capsys.readouterr().err

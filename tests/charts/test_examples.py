@@ -63,7 +63,7 @@ def test_flux_helmrelease_renders(tmp_path: Path) -> None:
     r = parse(proc.stdout)
     download = r.download_container()
     deadline = int(next(a for a in download["args"] if a.startswith("--deadline=")).split("=")[1])
-    probe = r.one("Deployment", "engine")["spec"]["template"]["spec"]["containers"][0]["startupProbe"]
+    probe = r.engine_pod_spec()["containers"][0]["startupProbe"]
     assert go_duration(release["spec"]["timeout"]) >= deadline + probe["periodSeconds"] * probe["failureThreshold"]
     assert release["spec"]["upgrade"]["remediation"]["strategy"] == "rollback"
 

@@ -12,6 +12,7 @@ import yaml
 from infra.cloud import GpuNodeFacts
 from infra.gpu_platform import device_plugin, gpu_operator
 from infra.images_command import PLATFORM_IMAGES, images_in_manifests, platform_images
+from infra.vllm_release import pinned_vllm_tag
 
 REPO = Path(__file__).resolve().parents[2]
 CI_VALUES = REPO / "charts" / "dsdeploy" / "ci"
@@ -34,9 +35,19 @@ def _reference(image: dict) -> str:
 
 def test_values_file_lists_the_images_it_names_and_nothing_else():
     values = yaml.safe_load((CI_VALUES / "onprem-cpu-values.yaml").read_text())
-    expected = {_reference(values["engine"]["server"]["image"]), _reference(values["router"]["image"]),
+    cpu_image = {**values["engine"]["vllm"]["cpuImage"], "tag": pinned_vllm_tag()}  # tag "" = the chart's vLLM
+    expected = {_reference(cpu_image), _reference(values["router"]["image"]),
                 _reference(values["modelCache"]["download"]["image"])}
     assert set(listed("-f", str(CI_VALUES / "onprem-cpu-values.yaml"))) == expected
+
+
+def test_the_server_engine_lists_its_cpu_variant():
+    values = yaml.safe_load((CI_VALUES / "edge-server-values.yaml").read_text())
+    router = yaml.safe_load((CI_VALUES.parent / "values.yaml").read_text())["router"]["image"]
+    router = {**router, "tag": router["tag"] or yaml.safe_load((CI_VALUES.parent / "Chart.yaml").read_text())["appVersion"]}
+    expected = {_reference(values["engine"]["server"]["image"]), _reference(router)}
+    assert set(listed("-f", str(CI_VALUES / "edge-server-values.yaml"))) == expected
+    assert values["engine"]["server"]["image"]["tag"].endswith("-cpu")
 
 
 def test_a_digest_wins_over_the_tag_and_later_files_win(tmp_path: Path):

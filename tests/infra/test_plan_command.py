@@ -44,8 +44,27 @@ def test_v3_bf16_on_pro_exits_nonzero_naming_the_shortfall() -> None:
     result = dsdeploy("plan", "--model", "deepseek-ai/DeepSeek-V3", "--tier", "pro", "--quantization", "bf16")
     assert result.returncode == 1
     assert result.stdout == ""
-    assert "does not fit tier pro" in result.stderr and "short by 1057.2 GB" in result.stderr
+    assert "does not fit tier pro, not even across 4 nodes" in result.stderr and "short by 185.2 GB" in result.stderr
+    assert "Would fit: --quantization fp8 on tier pro across 3 nodes" in result.stderr
     assert "Traceback" not in result.stderr
+    one_node = dsdeploy("plan", "--model", "v3", "--tier", "pro", "--quantization", "bf16", "--max-nodes", "1")
+    assert one_node.returncode == 1 and "short by 1057.2 GB" in one_node.stderr
+
+
+def test_a_replica_that_spans_nodes_says_so_in_text_and_json() -> None:
+    text = dsdeploy("plan", "--model", "r1", "--tier", "pro")
+    assert text.returncode == 0, text.stderr
+    row = text.stdout.split("nodes per replica", 1)[1]
+    assert row.lstrip(" │").startswith("3: one node of tier pro cannot hold the model")
+    assert "vLLM flags (workers)" in text.stdout and "--headless" in text.stdout
+    assert "LeaderWorkerSet" in text.stdout  # the warning
+    result = dsdeploy("plan", "--model", "r1", "--tier", "pro", "--json")
+    plan = json.loads(result.stdout)
+    assert (plan["nodes_per_replica"], plan["pipeline_parallel_size"], plan["gpus_per_replica"]) == (3, 3, 12)
+    assert plan["worker_engine_args"] == [*plan["engine_args"], "--headless"]
+    assert plan["machines"]["eks"]["pods_per_node"] == 2 and plan["machines"]["gke"]["gpus_per_pod"] == 4
+    single = json.loads(dsdeploy("plan", "--model", "r1-distill-qwen-7b", "--tier", "base", "--json").stdout)
+    assert single["nodes_per_replica"] == 1 and single["worker_engine_args"] == []
 
 
 def test_bad_inputs_exit_2_with_a_message(capsys: pytest.CaptureFixture[str]) -> None:
@@ -57,6 +76,8 @@ def test_bad_inputs_exit_2_with_a_message(capsys: pytest.CaptureFixture[str]) ->
         (["--model", "", "--tier", "base"], "unknown model ''; allowed:"),
         (["--model", "v2-lite", "--tier", "pro", "--context", "999999"], "context 999999 is out of range"),
         (["--model", "v2-lite", "--tier", "pro", "--gpu-memory-utilization", "0"], "out of range: allowed 0.10..0.99"),
+        (["--model", "r1", "--tier", "pro", "--max-nodes", "5"], "max_nodes 5 is out of range: allowed 1..4"),
+        (["--model", "r1", "--tier", "pro", "--max-nodes", "0"], "max_nodes 0 is out of range: allowed 1..4"),
     ]
     for args, message in cases:
         assert main(["plan", *args]) == 2
@@ -75,7 +96,7 @@ def test_json_error_for_scripts(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["plan", "--model", "r1", "--tier", "base", "--json"]) == 1
     captured = capsys.readouterr()
     error = json.loads(captured.out)["error"]
-    assert error["type"] == "does_not_fit" and error["shortfall_gb"] > 600
+    assert error["type"] == "does_not_fit" and error["shortfall_gb"] == 552.8  # at 4 base nodes
     assert "short by" in captured.err
 
 
@@ -100,10 +121,12 @@ def test_v4_flash_on_pro_fits_one_node_and_says_how() -> None:
     assert "3,915 bytes + 18.7 MB per sequence" in text.stdout and "speculative decoding" in text.stdout
 
 
-def test_full_r1_on_pro_is_refused_with_the_shortfall() -> None:
-    result = dsdeploy("plan", "--model", "r1", "--tier", "pro")
+def test_full_r1_on_one_pro_node_is_refused_with_the_shortfall() -> None:
+    # One node (--max-nodes 1): the single-node arithmetic and shortfall; by default R1 spans 3 nodes.
+    result = dsdeploy("plan", "--model", "r1", "--tier", "pro", "--max-nodes", "1")
     assert result.returncode == 1
     assert "weights 684.9 GB" in result.stderr and "short by 400.1 GB" in result.stderr
+    assert "Would fit: one replica across 3 nodes of tier pro (--max-nodes 3)" in result.stderr
     assert "Traceback" not in result.stderr
 
 

@@ -136,8 +136,8 @@ def test_tensor_parallel_choice() -> None:
 
 
 def test_v3_bf16_on_pro_does_not_fit_and_says_by_how_much() -> None:
-    with pytest.raises(PlanDoesNotFit) as info:
-        plan_deployment("deepseek-ai/DeepSeek-V3", "pro", "bf16")
+    with pytest.raises(PlanDoesNotFit) as info:  # one node only (the multi-node verdicts: test_planner_multinode)
+        plan_deployment("deepseek-ai/DeepSeek-V3", "pro", "bf16", max_nodes=1)
     message = str(info.value)
     # 671.03B x 2 bytes = 1342.1 GB of weights against 4 x 85.5 GB x 0.90 = 307.9 GB usable.
     assert "weights 1342.1 GB" in message and "307.9 GB usable" in message
@@ -147,16 +147,19 @@ def test_v3_bf16_on_pro_does_not_fit_and_says_by_how_much() -> None:
 
 
 def test_does_not_fit_names_the_nearest_fitting_quantization_and_tier() -> None:
+    # One node only: the advice names the node count that would hold it first, then what fits one node.
     with pytest.raises(PlanDoesNotFit, match=r"short by 39\.3 GB\. Shorter contexts were tried too \(16,384, 8,192, "
-                                             r"4,096 tokens\): no sequence fits at any of them\. Would fit: "
+                                             r"4,096 tokens\): no sequence fits at any of them\. Would fit: one "
+                                             r"replica across 3 nodes of tier base \(--max-nodes 3\); or "
                                              r"--quantization gptq-int4 on tier base \(published weights\); or tier "
                                              r"pro \(4x H100-80GB\) at bf16"):
-        plan_deployment("r1-distill-qwen-32b", "base")
+        plan_deployment("r1-distill-qwen-32b", "base", max_nodes=1)
     with pytest.raises(PlanDoesNotFit) as info:  # an explicit context is the only one tried
-        plan_deployment("r1-distill-qwen-32b", "base", context=4096)
+        plan_deployment("r1-distill-qwen-32b", "base", context=4096, max_nodes=1)
     assert "Shorter contexts" not in str(info.value) and "one 4096-token sequence" in str(info.value)
-    with pytest.raises(PlanDoesNotFit, match=r"Would fit: tier pro \(4x H100-80GB\) at awq-int4\.$"):
-        plan_deployment("r1-distill-llama-70b", "base", "awq-int4")
+    with pytest.raises(PlanDoesNotFit, match=r"Would fit: one replica across 2 nodes of tier base \(--max-nodes 2\); "
+                                             r"or tier pro \(4x H100-80GB\) at awq-int4\.$"):
+        plan_deployment("r1-distill-llama-70b", "base", "awq-int4", max_nodes=1)
 
 
 def test_default_context_shrinks_with_a_warning_but_an_explicit_one_does_not() -> None:
@@ -165,7 +168,9 @@ def test_default_context_shrinks_with_a_warning_but_an_explicit_one_does_not() -
     assert any("context reduced from the default 32768 to 16384" in w for w in plan.warnings)
     assert any("only 1 sequence(s)" in w for w in plan.warnings)
     with pytest.raises(PlanDoesNotFit, match="one 32768-token sequence"):
-        plan_deployment("r1-distill-qwen-14b", "base", context=32_768)
+        plan_deployment("r1-distill-qwen-14b", "base", context=32_768, max_nodes=1)
+    # Across nodes the explicit context is kept: two base nodes hold a 32K sequence of the 14B.
+    assert plan_deployment("r1-distill-qwen-14b", "base", context=32_768).nodes_per_replica == 2
     assert plan_deployment("v2-lite", "pro").max_model_len == 32_768           # the model's own maximum
 
 
@@ -200,10 +205,16 @@ def test_quantization_sources_and_warnings() -> None:
     missing = plan_deployment("v2-lite", "base", "awq-int4")            # nothing published: a warning
     assert missing.checkpoint is None
     assert any("no published awq-int4 weights" in w and "AutoAWQ" in w for w in missing.warnings)
+    # The pinned vLLM loads neither GGUF nor bitsandbytes: those plans run on dsdeploy serve, with no vLLM flags.
     gguf = plan_deployment("r1-distill-llama-8b", "base", "gguf-q4")
-    assert gguf.vllm_quantization == "gguf" and any("--tokenizer deepseek-ai/" in w for w in gguf.warnings)
+    assert (gguf.engine, gguf.vllm_quantization, gguf.engine_args) == ("server", None, [])
+    assert gguf.checkpoint == "unsloth/DeepSeek-R1-Distill-Llama-8B-GGUF"
+    assert any("dsdeploy serve --gguf-file" in w for w in gguf.warnings)
     bnb = plan_deployment("r1-distill-llama-8b", "base", "bnb-4bit")
-    assert bnb.vllm_quantization == "bitsandbytes"
+    assert (bnb.engine, bnb.vllm_quantization, bnb.engine_args) == ("server", None, [])
+    assert bnb.checkpoint == "deepseek-ai/DeepSeek-R1-Distill-Llama-8B"  # quantized while the server loads it
+    assert any("RFC #39583" in w for w in bnb.warnings)
+    assert (gptq.engine, runtime.engine) == ("vllm", "vllm")
     # 4-bit weights are about a quarter of bf16 plus 16-bit embeddings:
     # (8,030,261,248 - 2 x 128,256 x 4096) x 4.5 / 8 + 2 x 128,256 x 4096 x 2
     body = 8_030_261_248 - 2 * 128_256 * 4096
@@ -281,7 +292,7 @@ def test_planner_imports_neither_torch_nor_pulumi() -> None:
 
 def test_every_model_tier_and_quantization_plans_or_explains_the_shortfall() -> None:
     catalog = load_catalog()
-    outcomes = {"fits": 0, "short": 0, "no kernels": 0, "unsupported": 0}
+    outcomes = {"fits": 0, "short": 0, "no kernels": 0, "unsupported": 0, "spans": 0}
     for model, spec in catalog.models.items():
         for tier in catalog.tiers:
             for quant in QUANTIZATIONS:
@@ -303,10 +314,12 @@ def test_every_model_tier_and_quantization_plans_or_explains_the_shortfall() -> 
                     outcomes["short"] += 1
                     continue
                 outcomes["fits"] += 1
+                outcomes["spans"] += plan.nodes_per_replica > 1
                 assert 1 <= plan.max_num_seqs <= 256
                 assert plan.tensor_parallel_size <= catalog.tier(tier).gpus_per_replica
+                assert plan.gpus_per_replica == plan.tensor_parallel_size * plan.nodes_per_replica
                 assert plan.decode_tokens_per_s_batch >= plan.decode_tokens_per_s_per_seq > 0
-    assert outcomes["fits"] > 100 and outcomes["short"] > 20
+    assert outcomes["fits"] > 100 and outcomes["short"] > 15 and outcomes["spans"] > 15
     assert outcomes["no kernels"] > 10 and outcomes["unsupported"] == 2 * 2 * len(QUANTIZATIONS)  # V4-Pro-0813, V4.1-Flash
 
 

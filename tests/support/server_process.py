@@ -12,6 +12,7 @@ The child's stdout and stderr go to a log file whose tail is shown when it fails
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -47,7 +48,7 @@ class ServerProcess:
 
     def __init__(self, command: Sequence[str], *, port_arg: str | None = "--port", host_arg: str | None = "--host",
                  port: int | None = None, ready_path: str | None = "/ready", env: dict[str, str] | None = None,
-                 start_timeout: float = 120.0, cwd: Path | str | None = None) -> None:
+                 start_timeout: float = 120.0, cwd: Path | str | None = None, own_group: bool = False) -> None:
         self.port = port or free_port()
         self.host = "127.0.0.1"
         self.url = f"http://{self.host}:{self.port}"
@@ -61,6 +62,7 @@ class ServerProcess:
         self.env = {**os.environ, **(env or {})}
         self.start_timeout = start_timeout
         self.cwd = str(cwd or REPO_ROOT)
+        self.own_group = own_group  # its own process group (a server with worker processes, like vLLM)
         self.process: subprocess.Popen | None = None
         self._log_file = tempfile.NamedTemporaryFile(prefix="server-", suffix=".log", delete=False)  # noqa: SIM115
         self.log_path = Path(self._log_file.name)
@@ -74,7 +76,7 @@ class ServerProcess:
     def launch(self) -> ServerProcess:
         """Start the process without waiting for it to be ready (then call ``wait_ready``)."""
         self.process = subprocess.Popen(self.argv, stdout=self._log_file, stderr=subprocess.STDOUT, env=self.env,
-                                        cwd=self.cwd)
+                                        cwd=self.cwd, start_new_session=self.own_group)
         return self
 
     def start(self) -> ServerProcess:
@@ -107,6 +109,13 @@ class ServerProcess:
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signum)
 
+    def signal_group(self, signum: int) -> None:
+        """Signal the server and every process it started (``own_group`` servers only): SIGKILL is a pod
+        dying, SIGSTOP a frozen node."""
+        assert self.own_group and self.process is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signum)
+
     def wait(self, timeout: float) -> int:
         assert self.process is not None
         return self.process.wait(timeout=timeout)
@@ -116,12 +125,16 @@ class ServerProcess:
         if self.process is None:
             return None
         if self.process.poll() is None:
+            if self.own_group:
+                self.signal_group(signal.SIGCONT)  # a frozen group cannot act on SIGTERM
             self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=10)
+        if self.own_group:
+            self.signal_group(signal.SIGKILL)  # workers it left behind
         self._log_file.close()
         return self.process.returncode
 

@@ -70,11 +70,19 @@ labels:
 {{- end -}}
 {{- end -}}
 
-{{/* The engine image object of the chosen engine type. The server image has a CPU and a CUDA variant
-(tags APPVERSION-cpu and APPVERSION-cuda, as the release workflow pushes them): without a tag, the variant
-follows engine.gpusPerReplica. */}}
+{{/* The engine image object of the chosen engine type: vLLM's GPU image, vLLM's CPU image (no GPUs; its tag
+defaults to the GPU image's, one vLLM release), or the project's server, whose image has a CPU and a CUDA
+variant (tags APPVERSION-cpu and APPVERSION-cuda, as the release workflow pushes them): without a tag, the
+variant follows engine.gpusPerReplica. */}}
 {{- define "dsdeploy.engineImageValues" -}}
-{{- if eq .Values.engine.type "vllm" -}}
+{{- if and (eq .Values.engine.type "vllm") (eq (int .Values.engine.gpusPerReplica) 0) -}}
+{{- $img := deepCopy .Values.engine.vllm.cpuImage -}}
+{{- $_ := set $img "tag" (default .Values.engine.vllm.image.tag $img.tag) -}}
+{{- if not (or $img.tag $img.digest) -}}
+{{- fail "engine.vllm.cpuImage: set a tag or a digest (engine.vllm.image is pinned by digest only, and that digest names the GPU image)" -}}
+{{- end -}}
+{{- toYaml $img -}}
+{{- else if eq .Values.engine.type "vllm" -}}
 {{- toYaml .Values.engine.vllm.image -}}
 {{- else -}}
 {{- $img := deepCopy .Values.engine.server.image -}}
@@ -314,10 +322,16 @@ private ranges (VPC endpoints, an in-network mirror or proxy), the metadata endp
 
 {{/* Restricted pod-level fields shared by every pod. */}}
 {{- define "dsdeploy.podSecurity" -}}
+{{- include "dsdeploy.podSecurityWith" (list . dict) -}}
+{{- end -}}
+
+{{/* The same, with fields added to the pod's securityContext (e.g. sysctls). (list $ dict) */}}
+{{- define "dsdeploy.podSecurityWith" -}}
+{{- $root := index . 0 -}}
 automountServiceAccountToken: false
 securityContext:
-  {{- toYaml .Values.podSecurityContext | nindent 2 }}
-{{- with .Values.imagePullSecrets }}
+  {{- toYaml (merge (deepCopy (index . 1)) $root.Values.podSecurityContext) | nindent 2 }}
+{{- with $root.Values.imagePullSecrets }}
 imagePullSecrets:
   {{- toYaml . | nindent 2 }}
 {{- end }}

@@ -39,7 +39,8 @@ DEFAULTS: dict[str, Any] = {
     "chunk_delay": 0.0,    # stream: seconds between chunks
     "cut_after": None,     # cut_stream / stall / malformed_chunk: after this many chunks (default chunks//2 + 1)
     "waiting": 0,          # value of vllm:num_requests_waiting
-    "reasoning": False,    # include reasoning_content
+    "reasoning": False,    # include the model's thinking
+    "reasoning_field": "reasoning_content",  # where: DeepSeek's reasoning_content or vLLM's reasoning
     "usage": None,         # replace the answer's usage object (e.g. a malformed one)
     "text": None,          # the answer's text (split in `chunks` parts); default "answer from NAME part i " each
     "refuse_prefix": False,  # stand-in: answer a chat prefix completion with a 400
@@ -268,7 +269,7 @@ class Connection(asyncio.Protocol):
             text = ""
         message: dict[str, Any] = {"role": "assistant", "content": text}
         if b["reasoning"]:
-            message["reasoning_content"] = f"thinking in {fake.name}"
+            message[b["reasoning_field"]] = f"thinking in {fake.name}"
         choice: dict[str, Any] = {"index": 0, "message": message, "finish_reason": finish}
         if path == "/v1/completions":
             choice = {"index": 0, "text": text, "finish_reason": finish}
@@ -336,7 +337,7 @@ class Connection(asyncio.Protocol):
             if i == 0:
                 delta["role"] = "assistant"
                 if b["reasoning"]:
-                    delta["reasoning_content"] = f"thinking in {fake.name}"
+                    delta[b["reasoning_field"]] = f"thinking in {fake.name}"
             event = {"id": sid, "object": "chat.completion.chunk", "created": 0, "model": model,
                      "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
             self.chunk(b"data: " + json.dumps(event).encode() + b"\n\n")

@@ -121,8 +121,9 @@ class RunningRouter:
 
 
 def router_config(upstreams: list[str | dict[str, Any]], cloud: str | None, audit_path: Path,
-                  **sections: Any) -> RouterConfig:
-    """A test config; ``upstreams`` are URLs or whole upstream entries; ``sections`` merge into the rest."""
+                  environ: dict[str, str] | None = None, **sections: Any) -> RouterConfig:
+    """A test config; ``upstreams`` are URLs or whole upstream entries; ``sections`` merge into the rest;
+    ``environ`` adds variables that ``${NAME}`` references in them resolve to."""
     data: dict[str, Any] = {"upstreams": [{"url": u} if isinstance(u, str) else u for u in upstreams]}
     if cloud is not None:
         data["cloud"] = {"base_url": cloud, "api_key": "${TEST_CLOUD_KEY}", "models": {"*": "deepseek-chat"},
@@ -133,7 +134,7 @@ def router_config(upstreams: list[str | dict[str, Any]], cloud: str | None, audi
     data["saturation"] = {"poll_interval_s": 0.2}
     for key, value in sections.items():
         data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
-    return parse_router_config(data, environ={"TEST_CLOUD_KEY": CLOUD_KEY})
+    return parse_router_config(data, environ={"TEST_CLOUD_KEY": CLOUD_KEY, **(environ or {})})
 
 
 @contextlib.contextmanager

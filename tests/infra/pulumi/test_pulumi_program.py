@@ -297,8 +297,8 @@ BAD_CONFIGS = [
      {"kubeconfig": KUBECONFIG}, r"dsdeploy:storageClass: missing; allowed: a ReadWriteMany StorageClass"),
     ({"platform": "existing", "tier": "base", "model": "r1-distill-qwen-7b", "cloudFallback": "true"},
      {"kubeconfig": KUBECONFIG}, r"dsdeploy:deepseekApiKey: missing.*--secret"),
-    ({"platform": "existing", "tier": "base", "model": "deepseek-r1-distill-qwen-32b", "quantization": "bf16"},
-     {"kubeconfig": KUBECONFIG}, r"does not fit tier base.*short by"),
+    ({"platform": "existing", "tier": "base", "model": "deepseek-r1", "quantization": "fp8"},
+     {"kubeconfig": KUBECONFIG}, r"does not fit tier base, not even across 4 nodes.*short by"),
     ({"platform": "existing", "tier": "base", "model": "no-such-model"}, {"kubeconfig": KUBECONFIG},
      r"planner refuses this stack.*no-such-model"),
 ]

@@ -98,9 +98,26 @@ def test_example_stack_passes_the_pulumi_cli_config_check(path):
     assert validate_stack_config(engine, needed) == validate_stack_config(values, needed)
 
 
-def test_there_are_the_four_example_stacks():
+def test_there_are_the_example_stacks():
     assert {path.name for path in EXAMPLE_STACKS} >= {
-        "Pulumi.gke-base.yaml", "Pulumi.gke-pro.yaml", "Pulumi.eks-pro.yaml", "Pulumi.onprem.yaml"}
+        "Pulumi.gke-base.yaml", "Pulumi.gke-pro.yaml", "Pulumi.eks-pro.yaml", "Pulumi.onprem.yaml",
+        "Pulumi.gke-pro-r1.yaml"}
+
+
+def test_the_gke_pro_example_serves_v4_flash_on_one_node():
+    values, _ = read_stack_file(ROOT / "Pulumi.gke-pro.yaml")
+    cfg = validate_stack_config(values, {"deepseekApiKey"})
+    plan = plan_deployment(cfg.model, cfg.tier, max_nodes=cfg.max_nodes_per_replica)
+    assert (plan.model_id, plan.nodes_per_replica, plan.tensor_parallel_size) == ("deepseek-ai/DeepSeek-V4-Flash", 1, 4)
+    assert plan.machine("gke").machine_type == "a3-highgpu-4g" and plan.speculative_decoding == "mtp"
+
+
+def test_the_multi_node_example_spans_three_pro_nodes():
+    values, _ = read_stack_file(ROOT / "Pulumi.gke-pro-r1.yaml")
+    cfg = validate_stack_config(values, {"deepseekApiKey"})
+    plan = plan_deployment(cfg.model, cfg.tier, max_nodes=cfg.max_nodes_per_replica)
+    assert (plan.model_id, plan.nodes_per_replica, plan.gpus_per_replica) == ("deepseek-ai/DeepSeek-R1", 3, 12)
+    assert cfg.compact_placement and not cfg.lws_already_installed
 
 
 @pytest.mark.parametrize("path", EXAMPLE_STACKS, ids=lambda p: p.name)
@@ -118,7 +135,8 @@ def test_example_stack_parses_validates_and_plans(path):
         assert "kubeconfig" in needed
     else:
         assert "Cost warning" in text
-    plan = plan_deployment(cfg.model, cfg.tier, quantization=cfg.quantization, context=cfg.context)
+    plan = plan_deployment(cfg.model, cfg.tier, quantization=cfg.quantization, context=cfg.context,
+                           max_nodes=cfg.max_nodes_per_replica)
     assert plan.tensor_parallel_size >= 1
 
 
