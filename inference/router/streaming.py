@@ -205,6 +205,9 @@ class StreamRelay:
         except TimeoutError:
             if sending:
                 return CLIENT_STALLED
+            if seen.complete:  # every choice finished; only the usage event or [DONE] did not come: whole
+                seen.done = True
+                return None
             if time.monotonic() >= plan.deadline:
                 return TIMEOUT
             return STALLED if silence_s < plan.idle_s else IDLE
@@ -213,6 +216,9 @@ class StreamRelay:
         except UpstreamTooLarge:
             return TOO_LARGE
         except (UpstreamClosed, aiohttp.ClientError, OSError, ValueError):
+            if seen.complete:
+                seen.done = True
+                return None
             return STALLED if self.lost else INTERRUPTED
         finally:
             reply.close()
@@ -255,8 +261,9 @@ class StreamRelay:
         return b"".join(parts), None
 
     async def _end(self, last: bytes | None = None) -> None:
-        """Close the client's stream: ``[DONE]`` after a whole answer, or one error event."""
-        body = DONE_EVENT if last is None else last
+        """Close the client's stream: ``[DONE]`` after a whole answer, or one error event and ``[DONE]`` (as
+        the model server and vLLM end theirs: a client reading to ``[DONE]`` is not left waiting)."""
+        body = DONE_EVENT if last is None else last + DONE_EVENT
         await self.send({"type": "http.response.body", "body": body, "more_body": False})
 
     def _close(self) -> None:

@@ -44,6 +44,7 @@ DEFAULTS: dict[str, Any] = {
     "usage": None,         # replace the answer's usage object (e.g. a malformed one)
     "text": None,          # the answer's text (split in `chunks` parts); default "answer from NAME part i " each
     "refuse_prefix": False,  # stand-in: answer a chat prefix completion with a 400
+    "foreign_prefix": "refuse",  # a prefix that is not how its own answer starts: refuse (400) or continue
     "health_status": 200,  # status of GET /health
     "sse_preamble": "",    # stream: lines sent before the first event (e.g. "retry: 3000\n")
     "headers": {},         # extra response headers on completions (name -> value, latin-1)
@@ -256,6 +257,8 @@ class Connection(asyncio.Protocol):
         parts = fake.parts(data)
         if prefix is not None:  # continue the stand-in's answer where the given text ends
             done = next((k for k in range(len(parts) + 1) if "".join(parts[:k]) == prefix), None)
+            if done is None and b["foreign_prefix"] == "continue":  # as the API does: go on from any text
+                done = 0
             if done is None:
                 return self.whole(400, json.dumps({"error": {"message": f"prefix {prefix!r} is not how this "
                                   "answer starts", "type": "invalid_request_error", "param": None,
@@ -352,6 +355,10 @@ class Connection(asyncio.Protocol):
             tail.append({"id": sid, "object": "chat.completion.chunk", "created": 0, "model": model, "choices": [],
                          "usage": b["usage"] or {"prompt_tokens": 7, "completion_tokens": n, "total_tokens": 7 + n}})
         fake.served += 1
+        if mode == "silent_after_finish":  # the finish_reason event, then nothing (a frozen engine)
+            self.chunk(b"data: " + json.dumps(tail[0]).encode() + b"\n\n")
+            await self.drain()
+            await asyncio.sleep(3600)
         text = b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in tail)
         self.chunk(text if mode == "no_done" else text + b"data: [DONE]\n\n")
         self.end_chunks()

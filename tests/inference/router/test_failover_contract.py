@@ -9,11 +9,13 @@ contract as a table.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import urllib.request
 from typing import Any
 
+import httpx
 import openai
 import pytest
 
@@ -240,6 +242,18 @@ def _stream_error_checks(r, cloud, seen, code: str) -> None:
     assert (line["route"], line["error"], line["continuation"]) == ("local", code, None)
 
 
+
+def test_a_stream_ended_by_an_error_event_still_ends_with_done(ups, tmp_path):
+    """The client's raw stream: the error event, then ``data: [DONE]``, as the server and vLLM end theirs."""
+    a, cloud = ups["a"], ups["cloud"]
+    a.control(text=TEXT, chunks=8, mode="cut_stream", cut_after=3)
+    with run_router(default_config([a.url], cloud.url, tmp_path / "a.jsonl")) as r:
+        body = {"model": "fake-model", "messages": MSG, "stream": True}
+        with httpx.stream("POST", r.v1 + "/chat/completions", json=body, timeout=30,
+                          headers={"X-Data-Class": "internal"}) as response:
+            events = [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]" and json.loads(events[-2])["error"]["code"] == "stream_interrupted", events[-3:]
+
 @pytest.mark.parametrize("fault", ["cut_stream", "malformed_chunk"])
 def test_s08_s10_a_cut_or_malformed_stream_is_continued_from_the_cloud(ups, tmp_path, fault):
     a, cloud = ups["a"], ups["cloud"]
@@ -300,6 +314,21 @@ def test_s11_a_stream_that_ends_without_done_but_with_a_finish_reason_is_complet
         assert (line["route"], line["error"], line["continuation"]) == ("local", None, None)
     assert chat_requests(cloud) == []
 
+
+
+@pytest.mark.parametrize("data_class", ["internal", "public"])
+def test_s11_an_engine_silent_after_the_finish_reason_still_gives_a_complete_answer(ups, tmp_path, data_class):
+    """Frozen between the last token and the usage event / [DONE]: nothing is missing from the answer, so it
+    ends as complete (no error event, no continuation), once the stall deadline passes."""
+    a, cloud = ups["a"], ups["cloud"]
+    a.control(text=TEXT, chunks=8, mode="silent_after_finish")
+    with run_router(default_config([a.url], cloud.url, tmp_path / "a.jsonl")) as r:
+        seen = ask_stream(r, data_class)
+        assert seen["error"] is None and seen["text"] == TEXT and seen["finish"] == "stop"
+        line = last_line(r)
+        assert (line["route"], line["error"], line["continuation"]) == ("local", None, None)
+        assert line["completion_tokens"] > 0  # counted from the events: no usage came
+    assert chat_requests(cloud) == []
 
 # ----------------------------------------------------------------------------- 12, 13: the request's own fault
 def test_s12_context_length_exceeded_goes_to_the_longer_cloud_context_or_back_unchanged(ups, tmp_path):
