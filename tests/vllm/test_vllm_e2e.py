@@ -194,7 +194,7 @@ def _check_nothing_lost(results: list[dict[str, Any]], total: int, lines: list[d
     """Every public request is answered in full: before the fault by the engine, after it by the cloud, and a
     stream the engine had begun is continued from the cloud (chat prefix completion), never cut."""
     assert len(results) == total
-    assert [r for r in results if not r["ok"]] == [], json.dumps([l for l in lines if l["error"]])
+    assert [r for r in results if not r["ok"]] == [], json.dumps([line for line in lines if line["error"]])
     assert {r["route"] for r in results} == {"local", "cloud"}
     continued = [line for line in lines if line["continuation"] == "cloud"]
     assert all(line["route"] == "local" and line["stream"] and line["status"] == 200 for line in continued)
