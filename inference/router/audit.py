@@ -21,10 +21,10 @@ from inference.router.config import AuditConfig
 AUDIT_FIELDS = (
     "request_id", "time", "key_id", "tenant", "data_class", "method", "path", "model", "stream",
     "route", "upstream", "status", "prompt_tokens", "completion_tokens", "latency_ms",
-    "fallback_reason", "attempts", "failures", "cache", "error",
+    "fallback_reason", "attempts", "failures", "cache", "error", "continuation",
 )
-# A record is a tuple of these values, in this order (cheap to build on the request path); ``time`` is
-# the epoch float, rendered as ISO 8601 UTC with milliseconds when the line is written.
+# A record is a tuple of these values, in this order (``record.RequestRecord.fields()``); ``time`` is the
+# epoch float, rendered as ISO 8601 UTC with milliseconds when the line is written.
 Record = tuple[Any, ...]
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, check_circular=False)
@@ -62,10 +62,15 @@ def prompt_content(data: dict[str, Any] | None) -> Any:
 
 
 class AuditLog:
-    """Collects records in memory; a background task writes them every ``flush_interval_s``."""
+    """Collects records in memory; a background task writes them every ``flush_interval_s``.
+
+    At most ``audit.max_buffered`` records wait for the writer (a disk that stalls must not take the router's
+    memory with it): beyond that, records are dropped and counted (``dropped``, a metric), and said on stderr.
+    """
 
     def __init__(self, config: AuditConfig, stream: TextIO | None = None) -> None:
         self.config = config
+        self.dropped = 0
         self._buffer: list[tuple[Record, dict[str, Any] | None]] = []
         self._keep_prompts = config.prompts != "off"
         self._stream = stream
@@ -79,6 +84,12 @@ class AuditLog:
         """Queue one record: the values of AUDIT_FIELDS in order (cheap: the JSON is built later, off the
         request path); ``request_data`` (the parsed body) is kept only when prompts are logged."""
         if self.config.enabled:
+            if len(self._buffer) >= self.config.max_buffered:
+                if not self.dropped:
+                    print(f"audit: {len(self._buffer)} records wait for the writer; dropping new ones "
+                          "(dsdeploy_router_audit_dropped_total counts them)", file=sys.stderr)
+                self.dropped += 1
+                return
             self._buffer.append((fields, request_data if self._keep_prompts else None))
 
     async def start(self) -> None:
@@ -112,8 +123,8 @@ class AuditLog:
             batch, self._buffer = self._buffer, []
             try:  # rendering and the write happen in a thread: no stall of the event loop on a slow disk
                 await asyncio.to_thread(self._write, batch)
-            except OSError as exc:  # a full disk must not take the router down
-                print(f"audit: write failed: {exc}", file=sys.stderr)
+            except Exception as exc:  # a full disk (or a bug in one record) must not stop the writer for good
+                print(f"audit: writing {len(batch)} records failed: {type(exc).__name__}: {exc}", file=sys.stderr)
 
     def _time(self, t: float) -> str:
         second = int(t)
@@ -125,10 +136,12 @@ class AuditLog:
     def render(self, fields: Record, request_data: dict[str, Any] | None) -> str:
         """One JSON line: the AUDIT_FIELDS in order, then ``prompt_sha256`` or ``prompt`` per ``audit.prompts``."""
         (request_id, t, key_id, tenant, data_class, method, path, model, stream, route, upstream, status,
-         prompt_tokens, completion_tokens, latency_ms, fallback_reason, attempts, failures, cache, error) = fields
+         prompt_tokens, completion_tokens, latency_ms, fallback_reason, attempts, failures, cache, error,
+         continuation) = fields
         if (type(t) is float and type(stream) in _BOOL_OR_NONE and {
                 type(request_id), type(key_id), type(tenant), type(data_class), type(method), type(path), type(model),
-                type(route), type(upstream), type(fallback_reason), type(cache), type(error)} <= _STR_OR_NONE
+                type(route), type(upstream), type(fallback_reason), type(cache), type(error),
+                type(continuation)} <= _STR_OR_NONE
                 and type(status) is int and type(prompt_tokens) is int and type(completion_tokens) is int
                 and type(latency_ms) is float and type(attempts) is int and type(failures) is list):
             # the types the request path produces: one f-string, ~3x cheaper than the JSON encoder
@@ -144,7 +157,8 @@ class AuditLog:
                 f'"latency_ms":{_value(latency_ms)},'
                 f'"fallback_reason":{N if fallback_reason is None else q(fallback_reason)},"attempts":{attempts},'
                 f'"failures":[{",".join(map(q, failures))}],"cache":{N if cache is None else q(cache)},'
-                f'"error":{N if error is None else q(error)}'
+                f'"error":{N if error is None else q(error)},'
+                f'"continuation":{N if continuation is None else q(continuation)}'
             )
         else:
             parts = [key + _value(value) for key, value in zip(_KEYS, fields, strict=True)]

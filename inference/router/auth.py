@@ -6,7 +6,7 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 
-from inference.router.config import RouterConfig, strictest
+from inference.router.config import RouterConfig, digest_key_id, strictest
 from inference.router.errors import RouterError
 
 
@@ -28,7 +28,7 @@ class Authenticator:
         self.enabled = config.auth.enabled
         self._entries: list[tuple[bytes, Principal]] = []
         for digest in config.auth.keys_sha256:
-            key_id = "sha256:" + digest[:12]
+            key_id = digest_key_id(digest)
             self._entries.append((bytes.fromhex(digest), Principal(key_id, key_id, policy_default, default_rpm)))
         for key in config.auth.keys:
             default_class = key.default_class or policy_default

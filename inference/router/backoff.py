@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from email.utils import parsedate_to_datetime
+
+MAX_RETRY_AFTER_S = 86_400.0  # a Retry-After beyond a day is read as a day (``inf``, ``1e300``: not a number of seconds)
 
 
 def backoff_delay(attempt: int, base_s: float, cap_s: float, retry_after_s: float | None = None,
@@ -28,18 +31,26 @@ def asks_too_long(retry_after_s: float | None, cap_s: float) -> bool:
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """``Retry-After`` as seconds: delta-seconds or an HTTP date; None when absent or unreadable."""
+    """``Retry-After`` as seconds: delta-seconds or an HTTP date, at most ``MAX_RETRY_AFTER_S``; None when
+    absent or unreadable (``nan``, ``inf`` and ``-inf`` are unreadable, ``1e300`` is a day)."""
     if not value:
         return None
     value = value.strip()
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        return min(MAX_RETRY_AFTER_S, max(0.0, seconds)) if math.isfinite(seconds) else None
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
     if when is None:
         return None
-    return max(0.0, when.timestamp() - (now if now is not None else time.time()))
+    return min(MAX_RETRY_AFTER_S, max(0.0, when.timestamp() - (now if now is not None else time.time())))
+
+
+def retry_after_header(seconds: float) -> bytes:
+    """A ``Retry-After`` value the client can act on: whole seconds, at least 1, at most a day."""
+    return b"%d" % max(1, math.ceil(min(MAX_RETRY_AFTER_S, seconds)))

@@ -27,8 +27,18 @@ def is_deterministic(data: dict[str, Any]) -> bool:
     )
 
 
+ENTRY_OVERHEAD = 512  # bytes an entry holds besides its body: key tuple and digest, record, LRU links
+
+
+def entry_size(entry: CachedAnswer) -> int:
+    return len(entry.body) + len(entry.content_type) + len(entry.route) + ENTRY_OVERHEAD
+
+
 class ResponseCache:
-    """LRU over (tenant, path, canonical request); one tenant never reads another tenant's entries."""
+    """LRU over (tenant, path, canonical request); one tenant never reads another tenant's entries.
+
+    ``max_bytes`` bounds what the entries hold in all: bodies and a fixed overhead per entry, so that many
+    tiny answers cannot outgrow it."""
 
     def __init__(self, max_bytes: int, ttl_s: float) -> None:
         self.max_bytes = max_bytes
@@ -53,20 +63,21 @@ class ResponseCache:
 
     def put(self, key: tuple[str, str, bytes], body: bytes, content_type: str, route: str,
             now: float | None = None) -> None:
-        size = len(body)
+        now = now if now is not None else time.monotonic()
+        entry = CachedAnswer(body, content_type, route, now + self.ttl_s)
+        size = entry_size(entry)
         if size > self.max_bytes:
             return
         if key in self._entries:
             self._drop(key)
-        now = now if now is not None else time.monotonic()
-        self._entries[key] = CachedAnswer(body, content_type, route, now + self.ttl_s)
+        self._entries[key] = entry
         self.bytes += size
         while self.bytes > self.max_bytes:
             self._drop(next(iter(self._entries)))
 
     def _drop(self, key: tuple[str, str, bytes]) -> None:
         entry = self._entries.pop(key)
-        self.bytes -= len(entry.body)
+        self.bytes -= entry_size(entry)
 
     def __len__(self) -> int:
         return len(self._entries)

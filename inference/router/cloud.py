@@ -13,8 +13,10 @@ import aiohttp
 
 from inference.router.backoff import asks_too_long, backoff_delay
 from inference.router.config import CloudConfig, is_loopback
+from inference.router.continuation import ChatStream, prefix_completion_body
 from inference.router.proxy import (
     FIRST_BYTE_TIMEOUT,
+    REDIRECT,
     RESPONSE_TIMEOUT,
     AttemptFailed,
     Reply,
@@ -22,9 +24,20 @@ from inference.router.proxy import (
 )
 
 
+def stream_with_usage(data: dict[str, Any]) -> dict[str, Any]:
+    """A streamed request that asks for the final usage event (the router counts tokens and spend from it;
+    the relay leaves that event out when the client did not ask for it)."""
+    options = data.get("stream_options")
+    if isinstance(options, dict) and options.get("include_usage") is True:
+        return data
+    return {**data, "stream_options": {**(options if isinstance(options, dict) else {}), "include_usage": True}}
+
+
 class CloudRoute:
-    def __init__(self, config: CloudConfig, sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep) -> None:
+    def __init__(self, config: CloudConfig, max_answer_bytes: int,
+                 sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep) -> None:
         self.config = config
+        self.max_answer_bytes = max_answer_bytes
         self.base = config.base_url
         self._headers = {
             "Content-Type": "application/json",
@@ -49,12 +62,29 @@ class CloudRoute:
     def model_for(self, local_model: str | None) -> str | None:
         return self.config.cloud_model(local_model)
 
+    @property
+    def continues_streams(self) -> bool:
+        return self.config.prefix_completion_path is not None
+
     async def send(self, path: str, data: dict[str, Any], cloud_model: str, stream: bool,
                    deadline: float) -> tuple[Reply, int]:
         """Send to the cloud with retries; return (reply, attempts) or raise the last AttemptFailed."""
+        request = {**data, "model": cloud_model}
+        if stream:
+            request = stream_with_usage(request)
+        body = json.dumps(request, separators=(",", ":"), ensure_ascii=False).encode()
+        return await self._send(self.base + path, body, stream, deadline)
+
+    async def continue_stream(self, data: dict[str, Any], cloud_model: str, so_far: ChatStream,
+                              deadline: float) -> Reply:
+        """The rest of a broken chat stream, by chat prefix completion (raises AttemptFailed)."""
+        assert self.config.prefix_completion_path is not None
+        body = prefix_completion_body(data, cloud_model, so_far)
+        reply, _ = await self._send(self.base + self.config.prefix_completion_path, body, True, deadline)
+        return reply
+
+    async def _send(self, url: str, body: bytes, stream: bool, deadline: float) -> tuple[Reply, int]:
         assert self.session is not None
-        body = json.dumps({**data, "model": cloud_model}, separators=(",", ":"), ensure_ascii=False).encode()
-        url = self.base + path
         cfg = self.config
         last: AttemptFailed | None = None
         for attempt in range(cfg.attempts):
@@ -64,11 +94,13 @@ class CloudRoute:
             limit = min(cfg.first_byte_timeout_s, remaining) if stream else remaining
             try:
                 reply = await bounded_cloud(self.session, url, body, self._headers, stream, limit,
-                                            FIRST_BYTE_TIMEOUT if stream else RESPONSE_TIMEOUT)
+                                            FIRST_BYTE_TIMEOUT if stream else RESPONSE_TIMEOUT, self.max_answer_bytes)
                 return reply, attempt + 1
             except AttemptFailed as failure:
                 last = failure
                 last.attempts = attempt + 1
+            if last.reason == REDIRECT:
+                break  # the same answer each time, and never followed: the key would go where it points
             if asks_too_long(last.retry_after, cfg.backoff_max_s):
                 break  # the API asks for a longer wait than ours: its 429 and Retry-After go to the client
             if attempt + 1 < cfg.attempts:

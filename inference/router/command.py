@@ -40,6 +40,8 @@ def run_command(args: argparse.Namespace) -> int:
         print(f"dsdeploy route: {exc}", file=sys.stderr)
         return 2
     print(describe(config, host, port), file=sys.stderr, flush=True)
+    for warning in config.warnings():
+        print(f"dsdeploy route: warning: {warning}", file=sys.stderr, flush=True)
     serve(config, host, port, log_level=args.log_level)
     return 0
 
@@ -56,12 +58,29 @@ def describe(config, host: str, port: int) -> str:  # noqa: ANN001
             f"auth: {auth}; audit: {audit}")
 
 
+def uvicorn_config(app, config, host: str, port: int, *, loop: str = "uvloop",  # noqa: ANN001
+                   log_level: str = "warning"):  # noqa: ANN201
+    """The uvicorn settings of the router (``dsdeploy route`` and the tests): httptools with the connection
+    bounds of ``inference.router.connections``."""
+    import uvicorn
+
+    from inference.router.connections import ConnectionLimits, guarded_protocol
+
+    server = config.server
+    limits = ConnectionLimits(
+        max_connections=server.max_connections, max_header_bytes=server.max_header_bytes,
+        max_headers=server.max_headers, header_timeout_s=server.header_timeout_s,
+        body_timeout_s=config.timeouts.body_s + 1.0, keepalive_s=server.keepalive_s,
+        write_stall_s=config.timeouts.stream_idle_s + 1.0)  # after the relay's own cut (client_stalled)
+    return uvicorn.Config(
+        app, host=host, port=port, loop=loop, http=guarded_protocol(limits), lifespan="on", access_log=False,
+        log_level=log_level, timeout_keep_alive=server.keepalive_s, proxy_headers=False, server_header=False,
+        date_header=False)
+
+
 def serve(config, host: str, port: int, *, log_level: str = "warning") -> None:  # noqa: ANN001
     import uvicorn
 
     from inference.router.app import RouterApp
 
-    uvicorn.run(
-        RouterApp(config), host=host, port=port, loop="uvloop", http="httptools", lifespan="on",
-        access_log=False, log_level=log_level, timeout_keep_alive=30, proxy_headers=False, server_header=False,
-    )
+    uvicorn.Server(uvicorn_config(RouterApp(config), config, host, port, log_level=log_level)).run()

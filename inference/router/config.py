@@ -59,6 +59,15 @@ def _check_http_url(value: str) -> str:
     return value.rstrip("/")
 
 
+def _check_path(value: str) -> str:
+    if not value.startswith("/") or any(c in value for c in "?# "):
+        raise ValueError(f"{value!r} must be a URL path starting with '/' (e.g. /health), without ? or #")
+    return value
+
+
+UrlPath = Annotated[str, AfterValidator(_check_path)]
+
+
 class Upstream(_Strict):
     url: str
     name: str | None = None  # label in metrics and audit; default host:port
@@ -105,6 +114,10 @@ class CloudConfig(_Strict):
     connect_timeout_s: float = Field(default=5.0, gt=0)
     first_byte_timeout_s: float = Field(default=60.0, gt=0)
     prices: dict[str, ModelPrice] = Field(default_factory=_default_prices)
+    # A stream cut after its first byte is continued from here with the DeepSeek API's chat prefix completion
+    # (https://api-docs.deepseek.com/guides/chat_prefix_completion: base_url .../beta, last message the
+    # assistant's with "prefix": true); null: never continued (the stream ends with an error event).
+    prefix_completion_path: UrlPath | None = "/beta/chat/completions"
 
     @field_validator("base_url")
     @classmethod
@@ -138,6 +151,18 @@ class PolicyConfig(_Strict):
     default_class: DataClass = "internal"
     cloud_allowed: list[DataClass] = Field(default_factory=lambda: ["public"])
 
+    @field_validator("cloud_allowed")
+    @classmethod
+    def _allowed(cls, v: list[str]) -> list[str]:
+        if "restricted" in v:
+            raise ValueError("'restricted' may never leave the premises: it is the class for data that must stay "
+                             "home; allow 'public' and, if you must, 'internal'")
+        for looser, stricter in zip(DATA_CLASSES, DATA_CLASSES[1:], strict=False):
+            if stricter in v and looser not in v:
+                raise ValueError(f"allows '{stricter}' but not the looser '{looser}': a class may leave only if "
+                                 f"every looser class may; add '{looser}'")
+        return sorted(set(v), key=DATA_CLASSES.index)
+
 
 class ApiKey(_Strict):
     id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
@@ -161,6 +186,11 @@ class ApiKey(_Strict):
         return self
 
 
+def digest_key_id(digest: str) -> str:
+    """The key id of a ``keys_sha256`` entry (audit lines, the rate-limit bucket)."""
+    return "sha256:" + digest[:12]
+
+
 def _check_digest(v: str) -> str:
     v = v.strip().lower()
     if not _SHA256_HEX.match(v):
@@ -180,13 +210,25 @@ class AuthConfig(_Strict):
 
     @model_validator(mode="after")
     def _unique(self) -> AuthConfig:
-        ids = [k.id for k in self.keys]
-        if len(ids) != len(set(ids)):
-            raise ValueError(f"auth.keys: key ids must be unique, got {ids}")
+        # every key id (the rate-limit bucket), including the ones keys_sha256 entries get, must be distinct
+        ids = [digest_key_id(d) for d in self.keys_sha256] + [k.id for k in self.keys]
+        repeated = sorted({i for i in ids if ids.count(i) > 1})
+        if repeated:
+            raise ValueError(f"key ids must be unique (each is one rate-limit bucket), but {repeated} is used by "
+                             "more than one key (a keys_sha256 entry's id is 'sha256:' + its first 12 hex digits)")
+        if "anonymous" in ids:
+            raise ValueError("'anonymous' is the id of requests when auth is off; give the key another id")
         digests = self.keys_sha256 + [k.sha256 for k in self.keys]
         if len(digests) != len(set(digests)):
             raise ValueError("auth: the same key digest is listed twice")
         return self
+
+    def warnings(self) -> list[str]:
+        """Settings that are allowed but may not mean what they look like."""
+        implicit = {k.id for k in self.keys if k.tenant is None}
+        return [f"auth.keys[{i}].tenant: {k.tenant!r} is also the id of a key without a tenant of its own, so "
+                f"key {k.id!r} shares that key's cache partition; set a tenant on both if this is meant"
+                for i, k in enumerate(self.keys) if k.tenant is not None and k.tenant in implicit and k.tenant != k.id]
 
     @property
     def enabled(self) -> bool:
@@ -195,20 +237,15 @@ class AuthConfig(_Strict):
 
 class TimeoutsConfig(_Strict):
     connect_s: float = Field(default=1.0, gt=0)  # TCP connect to a local upstream
-    first_byte_s: float = Field(default=15.0, gt=0)  # local stream: first chunk must arrive by then
+    # local stream: the first event must arrive by then (plus the prompt's prefill time), when there is
+    # somewhere else to go; 10 s leaves room for the cloud to answer a stalled request within 15 s
+    first_byte_s: float = Field(default=10.0, gt=0)
+    prefill_tokens_per_s: float = Field(default=2000.0, gt=0)  # assumed until the engine's metrics say
     response_s: float = Field(default=300.0, gt=0)  # local non-streamed answer must be complete by then
     request_s: float = Field(default=600.0, gt=0)  # whole request, any route (streams included)
     stream_idle_s: float = Field(default=60.0, gt=0)  # longest silence inside a stream (either way)
+    stream_stall_s: float = Field(default=8.0, gt=0)  # silence after which a stream that may leave is continued
     body_s: float = Field(default=30.0, gt=0)  # the whole request body must arrive by then (else 408)
-
-
-def _check_path(value: str) -> str:
-    if not value.startswith("/") or any(c in value for c in "?# "):
-        raise ValueError(f"{value!r} must be a URL path starting with '/' (e.g. /health), without ? or #")
-    return value
-
-
-UrlPath = Annotated[str, AfterValidator(_check_path)]
 
 
 class HealthConfig(_Strict):
@@ -232,10 +269,15 @@ class SaturationConfig(_Strict):
 
 class RetriesConfig(_Strict):
     local_attempts: int = Field(default=3, ge=1, le=16)  # distinct local upstreams tried before cloud
+    same_upstream: int = Field(default=1, ge=0, le=5)  # retries on one upstream (5xx, 429, reset) when no other
+    backoff_base_s: float = Field(default=0.2, gt=0)  # full-jitter backoff before such a retry
+    backoff_max_s: float = Field(default=1.0, gt=0)
+    retry_after_max_s: float = Field(default=5.0, ge=0)  # a local 429's Retry-After up to this is waited out
 
 
 class LimitsConfig(_Strict):
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    max_answer_bytes: int = Field(default=16 * 1024 * 1024, ge=4096)  # an upstream's answer (or stream text)
     rpm_per_key: int | None = Field(default=None, ge=1)
 
 
@@ -250,15 +292,25 @@ class AuditConfig(_Strict):
     path: str = "-"  # "-" = stdout, else a file (appended)
     prompts: Literal["off", "hash", "full"] = "off"
     flush_interval_s: float = Field(default=0.5, gt=0)
+    max_buffered: int = Field(default=100_000, ge=100)  # records held while the writer is behind; more are dropped
 
 
 class MetricsConfig(_Strict):
     enabled: bool = True
+    require_key: bool = False  # /metrics (cloud spend, upstream addresses) only with a router key
 
 
 class ServerConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
+    max_connections: int = Field(default=1024, ge=1)  # open client connections per process; more are refused
+    max_header_bytes: int = Field(default=32 * 1024, ge=1024)  # request line and headers (else 431)
+    max_headers: int = Field(default=100, ge=8)  # header fields per request (else 431)
+    header_timeout_s: float = Field(default=10.0, gt=0)  # a request's headers must arrive by then (else 408)
+    keepalive_s: float = Field(default=30.0, gt=0)  # an idle keep-alive connection is closed after this
+    # Browsers may post a "simple" request to any address without asking first (CORS): a request with an
+    # Origin header is refused unless the origin is listed here
+    allowed_origins: list[str] = Field(default_factory=list)
 
 
 class RouterConfig(_Strict):
@@ -276,6 +328,10 @@ class RouterConfig(_Strict):
     audit: AuditConfig = Field(default_factory=AuditConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
+
+    def warnings(self) -> list[str]:
+        """Settings the router accepts but an operator should look at again (printed at start)."""
+        return self.auth.warnings()
 
     @model_validator(mode="after")
     def _routable(self) -> RouterConfig:

@@ -1,12 +1,22 @@
-"""FallbackPolicy: local pool first, then the cloud when allowed, else a clear refusal."""
+"""FallbackPolicy: local pool first, then the cloud when allowed, else a clear refusal.
+
+Local attempts: the least-loaded upstream; on a failure another one (up to ``retries.local_attempts``);
+when there is no other, one retry on the same upstream (``retries.same_upstream``) after a 5xx, a reset or a
+429: after the 429's ``Retry-After`` when it is within ``retries.retry_after_max_s``, else after a jittered
+backoff. A 429 marks the upstream saturated (not broken) for its Retry-After. A local 400 that says the
+context is too small sends data that may leave to the cloud (its context is longer).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from inference.router.cloud import CloudRoute
+from inference.router.backoff import backoff_delay
+from inference.router.cloud import CloudRoute, stream_with_usage
 from inference.router.config import RouterConfig
 from inference.router.errors import RouterError
 from inference.router.metrics import RouterMetrics
@@ -14,13 +24,21 @@ from inference.router.policy import DataClassPolicy
 from inference.router.pool import SATURATED, LocalUpstream, UpstreamPool
 from inference.router.proxy import (
     CONNECT_REFUSED,
+    CONTEXT_LENGTH,
     FIRST_BYTE_TIMEOUT,
+    RESET,
     RESPONSE_TIMEOUT,
+    UPSTREAM_5XX,
     UPSTREAM_429,
     AttemptFailed,
     Reply,
     bounded_local,
+    is_context_length_error,
 )
+
+RETRIED_ON_SAME = frozenset({UPSTREAM_5XX, UPSTREAM_429, RESET})
+CHARS_PER_TOKEN = 3.0  # prompt tokens are estimated from the body's size (few tokenizers do better than 3.5)
+BUSY_S = 1.0  # a 429 without Retry-After marks the upstream saturated this long
 
 
 @dataclass(slots=True)
@@ -31,7 +49,7 @@ class Routed:
     upstream_label: str
     fallback_reason: str | None
     attempts: int
-    cloud_model: str | None = None
+    cloud_model: str | None = None  # the cloud model the request may use (None: it may not leave)
 
     def finish(self) -> None:
         """Release the upstream slot (after the last byte went to the client)."""
@@ -68,51 +86,77 @@ class FallbackPolicy:
         if self.cloud is not None and self.policy.may_leave(data_class):
             cloud_model = self.cloud.model_for(data.get("model"))
         reason: str | None = None
+        last: AttemptFailed | None = None
         attempts = 0
         if self.pool.upstreams:  # local attempts (inline: this is the request path's hottest loop)
-            timeouts = self.config.timeouts
+            timeouts, retries = self.config.timeouts, self.config.retries
+            sent = body
+            if stream:  # ask for the final usage event (tokens in the audit line); the relay drops it if unasked
+                with_usage = stream_with_usage(data)
+                if with_usage is not data:
+                    sent = json.dumps(with_usage, separators=(",", ":"), ensure_ascii=False).encode()
             tried: set[LocalUpstream] = set()
-            for _ in range(self.config.retries.local_attempts):
-                up, why = self.pool.pick(tried, allow_saturated=cloud_model is None)
+            up: LocalUpstream | None = None
+            again = 0  # retries on ``up``
+            while True:
                 if up is None:
-                    if reason is None or why == SATURATED:
-                        reason = why
-                    break
+                    if len(tried) >= retries.local_attempts:
+                        break
+                    up, why = self.pool.pick(tried, allow_saturated=cloud_model is None)
+                    if up is None:
+                        if reason is None or why == SATURATED:
+                            reason = why
+                        break
+                    tried.add(up)
+                    again = 0
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     reason = reason or RESPONSE_TIMEOUT
                     break
-                tried.add(up)
                 attempts += 1
                 up.in_flight += 1
-                limit = min(timeouts.first_byte_s if stream else timeouts.response_s, remaining)
+                if stream:
+                    limit = self._first_byte_limit(up, len(body), tried, cloud_model, remaining)
+                else:
+                    limit = min(timeouts.response_s, remaining)
                 try:
-                    reply = await bounded_local(up, up.request(path, body, request_id), stream, limit,
+                    reply = await bounded_local(up, up.request(path, sent, request_id), stream, limit,
                                                 FIRST_BYTE_TIMEOUT if stream else RESPONSE_TIMEOUT)
                 except AttemptFailed as failure:
                     up.in_flight -= 1
-                    reason = failure.reason
+                    reason, last = failure.reason, failure
                     failures.append(f"{up.label}:{failure.reason}")
-                    self.pool.record_failure(up, immediate=failure.reason == CONNECT_REFUSED)
-                    self.metrics.local_failure(up.label, failure.reason)
+                    self._count_failure(up, failure)
+                    wait = self._retry_same_after(up, failure, again, tried, cloud_model, deadline)
+                    if wait is None:
+                        up = None
+                    else:
+                        again += 1
+                        await asyncio.sleep(wait)
                     continue
                 except BaseException:
                     up.in_flight -= 1
                     raise
+                if reply.resent:  # the keep-alive client sent it twice: an attempt the audit line shows
+                    attempts += 1
+                    failures.append(f"{up.label}:stale_connection_resent")
                 self.pool.record_success(up)
-                return Routed(reply, "local", up, up.label, None, attempts)
+                if (cloud_model is not None and reply.status == 400 and reply.body is not None
+                        and is_context_length_error(400, reply.body)):
+                    up.in_flight -= 1
+                    reply.close()
+                    reason = CONTEXT_LENGTH
+                    failures.append(f"{up.label}:{CONTEXT_LENGTH}")
+                    break
+                model = data.get("model")
+                if reply.status == 200 and type(model) is str:
+                    up.last_model = model
+                return Routed(reply, "local", up, up.label, None, attempts, cloud_model)
         else:
             reason = "no_local_upstream"
         reason = reason or "local_unavailable"
         if cloud_model is None or self.cloud is None:
-            if self.cloud is not None and not self.policy.may_leave(data_class):
-                self.metrics.blocked(data_class)
-                raise self.policy.refusal(data_class, reason)
-            if self.cloud is not None:
-                raise RouterError(503, f"The local model pool is unavailable ({reason}) and no cloud model is "
-                                  f"mapped for model {data.get('model')!r} (cloud.models).",
-                                  code="local_pool_unavailable", retry_after=1.0)
-            raise self.policy.refusal(data_class, reason)
+            raise self._refusal(data, data_class, reason, last)
         self.metrics.fallback(reason)
         try:
             reply, cloud_attempts = await self.cloud.send(path, data, cloud_model, stream, deadline)
@@ -128,6 +172,64 @@ class FallbackPolicy:
                               f"router's own API key ({reply.status}); check the key the router is given "
                               "(cloud.api_key).", code="cloud_key_rejected", route="cloud", fallback_reason=reason)
         return Routed(reply, "cloud", None, "cloud", reason, attempts + cloud_attempts, cloud_model)
+
+    def _first_byte_limit(self, up: LocalUpstream, body_bytes: int, tried: set[LocalUpstream],
+                          cloud_model: str | None, remaining: float) -> float:
+        """How long a stream may wait for its first event: ``first_byte_s`` plus the prompt's prefill time
+        (its size over the rate the engine's metrics show), when there is somewhere else to go; else the
+        request's whole time (a frozen engine is still found by the probes)."""
+        elsewhere = cloud_model is not None or any(
+            u not in tried and u.circuit.allows_requests for u in self.pool.upstreams)
+        if not elsewhere:
+            return remaining
+        timeouts = self.config.timeouts
+        rate = up.prefill_rate or timeouts.prefill_tokens_per_s
+        return min(remaining, timeouts.first_byte_s + body_bytes / CHARS_PER_TOKEN / rate)
+
+    def _count_failure(self, up: LocalUpstream, failure: AttemptFailed) -> None:
+        self.metrics.local_failure(up.label, failure.reason)
+        if failure.reason == UPSTREAM_429:  # busy, not broken: saturated for as long as it asked
+            up.busy_until = time.monotonic() + (failure.retry_after if failure.retry_after is not None else BUSY_S)
+            return
+        self.pool.record_failure(up, immediate=failure.reason == CONNECT_REFUSED)
+
+    def _retry_same_after(self, up: LocalUpstream, failure: AttemptFailed, again: int, tried: set[LocalUpstream],
+                          cloud_model: str | None, deadline: float) -> float | None:
+        """Seconds to wait before trying ``up`` again, or None to move on (another upstream, the cloud)."""
+        retries = self.config.retries
+        if failure.reason not in RETRIED_ON_SAME or again >= retries.same_upstream:
+            return None
+        if any(u not in tried and u.circuit.allows_requests and not u.saturated(self.pool.max_waiting)
+               for u in self.pool.upstreams):
+            return None  # another upstream can take it now
+        if failure.reason == UPSTREAM_429 and failure.retry_after is not None:
+            if failure.retry_after > retries.retry_after_max_s:
+                return None
+            wait = failure.retry_after
+        else:
+            if not up.circuit.allows_requests:
+                return None
+            wait = backoff_delay(again, retries.backoff_base_s, retries.backoff_max_s)
+        return wait if time.monotonic() + wait < deadline else None
+
+    def _refusal(self, data: dict[str, Any], data_class: str, reason: str, last: AttemptFailed | None
+                 ) -> RouterError:
+        """Why the request gets no answer: the engine's own 429 (with its Retry-After) when it asked for a
+        wait, else the policy's 503."""
+        leaves = self.cloud is not None and self.policy.may_leave(data_class)
+        if last is not None and last.reason == UPSTREAM_429 and last.retry_after is not None:
+            where = (f"data class '{data_class}' may not leave the premises" if not leaves
+                     else f"no cloud model is mapped for model {data.get('model')!r}")
+            return RouterError(429, f"The local model pool is rate limiting (Retry-After {last.retry_after:g} s) "
+                               f"and {where}.", code="upstream_rate_limited", retry_after=last.retry_after)
+        if self.cloud is not None and not leaves:
+            self.metrics.blocked(data_class)
+            return self.policy.refusal(data_class, reason)
+        if self.cloud is not None:
+            return RouterError(503, f"The local model pool is unavailable ({reason}) and no cloud model is "
+                               f"mapped for model {data.get('model')!r} (cloud.models).",
+                               code="local_pool_unavailable", retry_after=1.0)
+        return self.policy.refusal(data_class, reason)
 
 
 def _cloud_error(local_reason: str, failure: AttemptFailed) -> RouterError:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import math
 import re
 import socket
 import time
@@ -12,18 +14,48 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from inference.router.body_deadline import BodyDeadlines
+from inference.router.circuit import OPEN
 from inference.router.config import RouterConfig
 from inference.router.pool import LocalUpstream, UpstreamPool
+from inference.router.proxy import AttemptFailed, answer_usage
 
 WAITING_METRIC = "vllm:num_requests_waiting"
 DEADLINE_SWEEP_S = 0.05
-_SAMPLE = re.compile(r"^vllm:num_requests_waiting(?:\{[^}]*\})?\s+([0-9.eE+-]+|NaN)", re.MULTILINE)
+PROBE_HEADER = "X-Dsdeploy-Probe"  # marks the router's own half-open chat probe
+
+
+def _samples(text: str, name: str) -> list[float]:
+    pattern = re.compile(rf"^{re.escape(name)}(?:\{{[^}}]*\}})?\s+([0-9.eE+-]+|NaN)", re.MULTILINE)
+    values = []
+    for v in pattern.findall(text):
+        with contextlib.suppress(ValueError):
+            value = float(v)
+            if math.isfinite(value):
+                values.append(value)
+    return values
 
 
 def parse_waiting(text: str) -> float | None:
     """Sum of ``vllm:num_requests_waiting`` samples (one per model); None when the metric is absent."""
-    values = [float(v) for v in _SAMPLE.findall(text) if v != "NaN"]
+    values = _samples(text, WAITING_METRIC)
     return sum(values) if values else None
+
+
+def parse_prefill_rate(text: str) -> float | None:
+    """Prompt tokens prefilled per second over the engine's life, from the vLLM V1 metrics
+    (https://docs.vllm.ai/en/latest/design/metrics.html): ``vllm:prompt_tokens_total`` over the sum of
+    ``vllm:request_prefill_time_seconds``, or, where that histogram is missing (our server), of the time to
+    first token less the queue time. None until enough has been prefilled to tell."""
+    tokens = sum(_samples(text, "vllm:prompt_tokens_total"))
+    prefill = _samples(text, "vllm:request_prefill_time_seconds_sum")
+    if prefill:
+        seconds = sum(prefill)
+    else:
+        seconds = (sum(_samples(text, "vllm:time_to_first_token_seconds_sum"))
+                   - sum(_samples(text, "vllm:request_queue_time_seconds_sum")))
+    if tokens < 1000 or seconds <= 0:
+        return None
+    return tokens / seconds
 
 
 class HealthMonitor:
@@ -53,10 +85,8 @@ class HealthMonitor:
     def _watch(self, up: LocalUpstream) -> None:
         if up in self._watching:
             return
-        tasks = [asyncio.create_task(self._probe_loop(up), name=f"probe {up.label}")]
-        if self.config.saturation.max_waiting is not None:
-            tasks.append(asyncio.create_task(self._metrics_loop(up), name=f"metrics {up.label}"))
-        self._watching[up] = tasks
+        self._watching[up] = [asyncio.create_task(self._probe_loop(up), name=f"probe {up.label}"),
+                              asyncio.create_task(self._metrics_loop(up), name=f"metrics {up.label}")]
 
     async def discover(self, index: int) -> None:
         """Resolve a ``discover`` upstream's host; members follow the addresses (kept on DNS errors)."""
@@ -112,6 +142,40 @@ class HealthMonitor:
             if bodies.reading:
                 bodies.expire(now)
 
+    async def chat_probe(self, up: LocalUpstream) -> bool:
+        """One tiny chat completion (1 token): an engine whose /health answers may still fail its chat path
+        (loading, a broken GPU), so an open circuit half-opens only when this one succeeds."""
+        assert self._session is not None
+        request: dict[str, object] = {"messages": [{"role": "user", "content": "ping"}], "max_tokens": 1}
+        model = up.last_model or await self._served_model(up)
+        if model is not None:
+            request["model"] = model
+        headers = {**up.headers, PROBE_HEADER: "half-open"}
+        try:
+            async with self._session.post(up.base + "/v1/chat/completions", data=json.dumps(request),
+                                          headers=headers,
+                                          timeout=aiohttp.ClientTimeout(total=self.config.timeouts.first_byte_s)
+                                          ) as resp:
+                body = await resp.content.read(self.config.limits.max_answer_bytes)
+                if resp.status != 200:
+                    return False
+                answer_usage(body)  # a JSON object, or AttemptFailed
+                return True
+        except (TimeoutError, aiohttp.ClientError, OSError, AttemptFailed):
+            return False
+
+    async def _served_model(self, up: LocalUpstream) -> str | None:
+        """The first model an upstream lists (for a chat probe before any request told us its name)."""
+        assert self._session is not None
+        try:
+            async with self._session.get(up.base + "/v1/models", headers=up.headers) as resp:
+                listed = json.loads(await resp.content.read(1 << 20)) if resp.status == 200 else None
+        except (TimeoutError, aiohttp.ClientError, OSError, ValueError):
+            return None
+        data = listed.get("data") if isinstance(listed, dict) else None
+        first = data[0] if isinstance(data, list) and data and isinstance(data[0], dict) else {}
+        return first.get("id") if isinstance(first.get("id"), str) else None
+
     async def _probe_loop(self, up: LocalUpstream) -> None:
         cfg = self.config.health
         loop = asyncio.get_running_loop()
@@ -119,6 +183,12 @@ class HealthMonitor:
             started = loop.time()
             ok = await self.probe(up)
             self.pool.probe_result(up, ok, cfg.failures_to_open, cfg.timeout_s)
+            circuit = up.circuit
+            if ok and circuit.state == OPEN and time.monotonic() - circuit.opened_at >= circuit.open_s:
+                if await self.chat_probe(up):
+                    circuit.probe_succeeded(time.monotonic())
+                else:
+                    circuit.opened_at = time.monotonic()  # still failing: wait open_s before the next chat probe
             await asyncio.sleep(max(0.0, cfg.interval_s - (loop.time() - started) if ok else cfg.interval_s))
 
     async def _metrics_loop(self, up: LocalUpstream) -> None:
@@ -129,8 +199,9 @@ class HealthMonitor:
             try:
                 async with self._session.get(url, headers=up.headers) as resp:
                     if resp.status == 200:
-                        waiting = parse_waiting(await resp.text())
-                        up.waiting = waiting or 0.0
-            except (TimeoutError, aiohttp.ClientError, OSError, UnicodeDecodeError):
+                        text = (await resp.content.read(4 * 1024 * 1024)).decode("utf-8", "replace")
+                        up.waiting = parse_waiting(text) or 0.0
+                        up.prefill_rate = parse_prefill_rate(text) or up.prefill_rate
+            except (TimeoutError, aiohttp.ClientError, OSError):
                 pass  # liveness is the probe loop's business
             await asyncio.sleep(cfg.poll_interval_s)

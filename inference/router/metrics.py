@@ -9,12 +9,16 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from inference.router.config import CloudConfig
 from inference.router.pool import UpstreamPool
+
+if TYPE_CHECKING:
+    from inference.router.record import RequestRecord
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
@@ -33,20 +37,26 @@ class RouterMetrics:
         self.stream_errors: defaultdict[str, int] = defaultdict(int)
         self.blocked_count: defaultdict[str, int] = defaultdict(int)
         self.cache_count: defaultdict[str, int] = defaultdict(int)
+        self.continuations: defaultdict[str, int] = defaultdict(int)
         self.cloud_spend_usd = 0.0
         self.rate_limited_count = 0
         self.auth_failures = 0
+        self.audit_dropped = 0  # copied from the audit log when scraped
         # route -> [bucket counts..., +Inf count], sum
         self._hist: dict[str, list[int]] = {}
         self._hist_sum: defaultdict[str, float] = defaultdict(float)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)  # type: ignore[arg-type]
 
-    def request(self, route: str, status: int, seconds: float, prompt_tokens: int, completion_tokens: int,
-                cloud_model: str | None) -> None:
+    def request(self, rec: RequestRecord, seconds: float) -> None:
+        """Count one finished request; the cloud's share of its tokens is priced (a continued stream has one)."""
         if not self.enabled:
             return
-        self.requests[(route, status)] += 1
+        # A cache hit is counted as route "cache" (the audit line keeps the route that made the answer):
+        # a stored cloud answer sent again costs nothing and is no fallback.
+        route = "cache" if rec.upstream == "cache" else rec.route
+        prompt_tokens, completion_tokens = rec.prompt_tokens, rec.completion_tokens
+        self.requests[(route, rec.status)] += 1
         hist = self._hist.get(route)
         if hist is None:
             hist = self._hist[route] = [0] * (len(BUCKETS) + 1)
@@ -56,11 +66,13 @@ class RouterMetrics:
             self.tokens[(route, "prompt")] += prompt_tokens
         if completion_tokens:
             self.tokens[(route, "completion")] += completion_tokens
-        if route == "cloud" and cloud_model and self.cloud is not None:
-            price = self.cloud.prices.get(cloud_model)
+        if rec.continuation is not None:
+            self.continuations[rec.fallback_reason or "unknown"] += 1
+        if rec.cloud_model and self.cloud is not None:
+            price = self.cloud.prices.get(rec.cloud_model)
             if price is not None:
-                self.cloud_spend_usd += (prompt_tokens * price.input_usd_per_mtok
-                                         + completion_tokens * price.output_usd_per_mtok) / 1e6
+                self.cloud_spend_usd += (rec.cloud_prompt_tokens * price.input_usd_per_mtok
+                                         + rec.cloud_completion_tokens * price.output_usd_per_mtok) / 1e6
 
     def fallback(self, reason: str) -> None:
         self.fallbacks[reason] += 1
@@ -84,7 +96,14 @@ class RouterMetrics:
         self.auth_failures += 1
 
     def render(self) -> bytes:
+        self._forget_gone_upstreams()
         return generate_latest(self.registry)
+
+    def _forget_gone_upstreams(self) -> None:
+        """Drop the series of discovered members that are gone (pods come and go: labels must not pile up)."""
+        known = {u.label for u in self.pool.upstreams} | {u.label for u in self.pool.draining}
+        for key in [k for k in self.local_failures if k[0] not in known]:
+            del self.local_failures[key]
 
     # prometheus-client collector protocol
     def collect(self) -> Iterator[Metric]:
@@ -105,6 +124,10 @@ class RouterMetrics:
         yield counter("policy_blocked", "Requests refused the cloud by the data-class policy", ["data_class"],
                       self.blocked_count)
         yield counter("cache", "Cache lookups by result", ["result"], self.cache_count)
+        yield counter("stream_continuations", "Streams a local engine broke off and the cloud finished, by why",
+                      ["reason"], self.continuations)
+        yield CounterMetricFamily(P + "audit_dropped", "Audit records dropped while the writer was behind "
+                                  "(audit.max_buffered)", value=self.audit_dropped)
         yield CounterMetricFamily(P + "cloud_spend_usd", "Estimated cloud spend from tokens and cloud.prices",
                                   value=self.cloud_spend_usd)
         yield CounterMetricFamily(P + "rate_limited", "Requests refused by a per-key limit",

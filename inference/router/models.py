@@ -11,7 +11,19 @@ if TYPE_CHECKING:
     from inference.router.app import RouterApp
 
 
+CACHE_S = 5.0  # one answer serves every caller for this long (the list changes with deployments, not requests)
+
+
 async def list_models(app: RouterApp) -> tuple[int, bytes, str]:
+    cached = app.models_cache
+    if cached is not None and cached[0] > time.monotonic():
+        return cached[1]
+    answer = await _list_models(app)
+    app.models_cache = (time.monotonic() + CACHE_S, answer)
+    return answer
+
+
+async def _list_models(app: RouterApp) -> tuple[int, bytes, str]:
     for up in app.pool.upstreams:
         if not up.circuit.allows_requests:
             continue

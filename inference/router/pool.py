@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from inference.router.circuit import CircuitBreaker
 from inference.router.config import RouterConfig, Upstream
 from inference.router.upstream_http import UpstreamHttpClient
+
+
+class StreamWatcher(Protocol):
+    def engine_lost(self) -> None: ...
+
 
 # Why the pool could not give a local upstream (also fallback reasons).
 ALL_CIRCUITS_OPEN = "all_circuits_open"
@@ -21,8 +27,9 @@ class LocalUpstream:
     """One local OpenAI-compatible server, as the router sees it."""
 
     __slots__ = (
-        "label", "base", "headers", "in_flight", "capacity", "circuit", "waiting",
-        "probe_failures", "healthy", "client", "prefix", "raw_headers", "pending", "aborted", "_heads",
+        "label", "base", "headers", "in_flight", "capacity", "circuit", "waiting", "busy_until", "prefill_rate",
+        "last_model", "probe_failures", "healthy", "client", "prefix", "raw_headers", "pending", "aborted", "streams",
+        "_heads",
     )
 
     def __init__(self, spec: Upstream, config: RouterConfig, address: str | None = None) -> None:
@@ -38,16 +45,20 @@ class LocalUpstream:
             self.headers["Authorization"] = f"Bearer {spec.api_key}"
         self.prefix = parts.path.rstrip("/")
         self.client = UpstreamHttpClient(host, port, connect_timeout_s=config.timeouts.connect_s,
-                                         tls=parts.scheme == "https")
+                                         tls=parts.scheme == "https", max_body_bytes=config.limits.max_answer_bytes)
         self.raw_headers = "".join(f"{k}: {v}\r\n" for k, v in self.headers.items()).encode()
         self._heads: dict[str, bytes] = {}  # path -> request line and fixed headers, up to the request id
         # requests waiting for this upstream's first byte -> (deadline, reason if it passes)
         self.pending: dict[asyncio.Task[object], tuple[float, str]] = {}
         self.aborted: dict[asyncio.Task[object], str] = {}  # cancelled by the router, and why
+        self.streams: set[StreamWatcher] = set()  # streams being relayed from it (told when it freezes)
         self.in_flight = 0
         self.capacity = spec.max_in_flight or config.saturation.max_in_flight_per_upstream
         self.circuit = CircuitBreaker(config.circuit.failures_to_open, config.circuit.open_s)
         self.waiting = 0.0  # vllm:num_requests_waiting from the last metrics poll
+        self.busy_until = 0.0  # it answered 429: saturated until then (monotonic time)
+        self.prefill_rate: float | None = None  # prompt tokens per second it prefills (from its metrics)
+        self.last_model: str | None = None  # the model of its last answer (the half-open chat probe asks it)
         self.probe_failures = 0
         self.healthy = True  # last active probe answered
 
@@ -56,6 +67,8 @@ class LocalUpstream:
 
     def saturated(self, max_waiting: int | None) -> bool:
         if self.capacity is not None and self.in_flight >= self.capacity:
+            return True
+        if self.busy_until and self.busy_until > time.monotonic():
             return True
         return max_waiting is not None and self.waiting > max_waiting
 
@@ -69,11 +82,14 @@ class LocalUpstream:
         return b"".join((head, request_id, b"\r\nContent-Length: %d\r\n\r\n" % len(body), body))
 
     def abort_pending(self, reason: str = "unresponsive") -> None:
-        """Cancel the requests still waiting for this upstream's first byte (they go elsewhere)."""
+        """Cancel the requests still waiting for this upstream's first byte (they go elsewhere), and end the
+        streams it was sending (they are continued elsewhere, or end with an error event)."""
         for task in self.pending:
             if task not in self.aborted:
                 self.aborted[task] = reason
                 task.cancel(f"dsdeploy: {reason}")
+        for stream in list(self.streams):
+            stream.engine_lost()
 
     def expire_pending(self, now: float) -> None:
         """Cancel the requests whose first-byte (or whole-answer) deadline has passed."""
@@ -174,10 +190,9 @@ class UpstreamPool:
         now = time.monotonic()
         if not ok and now - up.client.last_progress < window_s:
             return
-        if ok:
+        if ok:  # an open circuit half-opens only after a chat probe (HealthMonitor), not on /health alone
             up.probe_failures = 0
             up.healthy = True
-            up.circuit.probe_succeeded(now)
             return
         up.probe_failures += 1
         if up.probe_failures >= failures_to_open:

@@ -14,9 +14,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
+from pydantic_core import from_json
 
 from inference.router.backoff import parse_retry_after
-from inference.router.upstream_http import UpstreamClosed, UpstreamMalformed
+from inference.router.sse import DONE, SseSplitter, event_data, looks_like_sse, parse_json_event
+from inference.router.upstream_http import UpstreamClosed, UpstreamMalformed, UpstreamTooLarge
 
 if TYPE_CHECKING:
     from inference.router.pool import LocalUpstream
@@ -31,6 +33,9 @@ UPSTREAM_5XX = "upstream_5xx"
 UPSTREAM_429 = "upstream_429"
 MALFORMED = "malformed_response"
 UNRESPONSIVE = "unresponsive"
+TOO_LARGE = "answer_too_large"
+REDIRECT = "upstream_redirect"
+CONTEXT_LENGTH = "context_length_exceeded"
 # A local engine refused the router's own key (upstreams[].api_key): clients' keys never go to engines,
 # so passing its 401 on would tell the client that its key is wrong.
 LOCAL_KEY_REJECTED = "local_key_rejected"
@@ -60,7 +65,9 @@ class Reply:
 
     first_chunk: bytes | None = None
     stream: BodyStream | None = None
-    retry_after: str | None = None
+    retry_after: float | None = None  # seconds, from a readable Retry-After
+    usage: dict[str, Any] | None = None  # of a whole 200 answer
+    resent: bool = False  # the local client sent it twice (a reused connection closed under it)
 
     def close(self) -> None:
         if self.stream is not None:
@@ -74,50 +81,71 @@ def _fail_on_status(status: int, retry_after: str | None) -> None:
                             retry_after=parse_retry_after(retry_after))
 
 
-_DECODER = json.JSONDecoder()
-
-
 def answer_usage(data: bytes) -> dict[str, Any] | None:
-    """The ``usage`` object of a JSON answer, read without parsing the whole answer.
+    """The ``usage`` object of a whole JSON answer (None when it has none).
 
-    Raises AttemptFailed(MALFORMED) when the body is not a JSON object (truncated, HTML, garbage).
-    A quoted ``"usage"`` cannot occur inside a JSON string (its quotes would be escaped), so the
-    last one is the key.
+    Raises AttemptFailed(MALFORMED) when the body is not a JSON object (truncated, HTML, garbage, or
+    shaped ``{...}`` without being JSON): such an answer is never passed on, nor cached.
     """
-    check_json_object(data)
-    body = data.strip()
-    i = body.rfind(b'"usage"')
-    if i < 0:
-        return None
-    j = body.find(b"{", i + 7)
-    if j < 0 or body[i + 7:j].strip(b" \t\r\n:"):
-        return None  # "usage": null
     try:
-        usage, _ = _DECODER.raw_decode(body[j:].decode("utf-8", "replace"))
+        answer = from_json(data)  # pydantic-core's parser: about half json.loads' time on a short answer
     except ValueError:
         raise AttemptFailed(MALFORMED) from None
+    if not isinstance(answer, dict):
+        raise AttemptFailed(MALFORMED)
+    usage = answer.get("usage")
     return usage if isinstance(usage, dict) else None
 
 
-def check_json_object(data: bytes) -> None:
-    """Cheap shape check of a 200 answer before it may reach the client (else: try elsewhere)."""
-    if not (data[:1] == b"{" and data[-1:] == b"}"):
-        body = data.strip()
-        if not (body.startswith(b"{") and body.endswith(b"}")):
-            raise AttemptFailed(MALFORMED)
+def is_context_length_error(status: int, data: bytes) -> bool:
+    """A 400 saying the prompt (with max_tokens) does not fit the engine's context: vLLM's BadRequestError
+    ("This model's maximum context length is ...") or an OpenAI-style ``context_length_exceeded`` code."""
+    if status != 400 or len(data) > 65536:
+        return False
+    try:
+        answer = json.loads(data)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return False
+    error = answer.get("error", answer) if isinstance(answer, dict) else None
+    if not isinstance(error, dict):
+        return False
+    message = error.get("message")
+    text = message.lower() if isinstance(message, str) else ""
+    return error.get("code") == CONTEXT_LENGTH or "maximum context length" in text
+
+
+def media_type(value: str | bytes | None, default: str = "application/json") -> str:
+    """An upstream's Content-Type if it is printable ASCII of a sane length, else ``default``."""
+    if value is None:
+        return default
+    if isinstance(value, bytes):
+        value = value.decode("latin-1")
+    if len(value) > 200 or not value.isascii() or not value.isprintable():
+        return default
+    return value
 
 
 def _whole(status: int, ctype: str, data: bytes, retry_after: str | None) -> Reply:
-    if status == 200:
-        check_json_object(data)  # the usage is read after the answer went out (answer_usage)
-    return Reply(status, ctype, body=data, retry_after=retry_after)
+    usage = answer_usage(data) if status == 200 else None
+    return Reply(status, ctype, body=data, retry_after=parse_retry_after(retry_after), usage=usage)
 
 
-def _check_first(first: bytes) -> None:
+def _check_first(first: bytes, limit: int) -> None:
+    """A stream's first chunk must be an event stream, and its first whole event (if any) JSON or [DONE]."""
     if not first:
         raise AttemptFailed(RESET)
-    if not (first.startswith(b"data:") or first.startswith(b":") or first.startswith(b"event:")):
+    if not looks_like_sse(first):
         raise AttemptFailed(MALFORMED)
+    try:
+        events = SseSplitter(limit).feed(first)
+    except ValueError:
+        raise AttemptFailed(TOO_LARGE) from None
+    for event in events:
+        data = event_data(event)
+        if data is not None:
+            if data != DONE and parse_json_event(data) is None:
+                raise AttemptFailed(MALFORMED)
+            return
 
 
 async def bounded_local(up: LocalUpstream, raw: bytes, stream: bool, timeout: float, timeout_reason: str) -> Reply:
@@ -139,14 +167,15 @@ async def bounded_local(up: LocalUpstream, raw: bytes, stream: bool, timeout: fl
             raise AttemptFailed(MALFORMED) from None
         except UpstreamClosed:
             raise AttemptFailed(RESET) from None
+        except UpstreamTooLarge:
+            raise AttemptFailed(TOO_LARGE) from None
         except (OSError, TimeoutError) as exc:
             refused = getattr(exc, "errno", None) == errno.ECONNREFUSED
             raise AttemptFailed(CONNECT_REFUSED if refused else CONNECT_ERROR) from None
         try:
             status = resp.status
             headers = resp.headers
-            ctype = headers.get(b"content-type")
-            ctype = ctype.decode("latin-1") if ctype else "application/json"
+            ctype = media_type(headers.get(b"content-type"))
             retry_after = headers.get(b"retry-after")
             if retry_after is not None:
                 retry_after = retry_after.decode("latin-1")
@@ -156,13 +185,18 @@ async def bounded_local(up: LocalUpstream, raw: bytes, stream: bool, timeout: fl
             if status != 200 or not stream:
                 data = await resp.read()
                 resp.close()
-                return _whole(status, ctype, data, retry_after)
+                reply = _whole(status, ctype, data, retry_after)
+                reply.resent = resp.resent
+                return reply
             first = await resp.readany()
-            _check_first(first)
-            return Reply(200, ctype, first_chunk=first, stream=resp)
+            _check_first(first, up.client.max_body_bytes)
+            return Reply(200, ctype, first_chunk=first, stream=resp, resent=resp.resent)
         except UpstreamMalformed:
             resp.close()
             raise AttemptFailed(MALFORMED) from None
+        except UpstreamTooLarge:
+            resp.close()
+            raise AttemptFailed(TOO_LARGE) from None
         except (UpstreamClosed, OSError):
             resp.close()
             raise AttemptFailed(RESET) from None
@@ -181,23 +215,44 @@ async def bounded_local(up: LocalUpstream, raw: bytes, stream: bool, timeout: fl
 
 
 class _AiohttpStream:
-    __slots__ = ("_resp",)
+    __slots__ = ("_resp", "_left")
 
-    def __init__(self, resp: aiohttp.ClientResponse) -> None:
+    def __init__(self, resp: aiohttp.ClientResponse, max_bytes: int) -> None:
         self._resp = resp
+        self._left = max_bytes
 
     async def readany(self) -> bytes:
-        return await self._resp.content.readany()
+        chunk = await self._resp.content.readany()
+        self._left -= len(chunk)
+        if self._left < 0:
+            raise UpstreamTooLarge("the cloud's stream is larger than limits.max_answer_bytes")
+        return chunk
 
     def close(self) -> None:
         self._resp.close()
 
 
+async def _read_bounded(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    length = resp.content_length
+    if length is not None and length > limit:
+        raise AttemptFailed(TOO_LARGE)
+    parts, size = [], 0
+    while True:
+        chunk = await resp.content.readany()
+        if not chunk:
+            return b"".join(parts)
+        size += len(chunk)
+        if size > limit:
+            raise AttemptFailed(TOO_LARGE)
+        parts.append(chunk)
+
+
 async def exchange_cloud(session: aiohttp.ClientSession, url: str, body: bytes, headers: dict[str, str],
-                         stream: bool) -> Reply:
-    """POST to the cloud API and read up to the first client-visible byte."""
+                         stream: bool, max_bytes: int) -> Reply:
+    """POST to the cloud API and read up to the first client-visible byte (redirects are not followed:
+    the key would go wherever a redirect points)."""
     try:
-        resp = await session.post(url, data=body, headers=headers)
+        resp = await session.post(url, data=body, headers=headers, allow_redirects=False)
     except aiohttp.ClientConnectorError as exc:
         refused = isinstance(getattr(exc, "os_error", None), ConnectionRefusedError)
         raise AttemptFailed(CONNECT_REFUSED if refused else CONNECT_ERROR) from None
@@ -207,15 +262,18 @@ async def exchange_cloud(session: aiohttp.ClientSession, url: str, body: bytes, 
         raise AttemptFailed(RESET) from None
     try:
         status = resp.status
-        ctype = resp.headers.get("Content-Type", "application/json")
-        _fail_on_status(status, resp.headers.get("Retry-After"))
+        ctype = media_type(resp.headers.get("Content-Type"))
+        retry_after = resp.headers.get("Retry-After")
+        if 300 <= status < 400:
+            raise AttemptFailed(REDIRECT, status=status)
+        _fail_on_status(status, retry_after)
         if status != 200 or not stream:
-            data = await resp.read()
+            data = await _read_bounded(resp, max_bytes)
             resp.release()
-            return _whole(status, ctype, data, resp.headers.get("Retry-After"))
+            return _whole(status, ctype, data, retry_after)
         first = await resp.content.readany()
-        _check_first(first)
-        return Reply(200, ctype, first_chunk=first, stream=_AiohttpStream(resp))
+        _check_first(first, max_bytes)
+        return Reply(200, ctype, first_chunk=first, stream=_AiohttpStream(resp, max_bytes))
     except (aiohttp.ClientError, OSError):
         resp.close()
         raise AttemptFailed(RESET) from None
@@ -225,9 +283,9 @@ async def exchange_cloud(session: aiohttp.ClientSession, url: str, body: bytes, 
 
 
 async def bounded_cloud(session: aiohttp.ClientSession, url: str, body: bytes, headers: dict[str, str],
-                        stream: bool, timeout: float, timeout_reason: str) -> Reply:
+                        stream: bool, timeout: float, timeout_reason: str, max_bytes: int) -> Reply:
     try:
         async with asyncio.timeout(max(0.001, timeout)):
-            return await exchange_cloud(session, url, body, headers, stream)
+            return await exchange_cloud(session, url, body, headers, stream, max_bytes)
     except TimeoutError:
         raise AttemptFailed(timeout_reason) from None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 
 
@@ -26,7 +25,3 @@ class RateLimiter:
             return None
         bucket[0] = tokens
         return (1.0 - tokens) * 60.0 / rpm
-
-    @staticmethod
-    def retry_after_header(seconds: float) -> str:
-        return str(max(1, math.ceil(seconds)))

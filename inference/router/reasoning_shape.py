@@ -7,9 +7,9 @@ streamed, so a client written against the DeepSeek API reads the same field from
 from the cloud. ``reasoning`` is not kept beside it: a field that only local answers carry would break
 such a client the first time the cloud answers, and keeping both would send every thinking token twice.
 
-Only answers that carry the field are touched; the rest pass through byte for byte. A streamed answer
-is rewritten per complete ``data:`` line; a line longer than ``MAX_LINE_BYTES`` without a newline is
-passed on unchanged (the buffer never grows past that).
+Only answers that carry the field are touched; the rest pass through byte for byte. Whole answers are
+reshaped here (``for_clients``); streamed ones event by event by the stream relay (streaming.py), which
+parses every event anyway, within its per-event size bound.
 """
 
 from __future__ import annotations
@@ -17,17 +17,17 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from inference.router.proxy import BodyStream, Reply
+from inference.router.proxy import Reply
 
 CHAT_PATH = "/v1/chat/completions"
 VLLM_FIELD = "reasoning"
 DEEPSEEK_FIELD = "reasoning_content"
-MAX_LINE_BYTES = 1 << 20
 _MARK = b'"reasoning"'
 
 
-def _rename(data: Any) -> bool:
-    """Move ``reasoning`` to ``reasoning_content`` in each choice's message or delta (in place)."""
+def rename_reasoning(data: Any) -> bool:
+    """Move ``reasoning`` to ``reasoning_content`` in each choice's message or delta (in place); True when
+    anything moved. An existing ``reasoning_content`` wins."""
     changed = False
     choices = data.get("choices") if isinstance(data, dict) else None
     for choice in choices if isinstance(choices, list) else ():
@@ -41,10 +41,6 @@ def _rename(data: Any) -> bool:
     return changed
 
 
-def _dump(data: Any) -> bytes:
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
-
-
 def reshape_json(body: bytes) -> bytes:
     """A whole chat answer in the DeepSeek shape (unchanged when it has no ``reasoning`` key)."""
     if _MARK not in body:
@@ -53,66 +49,13 @@ def reshape_json(body: bytes) -> bytes:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError):
         return body
-    return _dump(data) if _rename(data) else body
-
-
-def reshape_lines(block: bytes) -> bytes:
-    """Complete server-sent-event lines in the DeepSeek shape; other lines are left as they are."""
-    if _MARK not in block:
-        return block
-    lines = block.split(b"\n")
-    for i, line in enumerate(lines):
-        if line.startswith(b"data:") and _MARK in line:
-            payload = line[5:].lstrip(b" ")
-            reshaped = reshape_json(payload)
-            if reshaped is not payload:
-                lines[i] = b"data: " + reshaped
-    return b"\n".join(lines)
-
-
-class ReshapedStream:
-    """A reply stream whose complete lines are reshaped; a partial line waits for the rest of it."""
-
-    __slots__ = ("_inner", "_pending")
-
-    def __init__(self, inner: BodyStream) -> None:
-        self._inner = inner
-        self._pending = b""
-
-    def feed(self, chunk: bytes) -> bytes:
-        data = self._pending + chunk if self._pending else chunk
-        end = data.rfind(b"\n") + 1
-        if end == 0 and len(data) <= MAX_LINE_BYTES:
-            self._pending = data
-            return b""
-        if end == 0:  # an over-long line: pass it on as it is
-            self._pending = b""
-            return data
-        self._pending = data[end:]
-        return reshape_lines(data[:end])
-
-    async def readany(self) -> bytes:
-        while True:
-            chunk = await self._inner.readany()
-            if not chunk:  # the upstream ended: what is left goes out as it came
-                rest, self._pending = self._pending, b""
-                return rest
-            out = self.feed(chunk)
-            if out:
-                return out
-
-    def close(self) -> None:
-        self._inner.close()
+    if not rename_reasoning(data):
+        return body
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def for_clients(path: str, reply: Reply) -> Reply:
-    """The reply as clients get it: a chat answer's reasoning in ``reasoning_content``."""
-    if path != CHAT_PATH or reply.status != 200:
-        return reply
-    if reply.body is not None:
+    """A whole reply as clients get it: a chat answer's reasoning in ``reasoning_content``."""
+    if path == CHAT_PATH and reply.status == 200 and reply.body is not None:
         reply.body = reshape_json(reply.body)
-    elif reply.stream is not None and reply.first_chunk is not None:
-        stream = ReshapedStream(reply.stream)
-        reply.first_chunk = stream.feed(reply.first_chunk)
-        reply.stream = stream
     return reply

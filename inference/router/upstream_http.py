@@ -26,6 +26,10 @@ class UpstreamMalformed(ValueError):
     """The upstream's bytes are not HTTP."""
 
 
+class UpstreamTooLarge(ValueError):
+    """The upstream's answer grew past the client's ``max_body_bytes`` (it was cut off there)."""
+
+
 class _Connection(asyncio.Protocol):
     __slots__ = ("transport", "parser", "closed", "idle_since", "response", "reused", "got_bytes", "_client", "loop")
 
@@ -82,7 +86,7 @@ class _Connection(asyncio.Protocol):
 
     def _fail(self, exc: Exception) -> None:
         resp = self.response
-        if resp is not None and not resp.complete:
+        if resp is not None and not resp.complete and resp._exc is None:
             resp._error(exc)
 
     def abort(self) -> None:
@@ -94,8 +98,8 @@ class _Connection(asyncio.Protocol):
 class UpstreamResponse:
     """Status and headers are set when ``post`` returns; the body is read with ``read`` or ``readany``."""
 
-    __slots__ = ("status", "headers", "headers_ready", "complete", "keep_alive", "_chunks", "_buffered",
-                 "_waiter", "_exc", "_conn", "_paused", "_loop")
+    __slots__ = ("status", "headers", "headers_ready", "complete", "keep_alive", "resent", "_chunks", "_buffered",
+                 "_received", "_limit", "_waiter", "_exc", "_conn", "_paused", "_loop")
 
     def __init__(self, conn: _Connection) -> None:
         self.status = 0
@@ -104,8 +108,11 @@ class UpstreamResponse:
         self.headers_ready: asyncio.Future[None] = conn.loop.create_future()
         self.complete = False
         self.keep_alive = True
+        self.resent = False  # sent a second time: the reused connection closed without a byte
         self._chunks: collections.deque[bytes] = collections.deque()
         self._buffered = 0
+        self._received = 0
+        self._limit = conn._client.max_body_bytes
         self._waiter: asyncio.Future[None] | None = None
         self._exc: Exception | None = None
         self._conn: _Connection | None = conn
@@ -121,6 +128,12 @@ class UpstreamResponse:
             waiter.set_result(None)
 
     def _feed(self, body: bytes) -> None:
+        self._received += len(body)
+        if self._received > self._limit:
+            self._error(UpstreamTooLarge(f"the answer is larger than {self._limit} bytes"))
+            if self._conn is not None:
+                self._conn.abort()
+            return
         self._chunks.append(body)
         self._buffered += len(body)
         if self._buffered > _HIGH_WATER and not self._paused and self._conn and self._conn.transport:
@@ -193,10 +206,11 @@ class UpstreamHttpClient:
     """Keep-alive connections to one upstream (host, port)."""
 
     def __init__(self, host: str, port: int, *, connect_timeout_s: float, keepalive_s: float = 4.0,
-                 tls: bool = False) -> None:
+                 tls: bool = False, max_body_bytes: int = 1 << 62) -> None:
         self.host = host
         self.port = port
         self.tls = tls
+        self.max_body_bytes = max_body_bytes  # an answer growing past this fails with UpstreamTooLarge
         self.connect_timeout_s = connect_timeout_s
         self.keepalive_s = keepalive_s  # below uvicorn's (and vLLM's) 5 s idle timeout
         self._idle: list[_Connection] = []
@@ -231,14 +245,20 @@ class UpstreamHttpClient:
         return None
 
     async def request(self, raw: bytes) -> UpstreamResponse:
-        """Send a prepared request; return once the status and headers have arrived."""
+        """Send a prepared request; return once the status and headers have arrived.
+
+        A reused connection that the server closes without a byte (its idle timeout fired as we sent) is
+        replaced by a fresh one once; the answer then says ``resent`` so the caller can count the attempt.
+        """
         conn = self._take_idle()
         fresh = conn is None
+        resent = False
         if conn is None:
             conn = await self._connect()
         while True:
             conn.got_bytes = False
             resp = conn.response = UpstreamResponse(conn)
+            resp.resent = resent
             try:
                 assert conn.transport is not None
                 conn.transport.write(raw)
@@ -251,7 +271,7 @@ class UpstreamHttpClient:
                 if fresh or conn.got_bytes or not isinstance(exc, UpstreamClosed):
                     raise
             # the idle connection was closed by the server as we reused it: once more, fresh
-            fresh = True
+            fresh = resent = True
             conn = await self._connect()
 
     def close(self) -> None:

@@ -12,6 +12,7 @@ import pytest
 from inference.router.config import parse_router_config
 from inference.router.metrics import RouterMetrics
 from inference.router.pool import UpstreamPool
+from inference.router.record import RequestRecord
 from inference.server.metrics import ServerMetrics
 from tests.charts.conftest import NAMESPACE, Rendered
 from tests.support.promtool import check_rules, run_rule_tests
@@ -50,8 +51,11 @@ def router_metrics(requests: bool) -> str:
                                  environ={"K": "sk-test"})
     metrics = RouterMetrics(True, UpstreamPool(config), config.cloud)
     if requests:
-        metrics.request("local", 200, 0.1, 10, 5, None)
-        metrics.request("cloud", 200, 0.2, 10, 5, "deepseek-chat")
+        metrics.request(RequestRecord("a", 0.0, "/v1/chat/completions", status=200, prompt_tokens=10,
+                                      completion_tokens=5), 0.1)
+        metrics.request(RequestRecord("b", 0.0, "/v1/chat/completions", route="cloud", status=200, prompt_tokens=10,
+                                      completion_tokens=5, cloud_model="deepseek-chat", cloud_prompt_tokens=10,
+                                      cloud_completion_tokens=5), 0.2)
         metrics.fallback("local_unavailable")
     return metrics.render().decode()
 

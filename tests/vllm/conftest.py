@@ -109,6 +109,7 @@ def cloud() -> Iterator[FakeProcess]:
 @pytest.fixture()
 def deepseek(cloud: FakeProcess) -> FakeProcess:
     cloud.ensure_running()
+    cloud.control(foreign_prefix="continue")  # a prefix completion goes on from the real engine's text
     return cloud
 
 

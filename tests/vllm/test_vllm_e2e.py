@@ -9,6 +9,7 @@ kill test is last: the next user of the engine would wait for a new start.
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import threading
 import time
@@ -189,16 +190,14 @@ async def _load(url: str, total: int, concurrency: int, on_progress, stream_ever
     return results
 
 
-def _check_nothing_lost(results: list[dict[str, Any]], total: int, stream_error: str) -> None:
+def _check_nothing_lost(results: list[dict[str, Any]], total: int, lines: list[dict[str, Any]]) -> None:
+    """Every public request is answered in full: before the fault by the engine, after it by the cloud, and a
+    stream the engine had begun is continued from the cloud (chat prefix completion), never cut."""
     assert len(results) == total
-    # Every request without a stream is answered in full, by the engine or, once it is gone, the cloud.
-    assert [r for r in results if not r["stream"] and not r["ok"]] == []
-    # A stream the engine had begun cannot move; it ends with the router's error event, never silently cut:
-    # stream_interrupted when the engine is gone, stream_idle_timeout when it went silent.
-    for r in results:
-        if r["stream"] and not r["ok"]:
-            assert r["route"] == "local" and r["error_event"] == stream_error, r
+    assert [r for r in results if not r["ok"]] == [], json.dumps([line for line in lines if line["error"]])
     assert {r["route"] for r in results} == {"local", "cloud"}
+    continued = [line for line in lines if line["continuation"] == "cloud"]
+    assert all(line["route"] == "local" and line["stream"] and line["status"] == 200 for line in continued)
 
 
 def test_frozen_engine_under_load_loses_nothing(engine, deepseek, tmp_path):
@@ -210,7 +209,7 @@ def test_frozen_engine_under_load_loses_nothing(engine, deepseek, tmp_path):
             events["frozen"] = time.monotonic()
 
     try:
-        # Streams the frozen engine had begun end after stream_idle_s of silence (60 s by default).
+        # Streams the frozen engine had begun are continued from the cloud once found stalled.
         cfg = router_config(engine, deepseek, tmp_path / "audit.jsonl",
                             timeouts={"first_byte_s": 120, "response_s": 180, "stream_idle_s": 15})
         with run_router(cfg) as r:
@@ -219,7 +218,7 @@ def test_frozen_engine_under_load_loses_nothing(engine, deepseek, tmp_path):
             assert r.app.pool.upstreams[0].circuit.state == "open"
     finally:
         engine.signal_group(signal.SIGCONT)
-    _check_nothing_lost(results, 24, "stream_idle_timeout")
+    _check_nothing_lost(results, 24, lines)
     assert any("vllm:unresponsive" in line["failures"] for line in lines)  # found by the probes, retried
     assert all(line["status"] == 200 for line in lines)
 
@@ -235,7 +234,9 @@ def test_killed_engine_under_load_loses_nothing(engine, deepseek, tmp_path):
     with run_router(router_config(engine, deepseek, tmp_path / "audit.jsonl")) as r:
         results = asyncio.run(_load(r.v1, 24, 6, progress, stream_every=4))
         lines = r.audit_lines(at_least=24)
-    _check_nothing_lost(results, 24, "stream_interrupted")
+    _check_nothing_lost(results, 24, lines)
     failures = {f.split(":", 1)[1] for line in lines for f in line["failures"] if f.startswith("vllm:")}
-    assert failures and failures <= {"connect_refused", "connection_reset", "unresponsive", "connect_error"}
+    # The engine's streams cut by the kill are recorded as such (and were continued, above).
+    assert failures and failures <= {"connect_refused", "connection_reset", "unresponsive", "connect_error",
+                                     "stream_interrupted", "stream_stalled"}
     assert [line["route"] for line in lines].count("cloud") >= 24 - 4 - 6  # all after the kill

@@ -19,6 +19,7 @@ from typing import Any
 import uvicorn
 
 from inference.router.app import RouterApp
+from inference.router.command import uvicorn_config
 from inference.router.config import RouterConfig, parse_router_config
 
 FAKE = Path(__file__).with_name("fake_upstream.py")
@@ -47,9 +48,11 @@ class FakeProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
+    def start(self, **behaviour: Any) -> None:
+        """Start (again, on the same port); ``behaviour`` is in force from the first request on."""
         self.proc = subprocess.Popen(
-            [sys.executable, str(FAKE), "--port", str(self.port), "--name", self.name],
+            [sys.executable, str(FAKE), "--port", str(self.port), "--name", self.name,
+             "--behaviour", json.dumps(behaviour)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 20
@@ -139,9 +142,7 @@ def run_router(config: RouterConfig) -> Iterator[RunningRouter]:
     """Serve a RouterApp with uvicorn in a background thread (its own event loop) on a free port."""
     app = RouterApp(config)
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", access_log=False,
-                                           lifespan="on", loop="asyncio", http="httptools",
-                                           proxy_headers=False))
+    server = uvicorn.Server(uvicorn_config(app, config, "127.0.0.1", port, loop="asyncio", log_level="error"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10

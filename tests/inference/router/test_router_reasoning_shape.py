@@ -3,14 +3,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import openai
 import pytest
 
 from inference.router.proxy import Reply
-from inference.router.reasoning_shape import MAX_LINE_BYTES, ReshapedStream, for_clients, reshape_json
+from inference.router.reasoning_shape import for_clients, reshape_json
 
 from .harness import router_config, run_router
 
@@ -74,56 +73,3 @@ def test_whole_answer_is_renamed_and_an_existing_reasoning_content_wins():
     reply = for_clients("/v1/completions", Reply(200, "application/json", body=both.encode()))
     assert reply.body == both.encode()  # text completions carry no reasoning: untouched
 
-
-class _Chunks:
-    def __init__(self, chunks: list[bytes]) -> None:
-        self.chunks = list(chunks)
-        self.closed = False
-
-    async def readany(self) -> bytes:
-        return self.chunks.pop(0) if self.chunks else b""
-
-    def close(self) -> None:
-        self.closed = True
-
-
-def _relay(reply: Reply) -> bytes:
-    async def run() -> bytes:
-        out = [reply.first_chunk or b""]
-        while chunk := await reply.stream.readany():
-            out.append(chunk)
-        return b"".join(out)
-
-    return asyncio.run(run())
-
-
-def test_stream_split_inside_the_field_name_is_still_renamed():
-    event = b'data: {"choices":[{"delta":{"reasoning":"deep thought"}}]}\n\n'
-    cut = event.index(b"reason") + 3
-    chunks = [event[:cut], event[cut:], b"data: [DONE]\n\n"]
-    reply = for_clients("/v1/chat/completions", Reply(200, "text/event-stream", first_chunk=chunks[0],
-                                                      stream=_Chunks(chunks[1:])))
-    assert isinstance(reply.stream, ReshapedStream)
-    out = _relay(reply)
-    assert out == b'data: {"choices":[{"delta":{"reasoning_content":"deep thought"}}]}\n\ndata: [DONE]\n\n'
-    reply.close()
-
-
-def test_hostile_endless_line_is_passed_on_not_buffered():
-    stream = ReshapedStream(_Chunks([]))
-    piece = b"x" * (64 * 1024)
-    held = passed = 0
-    rounds = MAX_LINE_BYTES // len(piece) + 2
-    for _ in range(rounds):
-        passed += len(stream.feed(piece))
-        held = len(stream._pending)
-        assert held <= MAX_LINE_BYTES
-    assert held < MAX_LINE_BYTES and passed + held == rounds * len(piece)  # flushed past the bound, nothing lost
-    tail = b'"reasoning":1}\n'
-    assert stream.feed(tail) == b"x" * held + tail  # the rest of that line: not an event, passed on as it is
-
-
-def test_stream_ending_without_newline_keeps_its_last_bytes():
-    reply = for_clients("/v1/chat/completions", Reply(200, "text/event-stream", first_chunk=b"data: {",
-                                                      stream=_Chunks([b'"choices":[]}'])))
-    assert _relay(reply) == b'data: {"choices":[]}'

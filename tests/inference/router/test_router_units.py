@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from inference.router.cache import ResponseCache, is_deterministic
+from inference.router.backoff import retry_after_header
+from inference.router.cache import ENTRY_OVERHEAD, ResponseCache, is_deterministic
 from inference.router.circuit import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
 from inference.router.config import parse_router_config
 from inference.router.health import parse_waiting
@@ -53,23 +54,31 @@ def test_rate_limiter_refills_and_says_when():
     assert wait == pytest.approx(30.0)
     assert limiter.acquire("k", 2, now=30.0) is None
     assert limiter.acquire("other", 2, now=0.0) is None
-    assert RateLimiter.retry_after_header(0.2) == "1"
+    assert retry_after_header(0.2) == b"1"
 
 
 def test_cache_bounds_ttl_and_tenants():
-    cache = ResponseCache(max_bytes=100, ttl_s=10)
+    one = ENTRY_OVERHEAD + len("application/json") + len("local") + 60  # what a 60-byte answer holds
+    cache = ResponseCache(max_bytes=one + 100, ttl_s=10)
     data = {"messages": [{"role": "user", "content": "x"}], "temperature": 0}
     k1, k2 = cache.key("t1", "/v1/chat/completions", data), cache.key("t2", "/v1/chat/completions", data)
     assert k1 != k2
     cache.put(k1, b"a" * 60, "application/json", "local", now=0.0)
     assert cache.get(k2, now=1.0) is None and cache.get(k1, now=1.0) is not None
     cache.put(k2, b"b" * 60, "application/json", "local", now=1.0)  # evicts k1 (bytes bound)
-    assert cache.get(k1, now=2.0) is None and cache.bytes == 60
+    assert cache.get(k1, now=2.0) is None and cache.bytes == one
     assert cache.get(k2, now=11.5) is None and len(cache) == 0  # TTL
     cache.put(k1, b"c" * 500, "application/json", "local")  # larger than the bound: not kept
     assert len(cache) == 0
     assert is_deterministic(data) and not is_deterministic({**data, "stream": True})
     assert not is_deterministic({"temperature": 0.5}) and not is_deterministic({})
+
+
+def test_cache_counts_each_entrys_overhead_so_tiny_answers_cannot_outgrow_it():
+    cache = ResponseCache(max_bytes=64 * 1024, ttl_s=60)
+    for i in range(10_000):  # 10 000 one-byte answers: 10 kB of bodies, but not 10 000 entries
+        cache.put(("t", "/v1/completions", i.to_bytes(4, "big")), b"x", "application/json", "local", now=0.0)
+    assert cache.bytes <= 64 * 1024 and len(cache) < 64 * 1024 // ENTRY_OVERHEAD
 
 
 def test_usage_is_read_without_parsing_the_whole_answer():
@@ -129,10 +138,11 @@ def test_audit_line_is_the_json_of_its_fields():
     from inference.router.config import AuditConfig
 
     values = ("ab12", 1764363469.4291, "ops", "t\u00e9am \"x\"", "public", "POST", "/v1/chat/completions",
-              "m\n\u2603", True, "local", "127.0.0.1:1", 200, 7, 3, 0.868, None, 2, ["a:b", "c\\d"], None, None)
-    usual = values[:19] + ("stream_interrupted",)  # the types the request path produces (the fast path)
-    unusual = values[:19] + ({"odd": [1.5, None]},)  # anything else: the generic path
-    for fields in (usual, unusual, values[:8] + (None, "cloud", None) + values[11:17] + ([], "hit", None)):
+              "m\n\u2603", True, "local", "127.0.0.1:1", 200, 7, 3, 0.868, None, 2, ["a:b", "c\\d"], None, None,
+              None)
+    usual = values[:19] + ("stream_interrupted", "cloud")  # the types the request path produces (the fast path)
+    unusual = values[:19] + ({"odd": [1.5, None]}, None)  # anything else: the generic path
+    for fields in (usual, unusual, values[:8] + (None, "cloud", None) + values[11:17] + ([], "hit", None, None)):
         for mode, extra in (("off", {}), ("full", {"prompt": [{"role": "user", "content": "caf\u00e9"}]})):
             log = AuditLog(AuditConfig(prompts=mode))
             line = log.render(fields, {"messages": [{"role": "user", "content": "caf\u00e9"}]})
@@ -183,3 +193,32 @@ def test_keepalive_client_retries_a_reused_connection_closed_under_it_once():
         await server.wait_closed()
 
     asyncio.run(main())
+
+
+def test_prefill_rate_is_read_from_vllm_and_from_our_servers_metrics():
+    from inference.router.health import parse_prefill_rate
+
+    vllm = ('vllm:prompt_tokens_total{model_name="m"} 40000.0\n'
+            'vllm:request_prefill_time_seconds_sum{model_name="m"} 8.0\n'
+            'vllm:time_to_first_token_seconds_sum{model_name="m"} 99.0\n')
+    assert parse_prefill_rate(vllm) == 5000.0
+    ours = ('vllm:prompt_tokens_total{model_name="m"} 3000\nvllm:time_to_first_token_seconds_sum{model_name="m"} 4.0\n'
+            'vllm:request_queue_time_seconds_sum{model_name="m"} 1.0\n')
+    assert parse_prefill_rate(ours) == 1000.0  # time to first token less the queue time
+    assert parse_prefill_rate('vllm:prompt_tokens_total{model_name="m"} 10\n') is None  # too little to tell
+
+
+def test_first_byte_deadline_grows_with_the_prompt_and_waits_when_there_is_nowhere_else():
+    from inference.router.fallback import FallbackPolicy
+    from inference.router.metrics import RouterMetrics
+    from inference.router.policy import DataClassPolicy
+
+    cfg = parse_router_config({"upstreams": [{"url": "http://h:1"}],
+                               "cloud": {"base_url": "http://127.0.0.1:9", "api_key": "${K}"}}, environ={"K": "k"})
+    pool = UpstreamPool(cfg)
+    (up,) = pool.upstreams
+    policy = FallbackPolicy(cfg, pool, DataClassPolicy(cfg), RouterMetrics(True, pool, cfg.cloud), None)
+    assert policy._first_byte_limit(up, 300, {up}, "deepseek-chat", 600.0) == pytest.approx(10.05)
+    up.prefill_rate = 500.0  # from its metrics: a 30 kB prompt (~10k tokens) takes ~20 s to prefill
+    assert policy._first_byte_limit(up, 30_000, {up}, "deepseek-chat", 600.0) == pytest.approx(30.0)
+    assert policy._first_byte_limit(up, 300, {up}, None, 600.0) == 600.0  # nowhere else to go: it waits
