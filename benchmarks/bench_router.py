@@ -17,7 +17,6 @@ import hashlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,18 +24,25 @@ import time
 from pathlib import Path
 
 from http_load import LoadResult, request_bytes, run_load, worker  # benchmarks/ is the script's folder
+from procs import free_port, serve_asgi, wait_port
 
 ROOT = Path(__file__).resolve().parents[1]
 LITELLM_VENV = ROOT / ".venv-litellm"
 BENCH_KEY = "bench-key-0123456789"
-ANSWER = json.dumps({
-    "id": "cmpl-fixed", "object": "chat.completion", "created": 0, "model": "fake-model",
-    "choices": [{"index": 0, "message": {"role": "assistant", "content": "fixed answer"}, "finish_reason": "stop"}],
-    "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7},
-}).encode()
-METRICS = b"vllm:num_requests_waiting{model_name=\"fake-model\"} 0\n"
-REQUEST_BODY = json.dumps({"model": "fake-model", "messages": [{"role": "user", "content": "hello"}],
-                           "max_tokens": 8}).encode()
+ANSWER = json.dumps(
+    {
+        "id": "cmpl-fixed",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "fake-model",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "fixed answer"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7},
+    }
+).encode()
+METRICS = b'vllm:num_requests_waiting{model_name="fake-model"} 0\n'
+REQUEST_BODY = json.dumps(
+    {"model": "fake-model", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 8}
+).encode()
 
 
 # ---------------------------------------------------------------- the fixed-answer upstream
@@ -53,7 +59,6 @@ async def fixed_app(scope, receive, send):  # noqa: ANN001 (raw ASGI)
 
 def serve_floor(upstream_port: int, port: int) -> None:
     """The floor of any Python proxy here: uvicorn + the router's keep-alive client, no logic at all."""
-    import uvicorn
 
     from inference.router.upstream_http import UpstreamHttpClient
 
@@ -65,53 +70,35 @@ def serve_floor(upstream_port: int, port: int) -> None:
         if not client:
             client.append(UpstreamHttpClient("127.0.0.1", upstream_port, connect_timeout_s=1.0))
         body = (await receive())["body"]
-        resp = await client[0].request(client[0].request_bytes(b"POST", scope["path"], body,
-                                                               b"Content-Type: application/json\r\n"))
+        resp = await client[0].request(
+            client[0].request_bytes(b"POST", scope["path"], body, b"Content-Type: application/json\r\n")
+        )
         data = await resp.read()
         resp.close()
-        await send({"type": "http.response.start", "status": resp.status,
-                    "headers": [(b"content-type", b"application/json")]})
+        await send(
+            {"type": "http.response.start", "status": resp.status, "headers": [(b"content-type", b"application/json")]}
+        )
         await send({"type": "http.response.body", "body": data})
 
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="error", access_log=False, loop="uvloop",
-                http="httptools", lifespan="off", proxy_headers=False)
+    serve_asgi(app, port, proxy_headers=False)
 
 
 def start_floor(upstream_port: int) -> tuple[subprocess.Popen, int]:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, __file__, "--serve-floor", str(upstream_port), str(port)], cwd=ROOT,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--serve-floor", str(upstream_port), str(port)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     wait_port(port, proc)
     return proc, port
 
 
 def serve_upstream(port: int) -> None:
-    import uvicorn
-
-    uvicorn.run(fixed_app, host="127.0.0.1", port=port, log_level="error", access_log=False,
-                loop="uvloop", http="httptools", lifespan="off")
+    serve_asgi(fixed_app, port)
 
 
 # ---------------------------------------------------------------- processes
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, proc: subprocess.Popen, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"process {proc.args[:3]} exited with {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"nothing listening on {port} after {timeout} s")
-
-
 def start_upstream() -> tuple[subprocess.Popen, int]:
     port = free_port()
     proc = subprocess.Popen([sys.executable, __file__, "--serve-upstream", str(port)])
@@ -143,8 +130,11 @@ def litellm_overhead_ms(port: int) -> str:
     """LiteLLM's own report of the latency it added (response header), for one request."""
     import urllib.request
 
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/chat/completions", data=REQUEST_BODY,
-                                 headers={"Authorization": f"Bearer sk-{BENCH_KEY}", "Content-Type": "application/json"})
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/v1/chat/completions",
+        data=REQUEST_BODY,
+        headers={"Authorization": f"Bearer sk-{BENCH_KEY}", "Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(req, timeout=30) as resp:
         return resp.headers.get("x-litellm-overhead-duration-ms", "n/a")
 
@@ -174,8 +164,9 @@ def start_router(tmp: Path, upstream_port: int, cloud_port: int | None = None) -
     path = tmp / f"router-{port}.yaml"
     path.write_text(json.dumps(cfg))  # JSON is YAML
     env = {**os.environ, "BENCH_CLOUD_KEY": "sk-bench-cloud"}
-    proc = subprocess.Popen([sys.executable, "-m", "inference.router", "--config", str(path), "--port", str(port)],
-                            cwd=ROOT, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "inference.router", "--config", str(path), "--port", str(port)], cwd=ROOT, env=env
+    )
     wait_port(port, proc)
     return proc, port
 
@@ -192,21 +183,42 @@ def ensure_litellm() -> Path:
 def start_litellm(tmp: Path, upstream_port: int) -> tuple[subprocess.Popen, int]:
     exe = ensure_litellm()
     port = free_port()
-    cfg = {"model_list": [{"model_name": "fake-model", "litellm_params": {
-        "model": "openai/fake-model", "api_base": f"http://127.0.0.1:{upstream_port}/v1", "api_key": "unused"}}]}
+    cfg = {
+        "model_list": [
+            {
+                "model_name": "fake-model",
+                "litellm_params": {
+                    "model": "openai/fake-model",
+                    "api_base": f"http://127.0.0.1:{upstream_port}/v1",
+                    "api_key": "unused",
+                },
+            }
+        ]
+    }
     path = tmp / "litellm.yaml"
     path.write_text(json.dumps(cfg))
-    env = {**os.environ, "LITELLM_MASTER_KEY": "sk-" + BENCH_KEY, "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-           "LITELLM_LOG": "ERROR", "DISABLE_SCHEMA_UPDATE": "True"}
-    proc = subprocess.Popen([str(exe), "--config", str(path), "--host", "127.0.0.1", "--port", str(port),
-                             "--num_workers", "1"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {
+        **os.environ,
+        "LITELLM_MASTER_KEY": "sk-" + BENCH_KEY,
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+        "LITELLM_LOG": "ERROR",
+        "DISABLE_SCHEMA_UPDATE": "True",
+    }
+    proc = subprocess.Popen(
+        [str(exe), "--config", str(path), "--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     wait_port(port, proc, timeout=180)
     return proc, port
 
 
 # ---------------------------------------------------------------- death -> cloud
 async def _death_to_cloud(router_port: int, victim: subprocess.Popen, how: signal.Signals) -> tuple[float, int, int]:
-    payload = request_bytes(router_port, REQUEST_BODY, {"Authorization": f"Bearer {BENCH_KEY}", "X-Data-Class": "public"})
+    payload = request_bytes(
+        router_port, REQUEST_BODY, {"Authorization": f"Bearer {BENCH_KEY}", "X-Data-Class": "public"}
+    )
     routes: list = []
     result = LoadResult()
     stop_at = time.perf_counter() + 4.0
@@ -215,7 +227,9 @@ async def _death_to_cloud(router_port: int, victim: subprocess.Popen, how: signa
     killed_at = time.monotonic()
     os.kill(victim.pid, how)
     await asyncio.gather(*workers)
-    first_cloud = next((t for t, status, route in routes if route == "cloud" and status == 200 and t >= killed_at), None)
+    first_cloud = next(
+        (t for t, status, route in routes if route == "cloud" and status == 200 and t >= killed_at), None
+    )
     failed = sum(1 for t, status, _ in routes if status != 200)
     total = len(routes)
     return ((first_cloud - killed_at) * 1000.0 if first_cloud else float("nan")), failed + result.errors, total
@@ -250,8 +264,12 @@ def main() -> None:
         tmp = Path(tmpdir)
         upstream, up_port = start_upstream()
         try:
-            targets: list[tuple[str, object]] = [("direct", None), ("floor", start_floor), ("router", start_router),
-                                                 ("litellm", start_litellm)]
+            targets: list[tuple[str, object]] = [
+                ("direct", None),
+                ("floor", start_floor),
+                ("router", start_router),
+                ("litellm", start_litellm),
+            ]
             if args.skip_litellm:
                 targets = targets[:3]
             for name, starter in targets:
@@ -275,8 +293,10 @@ def main() -> None:
                         res = uvloop.run(run_load(port, REQUEST_BODY, headers, conc, args.seconds, 0.0))
                         cpu_us[(name, conc)] = (cpu_s(measured) - before) / max(1, len(res.latencies)) * 1e6
                         results[(name, conc)] = res
-                        print(f"  {name:8s} c={conc:<3d} {fmt(res)}  server CPU {cpu_us[(name, conc)]:6.0f} us/req",
-                              flush=True)
+                        print(
+                            f"  {name:8s} c={conc:<3d} {fmt(res)}  server CPU {cpu_us[(name, conc)]:6.0f} us/req",
+                            flush=True,
+                        )
                     rss[name] = rss_mb(proc.pid if proc else upstream.pid)
                 finally:
                     if proc is not None:
@@ -298,25 +318,36 @@ def main() -> None:
     print("\nsummary (added latency = router p50/p99 minus direct p50/p99)")
     for conc in (1, 32):
         d, r = results[("direct", conc)], results[("router", conc)]
-        line = (f"  c={conc:<3d} router added p50 {r.pct(0.5) - d.pct(0.5):+.3f} ms, p99 {r.pct(0.99) - d.pct(0.99):+.3f} ms;"
-                f" router/direct req/s {r.rps / d.rps:.2f}")
+        line = (
+            f"  c={conc:<3d} router added p50 {r.pct(0.5) - d.pct(0.5):+.3f} ms, p99 {r.pct(0.99) - d.pct(0.99):+.3f} ms;"
+            f" router/direct req/s {r.rps / d.rps:.2f}"
+        )
         if ("litellm", conc) in results:
             lt = results[("litellm", conc)]
-            line += (f"; litellm added p50 {lt.pct(0.5) - d.pct(0.5):+.3f} ms; router/litellm req/s {r.rps / lt.rps:.1f}x")
+            line += (
+                f"; litellm added p50 {lt.pct(0.5) - d.pct(0.5):+.3f} ms; router/litellm req/s {r.rps / lt.rps:.1f}x"
+            )
         print(line)
     if ("floor", 32) in results:
         f32 = results[("floor", 32)].rps / results[("direct", 32)].rps
-        print(f"  floor (uvicorn + keep-alive client, no logic) reaches {f32:.0%} of direct req/s at c=32; "
-              f"the router {results[('router', 32)].rps / results[('floor', 32)].rps:.0%} of the floor")
-    print("  server CPU per request (the upstream's for direct): " + ", ".join(
-        f"{n} c={c} {v:.0f} us" for (n, c), v in cpu_us.items()))
+        print(
+            f"  floor (uvicorn + keep-alive client, no logic) reaches {f32:.0%} of direct req/s at c=32; "
+            f"the router {results[('router', 32)].rps / results[('floor', 32)].rps:.0%} of the floor"
+        )
+    print(
+        "  server CPU per request (the upstream's for direct): "
+        + ", ".join(f"{n} c={c} {v:.0f} us" for (n, c), v in cpu_us.items())
+    )
     print("  RSS after load: " + ", ".join(f"{k} {v:.0f} MiB" for k, v in rss.items() if k != "direct"))
     for name, (ms, failed, total) in deaths.items():
         print(f"  local upstream {name}: first cloud answer {ms:.0f} ms after; {failed} failed of {total} requests")
     r1 = results[("router", 1)].pct(0.5) - results[("direct", 1)].pct(0.5)
     r32 = results[("router", 32)].rps / results[("direct", 32)].rps
-    print("\ntargets: added p50 at c=1 <= 0.5 ms: " + ("met" if r1 <= 0.5 else "MISSED") + f" ({r1:.3f} ms); "
-          "router >= 80% of direct req/s at c=32: " + ("met" if r32 >= 0.8 else "MISSED") + f" ({r32:.0%})", end="")
+    print(
+        "\ntargets: added p50 at c=1 <= 0.5 ms: " + ("met" if r1 <= 0.5 else "MISSED") + f" ({r1:.3f} ms); "
+        "router >= 80% of direct req/s at c=32: " + ("met" if r32 >= 0.8 else "MISSED") + f" ({r32:.0%})",
+        end="",
+    )
     if ("litellm", 32) in results:
         x = results[("router", 32)].rps / results[("litellm", 32)].rps
         print("; router >= 5x litellm at c=32: " + ("met" if x >= 5 else "MISSED") + f" ({x:.1f}x)")

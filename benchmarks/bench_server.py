@@ -33,8 +33,20 @@ if str(REPO_ROOT) not in sys.path:
 from inference.server.model_files import prepare_model_folder, smollm2_gguf_path  # noqa: E402
 from tests.support.server_process import ServerProcess  # noqa: E402
 
-TOPICS = ["a dragon", "the sea", "a robot", "a city at night", "a long train journey", "a lost key", "winter",
-          "a lighthouse", "a chess game", "a small garden", "the moon", "an old library"]
+TOPICS = [
+    "a dragon",
+    "the sea",
+    "a robot",
+    "a city at night",
+    "a long train journey",
+    "a lost key",
+    "winter",
+    "a lighthouse",
+    "a chess game",
+    "a small garden",
+    "the moon",
+    "an old library",
+]
 
 
 class RssPeak:
@@ -68,9 +80,16 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[index]
 
 
-async def one_request(client: httpx.AsyncClient, url: str, model: str, prompt: str, max_tokens: int) -> tuple[float, str]:
-    body = {"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens,
-            "temperature": 0, "stream": True}
+async def one_request(
+    client: httpx.AsyncClient, url: str, model: str, prompt: str, max_tokens: int
+) -> tuple[float, str]:
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": prompt}],
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "stream": True,
+    }
     started = time.perf_counter()
     first, parts = None, []
     async with client.stream("POST", url + "/v1/chat/completions", json=body) as response:
@@ -99,9 +118,15 @@ async def run_level(url: str, model: str, concurrency: int, rounds: int, max_tok
                 ttfts.append(ttft)
                 tokens += len(tokenizer(text, add_special_tokens=False)["input_ids"])
         wall = time.perf_counter() - started
-    return {"concurrency": concurrency, "requests": concurrency * rounds, "output_tokens": tokens,
-            "wall_s": round(wall, 2), "tokens_per_s": round(tokens / wall, 1),
-            "ttft_p50_s": round(statistics.median(ttfts), 3), "ttft_p99_s": round(percentile(ttfts, 99), 3)}
+    return {
+        "concurrency": concurrency,
+        "requests": concurrency * rounds,
+        "output_tokens": tokens,
+        "wall_s": round(wall, 2),
+        "tokens_per_s": round(tokens / wall, 1),
+        "ttft_p50_s": round(statistics.median(ttfts), 3),
+        "ttft_p99_s": round(percentile(ttfts, 99), 3),
+    }
 
 
 def bench(name: str, command: list[str], ready_path: str, model: str, args, tokenizer, env: dict) -> dict:
@@ -125,9 +150,24 @@ def bench(name: str, command: list[str], ready_path: str, model: str, args, toke
 def transformers_serve(folder: Path, slots: int) -> list[str]:
     """`transformers serve` with continuous batching, its KV cache sized for ``slots`` x 1024 tokens
     (unconfigured it grows to several GB of RSS)."""
-    return [shutil.which("transformers", path=str(Path(sys.executable).parent)) or "transformers", "serve",
-            str(folder), "--continuous-batching", "--cb-block-size", "32", "--cb-num-blocks", str(slots * 32),
-            "--cb-max-batch-tokens", "2048", "--device", "cpu", "--dtype", "float32", "--log-level", "warning"]
+    return [
+        shutil.which("transformers", path=str(Path(sys.executable).parent)) or "transformers",
+        "serve",
+        str(folder),
+        "--continuous-batching",
+        "--cb-block-size",
+        "32",
+        "--cb-num-blocks",
+        str(slots * 32),
+        "--cb-max-batch-tokens",
+        "2048",
+        "--device",
+        "cpu",
+        "--dtype",
+        "float32",
+        "--log-level",
+        "warning",
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -148,37 +188,80 @@ def main(argv: list[str] | None = None) -> int:
     env = {"OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads), "HF_HUB_OFFLINE": "1"}
     slots = str(max(args.concurrency))
     servers = {
-        "dsdeploy": ([sys.executable, "-m", "inference.server", "--model", str(folder), "--served-model-name",
-                      "smollm2", "--device", "cpu", "--max-model-len", "2048", "--max-num-seqs", slots,
-                      "--threads", str(args.threads), "--log-level", "warning"], "/ready", "smollm2"),
+        "dsdeploy": (
+            [
+                sys.executable,
+                "-m",
+                "inference.server",
+                "--model",
+                str(folder),
+                "--served-model-name",
+                "smollm2",
+                "--device",
+                "cpu",
+                "--max-model-len",
+                "2048",
+                "--max-num-seqs",
+                slots,
+                "--threads",
+                str(args.threads),
+                "--log-level",
+                "warning",
+            ],
+            "/ready",
+            "smollm2",
+        ),
         "transformers": (transformers_serve(folder, max(args.concurrency)), "/health", str(folder)),
     }
     if importlib.util.find_spec("llama_cpp") is not None:
-        servers["llama-cpp"] = ([sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--n_threads",
-                                 str(args.threads), "--n_ctx", "8192", "--model_alias", "smollm2"],
-                                "/v1/models", "smollm2")
+        servers["llama-cpp"] = (
+            [
+                sys.executable,
+                "-m",
+                "llama_cpp.server",
+                "--model",
+                str(gguf),
+                "--n_threads",
+                str(args.threads),
+                "--n_ctx",
+                "8192",
+                "--model_alias",
+                "smollm2",
+            ],
+            "/v1/models",
+            "smollm2",
+        )
     else:
         print("llama-cpp-python is not installed: its server is skipped", file=sys.stderr)
     wanted = set(args.only.split(",")) if args.only else set(servers)
-    results = [bench(name, cmd, ready, model, args, tokenizer, env) for name, (cmd, ready, model) in servers.items()
-               if name in wanted]
+    results = [
+        bench(name, cmd, ready, model, args, tokenizer, env)
+        for name, (cmd, ready, model) in servers.items()
+        if name in wanted
+    ]
 
-    print(f"\nSmolLM2-135M-Instruct (float32, CPU, {args.threads} thread(s)), {args.max_tokens} max tokens, "
-          f"{args.rounds} wave(s) per level, {os.cpu_count()} cores")
+    print(
+        f"\nSmolLM2-135M-Instruct (float32, CPU, {args.threads} thread(s)), {args.max_tokens} max tokens, "
+        f"{args.rounds} wave(s) per level, {os.cpu_count()} cores"
+    )
     print(f"{'server':<14}{'conc':>5}{'tok/s':>9}{'TTFT p50':>10}{'TTFT p99':>10}{'peak RSS MiB':>14}")
     for result in results:
         for level in result["levels"]:
-            print(f"{result['server']:<14}{level['concurrency']:>5}{level['tokens_per_s']:>9}"
-                  f"{level['ttft_p50_s']:>10}{level['ttft_p99_s']:>10}{result['peak_rss_mib']:>14}")
+            print(
+                f"{result['server']:<14}{level['concurrency']:>5}{level['tokens_per_s']:>9}"
+                f"{level['ttft_p50_s']:>10}{level['ttft_p99_s']:>10}{result['peak_rss_mib']:>14}"
+            )
     ours = next((r for r in results if r["server"] == "dsdeploy"), None)
     for peer in (r for r in results if r["server"] != "dsdeploy"):
         if ours is None:
             break
         print(f"\nratios dsdeploy / {peer['server']} (throughput >1 is better; TTFT and RSS <1 is better)")
         for mine, theirs in zip(ours["levels"], peer["levels"], strict=True):
-            print(f"  c={mine['concurrency']:<3} tok/s x{mine['tokens_per_s'] / theirs['tokens_per_s']:.2f}  "
-                  f"TTFT p50 x{mine['ttft_p50_s'] / theirs['ttft_p50_s']:.2f}  "
-                  f"TTFT p99 x{mine['ttft_p99_s'] / theirs['ttft_p99_s']:.2f}")
+            print(
+                f"  c={mine['concurrency']:<3} tok/s x{mine['tokens_per_s'] / theirs['tokens_per_s']:.2f}  "
+                f"TTFT p50 x{mine['ttft_p50_s'] / theirs['ttft_p50_s']:.2f}  "
+                f"TTFT p99 x{mine['ttft_p99_s'] / theirs['ttft_p99_s']:.2f}"
+            )
         print(f"  peak RSS x{ours['peak_rss_mib'] / peer['peak_rss_mib']:.2f}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")

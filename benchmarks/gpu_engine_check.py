@@ -38,12 +38,26 @@ if str(REPO_ROOT) not in sys.path:
 
 MODEL = "deepseek-r1-distill-qwen-7b"
 # DeepSeek-R1-Distill-Qwen-7B config.json, used when the catalog cannot be imported.
-FALLBACK_ARCH = {"hidden_size": 3584, "num_hidden_layers": 28, "num_attention_heads": 28, "num_key_value_heads": 4,
-                 "intermediate_size": 18944, "vocab_size": 152064, "max_position_embeddings": 131072,
-                 "tie_word_embeddings": False}
-TINY_ARCH = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-             "intermediate_size": 128, "vocab_size": 512, "max_position_embeddings": 2048,
-             "tie_word_embeddings": False}
+FALLBACK_ARCH = {
+    "hidden_size": 3584,
+    "num_hidden_layers": 28,
+    "num_attention_heads": 28,
+    "num_key_value_heads": 4,
+    "intermediate_size": 18944,
+    "vocab_size": 152064,
+    "max_position_embeddings": 131072,
+    "tie_word_embeddings": False,
+}
+TINY_ARCH = {
+    "hidden_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "intermediate_size": 128,
+    "vocab_size": 512,
+    "max_position_embeddings": 2048,
+    "tie_word_embeddings": False,
+}
 
 
 def architecture(tiny: bool) -> tuple[dict, str]:
@@ -53,10 +67,16 @@ def architecture(tiny: bool) -> tuple[dict, str]:
         from infra.catalog import load_catalog
 
         spec = load_catalog().model(MODEL)
-        arch = {"hidden_size": spec.hidden_size, "num_hidden_layers": spec.num_hidden_layers,
-                "num_attention_heads": spec.num_attention_heads, "num_key_value_heads": spec.num_key_value_heads,
-                "intermediate_size": spec.intermediate_size, "vocab_size": spec.vocab_size,
-                "max_position_embeddings": spec.max_context, "tie_word_embeddings": spec.tie_word_embeddings}
+        arch = {
+            "hidden_size": spec.hidden_size,
+            "num_hidden_layers": spec.num_hidden_layers,
+            "num_attention_heads": spec.num_attention_heads,
+            "num_key_value_heads": spec.num_key_value_heads,
+            "intermediate_size": spec.intermediate_size,
+            "vocab_size": spec.vocab_size,
+            "max_position_embeddings": spec.max_context,
+            "tie_word_embeddings": spec.tie_word_embeddings,
+        }
         return arch, "catalog"
     except Exception as exc:  # catalog missing or changed: the published config.json values
         print(f"catalog unavailable ({type(exc).__name__}: {exc}); using built-in values", file=sys.stderr)
@@ -131,8 +151,10 @@ async def decode_rate(engine, vocab: int, batch: int, prompt_len: int, new_token
     params = SamplingParams(max_tokens=new_tokens, temperature=0.0, ignore_eos=True)
     steps_before, seconds_before = engine.decode_steps, engine.decode_seconds
     started = time.monotonic()
-    handles = [engine.submit(torch.randint(0, vocab, (prompt_len,), generator=generator).tolist(), params, None)
-               for _ in range(batch)]
+    handles = [
+        engine.submit(torch.randint(0, vocab, (prompt_len,), generator=generator).tolist(), params, None)
+        for _ in range(batch)
+    ]
 
     async def follow(handle) -> tuple[float, int]:
         first = None
@@ -153,11 +175,17 @@ async def decode_rate(engine, vocab: int, batch: int, prompt_len: int, new_token
     decode_tokens = tokens - batch  # the first token of each sequence comes from the prefill
     steps = engine.decode_steps - steps_before
     step_ms = round((engine.decode_seconds - seconds_before) / steps * 1000, 2) if steps else None
-    return {"batch": batch, "prompt_tokens": prompt_len, "new_tokens": new_tokens, "generated_tokens": tokens,
-            "ttft_s": round(max(first_token) - started, 4),
-            "wall_s": round(ended - started, 3),
-            "decode_tokens_per_s": round(decode_tokens / (ended - decode_start), 1) if ended > decode_start else None,
-            "end_to_end_tokens_per_s": round(tokens / (ended - started), 1), "engine_ms_per_step": step_ms}
+    return {
+        "batch": batch,
+        "prompt_tokens": prompt_len,
+        "new_tokens": new_tokens,
+        "generated_tokens": tokens,
+        "ttft_s": round(max(first_token) - started, 4),
+        "wall_s": round(ended - started, 3),
+        "decode_tokens_per_s": round(decode_tokens / (ended - decode_start), 1) if ended > decode_start else None,
+        "end_to_end_tokens_per_s": round(tokens / (ended - started), 1),
+        "engine_ms_per_step": step_ms,
+    }
 
 
 def bare_step_ms(model, vocab: int, batch: int, prompt_len: int, steps: int, seed: int) -> float:
@@ -218,8 +246,11 @@ def check(folder: Path, quantization: str, device: str, arch: dict, args) -> dic
     model = AutoModelForCausalLM.from_pretrained(str(folder), **load_kwargs(quantization, device))
     model.eval()
     load_s = time.monotonic() - started
-    result: dict = {"quantization": quantization, "load_s": round(load_s, 2),
-                    "memory_footprint_bytes": int(model.get_memory_footprint())}
+    result: dict = {
+        "quantization": quantization,
+        "load_s": round(load_s, 2),
+        "memory_footprint_bytes": int(model.get_memory_footprint()),
+    }
     if device == "cuda":
         torch.cuda.synchronize()
         result["memory_allocated_bytes"] = int(torch.cuda.memory_allocated() - base)
@@ -228,10 +259,15 @@ def check(folder: Path, quantization: str, device: str, arch: dict, args) -> dic
     measured = result.get("memory_allocated_bytes", result["memory_footprint_bytes"])
     result["measured_over_predicted"] = round(measured / predicted, 3) if predicted else None
 
-    limits = EngineLimits(max_num_seqs=max(args.batches), max_queue=max(args.batches) + 1,
-                          max_model_len=args.prompt_len + args.new_tokens + 8, prefix_cache_tokens=0)
-    engine = Engine(model, WordTokenizer(arch["vocab_size"]), limits, eos_ids=set(), pad_id=0,
-                    metrics=engine_metrics(quantization))
+    limits = EngineLimits(
+        max_num_seqs=max(args.batches),
+        max_queue=max(args.batches) + 1,
+        max_model_len=args.prompt_len + args.new_tokens + 8,
+        prefix_cache_tokens=0,
+    )
+    engine = Engine(
+        model, WordTokenizer(arch["vocab_size"]), limits, eos_ids=set(), pad_id=0, metrics=engine_metrics(quantization)
+    )
 
     async def run(engine: Engine) -> list[dict]:
         engine.start()
@@ -240,8 +276,9 @@ def check(folder: Path, quantization: str, device: str, arch: dict, args) -> dic
         for b in args.batches:
             rate = await decode_rate(engine, arch["vocab_size"], b, args.prompt_len, args.new_tokens, seed=b)
             # the same model's bare decode step right after, on the same prompt length (engine idle)
-            rate["bare_ms_per_step"] = bare_step_ms(engine.model, arch["vocab_size"], b, args.prompt_len,
-                                                    max(args.new_tokens - 1, 1), seed=b)
+            rate["bare_ms_per_step"] = bare_step_ms(
+                engine.model, arch["vocab_size"], b, args.prompt_len, max(args.new_tokens - 1, 1), seed=b
+            )
             if rate["engine_ms_per_step"] and rate["bare_ms_per_step"]:
                 rate["engine_over_bare"] = round(rate["engine_ms_per_step"] / rate["bare_ms_per_step"], 2)
             rates.append(rate)
@@ -276,8 +313,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--prompt-len", type=int, default=128)
     parser.add_argument("--output", help="also write the JSON to this file")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: 1 with --tiny, else torch's "
-                        "choice; on a small shared CPU several OpenMP threads make step times erratic)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="torch CPU threads (default: 1 with --tiny, else torch's "
+        "choice; on a small shared CPU several OpenMP threads make step times erratic)",
+    )
     args = parser.parse_args(argv)
 
     import torch
@@ -287,24 +328,31 @@ def main(argv: list[str] | None = None) -> int:
     if threads:
         torch.set_num_threads(threads)
 
-    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() and not args.tiny
-                                                        else "cpu")
+    device = (
+        args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
+    )
     arch, arch_source = architecture(args.tiny)
     started = time.monotonic()
-    report: dict = {"model": "tiny-qwen2" if args.tiny else MODEL, "architecture": arch,
-                    "architecture_source": arch_source, "device": device,
-                    "device_name": torch.cuda.get_device_name(0) if device == "cuda" else "cpu",
-                    "torch_threads": torch.get_num_threads(),
-                    "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
-                    "results": []}
+    report: dict = {
+        "model": "tiny-qwen2" if args.tiny else MODEL,
+        "architecture": arch,
+        "architecture_source": arch_source,
+        "device": device,
+        "device_name": torch.cuda.get_device_name(0) if device == "cuda" else "cpu",
+        "torch_threads": torch.get_num_threads(),
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
+        "results": [],
+    }
     try:
         import bitsandbytes
 
         report["versions"]["bitsandbytes"] = bitsandbytes.__version__
     except ImportError:
         report["versions"]["bitsandbytes"] = None
-    params = arch["num_hidden_layers"] * (4 * arch["hidden_size"] ** 2 + 3 * arch["hidden_size"] *
-                                          arch["intermediate_size"]) + 2 * arch["vocab_size"] * arch["hidden_size"]
+    params = (
+        arch["num_hidden_layers"] * (4 * arch["hidden_size"] ** 2 + 3 * arch["hidden_size"] * arch["intermediate_size"])
+        + 2 * arch["vocab_size"] * arch["hidden_size"]
+    )
     folder = scratch_dir(2 * params)
     try:
         report["build_and_save_s"] = round(build_random_folder(arch, device, folder), 2)

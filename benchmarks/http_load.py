@@ -43,8 +43,12 @@ async def _connect(port: int) -> _Conn:
 
 
 def request_bytes(port: int, body: bytes, headers: dict[str, str]) -> bytes:
-    lines = ["POST /v1/chat/completions HTTP/1.1", f"Host: 127.0.0.1:{port}", "Content-Type: application/json",
-             f"Content-Length: {len(body)}"] + [f"{k}: {v}" for k, v in headers.items()]
+    lines = [
+        "POST /v1/chat/completions HTTP/1.1",
+        f"Host: 127.0.0.1:{port}",
+        "Content-Type: application/json",
+        f"Content-Length: {len(body)}",
+    ] + [f"{k}: {v}" for k, v in headers.items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
@@ -63,8 +67,9 @@ class LoadResult:
         return s[min(len(s) - 1, int(q * len(s)))] * 1000.0 if s else float("nan")
 
 
-async def worker(port: int, payload: bytes, stop_at: float, result: LoadResult, record: bool,
-                  routes: list | None = None) -> None:
+async def worker(
+    port: int, payload: bytes, stop_at: float, result: LoadResult, record: bool, routes: list | None = None
+) -> None:
     conn = await _connect(port)
     loop = asyncio.get_running_loop()
     clock = time.perf_counter
@@ -89,12 +94,14 @@ async def worker(port: int, payload: bytes, stop_at: float, result: LoadResult, 
     conn.transport.close()
 
 
-async def run_load(port: int, body: bytes, headers: dict[str, str], concurrency: int, seconds: float,
-                   warmup: float) -> LoadResult:
+async def run_load(
+    port: int, body: bytes, headers: dict[str, str], concurrency: int, seconds: float, warmup: float
+) -> LoadResult:
     payload = request_bytes(port, body, headers)
     warm = LoadResult()
-    await asyncio.gather(*(worker(port, payload, time.perf_counter() + warmup, warm, False)
-                           for _ in range(concurrency)))
+    await asyncio.gather(
+        *(worker(port, payload, time.perf_counter() + warmup, warm, False) for _ in range(concurrency))
+    )
     result = LoadResult()
     started = time.perf_counter()
     await asyncio.gather(*(worker(port, payload, started + seconds, result, True) for _ in range(concurrency)))

@@ -43,6 +43,8 @@ def run_chat(args) -> int:
             return 1
     sys.stdout.write("\n")
     tokens = f", {usage['completion_tokens']} tokens" if usage else ""
-    err.print(f"[dim]model {models[0]} · route {client.last_route or 'direct'} · request "
-              f"{client.last_request_id or '-'} · {time.perf_counter() - started:.2f} s{tokens}[/dim]")
+    err.print(
+        f"[dim]model {models[0]} · route {client.last_route or 'direct'} · request "
+        f"{client.last_request_id or '-'} · {time.perf_counter() - started:.2f} s{tokens}[/dim]"
+    )
     return 0

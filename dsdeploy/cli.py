@@ -14,13 +14,13 @@ import sys
 
 # Each module defines register(subparsers) and sets args.func on its parsers.
 COMMAND_MODULES: tuple[str, ...] = (
-    "infra.plan_command",          # dsdeploy plan
-    "infra.chart_command",         # dsdeploy values / render
-    "infra.images_command",        # dsdeploy images
-    "inference.server.command",    # dsdeploy serve
-    "inference.router.command",    # dsdeploy route
-    "dsdeploy.local_command",      # dsdeploy local up / chat / smoke
-    "infra.decision.command",      # dsdeploy cost / report
+    "infra.plan_command",  # dsdeploy plan
+    "infra.chart_command",  # dsdeploy values / render
+    "infra.images_command",  # dsdeploy images
+    "inference.server.command",  # dsdeploy serve
+    "inference.router.command",  # dsdeploy route
+    "dsdeploy.local_command",  # dsdeploy local up / chat / smoke
+    "infra.decision.command",  # dsdeploy cost / report
 )
 
 

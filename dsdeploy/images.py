@@ -28,10 +28,10 @@ _PREFIX = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]+)?(/[a-z0-9]([a-z0
 class ProjectImage:
     """One image the project builds from one of its Dockerfiles."""
 
-    key: str                       # router, server-cpu, server-cuda
-    name: str                      # repository name under the registry prefix
-    dockerfile: str                # relative to the repository root (the build context)
-    variant: str | None = None     # the server's VARIANT build argument; also the tag suffix
+    key: str  # router, server-cpu, server-cuda
+    name: str  # repository name under the registry prefix
+    dockerfile: str  # relative to the repository root (the build context)
+    variant: str | None = None  # the server's VARIANT build argument; also the tag suffix
     platforms: tuple[str, ...] = ("linux/amd64",)
     build_args: dict[str, str] = field(default_factory=dict)
 
@@ -74,5 +74,6 @@ def check_prefix(prefix: str) -> str:
     if not _PREFIX.match(prefix):
         raise ValueError(
             f"{prefix!r} is not a registry prefix: expected HOST[:PORT]/PATH in lowercase without a scheme or tag, "
-            "e.g. registry.example.com/ml or 123456789012.dkr.ecr.us-east-1.amazonaws.com/dsdeploy")
+            "e.g. registry.example.com/ml or 123456789012.dkr.ecr.us-east-1.amazonaws.com/dsdeploy"
+        )
     return prefix

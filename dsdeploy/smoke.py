@@ -27,9 +27,14 @@ class CheckResult:
 
 
 def _result(client: ChatClient, name: str, ok: bool, detail: str, started: float) -> CheckResult:
-    return CheckResult(name=name, ok=ok, status=client.last_status,
-                       latency_ms=round((time.perf_counter() - started) * 1000, 1),
-                       route=client.last_route, detail=detail)
+    return CheckResult(
+        name=name,
+        ok=ok,
+        status=client.last_status,
+        latency_ms=round((time.perf_counter() - started) * 1000, 1),
+        route=client.last_route,
+        detail=detail,
+    )
 
 
 def _reset(client: ChatClient) -> float:
@@ -60,16 +65,21 @@ def check_chat(client: ChatClient, model: str, max_tokens: int) -> CheckResult:
         tokens = answer["usage"]["completion_tokens"]
     except (KeyError, IndexError, TypeError):
         return _result(client, "chat", False, f"answer lacks choices/usage: {str(answer)[:120]}", started)
-    return _result(client, "chat", bool(text.strip()) and tokens > 0,
-                   f"{tokens} tokens: {text.strip()[:60]!r}", started)
+    return _result(
+        client, "chat", bool(text.strip()) and tokens > 0, f"{tokens} tokens: {text.strip()[:60]!r}", started
+    )
 
 
 def check_stream(client: ChatClient, model: str, max_tokens: int) -> CheckResult:
     started = _reset(client)
     text, chunks, first_byte = "", 0, None
     try:
-        for chunk in client.stream_chat([{"role": "user", "content": PROMPT}], model=model,
-                                        max_tokens=max_tokens, stream_options={"include_usage": True}):
+        for chunk in client.stream_chat(
+            [{"role": "user", "content": PROMPT}],
+            model=model,
+            max_tokens=max_tokens,
+            stream_options={"include_usage": True},
+        ):
             first_byte = first_byte or time.perf_counter() - started
             chunks += 1
             content, reasoning, _ = delta_of(chunk)
@@ -80,8 +90,14 @@ def check_stream(client: ChatClient, model: str, max_tokens: int) -> CheckResult
     return _result(client, "stream", bool(text.strip()), f"{chunks} chunks{ttfb}: {text.strip()[:40]!r}", started)
 
 
-def run_smoke(url: str, api_key: str | None = None, data_class: str | None = None, model: str | None = None,
-              max_tokens: int = 16, timeout_s: float = 120.0) -> list[CheckResult]:
+def run_smoke(
+    url: str,
+    api_key: str | None = None,
+    data_class: str | None = None,
+    model: str | None = None,
+    max_tokens: int = 16,
+    timeout_s: float = 120.0,
+) -> list[CheckResult]:
     with ChatClient(url, api_key, data_class=data_class, max_attempts=1, timeout_s=timeout_s) as client:
         models_result, first_model = check_models(client)
         chosen = model or first_model
@@ -101,8 +117,14 @@ def run_smoke_command(args) -> int:
     from rich.table import Table
 
     try:
-        results = run_smoke(args.url, api_key=args.api_key, data_class=args.data_class, model=args.model,
-                            max_tokens=args.max_tokens, timeout_s=args.timeout)
+        results = run_smoke(
+            args.url,
+            api_key=args.api_key,
+            data_class=args.data_class,
+            model=args.model,
+            max_tokens=args.max_tokens,
+            timeout_s=args.timeout,
+        )
     except ValueError as exc:
         Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {exc}")
         return 2
@@ -114,8 +136,14 @@ def run_smoke_command(args) -> int:
     for column in ("check", "result", "status", "latency ms", "route", "detail"):
         table.add_column(column)
     for r in results:
-        table.add_row(r.name, "[green]pass[/green]" if r.ok else "[red]FAIL[/red]",
-                      str(r.status or "-"), f"{r.latency_ms:.0f}", r.route or "-", r.detail)
+        table.add_row(
+            r.name,
+            "[green]pass[/green]" if r.ok else "[red]FAIL[/red]",
+            str(r.status or "-"),
+            f"{r.latency_ms:.0f}",
+            r.route or "-",
+            r.detail,
+        )
     console = Console()
     console.print(table)
     console.print("[green]all checks passed[/green]" if ok else "[red]smoke test failed[/red]")

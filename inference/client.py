@@ -33,8 +33,15 @@ RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
 class ApiError(Exception):
     """An error answer (OpenAI shape) or a transport failure; ``retryable`` tells whether it was retried."""
 
-    def __init__(self, message: str, *, status: int | None = None, code: str | None = None,
-                 retry_after: float | None = None, request_id: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        retry_after: float | None = None,
+        request_id: str | None = None,
+    ) -> None:
         super().__init__(message if status is None else f"{status}: {message}")
         self.status = status
         self.code = code
@@ -52,16 +59,29 @@ def _error_from(resp: httpx.Response) -> ApiError:
         message, code = str(err.get("message") or resp.reason_phrase), err.get("code")
     except (ValueError, AttributeError):
         message, code = resp.text[:200] or resp.reason_phrase, None
-    return ApiError(message, status=resp.status_code, code=code,
-                    retry_after=parse_retry_after(resp.headers.get("retry-after")),
-                    request_id=resp.headers.get("x-dsdeploy-request-id"))
+    return ApiError(
+        message,
+        status=resp.status_code,
+        code=code,
+        retry_after=parse_retry_after(resp.headers.get("retry-after")),
+        request_id=resp.headers.get("x-dsdeploy-request-id"),
+    )
 
 
 class ChatClient:
-    def __init__(self, base_url: str, api_key: str | None = None, *, data_class: str | None = None,
-                 max_attempts: int = 5, backoff_base_s: float = 0.5, backoff_max_s: float = 10.0,
-                 timeout_s: float = 120.0, sleep: Callable[[float], None] = time.sleep,
-                 transport: httpx.BaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None = None,
+        *,
+        data_class: str | None = None,
+        max_attempts: int = 5,
+        backoff_base_s: float = 0.5,
+        backoff_max_s: float = 10.0,
+        timeout_s: float = 120.0,
+        sleep: Callable[[float], None] = time.sleep,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise ValueError(f"url {base_url!r} must start with http:// or https://")
         if data_class is not None and data_class not in DATA_CLASSES:
@@ -73,8 +93,7 @@ class ChatClient:
             headers["Authorization"] = f"Bearer {api_key}"
         if data_class:
             headers["X-Data-Class"] = data_class
-        self._http = httpx.Client(headers=headers, timeout=httpx.Timeout(timeout_s, connect=10.0),
-                                  transport=transport)
+        self._http = httpx.Client(headers=headers, timeout=httpx.Timeout(timeout_s, connect=10.0), transport=transport)
         self.max_attempts = max_attempts
         self.backoff_base_s = backoff_base_s
         self.backoff_max_s = backoff_max_s
@@ -100,9 +119,15 @@ class ChatClient:
 
     def _retrying(self) -> Retrying:
         return Retrying(
-            stop=stop_after_attempt(self.max_attempts), wait=self._wait, sleep=self._sleep, reraise=True,
-            retry=retry_if_exception(lambda e: isinstance(e, ApiError) and e.retryable
-                                     and not asks_too_long(e.retry_after, self.backoff_max_s)),
+            stop=stop_after_attempt(self.max_attempts),
+            wait=self._wait,
+            sleep=self._sleep,
+            reraise=True,
+            retry=retry_if_exception(
+                lambda e: (
+                    isinstance(e, ApiError) and e.retryable and not asks_too_long(e.retry_after, self.backoff_max_s)
+                )
+            ),
         )
 
     def _send_once(self, method: str, path: str, payload: dict[str, Any] | None) -> dict[str, Any]:
@@ -141,8 +166,9 @@ class ChatClient:
     def completion(self, prompt: str, model: str = "deepseek-chat", **params: Any) -> dict[str, Any]:
         return self.post("/completions", {"model": model, "prompt": prompt, **params, "stream": False})
 
-    def stream_chat(self, messages: list[dict[str, Any]], model: str = "deepseek-chat",
-                    **params: Any) -> Iterator[dict[str, Any]]:
+    def stream_chat(
+        self, messages: list[dict[str, Any]], model: str = "deepseek-chat", **params: Any
+    ) -> Iterator[dict[str, Any]]:
         """Yield the stream's chunks; retried until the first event, an error event after it raises."""
         payload = {"model": model, "messages": messages, **params, "stream": True}
         self.attempts = 0
@@ -166,8 +192,9 @@ class ChatClient:
     def _open_stream(self, payload: dict[str, Any]) -> tuple[httpx.Response, Iterator[str]]:
         self.attempts += 1
         try:
-            resp = self._http.send(self._http.build_request("POST", self.base_url + "/chat/completions",
-                                                            json=payload), stream=True)
+            resp = self._http.send(
+                self._http.build_request("POST", self.base_url + "/chat/completions", json=payload), stream=True
+            )
         except httpx.TransportError as exc:
             raise ApiError(f"{self.base_url}: {type(exc).__name__}: {exc}") from None
         self._note(resp)

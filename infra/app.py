@@ -1,4 +1,5 @@
-"""App layer: the DeepSeek API key Secret and ``charts/dsdeploy`` installed with ``helm.v4.Chart``.
+"""App layer: the DeepSeek API key Secret, the engine key Secret and ``charts/dsdeploy`` installed with
+``helm.v4.Chart``.
 
 The values come from :func:`infra.chart_values.chart_values`, the same function behind
 ``dsdeploy values`` (one function, two callers); the program only chooses the ChartOptions.
@@ -11,24 +12,30 @@ minutes and a Flex-start GPU node may appear hours later, far past the provider'
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
 from pydantic import ValidationError
 
+from infra.chart_options import STACK_OPTION_KEYS, options_of, stack_option_values
 from infra.chart_values import CHART_DIR, ChartOptions, ChartValuesError, chart_values
 from infra.cloud import GpuNodeFacts
+from infra.planner import DeploymentPlan
 from infra.stack_config import PROJECT, StackConfig, StackConfigError
 
 RELEASE = "dsdeploy"
 CHART_NAME = "dsdeploy"
 API_KEY_SECRET = "dsdeploy-deepseek"
-# The stack config key behind each ChartOptions field a user controls (for error messages).
+# The engine's API key, which only the engine and the router read. The program makes it (not the chart's helm
+# lookup, which a render without the cluster answers with nothing, drawing a new key each time).
+ENGINE_KEY_SECRET = "dsdeploy-engine-api-key"
+# The stack config key behind each ChartOptions field a user controls (for error messages): the stack's own
+# options by their keys, and the ones the program derives from a stack key.
 OPTION_KEYS = {
-    "hf_token_secret": "hfTokenSecret", "hf_endpoint": "hfEndpoint", "model_cache_size": "storageSize",
-    "storage_class": "storageClass", "engine_type": "engineType", "router_replicas": "routerReplicas",
-    "engine_replicas_min": "replicasMin", "engine_replicas_max": "replicasMax", "checkpoint": "checkpoint",
+    **STACK_OPTION_KEYS,
+    **{name: option.stack_key for name, (_, option) in options_of(ChartOptions).items() if option.stack_key},
 }
 
 
@@ -52,36 +59,29 @@ def merge_values(base: dict[str, Any], override: dict[str, Any]) -> dict[str, An
     """``override`` on top of ``base``, nested mappings merged key by key (as Helm merges values files)."""
     merged = dict(base)
     for key, value in override.items():
-        merged[key] = merge_values(merged[key], value) if isinstance(value, dict) and isinstance(
-            merged.get(key), dict) else value
+        merged[key] = (
+            merge_values(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+        )
     return merged
 
 
-def chart_options(cfg: StackConfig, facts: GpuNodeFacts, storage_class: str | None,
-                  min_cache_gib: int | None = None) -> ChartOptions:
+def chart_options(
+    cfg: StackConfig, facts: GpuNodeFacts, storage_class: str | None, min_cache_gib: int | None = None
+) -> ChartOptions:
     """The chart options this stack implies: GPU placement from the cloud layer's facts, and the smallest
     cache volume the cloud layer's storage class provisions."""
     return ChartOptions(
-        platform=cfg.platform,
+        **stack_option_values(cfg),  # the stack's chart options, each as the stack set it (infra/chart_options.py)
         gpu_node_selector=dict(facts.labels),
         gpu_tolerations=facts.tolerations() or None,
         storage_class=storage_class,
-        model_cache_size=cfg.storage_size,
         model_cache_min_gib=min_cache_gib,
-        airgapped=cfg.airgapped,
-        cloud_fallback=cfg.cloud_fallback,
         cloud_api_key_secret=API_KEY_SECRET,
-        engine_replicas_min=max(1, cfg.replicas_min),
-        engine_replicas_max=cfg.replicas_max,
-        router_replicas=cfg.router_replicas,
-        hf_token_secret=cfg.hf_token_secret,
-        hf_endpoint=cfg.hf_endpoint,
-        engine_type=cfg.engine_type,
-        checkpoint=cfg.checkpoint,
+        engine_api_key_secret=ENGINE_KEY_SECRET,
     )
 
 
-def check_chart_values(cfg: StackConfig, plan: Any) -> None:
+def check_chart_values(cfg: StackConfig, plan: DeploymentPlan) -> None:
     """Refuse, before any resource exists, a stack whose chart values cannot be computed.
 
     Runs the same :func:`chart_values` the app runs later, with placeholder GPU facts (they come from
@@ -94,16 +94,19 @@ def check_chart_values(cfg: StackConfig, plan: Any) -> None:
         key = OPTION_KEYS.get(str(err["loc"][0]) if err["loc"] else "", "config")
         reason = str(err["msg"]).removeprefix("Value error, ")
         # The value is not repeated: hfTokenSecret may hold a credential by mistake.
-        raise StackConfigError(f"{PROJECT}:{key}: not valid: {reason}. Fix with `pulumi config set {key} <value>`.") \
-            from None
+        raise StackConfigError(
+            f"{PROJECT}:{key}: not valid: {reason}. Fix with `pulumi config set {key} <value>`."
+        ) from None
     except ChartValuesError as exc:
         message = exc.worded(f"pulumi config set {PROJECT}:checkpoint ORG/REPO")
-        raise StackConfigError(f"{PROJECT}:quantization/engineType: the chart cannot serve this plan: {message}.") \
-            from None
+        raise StackConfigError(
+            f"{PROJECT}:quantization/engineType: the chart cannot serve this plan: {message}."
+        ) from None
 
 
 class DsdeployApp(pulumi.ComponentResource):
-    """Namespace, API key Secret (when cloud fallback is on) and the chart, after GPU enablement."""
+    """Namespace, the engine key Secret, the API key Secret (when cloud fallback is on) and the chart, after GPU
+    enablement."""
 
     chart: k8s.helm.v4.Chart
     values: dict[str, Any]
@@ -112,7 +115,7 @@ class DsdeployApp(pulumi.ComponentResource):
         self,
         name: str,
         cfg: StackConfig,
-        plan: Any,
+        plan: DeploymentPlan,
         facts: GpuNodeFacts,
         provider: k8s.Provider,
         ready: list[pulumi.Resource],
@@ -126,16 +129,38 @@ class DsdeployApp(pulumi.ComponentResource):
         on_cluster = pulumi.ResourceOptions(parent=self, provider=provider)
         namespace = k8s.core.v1.Namespace(f"{name}-ns", metadata={"name": cfg.namespace}, opts=on_cluster)
         depends: list[pulumi.Resource] = [namespace, *ready]
-        if cfg.cloud_fallback:
-            depends.append(k8s.core.v1.Secret(
-                f"{name}-deepseek-api-key",
-                metadata={"name": API_KEY_SECRET, "namespace": cfg.namespace},
+        # Drawn once: later runs draw another, which ignore_changes keeps out of the Secret (a new key would
+        # have to reach the router and the engine together; rotate with the steps in docs/operations.md).
+        depends.append(
+            k8s.core.v1.Secret(
+                f"{name}-engine-api-key",
+                metadata={"name": ENGINE_KEY_SECRET, "namespace": cfg.namespace},
                 type="Opaque",
-                string_data={"api-key": pulumi.Output.secret(api_key)},
-                opts=pulumi.ResourceOptions(parent=self, provider=provider, depends_on=[namespace]),
-            ))
+                string_data={"api-key": pulumi.Output.secret(secrets.token_urlsafe(36))},
+                opts=pulumi.ResourceOptions(
+                    parent=self, provider=provider, depends_on=[namespace], ignore_changes=["stringData"]
+                ),
+            )
+        )
+        if cfg.cloud_fallback:
+            if api_key is None:  # validate_stack_config requires the secret when cloudFallback is true
+                raise StackConfigError(
+                    f"{PROJECT}:deepseekApiKey: missing; allowed: the DeepSeek API key, set with "
+                    "`pulumi config set --secret deepseekApiKey` (cloudFallback is true)"
+                )
+            depends.append(
+                k8s.core.v1.Secret(
+                    f"{name}-deepseek-api-key",
+                    metadata={"name": API_KEY_SECRET, "namespace": cfg.namespace},
+                    type="Opaque",
+                    string_data={"api-key": pulumi.Output.secret(api_key)},
+                    opts=pulumi.ResourceOptions(parent=self, provider=provider, depends_on=[namespace]),
+                )
+            )
         # images: build hands over the pushed images (repository + digest) on top of the planned values.
-        self.values = merge_values(chart_values(plan, chart_options(cfg, facts, storage_class, min_cache_gib)), image_values or {})
+        self.values = merge_values(
+            chart_values(plan, chart_options(cfg, facts, storage_class, min_cache_gib)), image_values or {}
+        )
         self.chart = k8s.helm.v4.Chart(
             name,
             name=RELEASE,

@@ -18,7 +18,9 @@ from pathlib import Path
 import yaml
 
 from dsdeploy.cli import key_value_pairs
-from infra.chart_values import CHART_DIR
+from infra.catalog.schema import QUANTIZATION_NAMES
+from infra.chart_options import add_option_flags
+from infra.chart_values import CHART_DIR, ChartOptions
 
 EXIT_OK, EXIT_DOES_NOT_FIT, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -52,8 +54,10 @@ def render_chart(
 ) -> str:
     """`helm template` of charts/dsdeploy; raises RuntimeError with helm's message when it refuses."""
     if not (CHART_DIR / "Chart.yaml").is_file():
-        raise RenderUnavailable(f"the chart is not at {CHART_DIR}: run dsdeploy from a checkout of the repository "
-                           "(pip install -e .), or use helm on charts/dsdeploy directly")
+        raise RenderUnavailable(
+            f"the chart is not at {CHART_DIR}: run dsdeploy from a checkout of the repository "
+            "(pip install -e .), or use helm on charts/dsdeploy directly"
+        )
     cmd = [find_helm(), "template", release, str(CHART_DIR), "--namespace", namespace]
     for f in values_files:
         cmd += ["-f", str(f)]
@@ -99,39 +103,61 @@ def _header(plan, options) -> str:  # noqa: ANN001 - plan/options types come fro
         f" ~{plan.decode_tokens_per_s_per_seq:.0f} tok/s per sequence",
     ]
     if plan.nodes_per_replica > 1:
-        lines.append(f"# one replica spans {plan.nodes_per_replica} nodes (pipeline parallel {plan.pipeline_parallel_size}):"
-                     " a LeaderWorkerSet; install the LWS controller first (docs/kubectl.md)")
+        lines.append(
+            f"# one replica spans {plan.nodes_per_replica} nodes (pipeline parallel {plan.pipeline_parallel_size}):"
+            " a LeaderWorkerSet; install the LWS controller first (docs/kubectl.md)"
+        )
     lines += [f"# warning: {w}" for w in plan_warnings(plan, options)]
     lines.append("# Render: dsdeploy render -f THIS_FILE | kubectl apply -f -   (or point Argo CD / Flux at the chart)")
     return "\n".join(lines) + "\n"
 
 
+def _pinned_machine(plan, options, instance_type: str | None):  # noqa: ANN001, ANN202 - lazily imported types
+    """The options with the GPU node selector of the pinned EC2 instance type (what the stack's
+    ``dsdeploy:instanceType`` gives the node group), so that values written for GitOps select the nodes
+    `pulumi up` made; refused with the allowed shapes when the type does not hold the plan."""
+    from infra.planner import PlanError
+
+    if instance_type is None:
+        return options
+    if options.platform != "eks":
+        raise PlanError(
+            f"--instance-type: applies to --platform eks only (the EC2 instance type of the GPU node group); "
+            f"got --platform {options.platform}"
+        )
+    if options.gpu_node_selector:
+        raise PlanError("--instance-type: give it or --gpu-node-selector, not both (the type selects its nodes)")
+    try:
+        machine = plan.machine("eks", instance_type)
+    except PlanError as exc:
+        raise PlanError(f"--instance-type: {exc}") from None
+    return options.model_copy(update={"gpu_node_selector": dict(machine.node_labels)})
+
+
 def cmd_values(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
+    from infra.chart_options import flag_values
     from infra.chart_values import ChartOptions, ChartValuesError, chart_values
     from infra.planner import PlanDoesNotFit, PlanError, plan_deployment
 
     try:
         low, high = _replicas(args.engine_replicas)
         options = ChartOptions(
-            platform=args.platform,
+            **flag_values(args, ChartOptions),  # one flag per option (infra/chart_options.py); two more below
             gpu_node_selector=_selector(args.gpu_node_selector),
-            storage_class=args.storage_class,
-            model_cache_size=args.cache_size,
-            airgapped=args.airgapped,
-            cloud_fallback=args.cloud_fallback,
-            cloud_api_key_secret=args.cloud_api_key_secret,
             engine_replicas_min=low,
             engine_replicas_max=high,
-            router_replicas=args.router_replicas,
-            hf_token_secret=args.hf_token_secret,
-            hf_endpoint=args.hf_endpoint,
-            engine_type=args.engine,
-            checkpoint=args.checkpoint,
         )
-        plan = plan_deployment(args.model, args.tier, quantization=args.quantization, context=args.context,
-                               gpu_memory_utilization=args.gpu_memory_utilization, max_nodes=args.max_nodes)
+        plan = plan_deployment(
+            args.model,
+            args.tier,
+            quantization=args.quantization,
+            context=args.context,
+            gpu_memory_utilization=args.gpu_memory_utilization,
+            max_nodes=args.max_nodes,
+        )
+        options = _pinned_machine(plan, options, args.instance_type)
         values = chart_values(plan, options)
     except PlanDoesNotFit as exc:
         print(f"dsdeploy values: {exc}", file=sys.stderr)
@@ -165,8 +191,13 @@ def cmd_render(args: argparse.Namespace) -> int:
             print(f"dsdeploy render: values file {f} does not exist", file=sys.stderr)
             return EXIT_BAD_INPUT
     try:
-        out = render_chart(args.values, namespace=args.namespace, release=args.release,
-                           api_versions=args.api_versions, include_tests=args.include_tests)
+        out = render_chart(
+            args.values,
+            namespace=args.namespace,
+            release=args.release,
+            api_versions=args.api_versions,
+            include_tests=args.include_tests,
+        )
     except RenderUnavailable as exc:
         print(f"dsdeploy render: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -179,47 +210,75 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     values = subparsers.add_parser(
-        "values", help="write chart values for a model and tier (what Pulumi installs; for GitOps/kubectl)",
+        "values",
+        help="write chart values for a model and tier (what Pulumi installs; for GitOps/kubectl)",
         description="Plan a model on a tier and write the Helm values for charts/dsdeploy. "
-                    "Exit 0: written; 1: the model does not fit; 2: bad input.")
+        "Exit 0: written; 1: the model does not fit; 2: bad input.",
+    )
     values.add_argument("--model", required=True, help="Hugging Face repo id or alias (e.g. r1-distill-qwen-7b)")
-    values.add_argument("--tier", required=True, help="hardware tier from the catalog (base, pro)")
-    values.add_argument("--platform", required=True, choices=["gke", "eks", "existing"])
+    values.add_argument(
+        "--tier", required=True, help="hardware tier of the catalog (infra/catalog/tiers.yaml; a wrong one lists them)"
+    )
     values.add_argument("-o", "--output", help="file to write (default: stdout)")
-    values.add_argument("--quantization", help="bf16, fp8, int8, awq-int4, gptq-int4, bnb-8bit, bnb-4bit")
-    values.add_argument("--checkpoint", metavar="ORG/REPO",
-                        help="hub id of pre-quantized weights for --quantization when the catalog records none "
-                             "(e.g. an AWQ or bnb-8bit export of the model)")
+    values.add_argument(
+        "--quantization", help=f"one of {', '.join(QUANTIZATION_NAMES)} (default: the planner's choice)"
+    )
     values.add_argument("--context", type=int, help="max model length in tokens")
     values.add_argument("--gpu-memory-utilization", type=float, default=0.90)
-    values.add_argument("--max-nodes", type=int, default=4, dest="max_nodes",
-                        help="most nodes one replica may span (1..4; above 1 the engine is a LeaderWorkerSet)")
-    values.add_argument("--engine", choices=["vllm", "server"], default="vllm",
-                        help="vllm (default) or the project's server")
-    values.add_argument("--gpu-node-selector", action="append", default=[], metavar="KEY=VALUE",
-                        help="node label of the GPU pool (existing clusters; repeatable)")
-    values.add_argument("--storage-class", help="StorageClass of the model cache")
-    values.add_argument("--cache-size", help="model cache size, e.g. 200Gi (default: weights + 30%% + 10Gi)")
-    values.add_argument("--airgapped", action="store_true", help="no download; the volume is pre-filled")
-    values.add_argument("--cloud-fallback", action="store_true", help="fall back to the DeepSeek API")
-    values.add_argument("--cloud-api-key-secret", default="dsdeploy-deepseek",
-                        help="name of the Secret holding the DeepSeek API key (key api-key)")
-    values.add_argument("--hf-token-secret", help="name of the Secret holding a Hugging Face token (key token)")
-    values.add_argument("--hf-endpoint", help="Hugging Face mirror, e.g. https://hf-mirror.com")
-    values.add_argument("--engine-replicas", default="1", metavar="N|MIN:MAX",
-                        help="engine replicas; MIN:MAX turns on queue-depth autoscaling")
-    values.add_argument("--router-replicas", type=int, default=2)
+    values.add_argument(
+        "--max-nodes",
+        type=int,
+        default=4,
+        dest="max_nodes",
+        help="most nodes one replica may span (1..4; above 1 the engine is a LeaderWorkerSet)",
+    )
+    # The chart options, one flag each, from their declarations (infra/chart_options.py); two parsed here.
+    add_option_flags(values, ChartOptions)
+    fields = ChartOptions.model_fields
+    values.add_argument(
+        "--gpu-node-selector",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=fields["gpu_node_selector"].description,
+    )
+    values.add_argument(
+        "--engine-replicas", default="1", metavar="N|MIN:MAX", help=fields["engine_replicas_min"].description
+    )
+    values.add_argument(
+        "--instance-type",
+        metavar="TYPE",
+        help="eks: the GPU nodes' EC2 instance type, as the stack's dsdeploy:instanceType pins it "
+        "(default: the cheapest shape that holds the plan; `dsdeploy plan` lists them)",
+    )
     values.set_defaults(func=cmd_values)
 
     render = subparsers.add_parser(
-        "render", help="print plain manifests of the chart for `kubectl apply -f -`",
+        "render",
+        help="print plain manifests of the chart for `kubectl apply -f -`",
         description="Render charts/dsdeploy with helm template (no cluster needed). "
-                    "Exit 0: manifests on stdout; 1: the chart refused the values; 2: bad input or no helm.")
-    render.add_argument("-f", "--values", action="append", required=True, metavar="FILE",
-                        help="values file (repeatable; later files win)")
+        "Exit 0: manifests on stdout; 1: the chart refused the values; 2: bad input or no helm.",
+    )
+    render.add_argument(
+        "-f",
+        "--values",
+        action="append",
+        required=True,
+        metavar="FILE",
+        help="values file (repeatable; later files win)",
+    )
     render.add_argument("-n", "--namespace", default="dsdeploy")
     render.add_argument("--release", default="dsdeploy", help="release name (prefix of resource names)")
-    render.add_argument("--api-versions", action="append", default=[], metavar="GROUP/VERSION[/KIND]",
-                        help="APIs the target cluster has, e.g. monitoring.coreos.com/v1/ServiceMonitor, keda.sh/v1alpha1")
-    render.add_argument("--include-tests", action="store_true", help="also print the helm test Pod and its ServiceAccount and NetworkPolicy")
+    render.add_argument(
+        "--api-versions",
+        action="append",
+        default=[],
+        metavar="GROUP/VERSION[/KIND]",
+        help="APIs the target cluster has, e.g. monitoring.coreos.com/v1/ServiceMonitor, keda.sh/v1alpha1",
+    )
+    render.add_argument(
+        "--include-tests",
+        action="store_true",
+        help="also print the helm test Pod and its ServiceAccount and NetworkPolicy",
+    )
     render.set_defaults(func=cmd_render)

@@ -11,9 +11,14 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
+
+from infra.catalog.schema import CLOUD_PLATFORMS
+from infra.chart_options import Option, StackChartOptions
+from infra.planner.machines import ENGINE_CPU_MILLIS_PER_GPU, ENGINE_MEMORY_GIB, engine_shm_gib
+from infra.quantity import QUANTITY_RULE, is_quantity
 
 if TYPE_CHECKING:  # the planner is pure Python too, but keep this module importable on its own
     from infra.planner import DeploymentPlan
@@ -25,22 +30,34 @@ GIB = 1024**3
 _SECRET_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 # Things that look like a credential rather than the name of a Secret holding one.
 _LOOKS_LIKE_KEY = re.compile(r"^(sk-|hf_|ghp_|AKIA)|^[A-Za-z0-9_]{32,}$")
-_QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|K|M|G|T|P)?$")
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+_LABEL_KEY = re.compile(
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+)
 
 # The toleration GPU node pools carry on GKE, EKS (NVIDIA AMI node groups) and most on-prem clusters.
 DEFAULT_GPU_TOLERATIONS: list[dict[str, str]] = [
     {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 ]
-# Quantizations our own server (`dsdeploy serve`) runs; anything else needs vLLM.
-SERVER_QUANTIZATION = {"bf16": "bf16", "bnb-8bit": "bnb-8bit", "bnb-4bit": "bnb-4bit"}
+# The planner's quantizations our own server (`dsdeploy serve`) runs, each under the server's name for it (the
+# same name: the planner's "bf16", "bnb-8bit" and "bnb-4bit" are the server's); anything else needs vLLM.
+SERVER_QUANTIZATION = {name: name for name in ("bf16", "bnb-8bit", "bnb-4bit")}
 NATIVE_BYTES_PER_PARAM = {"bf16": 2, "fp16": 2, "fp32": 4, "fp8": 1}
 # vLLM flags the chart renders from its own values; every other planner flag goes to engine.extraArgs.
-CHART_RENDERED_FLAGS = frozenset({
-    "--tensor-parallel-size", "--max-model-len", "--gpu-memory-utilization", "--max-num-seqs",
-    "--quantization", "--reasoning-parser", "--served-model-name", "--host", "--port", "--model",
-})
+CHART_RENDERED_FLAGS = frozenset(
+    {
+        "--tensor-parallel-size",
+        "--max-model-len",
+        "--gpu-memory-utilization",
+        "--max-num-seqs",
+        "--quantization",
+        "--reasoning-parser",
+        "--served-model-name",
+        "--host",
+        "--port",
+        "--model",
+    }
+)
 
 
 class ChartValuesError(ValueError):
@@ -72,30 +89,58 @@ def _check_secret_name(value: str | None) -> str | None:
     return value
 
 
-class ChartOptions(BaseModel):
-    """Deployment choices the plan does not make (platform, storage, secrets, scaling)."""
+class ChartOptions(StackChartOptions):
+    """Deployment choices the plan does not make: the stack's (StackChartOptions), and what the program takes
+    from the cloud and platform layers (platform, GPU placement, storage class, the API key Secret's name).
+    Fields are set by name (the aliases are the stack's keys), and errors name the field."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        hide_input_in_errors=True,
+        validate_by_name=True,
+        validate_by_alias=False,
+        loc_by_alias=False,
+    )
 
-    platform: Literal["gke", "eks", "existing"]
-    gpu_node_selector: dict[str, str] = Field(default_factory=dict)
-    gpu_tolerations: list[dict[str, Any]] | None = None
-    storage_class: str | None = None
-    model_cache_size: str | None = None
+    gpu_node_selector: Annotated[
+        dict[str, str],
+        Option(
+            "engine.gpu.nodeSelector",
+            {"pool": "gpu"},
+            flag="--gpu-node-selector",
+            metavar="KEY=VALUE",
+            bespoke=True,
+            stack_key="gpuNodeLabels",
+        ),
+    ] = Field(default_factory=dict, description="node label of the GPU pool (existing clusters; repeatable)")
+    gpu_tolerations: Annotated[
+        list[dict[str, Any]] | None,
+        Option(
+            "engine.gpu.tolerations",
+            [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}],
+            stack_key="gpuNodeTaints",
+        ),
+    ] = Field(default=None, description="tolerations of the GPU nodes' taints")
+    storage_class: Annotated[
+        str | None, Option("modelCache.storageClass", "fast-rwx", flag="--storage-class", stack_key="storageClass")
+    ] = Field(default=None, description="StorageClass of the model cache")
     # The smallest volume the cache's storage class provisions (Filestore Basic SSD: 2560 GiB); a larger
     # computed size wins, an explicit model_cache_size is used as given.
-    model_cache_min_gib: int | None = Field(default=None, ge=1)
-    airgapped: bool = False
-    cloud_fallback: bool = False
-    cloud_api_key_secret: str = "dsdeploy-deepseek"
-    engine_replicas_min: int = Field(default=1, ge=1, le=100)
-    engine_replicas_max: int = Field(default=1, ge=1, le=100)
-    router_replicas: int = Field(default=2, ge=1, le=50)
-    hf_token_secret: str | None = None
-    hf_endpoint: str | None = None
-    engine_type: Literal["vllm", "server"] = "vllm"
-    # Hub repo id of pre-quantized weights for the plan's quantization, when the catalog records none.
-    checkpoint: str | None = None
+    model_cache_min_gib: Annotated[int | None, Option("modelCache.size", 2560, rendered="2560Gi")] = Field(
+        default=None, ge=1, description="the smallest volume the cache's storage class provisions, in GiB"
+    )
+    cloud_api_key_secret: Annotated[
+        str, Option("router.cloud.apiKeySecret.name", "team-deepseek", flag="--cloud-api-key-secret")
+    ] = Field(default="dsdeploy-deepseek", description="name of the Secret holding the DeepSeek API key (key api-key)")
+    # The Secret holding the engine's API key (key "api-key"); None: the chart makes and keeps its own (lookup).
+    engine_api_key_secret: Annotated[
+        str | None, Option("engine.apiKey.existingSecret", "team-engine-key", flag="--engine-api-key-secret")
+    ] = Field(
+        default=None,
+        description="name of a Secret holding the engine's API key (key api-key); default: the chart "
+        "makes one and keeps it with helm lookup, which GitOps renders lack (docs/gitops.md)",
+    )
 
     @field_validator("checkpoint")
     @classmethod
@@ -109,6 +154,11 @@ class ChartOptions(BaseModel):
     def _cloud_secret(cls, v: str) -> str:
         return _check_secret_name(v) or v
 
+    @field_validator("engine_api_key_secret")
+    @classmethod
+    def _engine_secret(cls, v: str | None) -> str | None:
+        return _check_secret_name(v)
+
     @field_validator("hf_token_secret")
     @classmethod
     def _hf_secret(cls, v: str | None) -> str | None:
@@ -117,8 +167,8 @@ class ChartOptions(BaseModel):
     @field_validator("model_cache_size")
     @classmethod
     def _size(cls, v: str | None) -> str | None:
-        if v is not None and not _QUANTITY.match(v):
-            raise ValueError(f"{v!r} is not a Kubernetes quantity such as 200Gi")
+        if v is not None and not is_quantity(v):
+            raise ValueError(f"{v!r} is not {QUANTITY_RULE}")
         return v
 
     @field_validator("hf_endpoint")
@@ -152,7 +202,7 @@ def _gib(n_bytes: float) -> int:
 
 def _gpu_placement(plan: DeploymentPlan, options: ChartOptions) -> dict[str, Any]:
     selector = dict(options.gpu_node_selector)
-    if not selector and options.platform in ("gke", "eks"):
+    if not selector and options.platform in CLOUD_PLATFORMS:
         selector = dict(plan.machine(options.platform).node_labels)
     if not selector and options.platform == "existing":
         selector = dict(plan.machine("existing").node_labels or {})
@@ -172,8 +222,14 @@ def _engine_resources(plan: DeploymentPlan, shm_gib: int) -> dict[str, Any]:
             "limits": {"cpu": "8", "memory": f"{mem_req * 2 + shm_gib}Gi"},
         }
     return {
-        "requests": {"cpu": str(4 * gpus), "memory": f"{16 + shm_gib}Gi"},
-        "limits": {"cpu": str(8 * gpus), "memory": f"{weights + 16 + shm_gib}Gi"},
+        "requests": {
+            "cpu": f"{ENGINE_CPU_MILLIS_PER_GPU * gpus // 1000}",
+            "memory": f"{ENGINE_MEMORY_GIB + shm_gib}Gi",
+        },
+        "limits": {
+            "cpu": str(2 * ENGINE_CPU_MILLIS_PER_GPU * gpus // 1000),
+            "memory": f"{weights + ENGINE_MEMORY_GIB + shm_gib}Gi",
+        },
     }
 
 
@@ -225,10 +281,11 @@ def _download_bytes(plan: DeploymentPlan, checkpoint: str) -> int:
     in-GPU size) when vLLM quantizes while loading (fp8, bitsandbytes on the original repo)."""
     if plan.vllm_quantization and checkpoint == plan.model_id:
         from infra.catalog import load_catalog
+        from infra.catalog.schema import known
 
         spec = load_catalog().model(plan.model_id)
         per_param = NATIVE_BYTES_PER_PARAM.get(spec.native_dtype, 2)
-        return max(plan.weight_bytes, int(spec.total_params * per_param))
+        return max(plan.weight_bytes, int(known(spec.total_params, "total_params") * per_param))
     return plan.weight_bytes
 
 
@@ -263,7 +320,7 @@ def _engine_values(plan: DeploymentPlan, options: ChartOptions) -> dict[str, Any
             f"tier {plan.tier!r} has no GPU, and the planner sizes GPU tiers only; for CPU nodes write the values "
             "by hand (the chart runs vLLM's CPU image when engine.gpusPerReplica is 0), or use engine_type='server'"
         )
-    shm_gib = 1 if gpus == 0 else max(2, 4 * plan.tensor_parallel_size)
+    shm_gib = engine_shm_gib(plan)
     engine: dict[str, Any] = {
         "type": options.engine_type,
         "replicas": options.engine_replicas_min,
@@ -286,11 +343,14 @@ def _engine_values(plan: DeploymentPlan, options: ChartOptions) -> dict[str, Any
             "maxReplicas": options.engine_replicas_max,
         },
     }
+    if options.engine_api_key_secret:
+        engine["apiKey"] = {"existingSecret": options.engine_api_key_secret, "key": "api-key"}
     if plan.nodes_per_replica > 1:
         if options.engine_type != "vllm":
             raise ChartValuesError(
                 f"the plan spans {plan.nodes_per_replica} nodes per replica, which only vLLM's multi-node mode "
-                "serves. Use engine_type='vllm'")
+                "serves. Use engine_type='vllm'"
+            )
         engine["multiNode"] = _multi_node(plan)
     if options.engine_type == "server":
         if plan.quantization not in SERVER_QUANTIZATION:
@@ -331,8 +391,10 @@ def chart_values(plan: DeploymentPlan, options: ChartOptions) -> dict[str, Any]:
         "replicas": options.router_replicas,
         # A budget of one available pod would block every node drain when there is only one.
         "pdb": {"enabled": options.router_replicas > 1},
-        "autoscaling": {"minReplicas": options.router_replicas,
-                        "maxReplicas": max(options.router_replicas, 2 * options.router_replicas)},
+        "autoscaling": {
+            "minReplicas": options.router_replicas,
+            "maxReplicas": max(options.router_replicas, 2 * options.router_replicas),
+        },
         "cloud": {
             "enabled": options.cloud_fallback,
             "apiKeySecret": {"name": options.cloud_api_key_secret, "key": "api-key"},

@@ -26,8 +26,10 @@ EXIT_OK, EXIT_BAD_INPUT = 0, 2
 PLATFORM_IMAGES = Path(__file__).resolve().parent / "gpu_platform" / "images.yaml"
 CONTAINER_LISTS = ("initContainers", "containers", "ephemeralContainers")
 ENABLEMENTS = ("none", "device-plugin", "gpu-operator")
-NODE_OS_HELP = "the GPU nodes' OS as the GPU operator tags its driver image: ID + VERSION_ID of /etc/os-release, " \
-               "e.g. ubuntu22.04, ubuntu24.04, rhel9.4"
+NODE_OS_HELP = (
+    "the GPU nodes' OS as the GPU operator tags its driver image: ID + VERSION_ID of /etc/os-release, "
+    "e.g. ubuntu22.04, ubuntu24.04, rhel9.4"
+)
 
 
 class ImagesError(ValueError):
@@ -62,13 +64,16 @@ def images_in_manifests(text: str) -> list[PulledImage]:
         if not isinstance(doc, dict):
             continue
         where = f"{doc.get('kind')}/{(doc.get('metadata') or {}).get('name')}"
-        pulled += [PulledImage(str(c["image"]), f"{where} {c.get('name', '')}".strip())
-                   for _, c in _containers(doc.get("spec"), where)]
+        pulled += [
+            PulledImage(str(c["image"]), f"{where} {c.get('name', '')}".strip())
+            for _, c in _containers(doc.get("spec"), where)
+        ]
     return pulled
 
 
-def platform_images(enablement: str, *, driver: bool = True, toolkit: bool = True, nfd: bool = True,
-                    node_os: str | None = None) -> list[PulledImage]:
+def platform_images(
+    enablement: str, *, driver: bool = True, toolkit: bool = True, nfd: bool = True, node_os: str | None = None
+) -> list[PulledImage]:
     """The images of the GPU enablement chart ``enablement`` (none, device-plugin, gpu-operator)."""
     if enablement == "none":
         return []
@@ -82,9 +87,11 @@ def platform_images(enablement: str, *, driver: bool = True, toolkit: bool = Tru
         image = entry["image"]
         if "{node_os}" in image:
             if not node_os:
-                raise ImagesError(f"--node-os is required: the GPU operator installs the driver, and its image is "
-                                  f"tagged per node OS ({image}); give {NODE_OS_HELP}, or --no-driver when the "
-                                  "hosts have a driver")
+                raise ImagesError(
+                    f"--node-os is required: the GPU operator installs the driver, and its image is "
+                    f"tagged per node OS ({image}); give {NODE_OS_HELP}, or --no-driver when the "
+                    "hosts have a driver"
+                )
             image = image.replace("{node_os}", node_os)
         pulled.append(PulledImage(image, f"{chart} {data['version']}: {entry['role']}"))
     return pulled
@@ -148,11 +155,14 @@ def collect(args: argparse.Namespace) -> list[PulledImage]:
         manifests = render_chart(files, namespace="dsdeploy", release="dsdeploy", api_versions=[], include_tests=True)
     pulled = [p for p in images_in_manifests(manifests) if p.image.rsplit(":", 1)[0] not in built]
     if built:
-        print(f"dsdeploy images: images: build: pulumi up builds {', '.join(b.rsplit('/', 1)[1] for b in built)} "
-              "into the cluster's own registry (not listed; `pulumi stack output images` shows the digests)",
-              file=sys.stderr)
-    pulled += platform_images(args.gpu_enablement, driver=args.driver, toolkit=args.toolkit, nfd=args.nfd,
-                              node_os=args.node_os)
+        print(
+            f"dsdeploy images: images: build: pulumi up builds {', '.join(b.rsplit('/', 1)[1] for b in built)} "
+            "into the cluster's own registry (not listed; `pulumi stack output images` shows the digests)",
+            file=sys.stderr,
+        )
+    pulled += platform_images(
+        args.gpu_enablement, driver=args.driver, toolkit=args.toolkit, nfd=args.nfd, node_os=args.node_os
+    )
     return _unique(pulled)
 
 
@@ -164,8 +174,10 @@ def cmd_images(args: argparse.Namespace) -> int:
     from infra.stack_config import StackConfigError
 
     if not args.values and not args.stack:
-        print("dsdeploy images: give the deployment's values (-f values.yaml) or its stack (--stack "
-              "Pulumi.<stack>.yaml)", file=sys.stderr)
+        print(
+            "dsdeploy images: give the deployment's values (-f values.yaml) or its stack (--stack Pulumi.<stack>.yaml)",
+            file=sys.stderr,
+        )
         return EXIT_BAD_INPUT
     try:
         pulled = collect(args)
@@ -183,23 +195,44 @@ def cmd_images(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     images = subparsers.add_parser(
-        "images", help="list every image a deployment pulls (for mirroring into an air-gapped registry)",
+        "images",
+        help="list every image a deployment pulls (for mirroring into an air-gapped registry)",
         description="Render the chart with the deployment's values and list every container image its pods pull, "
-                    "plus the GPU enablement's (device plugin or GPU operator operands), one per line with tag or "
-                    "digest. Exit 0: listed; 2: bad input or the chart refused the values.")
-    images.add_argument("-f", "--values", action="append", default=[], metavar="FILE",
-                        help="values file of the deployment (repeatable; later files win)")
-    images.add_argument("--stack", metavar="Pulumi.<stack>.yaml",
-                        help="a stack file: its chart values and GPU enablement, as `pulumi up` computes them")
-    images.add_argument("--gpu-enablement", choices=ENABLEMENTS, default="none",
-                        help="with -f: what enables the GPUs (device-plugin on EKS, gpu-operator on clusters without "
-                             "it; none on GKE or where GPUs are already enabled). A stack decides it itself")
-    images.add_argument("--no-driver", dest="driver", action="store_false",
-                        help="the GPU operator installs no driver (the hosts have one)")
-    images.add_argument("--no-toolkit", dest="toolkit", action="store_false",
-                        help="the GPU operator installs no container toolkit")
-    images.add_argument("--no-nfd", dest="nfd", action="store_false",
-                        help="the GPU operator deploys no node-feature-discovery")
+        "plus the GPU enablement's (device plugin or GPU operator operands), one per line with tag or "
+        "digest. Exit 0: listed; 2: bad input or the chart refused the values.",
+    )
+    images.add_argument(
+        "-f",
+        "--values",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="values file of the deployment (repeatable; later files win)",
+    )
+    images.add_argument(
+        "--stack",
+        metavar="Pulumi.<stack>.yaml",
+        help="a stack file: its chart values and GPU enablement, as `pulumi up` computes them",
+    )
+    images.add_argument(
+        "--gpu-enablement",
+        choices=ENABLEMENTS,
+        default="none",
+        help="with -f: what enables the GPUs (device-plugin on EKS, gpu-operator on clusters without "
+        "it; none on GKE or where GPUs are already enabled). A stack decides it itself",
+    )
+    images.add_argument(
+        "--no-driver",
+        dest="driver",
+        action="store_false",
+        help="the GPU operator installs no driver (the hosts have one)",
+    )
+    images.add_argument(
+        "--no-toolkit", dest="toolkit", action="store_false", help="the GPU operator installs no container toolkit"
+    )
+    images.add_argument(
+        "--no-nfd", dest="nfd", action="store_false", help="the GPU operator deploys no node-feature-discovery"
+    )
     images.add_argument("--node-os", help=NODE_OS_HELP + " (needed when the GPU operator installs the driver)")
     images.add_argument("--show-origin", action="store_true", help="say after each image what pulls it")
     images.set_defaults(func=cmd_images)

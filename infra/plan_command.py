@@ -25,19 +25,36 @@ def register(subparsers: Any) -> None:
         "plan",
         help="plan a model on a GPU tier: fit, tensor parallelism, concurrency, vLLM flags",
         description="Plan one engine replica of a DeepSeek model on a GPU tier. Exit 0: fits; "
-                    "1: does not fit (stderr says by how many GB and what would fit); 2: bad input.",
+        "1: does not fit (stderr says by how many GB and what would fit); 2: bad input.",
     )
     parser.add_argument("--model", required=True, help="Hugging Face repo id or alias (e.g. r1-distill-qwen-7b, v3)")
-    parser.add_argument("--tier", required=True, help="hardware tier from the catalog (base, pro)")
-    parser.add_argument("--quantization", default=None,
-                        help=f"one of {', '.join(QUANTIZATIONS)} (default: the model's native dtype)")
-    parser.add_argument("--context", type=int, default=None,
-                        help="max model length in tokens (default: min(model max, 32768), reduced if needed)")
-    parser.add_argument("--gpu-memory-utilization", type=float, default=0.90, dest="gpu_memory_utilization",
-                        help="fraction of each GPU's memory vLLM may use (default 0.90)")
-    parser.add_argument("--max-nodes", type=int, default=MAX_NODES_PER_REPLICA, dest="max_nodes",
-                        help=f"most nodes one replica may span when one node of the tier cannot hold the model "
-                             f"(1..{MAX_NODES_PER_REPLICA}, default {MAX_NODES_PER_REPLICA}; 1 = never span nodes)")
+    parser.add_argument(
+        "--tier", required=True, help="hardware tier of the catalog (infra/catalog/tiers.yaml; a wrong one lists them)"
+    )
+    parser.add_argument(
+        "--quantization", default=None, help=f"one of {', '.join(QUANTIZATIONS)} (default: the model's native dtype)"
+    )
+    parser.add_argument(
+        "--context",
+        type=int,
+        default=None,
+        help="max model length in tokens (default: min(model max, 32768), reduced if needed)",
+    )
+    parser.add_argument(
+        "--gpu-memory-utilization",
+        type=float,
+        default=0.90,
+        dest="gpu_memory_utilization",
+        help="fraction of each GPU's memory vLLM may use (default 0.90)",
+    )
+    parser.add_argument(
+        "--max-nodes",
+        type=int,
+        default=MAX_NODES_PER_REPLICA,
+        dest="max_nodes",
+        help=f"most nodes one replica may span when one node of the tier cannot hold the model "
+        f"(1..{MAX_NODES_PER_REPLICA}, default {MAX_NODES_PER_REPLICA}; 1 = never span nodes)",
+    )
     parser.add_argument("--json", action="store_true", help="print the plan as JSON")
     parser.set_defaults(func=run)
 
@@ -47,15 +64,21 @@ def run(args: argparse.Namespace) -> int:
     from infra.planner.errors import PlanUnsupported
 
     try:
-        plan = plan_deployment(args.model, args.tier, args.quantization, args.context, args.gpu_memory_utilization,
-                               max_nodes=args.max_nodes)
+        plan = plan_deployment(
+            args.model,
+            args.tier,
+            args.quantization,
+            args.context,
+            args.gpu_memory_utilization,
+            max_nodes=args.max_nodes,
+        )
     except PlanDoesNotFit as exc:
         return _fail(args, "does_not_fit", str(exc), EXIT_DOES_NOT_FIT, exc.shortfall_bytes)
     except PlanUnsupported as exc:
         return _fail(args, "unsupported", str(exc), EXIT_BAD_INPUT, None)
     except PlanError as exc:
         return _fail(args, "invalid_input", str(exc), EXIT_BAD_INPUT, None)
-    machines = {p: _machine(plan.machine(p)) for p in PLATFORMS}
+    machines: dict[str, dict[str, Any]] = {p: _machine(plan.machine(p)) for p in PLATFORMS}
     if args.json:
         print(json.dumps({**plan.model_dump(), "machines": machines}, indent=2))
     else:
@@ -93,12 +116,16 @@ def _print_table(plan: Any, machines: dict[str, dict[str, Any]]) -> None:
         ("tensor parallel", str(plan.tensor_parallel_size)),
         ("nodes per replica", _nodes_text(plan)),
         ("max model len", f"{plan.max_model_len:,} tokens"),
-        ("concurrent sequences", f"{plan.max_num_seqs} at {plan.max_model_len:,} tokens "
-                                 f"({plan.kv_cache_tokens:,} KV tokens)"),
+        (
+            "concurrent sequences",
+            f"{plan.max_num_seqs} at {plan.max_model_len:,} tokens ({plan.kv_cache_tokens:,} KV tokens)",
+        ),
         ("weights", f"{plan.weight_bytes / 1e9:.2f} GB"),
-        ("KV cache per token", f"{plan.kv_bytes_per_token:,} bytes"
-                               + (f" + {plan.kv_bytes_per_sequence / 1e6:,.1f} MB per sequence"
-                                  if plan.kv_bytes_per_sequence else "")),
+        (
+            "KV cache per token",
+            f"{plan.kv_bytes_per_token:,} bytes"
+            + (f" + {plan.kv_bytes_per_sequence / 1e6:,.1f} MB per sequence" if plan.kv_bytes_per_sequence else ""),
+        ),
         ("speculative decoding", plan.speculative_decoding or "off"),
         ("reserve", f"{plan.reserve_bytes / 1e9:.2f} GB"),
         ("decode bound, 1 sequence", f"{plan.decode_tokens_per_s_per_seq:,.1f} tokens/s"),
@@ -114,8 +141,11 @@ def _print_table(plan: Any, machines: dict[str, dict[str, Any]]) -> None:
     for platform, m in machines.items():
         shape = m["machine_type"] or "your GPU nodes"
         labels = ", ".join(f"{k}={v}" for k, v in m["node_labels"].items())
-        packing = (f"{m['replicas_per_node']} replica(s)/node" if m["nodes_per_replica"] == 1
-                   else f"{m['pods_per_node']} engine pod(s) of {m['gpus_per_pod']} GPU(s)/node")
+        packing = (
+            f"{m['replicas_per_node']} replica(s)/node"
+            if m["nodes_per_replica"] == 1
+            else f"{m['pods_per_node']} engine pod(s) of {m['gpus_per_pod']} GPU(s)/node"
+        )
         text = f"{shape}, {m['accelerator_count']} GPU(s)/node, {packing}, node selector {labels}"
         if m["substitution"]:
             text += f"\nsubstitution: {m['substitution']}"
@@ -134,6 +164,8 @@ def _nodes_text(plan: Any) -> str:
     if plan.nodes_per_replica == 1:
         return "1"
     per_node = plan.gpus_per_replica // plan.nodes_per_replica
-    return (f"{plan.nodes_per_replica}: one node of tier {plan.tier} cannot hold the model, so each replica spans "
-            f"{plan.nodes_per_replica} nodes of {per_node} GPU(s) (pipeline parallel {plan.pipeline_parallel_size} "
-            f"across nodes, a LeaderWorkerSet group)")
+    return (
+        f"{plan.nodes_per_replica}: one node of tier {plan.tier} cannot hold the model, so each replica spans "
+        f"{plan.nodes_per_replica} nodes of {per_node} GPU(s) (pipeline parallel {plan.pipeline_parallel_size} "
+        f"across nodes, a LeaderWorkerSet group)"
+    )

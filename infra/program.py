@@ -14,16 +14,19 @@ from typing import Any
 import pulumi
 
 from infra.app import DsdeployApp, check_chart_values, component_name
+from infra.catalog import MachineMapping
+from infra.cloud import ClusterLayer
 from infra.cloud.existing import ExistingCluster
 from infra.gpu_platform import GpuPlatform
-from infra.planner import PlanError, plan_deployment
+from infra.planner import DeploymentPlan, PlanError, plan_deployment
+from infra.planner.machines import MachineChoiceError
 from infra.registry import ProjectImages
 from infra.stack_config import PROJECT, StackConfig, StackConfigError
 
 ROUTER_PORT = 8080
 
 
-def make_plan(cfg: StackConfig) -> Any:
+def make_plan(cfg: StackConfig) -> DeploymentPlan:
     """The planner's plan for this stack, or a StackConfigError carrying the planner's explanation."""
     try:
         plan = plan_deployment(
@@ -35,18 +38,28 @@ def make_plan(cfg: StackConfig) -> Any:
             max_nodes=cfg.max_nodes_per_replica,
         )
     except PlanError as exc:
-        raise StackConfigError(
-            f"{PROJECT}:model/tier/quantization: the planner refuses this stack: {exc}"
-        ) from None
+        raise StackConfigError(f"{PROJECT}:model/tier/quantization: the planner refuses this stack: {exc}") from None
     if plan.nodes_per_replica > 1 and cfg.platform == "existing" and not cfg.storage_class:
         raise StackConfigError(
             f"{PROJECT}:storageClass: missing; allowed: a ReadWriteMany StorageClass of your cluster: one replica "
             f"of {plan.model_id} spans {plan.nodes_per_replica} nodes, and every one of them mounts the model cache. "
-            f"Fix with `pulumi config set storageClass <value>`.")
+            f"Fix with `pulumi config set storageClass <value>`."
+        )
     return plan
 
 
-def plan_summary(plan: Any) -> dict[str, Any]:
+def machine_for(cfg: StackConfig, plan: DeploymentPlan) -> MachineMapping:
+    """The GPU machine of the stack: the pinned dsdeploy:instanceType, or the cheapest shape that holds the plan."""
+    try:
+        return plan.machine(cfg.platform, cfg.instance_type)
+    except MachineChoiceError as exc:
+        raise StackConfigError(
+            f"{PROJECT}:instanceType: {cfg.instance_type!r} is not valid: {exc}. Fix with `pulumi config set "
+            "instanceType <value>`, or remove the key for the cheapest shape that holds the plan."
+        ) from None
+
+
+def plan_summary(plan: DeploymentPlan) -> dict[str, Any]:
     """What the stack outputs about the plan (no secrets)."""
     return {
         "model": plan.served_model_name,
@@ -63,7 +76,7 @@ def plan_summary(plan: Any) -> dict[str, Any]:
     }
 
 
-def _cluster(cfg: StackConfig, mapping: Any, secrets: dict[str, Any]) -> Any:
+def _cluster(cfg: StackConfig, mapping: MachineMapping, secrets: dict[str, Any]) -> ClusterLayer:
     if cfg.platform == "gke":
         from infra.cloud.gke import GkeCluster
 
@@ -82,14 +95,20 @@ def _cluster(cfg: StackConfig, mapping: Any, secrets: dict[str, Any]) -> Any:
 def build(cfg: StackConfig, secrets: dict[str, Any]) -> dict[str, Any]:
     """Declare the whole stack; returns the stack outputs (kubeconfig as a secret)."""
     plan = make_plan(cfg)
+    mapping = machine_for(cfg, plan)
     check_chart_values(cfg, plan)
-    mapping = plan.machine(cfg.platform)
     cluster = _cluster(cfg, mapping, secrets)
-    gpu_nodes = getattr(cluster, "gpu_pool", None) or getattr(cluster, "gpu_node_group", None)
-    platform = GpuPlatform("gpu-platform", cfg, cluster.gpu_facts, cluster.provider, gpu_nodes,
-                           shared_cache=cluster.shared_cache, storage_ready=cluster.storage_ready,
-                           block_cache_zone=cluster.block_cache_zone,
-                           leader_worker_set=plan.nodes_per_replica > 1)
+    platform = GpuPlatform(
+        "gpu-platform",
+        cfg,
+        cluster.gpu_facts,
+        cluster.provider,
+        cluster.gpu_nodes,
+        shared_cache=cluster.shared_cache,
+        storage_ready=cluster.storage_ready,
+        block_cache_zone=cluster.block_cache_zone,
+        leader_worker_set=plan.nodes_per_replica > 1,
+    )
     images = ProjectImages("images", cfg, plan.gpus_per_replica) if cfg.images == "build" else None
     app = DsdeployApp(
         "dsdeploy",
@@ -100,7 +119,7 @@ def build(cfg: StackConfig, secrets: dict[str, Any]) -> dict[str, Any]:
         platform.ready,
         platform.storage_class_name,
         secrets.get("deepseekApiKey"),
-        min_cache_gib=getattr(cluster, "min_cache_gib", None),
+        min_cache_gib=cluster.min_cache_gib,
         image_values=images.chart_values if images else None,
     )
     router = component_name(app.values, "router")  # the chart's router Service, for both outputs

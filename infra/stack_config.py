@@ -24,13 +24,16 @@ from typing import Any, Literal
 import yaml
 from pulumi.errors import RunError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 
+from infra.catalog import load_catalog
+from infra.chart_options import StackChartOptions
+from infra.quantity import QUANTITY_RULE, is_quantity
 from infra.stack_rules import consistency_problems
 
 PROJECT = "dsdeploy"
 SECRET_KEYS = ("deepseekApiKey", "kubeconfig")
 PROVISIONING = ("on-demand", "spot", "flex-start", "reservation", "capacity-block")
-_QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$")
 _CAPACITY_RESERVATION = re.compile(r"^cr-[0-9a-f]{8,17}$")
 _LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 
@@ -60,19 +63,18 @@ def _parse_taint(text: str) -> dict[str, Any]:
     return {"key": key, "value": value if has_value else None, "effect": effect}
 
 
-class StackConfig(BaseModel):
-    """Every non-secret key of a dsdeploy stack (aliases are the Pulumi config keys)."""
+class StackConfig(StackChartOptions):
+    """Every non-secret key of a dsdeploy stack (aliases are the Pulumi config keys). The keys that are chart
+    options (platform, storageSize, replicasMin/Max, routerReplicas, engineType, ...) are declared once, in
+    infra/chart_options.py; the ones below are the plan's, the cloud's and the platform's."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    platform: Literal["gke", "eks", "existing"]
-    tier: Literal["base", "pro"]
+    tier: str  # a tier of infra/catalog/tiers.yaml (checked below)
     model: str = Field(min_length=1)
     quantization: str | None = None
     context: int | None = Field(default=None, gt=0)
     gpu_memory_utilization: float = Field(default=0.90, gt=0.0, le=0.98, alias="gpuMemoryUtilization")
-    replicas_min: int = Field(default=1, ge=1, le=64, alias="replicasMin")
-    replicas_max: int = Field(default=1, ge=1, le=64, alias="replicasMax")
     provisioning: Literal["on-demand", "spot", "flex-start", "reservation", "capacity-block"] | None = None
     reservation_name: str | None = Field(default=None, alias="reservationName")
     capacity_reservation_id: str | None = Field(default=None, alias="capacityReservationId")
@@ -82,10 +84,7 @@ class StackConfig(BaseModel):
     cluster_name: str = Field(default="dsdeploy", pattern=r"^[a-z][-a-z0-9]{0,30}$", alias="clusterName")
     kubernetes_version: str | None = Field(default=None, alias="kubernetesVersion")
     namespace: str = Field(default="dsdeploy", pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-    storage_size: str | None = Field(default=None, alias="storageSize")
     storage_class: str | None = Field(default=None, alias="storageClass")
-    airgapped: bool = False
-    cloud_fallback: bool = Field(default=False, alias="cloudFallback")
     gpu_driver_version: Literal["LATEST", "DEFAULT"] = Field(default="LATEST", alias="gpuDriverVersion")
     deletion_protection: bool = Field(default=False, alias="deletionProtection")
     gpu_node_labels: dict[str, str] = Field(default_factory=dict, alias="gpuNodeLabels")
@@ -95,11 +94,6 @@ class StackConfig(BaseModel):
     gpu_operator_nfd: bool = Field(default=True, alias="gpuOperatorNfd")
     gpu_operator_toolkit: bool = Field(default=True, alias="gpuOperatorToolkit")
     wait_for_app: bool = Field(default=False, alias="waitForApp")
-    router_replicas: int = Field(default=2, ge=1, le=20, alias="routerReplicas")
-    engine_type: Literal["vllm", "server"] = Field(default="vllm", alias="engineType")
-    hf_token_secret: str | None = Field(default=None, alias="hfTokenSecret")
-    hf_endpoint: str | None = Field(default=None, alias="hfEndpoint")
-    checkpoint: str | None = None  # hub id of pre-quantized weights when the catalog records none
     # Replicas over several nodes (a model no node of the tier holds): docs/pulumi.md.
     max_nodes_per_replica: int = Field(default=4, ge=1, le=4, alias="maxNodesPerReplica")
     compact_placement: bool = Field(default=True, alias="compactPlacement")
@@ -107,6 +101,8 @@ class StackConfig(BaseModel):
     # published: the chart pulls the released images; build: `pulumi up` builds them into the cluster's registry
     images: Literal["published", "build"] = "published"
     image_registry: str | None = Field(default=None, alias="imageRegistry")
+    # eks: pin the GPU nodes' EC2 instance type (default: the cheapest shape that holds the plan, infra/planner/machines.py)
+    instance_type: str | None = Field(default=None, min_length=1, alias="instanceType")
 
     @staticmethod
     def _json_text(value: Any) -> Any:
@@ -135,11 +131,20 @@ class StackConfig(BaseModel):
             return [_parse_taint(item) if isinstance(item, str) else item for item in value]
         return value
 
-    @field_validator("storage_size")
+    @field_validator("tier")
+    @classmethod
+    def _tier(cls, value: str) -> str:
+        names = list(load_catalog().tiers)
+        if value not in names:
+            shown = [repr(name) for name in names]
+            raise ValueError("must be " + (", ".join(shown[:-1]) + " or " + shown[-1] if len(shown) > 1 else shown[0]))
+        return value
+
+    @field_validator("model_cache_size")
     @classmethod
     def _quantity(cls, value: str | None) -> str | None:
-        if value is not None and not _QUANTITY.match(value):
-            raise ValueError("must be a Kubernetes quantity such as 200Gi")
+        if value is not None and not is_quantity(value):
+            raise ValueError(f"must be {QUANTITY_RULE}")
         return value
 
     @field_validator("capacity_reservation_id")
@@ -171,6 +176,16 @@ class StackConfig(BaseModel):
             key, value, allowed = checks[0]
             raise StackConfigError(_message(key, value, allowed))
         return self
+
+    @property
+    def replicas_min(self) -> int:
+        """``replicasMin``: the fewest engine replicas (the GPU pool's and the chart's)."""
+        return self.engine_replicas_min
+
+    @property
+    def replicas_max(self) -> int:
+        """``replicasMax``: the most engine replicas."""
+        return self.engine_replicas_max
 
     @property
     def effective_provisioning(self) -> str:
@@ -221,7 +236,7 @@ def validate_stack_config(raw: dict[str, Any], secrets_present: set[str] | froze
     return cfg
 
 
-def _allowed_text(err: dict[str, Any]) -> str:
+def _allowed_text(err: ErrorDetails) -> str:
     if err["type"] == "literal_error":
         return str(err["ctx"]["expected"])
     if err["type"] == "missing":
@@ -272,9 +287,10 @@ def read_pulumi_config() -> tuple[StackConfig, dict[str, Any]]:
 
     prefix = PROJECT + ":"
     keys = set(runtime_config.CONFIG.get()) | set(runtime_config.get_config_env() or {})
-    raw = {key[len(prefix):]: runtime_config.get_config(key) for key in keys if key.startswith(prefix)}
-    plain_secrets = [key for key in SECRET_KEYS if raw.get(key) is not None
-                     and not runtime_config.is_config_secret(prefix + key)]
+    raw = {key[len(prefix) :]: runtime_config.get_config(key) for key in keys if key.startswith(prefix)}
+    plain_secrets = [
+        key for key in SECRET_KEYS if raw.get(key) is not None and not runtime_config.is_config_secret(prefix + key)
+    ]
     if plain_secrets:
         key = plain_secrets[0]
         raise StackConfigError(

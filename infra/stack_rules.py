@@ -30,18 +30,34 @@ def consistency_problems(cfg: StackConfig) -> list[Problem]:
     rules = {"gke": _gke_problems, "eks": _eks_problems, "existing": _existing_problems}[cfg.platform]
     problems += rules(cfg)
     if cfg.platform == "existing" and not cfg.compact_placement:
-        problems.append(("compactPlacement", False, "true (the key applies to gke and eks, whose GPU pools the "
-                         "program creates; place your own nodes of a multi-node replica close yourself)"))
+        problems.append(
+            (
+                "compactPlacement",
+                False,
+                "true (the key applies to gke and eks, whose GPU pools the "
+                "program creates; place your own nodes of a multi-node replica close yourself)",
+            )
+        )
     problems += _image_problems(cfg)
+    if cfg.instance_type is not None and cfg.platform != "eks":
+        problems.append(
+            (
+                "instanceType",
+                cfg.instance_type,
+                "unset on gke and existing (the key pins the EC2 instance type of the EKS GPU node group)",
+            )
+        )
     if cfg.platform != "existing":
         for key, value in (("gpuNodeLabels", cfg.gpu_node_labels), ("gpuNodeTaints", cfg.gpu_node_taints)):
             if value:
                 problems.append((key, "set", "unset on gke/eks (the program labels and taints its own GPU pool)"))
-        problems += _existing_only_problems(cfg, "the key applies to platform existing only; gke and eks enable "
-                                            "GPUs themselves")
+        problems += _existing_only_problems(
+            cfg, "the key applies to platform existing only; gke and eks enable GPUs themselves"
+        )
     elif cfg.gpus_already_enabled:
         problems += _existing_only_problems(
-            cfg, "gpusAlreadyEnabled is true, so no GPU operator is installed", skip="gpusAlreadyEnabled")
+            cfg, "gpusAlreadyEnabled is true, so no GPU operator is installed", skip="gpusAlreadyEnabled"
+        )
     return problems
 
 
@@ -56,10 +72,17 @@ def _gke_problems(cfg: StackConfig) -> list[Problem]:
     if cfg.provisioning == "capacity-block":
         problems.append(("provisioning", cfg.provisioning, "on-demand, spot, flex-start or reservation on gke"))
     if cfg.provisioning == "reservation" and not cfg.reservation_name:
-        problems.append(("reservationName", None, "the name of a Compute Engine reservation (provisioning=reservation)"))
+        problems.append(
+            ("reservationName", None, "the name of a Compute Engine reservation (provisioning=reservation)")
+        )
     if cfg.capacity_reservation_id:
-        problems.append(("capacityReservationId", cfg.capacity_reservation_id,
-                         "unset on gke (a Compute Engine reservation is named by reservationName)"))
+        problems.append(
+            (
+                "capacityReservationId",
+                cfg.capacity_reservation_id,
+                "unset on gke (a Compute Engine reservation is named by reservationName)",
+            )
+        )
     return problems
 
 
@@ -73,18 +96,39 @@ def _eks_problems(cfg: StackConfig) -> list[Problem]:
         problems.append(("provisioning", cfg.provisioning, "on-demand, spot, reservation or capacity-block on eks"))
     reserved = cfg.provisioning in ("reservation", "capacity-block")
     if reserved and not cfg.capacity_reservation_id:
-        problems.append(("capacityReservationId", None,
-                         f"the id (cr-...) of the EC2 capacity reservation to use (provisioning={cfg.provisioning})"))
+        problems.append(
+            (
+                "capacityReservationId",
+                None,
+                f"the id (cr-...) of the EC2 capacity reservation to use (provisioning={cfg.provisioning})",
+            )
+        )
     if cfg.capacity_reservation_id and not reserved:
-        problems.append(("provisioning", cfg.provisioning,
-                         "reservation (On-Demand Capacity Reservation) or capacity-block (Capacity Block for ML) "
-                         "when capacityReservationId is set"))
+        problems.append(
+            (
+                "provisioning",
+                cfg.provisioning,
+                "reservation (On-Demand Capacity Reservation) or capacity-block (Capacity Block for ML) "
+                "when capacityReservationId is set",
+            )
+        )
     if cfg.capacity_reservation_id and not cfg.zone:
-        problems.append(("zone", None, f"the Availability Zone of capacity reservation {cfg.capacity_reservation_id} "
-                         "(a reservation holds instances in one zone)"))
+        problems.append(
+            (
+                "zone",
+                None,
+                f"the Availability Zone of capacity reservation {cfg.capacity_reservation_id} "
+                "(a reservation holds instances in one zone)",
+            )
+        )
     if cfg.reservation_name:
-        problems.append(("reservationName", cfg.reservation_name,
-                         "unset on eks (an EC2 capacity reservation is given by capacityReservationId)"))
+        problems.append(
+            (
+                "reservationName",
+                cfg.reservation_name,
+                "unset on eks (an EC2 capacity reservation is given by capacityReservationId)",
+            )
+        )
     return problems
 
 
@@ -93,9 +137,18 @@ def _existing_problems(cfg: StackConfig) -> list[Problem]:
     if cfg.provisioning is not None:
         problems.append(("provisioning", cfg.provisioning, "unset on existing (the cluster's nodes exist already)"))
     if cfg.replicas_max > 1 and not cfg.storage_class:
-        problems.append(("storageClass", None, "a ReadWriteMany StorageClass of your cluster: with replicasMax > 1 "
-                         "several engine pods share the model cache"))
-    for key, value in (("reservationName", cfg.reservation_name), ("capacityReservationId", cfg.capacity_reservation_id)):
+        problems.append(
+            (
+                "storageClass",
+                None,
+                "a ReadWriteMany StorageClass of your cluster: with replicasMax > 1 "
+                "several engine pods share the model cache",
+            )
+        )
+    for key, value in (
+        ("reservationName", cfg.reservation_name),
+        ("capacityReservationId", cfg.capacity_reservation_id),
+    ):
         if value:
             problems.append((key, value, "unset on existing (the cluster's nodes exist already)"))
     return problems
@@ -113,9 +166,24 @@ def _existing_only_problems(cfg: StackConfig, reason: str, skip: str = "") -> li
 def _image_problems(cfg: StackConfig) -> list[Problem]:
     """images: build pushes to Artifact Registry (gke), ECR (eks) or imageRegistry, which existing clusters need."""
     if cfg.images != "build":
-        return [("imageRegistry", cfg.image_registry, "unset unless images is build (the published images are "
-                 "pulled from their own registry)")] if cfg.image_registry else []
+        return (
+            [
+                (
+                    "imageRegistry",
+                    cfg.image_registry,
+                    "unset unless images is build (the published images are pulled from their own registry)",
+                )
+            ]
+            if cfg.image_registry
+            else []
+        )
     if cfg.platform == "existing" and not cfg.image_registry:
-        return [("imageRegistry", None, "the registry prefix to push the images to, such as "
-                 "registry.example.com/ml (images: build on platform existing; log in with `docker login` first)")]
+        return [
+            (
+                "imageRegistry",
+                None,
+                "the registry prefix to push the images to, such as "
+                "registry.example.com/ml (images: build on platform existing; log in with `docker login` first)",
+            )
+        ]
     return []

@@ -65,10 +65,14 @@ def find_tool(wanted: str) -> str:
         if all(_works(probe) for probe in PROBES[tool]):
             return tool
     if wanted != "auto":
-        raise BuildError(f"--tool {wanted}: it is not installed or does not work here "
-                         f"({' and '.join(' '.join(p) for p in PROBES[wanted])} failed)")
-    raise BuildError("no image builder found: install docker with buildx (and start the daemon), podman or buildah "
-                     "(Debian: apt-get install buildah)")
+        raise BuildError(
+            f"--tool {wanted}: it is not installed or does not work here "
+            f"({' and '.join(' '.join(p) for p in PROBES[wanted])} failed)"
+        )
+    raise BuildError(
+        "no image builder found: install docker with buildx (and start the daemon), podman or buildah "
+        "(Debian: apt-get install buildah)"
+    )
 
 
 def host_platform() -> str:
@@ -76,23 +80,52 @@ def host_platform() -> str:
     return "linux/" + {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(machine, machine)
 
 
-def commands(tool: str, image: ProjectImage, ref: str, *, push: bool, platforms: list[str],
-             build_args: dict[str, str], builder_args: list[str], version: str) -> list[list[str]]:
+def commands(
+    tool: str,
+    image: ProjectImage,
+    ref: str,
+    *,
+    push: bool,
+    platforms: list[str],
+    build_args: dict[str, str],
+    builder_args: list[str],
+    version: str,
+) -> list[list[str]]:
     """The commands that build ``image`` as ``ref`` (and push it when ``push``), for one builder."""
     args = [f"--build-arg={k}={v}" for k, v in {**image.build_args, **build_args}.items()]
-    args += [f"--label=org.opencontainers.image.version={version}", f"--label=org.opencontainers.image.source={SOURCE}",
-             f"--label=org.opencontainers.image.title={image.name}"]
+    args += [
+        f"--label=org.opencontainers.image.version={version}",
+        f"--label=org.opencontainers.image.source={SOURCE}",
+        f"--label=org.opencontainers.image.title={image.name}",
+    ]
     dockerfile = str(REPO_ROOT / image.dockerfile)
     context = str(REPO_ROOT)
     joined = ",".join(platforms)
     if tool == "docker":
         out = "--push" if push else "--load"
-        return [["docker", "buildx", "build", "-f", dockerfile, "-t", ref, f"--platform={joined}", out, *args,
-                 *builder_args, context]]
+        return [
+            [
+                "docker",
+                "buildx",
+                "build",
+                "-f",
+                dockerfile,
+                "-t",
+                ref,
+                f"--platform={joined}",
+                out,
+                *args,
+                *builder_args,
+                context,
+            ]
+        ]
     build = [tool, "build" if tool == "podman" else "bud", "--format=docker", "-f", dockerfile, *args, *builder_args]
     if len(platforms) > 1:  # a manifest list: one image per platform under one name
-        return [[tool, "manifest", "rm", ref], [*build, f"--platform={joined}", f"--manifest={ref}", context],
-                [tool, "manifest", "push", "--all", ref, f"docker://{ref}"]]
+        return [
+            [tool, "manifest", "rm", ref],
+            [*build, f"--platform={joined}", f"--manifest={ref}", context],
+            [tool, "manifest", "push", "--all", ref, f"docker://{ref}"],
+        ]
     steps = [[*build, f"--platform={joined}", "-t", ref, context]]
     if push:
         steps.append([tool, "push", ref, f"docker://{ref}"])
@@ -125,8 +158,11 @@ def build_all(args: argparse.Namespace) -> list[tuple[str, float]]:
     build_args = key_value_pairs(args.build_arg, "--build-arg", "CPU_INDEX=https://pypi.org/simple")
     tool = args.tool if args.dry_run and args.tool != "auto" else find_tool(args.tool)
     builder_args = list(args.builder_arg)
-    if tool == "buildah" and not any(shutil.which(rt) for rt in ("crun", "runc")) \
-            and not any(a.startswith("--isolation") for a in builder_args):
+    if (
+        tool == "buildah"
+        and not any(shutil.which(rt) for rt in ("crun", "runc"))
+        and not any(a.startswith("--isolation") for a in builder_args)
+    ):
         # Without an OCI runtime buildah can still run RUN steps, chrooted (it needs root, as buildah does here).
         builder_args.insert(0, "--isolation=chroot")
     narrowed = [p for p in args.platforms.replace(",", " ").split() if p] if args.platforms else None
@@ -138,8 +174,16 @@ def build_all(args: argparse.Namespace) -> list[tuple[str, float]]:
         if not platforms:
             raise BuildError(f"--platforms {args.platforms}: none of {', '.join(wanted)} that {image.key} is built for")
         started = time.monotonic()
-        for step in commands(tool, image, ref, push=bool(args.push), platforms=platforms, build_args=build_args,
-                             builder_args=builder_args, version=version):
+        for step in commands(
+            tool,
+            image,
+            ref,
+            push=bool(args.push),
+            platforms=platforms,
+            build_args=build_args,
+            builder_args=builder_args,
+            version=version,
+        ):
             if args.dry_run:
                 print(shlex.join(step))
             else:
@@ -154,10 +198,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", help="images to build (default all): " + ", ".join(i.key for i in PROJECT_IMAGES))
     parser.add_argument("--tool", choices=("auto", *TOOLS), default="auto")
     parser.add_argument("--platforms", help="only these of each image's platforms, e.g. linux/amd64")
-    parser.add_argument("--build-arg", action="append", default=[], metavar="NAME=VALUE",
-                        help="Dockerfile ARG, e.g. CPU_INDEX=https://mirror.example/pytorch-cpu (repeatable)")
-    parser.add_argument("--builder-arg", action="append", default=[], metavar="ARG",
-                        help="extra argument for the builder, e.g. --builder-arg=--isolation=chroot (repeatable)")
+    parser.add_argument(
+        "--build-arg",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="Dockerfile ARG, e.g. CPU_INDEX=https://mirror.example/pytorch-cpu (repeatable)",
+    )
+    parser.add_argument(
+        "--builder-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="extra argument for the builder, e.g. --builder-arg=--isolation=chroot (repeatable)",
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the commands instead of running them")
     args = parser.parse_args(argv)
     try:

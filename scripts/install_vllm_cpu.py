@@ -52,8 +52,11 @@ def _media_that_fails(python: Path) -> list[str]:
     """The media packages that are installed but do not load against the installed torch."""
     broken = []
     for name in MEDIA_PACKAGES:
-        probe = {"torchvision": "import torch, torchvision; torchvision.ops.nms(torch.zeros(1, 4), torch.zeros(1), 0.5)",
-                 "torchaudio": "import torchaudio", "torchcodec": "import torchcodec.decoders"}[name]
+        probe = {
+            "torchvision": "import torch, torchvision; torchvision.ops.nms(torch.zeros(1, 4), torch.zeros(1), 0.5)",
+            "torchaudio": "import torchaudio",
+            "torchcodec": "import torchcodec.decoders",
+        }[name]
         present = _run(python, f"import importlib.util as u; raise SystemExit(u.find_spec({name!r}) is None)")
         if present.returncode == 0 and _run(python, probe).returncode != 0:
             broken.append(name)
@@ -62,9 +65,12 @@ def _media_that_fails(python: Path) -> list[str]:
 
 def check(python: Path) -> None:
     """vLLM imports and its serve argument parser parses a command line (no server, no network)."""
-    proc = _run(python, "from vllm.entrypoints.launchers.cli_args import make_arg_parser\n"
-                        "from vllm.utils.argparse_utils import FlexibleArgumentParser\n"
-                        "make_arg_parser(FlexibleArgumentParser()).parse_args(['--model', 'm'])")
+    proc = _run(
+        python,
+        "from vllm.entrypoints.launchers.cli_args import make_arg_parser\n"
+        "from vllm.utils.argparse_utils import FlexibleArgumentParser\n"
+        "make_arg_parser(FlexibleArgumentParser()).parse_args(['--model', 'm'])",
+    )
     if proc.returncode != 0:
         raise SystemExit(f"vLLM in {python} does not import or parse arguments:\n{proc.stderr[-3000:]}")
 
@@ -74,8 +80,7 @@ def install(venv: Path, torch: str, version: str) -> None:
     if not python.is_file():
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--upgrade", "pip"], check=True)
-    subprocess.run([str(python), "-m", "pip", "install", "--quiet", torch, f"{DISTRIBUTION}=={version}"],
-                   check=True)
+    subprocess.run([str(python), "-m", "pip", "install", "--quiet", torch, f"{DISTRIBUTION}=={version}"], check=True)
     broken = _media_that_fails(python)
     if broken:
         print(f"removing {', '.join(broken)}: built for another torch, not loadable here (text models only)")
@@ -94,8 +99,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{DISTRIBUTION} {version} (the chart's vLLM) is installed in {args.venv}")
         return 0
     started = time.monotonic()
-    print(f"installing {DISTRIBUTION}=={version} (the chart's vLLM) into {args.venv}"
-          + (f" (replacing {have})" if have else ""))
+    print(
+        f"installing {DISTRIBUTION}=={version} (the chart's vLLM) into {args.venv}"
+        + (f" (replacing {have})" if have else "")
+    )
     install(args.venv, args.torch, version)
     check(python)
     print(f"{DISTRIBUTION} {version} installed and checked in {args.venv} in {time.monotonic() - started:.0f} s")

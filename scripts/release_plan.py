@@ -40,13 +40,25 @@ def release_plan(tag: str, owner: str) -> dict[str, str]:
     if not owner:
         raise ReleaseError("--owner is empty (the workflow passes github.repository_owner)")
     registry = f"ghcr.io/{owner.lower()}"  # GHCR names are lowercase
-    matrix = {"include": [
-        {"key": image.key, "name": image.name, "dockerfile": image.dockerfile, "tag": image.tag(version),
-         "platforms": ",".join(image.platforms),
-         "build-args": "\n".join(f"{k}={v}" for k, v in image.build_args.items())}
-        for image in PROJECT_IMAGES]}
-    return {"version": version, "registry": registry, "chart-repository": f"oci://{registry}/charts",
-            "matrix": json.dumps(matrix, separators=(",", ":"))}
+    matrix = {
+        "include": [
+            {
+                "key": image.key,
+                "name": image.name,
+                "dockerfile": image.dockerfile,
+                "tag": image.tag(version),
+                "platforms": ",".join(image.platforms),
+                "build-args": "\n".join(f"{k}={v}" for k, v in image.build_args.items()),
+            }
+            for image in PROJECT_IMAGES
+        ]
+    }
+    return {
+        "version": version,
+        "registry": registry,
+        "chart-repository": f"oci://{registry}/charts",
+        "matrix": json.dumps(matrix, separators=(",", ":")),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,9 +19,30 @@ from typing import Any, TextIO
 from inference.router.config import AuditConfig
 
 AUDIT_FIELDS = (
-    "request_id", "time", "key_id", "tenant", "data_class", "method", "path", "model", "stream",
-    "route", "upstream", "status", "prompt_tokens", "completion_tokens", "latency_ms",
-    "fallback_reason", "attempts", "failures", "cache", "error", "continuation",
+    "request_id",
+    "time",
+    "key_id",
+    "tenant",
+    "data_class",
+    "method",
+    "path",
+    "model",
+    "stream",
+    "route",
+    "upstream",
+    "status",
+    "prompt_tokens",
+    "completion_tokens",
+    "latency_ms",
+    "fallback_reason",
+    "attempts",
+    "failures",
+    "cache",
+    "error",
+    "continuation",
+    "cloud_refused",
+    "queued_ms",
+    "queued_reason",
 )
 # A record is a tuple of these values, in this order (``record.RequestRecord.fields()``); ``time`` is the
 # epoch float, rendered as ISO 8601 UTC with milliseconds when the line is written.
@@ -86,8 +107,11 @@ class AuditLog:
         if self.config.enabled:
             if len(self._buffer) >= self.config.max_buffered:
                 if not self.dropped:
-                    print(f"audit: {len(self._buffer)} records wait for the writer; dropping new ones "
-                          "(dsdeploy_router_audit_dropped_total counts them)", file=sys.stderr)
+                    print(
+                        f"audit: {len(self._buffer)} records wait for the writer; dropping new ones "
+                        "(dsdeploy_router_audit_dropped_total counts them)",
+                        file=sys.stderr,
+                    )
                 self.dropped += 1
                 return
             self._buffer.append((fields, request_data if self._keep_prompts else None))
@@ -135,15 +159,61 @@ class AuditLog:
 
     def render(self, fields: Record, request_data: dict[str, Any] | None) -> str:
         """One JSON line: the AUDIT_FIELDS in order, then ``prompt_sha256`` or ``prompt`` per ``audit.prompts``."""
-        (request_id, t, key_id, tenant, data_class, method, path, model, stream, route, upstream, status,
-         prompt_tokens, completion_tokens, latency_ms, fallback_reason, attempts, failures, cache, error,
-         continuation) = fields
-        if (type(t) is float and type(stream) in _BOOL_OR_NONE and {
-                type(request_id), type(key_id), type(tenant), type(data_class), type(method), type(path), type(model),
-                type(route), type(upstream), type(fallback_reason), type(cache), type(error),
-                type(continuation)} <= _STR_OR_NONE
-                and type(status) is int and type(prompt_tokens) is int and type(completion_tokens) is int
-                and type(latency_ms) is float and type(attempts) is int and type(failures) is list):
+        (
+            request_id,
+            t,
+            key_id,
+            tenant,
+            data_class,
+            method,
+            path,
+            model,
+            stream,
+            route,
+            upstream,
+            status,
+            prompt_tokens,
+            completion_tokens,
+            latency_ms,
+            fallback_reason,
+            attempts,
+            failures,
+            cache,
+            error,
+            continuation,
+            cloud_refused,
+            queued_ms,
+            queued_reason,
+        ) = fields
+        if (
+            type(t) is float
+            and type(stream) in _BOOL_OR_NONE
+            and {
+                type(request_id),
+                type(key_id),
+                type(tenant),
+                type(data_class),
+                type(method),
+                type(path),
+                type(model),
+                type(route),
+                type(upstream),
+                type(fallback_reason),
+                type(cache),
+                type(error),
+                type(continuation),
+                type(cloud_refused),
+                type(queued_reason),
+            }
+            <= _STR_OR_NONE
+            and (queued_ms is None or type(queued_ms) is float)
+            and type(status) is int
+            and type(prompt_tokens) is int
+            and type(completion_tokens) is int
+            and type(latency_ms) is float
+            and type(attempts) is int
+            and type(failures) is list
+        ):
             # the types the request path produces: one f-string, ~3x cheaper than the JSON encoder
             q = _quote
             line = (
@@ -158,7 +228,10 @@ class AuditLog:
                 f'"fallback_reason":{N if fallback_reason is None else q(fallback_reason)},"attempts":{attempts},'
                 f'"failures":[{",".join(map(q, failures))}],"cache":{N if cache is None else q(cache)},'
                 f'"error":{N if error is None else q(error)},'
-                f'"continuation":{N if continuation is None else q(continuation)}'
+                f'"continuation":{N if continuation is None else q(continuation)},'
+                f'"cloud_refused":{N if cloud_refused is None else q(cloud_refused)},'
+                f'"queued_ms":{N if queued_ms is None else _value(queued_ms)},'
+                f'"queued_reason":{N if queued_reason is None else q(queued_reason)}'
             )
         else:
             parts = [key + _value(value) for key, value in zip(_KEYS, fields, strict=True)]

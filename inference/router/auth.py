@@ -31,12 +31,15 @@ class Authenticator:
             key_id = digest_key_id(digest)
             self._entries.append((bytes.fromhex(digest), Principal(key_id, key_id, policy_default, default_rpm)))
         for key in config.auth.keys:
-            default_class = key.default_class or policy_default
+            default_class: str = key.default_class or policy_default
             if key.min_class is not None:  # the policy default may be looser than the key's floor
                 default_class = strictest(default_class, key.min_class)
             principal = Principal(
-                key.id, key.tenant or key.id, default_class,
-                key.rpm if key.rpm is not None else default_rpm, key.min_class,
+                key.id,
+                key.tenant or key.id,
+                default_class,
+                key.rpm if key.rpm is not None else default_rpm,
+                key.min_class,
             )
             self._entries.append((bytes.fromhex(key.sha256), principal))
         self.anonymous = Principal("anonymous", "anonymous", policy_default, default_rpm)

@@ -7,11 +7,14 @@ import random
 import time
 from email.utils import parsedate_to_datetime
 
-MAX_RETRY_AFTER_S = 86_400.0  # a Retry-After beyond a day is read as a day (``inf``, ``1e300``: not a number of seconds)
+MAX_RETRY_AFTER_S = (
+    86_400.0  # a Retry-After beyond a day is read as a day (``inf``, ``1e300``: not a number of seconds)
+)
 
 
-def backoff_delay(attempt: int, base_s: float, cap_s: float, retry_after_s: float | None = None,
-                  rng: random.Random | None = None) -> float:
+def backoff_delay(
+    attempt: int, base_s: float, cap_s: float, retry_after_s: float | None = None, rng: random.Random | None = None
+) -> float:
     """Seconds to wait before retry number ``attempt + 1`` (attempt counts from 0).
 
     Full jitter: ``uniform(0, min(cap, base * 2**attempt))``. A server's ``Retry-After`` wins

@@ -20,11 +20,7 @@ class CachedAnswer:
 
 def is_deterministic(data: dict[str, Any]) -> bool:
     """Temperature 0 (stated), not streamed, one choice."""
-    return (
-        not data.get("stream")
-        and data.get("temperature") in (0, 0.0)
-        and data.get("n") in (None, 1)
-    )
+    return not data.get("stream") and data.get("temperature") in (0, 0.0) and data.get("n") in (None, 1)
 
 
 ENTRY_OVERHEAD = 512  # bytes an entry holds besides its body: key tuple and digest, record, LRU links
@@ -61,8 +57,9 @@ class ResponseCache:
         self._entries.move_to_end(key)
         return entry
 
-    def put(self, key: tuple[str, str, bytes], body: bytes, content_type: str, route: str,
-            now: float | None = None) -> None:
+    def put(
+        self, key: tuple[str, str, bytes], body: bytes, content_type: str, route: str, now: float | None = None
+    ) -> None:
         now = now if now is not None else time.monotonic()
         entry = CachedAnswer(body, content_type, route, now + self.ttl_s)
         size = entry_size(entry)

@@ -34,8 +34,9 @@ def stream_with_usage(data: dict[str, Any]) -> dict[str, Any]:
 
 
 class CloudRoute:
-    def __init__(self, config: CloudConfig, max_answer_bytes: int,
-                 sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep) -> None:
+    def __init__(
+        self, config: CloudConfig, max_answer_bytes: int, sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep
+    ) -> None:
         self.config = config
         self.max_answer_bytes = max_answer_bytes
         self.base = config.base_url
@@ -49,8 +50,9 @@ class CloudRoute:
     async def start(self) -> None:
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30.0),
-            timeout=aiohttp.ClientTimeout(total=None, connect=self.config.connect_timeout_s,
-                                          sock_connect=self.config.connect_timeout_s),
+            timeout=aiohttp.ClientTimeout(
+                total=None, connect=self.config.connect_timeout_s, sock_connect=self.config.connect_timeout_s
+            ),
             # HTTPS_PROXY / NO_PROXY for sites that reach the internet through a proxy (never for loopback)
             trust_env=not is_loopback(urlsplit(self.base).hostname or ""),
         )
@@ -66,8 +68,9 @@ class CloudRoute:
     def continues_streams(self) -> bool:
         return self.config.prefix_completion_path is not None
 
-    async def send(self, path: str, data: dict[str, Any], cloud_model: str, stream: bool,
-                   deadline: float) -> tuple[Reply, int]:
+    async def send(
+        self, path: str, data: dict[str, Any], cloud_model: str, stream: bool, deadline: float
+    ) -> tuple[Reply, int]:
         """Send to the cloud with retries; return (reply, attempts) or raise the last AttemptFailed."""
         request = {**data, "model": cloud_model}
         if stream:
@@ -75,8 +78,9 @@ class CloudRoute:
         body = json.dumps(request, separators=(",", ":"), ensure_ascii=False).encode()
         return await self._send(self.base + path, body, stream, deadline)
 
-    async def continue_stream(self, data: dict[str, Any], cloud_model: str, so_far: ChatStream,
-                              deadline: float) -> Reply:
+    async def continue_stream(
+        self, data: dict[str, Any], cloud_model: str, so_far: ChatStream, deadline: float
+    ) -> Reply:
         """The rest of a broken chat stream, by chat prefix completion (raises AttemptFailed)."""
         assert self.config.prefix_completion_path is not None
         body = prefix_completion_body(data, cloud_model, so_far)
@@ -93,8 +97,16 @@ class CloudRoute:
                 break
             limit = min(cfg.first_byte_timeout_s, remaining) if stream else remaining
             try:
-                reply = await bounded_cloud(self.session, url, body, self._headers, stream, limit,
-                                            FIRST_BYTE_TIMEOUT if stream else RESPONSE_TIMEOUT, self.max_answer_bytes)
+                reply = await bounded_cloud(
+                    self.session,
+                    url,
+                    body,
+                    self._headers,
+                    stream,
+                    limit,
+                    FIRST_BYTE_TIMEOUT if stream else RESPONSE_TIMEOUT,
+                    self.max_answer_bytes,
+                )
                 return reply, attempt + 1
             except AttemptFailed as failure:
                 last = failure

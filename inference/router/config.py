@@ -28,6 +28,7 @@ from pydantic import (
 )
 
 from inference.router.env_refs import RouterConfigError, check_secret_refs, expand_env
+from inference.router.limits_config import BudgetLimits, BudgetsConfig, RedisUrl
 
 DATA_CLASSES: tuple[str, ...] = ("public", "internal", "restricted")
 DataClass = Literal["public", "internal", "restricted"]
@@ -37,9 +38,8 @@ def strictest(*classes: str) -> str:
     """The strictest of the data classes given (their order in DATA_CLASSES, loosest first)."""
     return max(classes, key=DATA_CLASSES.index)
 
+
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
-
-
 
 
 class _Strict(BaseModel):
@@ -52,8 +52,10 @@ def _check_http_url(value: str) -> str:
         raise ValueError(f"{value!r} is not an http(s) URL with a host (e.g. http://127.0.0.1:8001)")
     if parts.username is not None or parts.password is not None:
         # never echo the value: it holds a credential
-        raise ValueError("credentials in the URL (user:password@) are not allowed: the address is shown in "
-                         "/ready, metrics and the audit log; give the key as api_key: ${ENV_NAME}")
+        raise ValueError(
+            "credentials in the URL (user:password@) are not allowed: the address is shown in "
+            "/ready, metrics and the audit log; give the key as api_key: ${ENV_NAME}"
+        )
     if parts.query or parts.fragment:
         raise ValueError(f"{value!r}: a query string or fragment is not allowed")
     return value.rstrip("/")
@@ -92,9 +94,17 @@ class Upstream(_Strict):
         return parts.netloc
 
 
+# The currency of cloud.prices and limits.budgets: the DeepSeek API's list prices for the router's models are
+# in USD (infra/decision/api_prices.yaml, preset "deepseek"; a test checks the two agree).
+PRICE_CURRENCY = "USD"
+
+
 class ModelPrice(_Strict):
     input_usd_per_mtok: float = Field(ge=0)
     output_usd_per_mtok: float = Field(ge=0)
+
+    def cost_usd(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return (prompt_tokens * self.input_usd_per_mtok + completion_tokens * self.output_usd_per_mtok) / 1e6
 
 
 def _default_prices() -> dict[str, ModelPrice]:
@@ -136,8 +146,10 @@ class CloudConfig(_Strict):
     def _tls(self) -> CloudConfig:
         parts = urlsplit(self.base_url)
         if parts.scheme == "http" and not is_loopback(parts.hostname or "") and not self.allow_insecure_http:
-            raise ValueError(f"base_url {self.base_url!r} is plain http to a remote host: the API key would travel "
-                             "in clear text; use https, or set cloud.allow_insecure_http: true")
+            raise ValueError(
+                f"base_url {self.base_url!r} is plain http to a remote host: the API key would travel "
+                "in clear text; use https, or set cloud.allow_insecure_http: true"
+            )
         return self
 
     def cloud_model(self, local_model: str | None) -> str | None:
@@ -149,18 +161,22 @@ class CloudConfig(_Strict):
 
 class PolicyConfig(_Strict):
     default_class: DataClass = "internal"
-    cloud_allowed: list[DataClass] = Field(default_factory=lambda: ["public"])
+    cloud_allowed: list[DataClass] = Field(default_factory=lambda: list[DataClass](["public"]))
 
     @field_validator("cloud_allowed")
     @classmethod
     def _allowed(cls, v: list[str]) -> list[str]:
         if "restricted" in v:
-            raise ValueError("'restricted' may never leave the premises: it is the class for data that must stay "
-                             "home; allow 'public' and, if you must, 'internal'")
+            raise ValueError(
+                "'restricted' may never leave the premises: it is the class for data that must stay "
+                "home; allow 'public' and, if you must, 'internal'"
+            )
         for looser, stricter in zip(DATA_CLASSES, DATA_CLASSES[1:], strict=False):
             if stricter in v and looser not in v:
-                raise ValueError(f"allows '{stricter}' but not the looser '{looser}': a class may leave only if "
-                                 f"every looser class may; add '{looser}'")
+                raise ValueError(
+                    f"allows '{stricter}' but not the looser '{looser}': a class may leave only if "
+                    f"every looser class may; add '{looser}'"
+                )
         return sorted(set(v), key=DATA_CLASSES.index)
 
 
@@ -171,6 +187,7 @@ class ApiKey(_Strict):
     default_class: DataClass | None = None  # overrides policy.default_class for this key
     min_class: DataClass | None = None  # floor: a header naming a looser class is raised to this one
     rpm: int | None = Field(default=None, ge=1)  # overrides limits.rpm_per_key
+    budget: BudgetLimits | None = None  # overrides limits.budgets.per_key
 
     @field_validator("sha256")
     @classmethod
@@ -179,10 +196,14 @@ class ApiKey(_Strict):
 
     @model_validator(mode="after")
     def _floor(self) -> ApiKey:
-        if (self.min_class is not None and self.default_class is not None
-                and strictest(self.default_class, self.min_class) != self.default_class):
-            raise ValueError(f"key {self.id!r}: default_class {self.default_class!r} is looser than its "
-                             f"min_class {self.min_class!r}")
+        if (
+            self.min_class is not None
+            and self.default_class is not None
+            and strictest(self.default_class, self.min_class) != self.default_class
+        ):
+            raise ValueError(
+                f"key {self.id!r}: default_class {self.default_class!r} is looser than its min_class {self.min_class!r}"
+            )
         return self
 
 
@@ -214,8 +235,10 @@ class AuthConfig(_Strict):
         ids = [digest_key_id(d) for d in self.keys_sha256] + [k.id for k in self.keys]
         repeated = sorted({i for i in ids if ids.count(i) > 1})
         if repeated:
-            raise ValueError(f"key ids must be unique (each is one rate-limit bucket), but {repeated} is used by "
-                             "more than one key (a keys_sha256 entry's id is 'sha256:' + its first 12 hex digits)")
+            raise ValueError(
+                f"key ids must be unique (each is one rate-limit bucket), but {repeated} is used by "
+                "more than one key (a keys_sha256 entry's id is 'sha256:' + its first 12 hex digits)"
+            )
         if "anonymous" in ids:
             raise ValueError("'anonymous' is the id of requests when auth is off; give the key another id")
         digests = self.keys_sha256 + [k.sha256 for k in self.keys]
@@ -226,9 +249,12 @@ class AuthConfig(_Strict):
     def warnings(self) -> list[str]:
         """Settings that are allowed but may not mean what they look like."""
         implicit = {k.id for k in self.keys if k.tenant is None}
-        return [f"auth.keys[{i}].tenant: {k.tenant!r} is also the id of a key without a tenant of its own, so "
-                f"key {k.id!r} shares that key's cache partition; set a tenant on both if this is meant"
-                for i, k in enumerate(self.keys) if k.tenant is not None and k.tenant in implicit and k.tenant != k.id]
+        return [
+            f"auth.keys[{i}].tenant: {k.tenant!r} is also the id of a key without a tenant of its own, so "
+            f"key {k.id!r} shares that key's cache partition; set a tenant on both if this is meant"
+            for i, k in enumerate(self.keys)
+            if k.tenant is not None and k.tenant in implicit and k.tenant != k.id
+        ]
 
     @property
     def enabled(self) -> bool:
@@ -267,6 +293,23 @@ class SaturationConfig(_Strict):
     max_in_flight_per_upstream: int | None = Field(default=None, ge=1)  # router's own count
 
 
+class WaitQueueConfig(_Strict):
+    """Requests that may not leave wait here while no local engine is ready (cold start, all pods restarting)."""
+
+    enabled: bool = True
+    max_requests: int = Field(default=256, ge=1, le=100_000)  # waiting at once; the next one gets a 503 at once
+    deadline_s: float = Field(default=30.0, gt=0, le=600)  # longest wait; then a 503 with Retry-After
+    retry_after_s: float = Field(default=10.0, gt=0, le=3600)  # Retry-After of those 503s
+
+
+class SloConfig(_Strict):
+    """Overflow by latency target: data that may leave goes to the cloud while every local engine's
+    estimated time to first token is over ``ttft_s`` (entered above it, left below ``leave_ratio`` x it)."""
+
+    ttft_s: float | None = Field(default=None, gt=0, le=600)  # null: off (only the fixed saturation thresholds)
+    leave_ratio: float = Field(default=0.8, gt=0, lt=1)  # hysteresis: back to local below this share of ttft_s
+
+
 class RetriesConfig(_Strict):
     local_attempts: int = Field(default=3, ge=1, le=16)  # distinct local upstreams tried before cloud
     same_upstream: int = Field(default=1, ge=0, le=5)  # retries on one upstream (5xx, 429, reset) when no other
@@ -279,6 +322,14 @@ class LimitsConfig(_Strict):
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     max_answer_bytes: int = Field(default=16 * 1024 * 1024, ge=4096)  # an upstream's answer (or stream text)
     rpm_per_key: int | None = Field(default=None, ge=1)
+    budgets: BudgetsConfig = Field(default_factory=BudgetsConfig)  # cloud spend, in PRICE_CURRENCY
+    # Shared state (rate limits, budgets) of several router replicas; None: each replica counts alone
+    redis_url: RedisUrl | None = None
+    redis_password: str | None = None  # must be a ${ENV} reference (a Secret)
+    redis_timeout_s: float = Field(default=0.5, gt=0, le=10)  # one Redis call (connect, command)
+    redis_retry_s: float = Field(default=2.0, gt=0, le=300)  # after a failure, Redis is left alone this long
+    redis_max_connections: int = Field(default=32, ge=1, le=1024)
+    redis_key_prefix: str = Field(default="dsdeploy", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:{}-]+$")
 
 
 class CacheConfig(_Strict):
@@ -323,6 +374,8 @@ class RouterConfig(_Strict):
     circuit: CircuitConfig = Field(default_factory=CircuitConfig)
     saturation: SaturationConfig = Field(default_factory=SaturationConfig)
     retries: RetriesConfig = Field(default_factory=RetriesConfig)
+    wait_queue: WaitQueueConfig = Field(default_factory=WaitQueueConfig)
+    slo: SloConfig = Field(default_factory=SloConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
     audit: AuditConfig = Field(default_factory=AuditConfig)
@@ -340,6 +393,14 @@ class RouterConfig(_Strict):
         labels = [u.label for u in self.upstreams]
         if len(labels) != len(set(labels)):
             raise ValueError(f"upstreams: names/addresses must be unique, got {labels}")
+        budgeted = self.limits.budgets.any or any(k.budget is not None and k.budget.any for k in self.auth.keys)
+        if budgeted and self.cloud is not None:
+            unpriced = sorted({m for m in self.cloud.models.values() if m not in self.cloud.prices})
+            if unpriced:
+                raise ValueError(
+                    f"limits.budgets: cloud model(s) {unpriced} have no entry in cloud.prices, so their "
+                    "spend cannot be counted; add their prices (USD per million tokens)"
+                )
         return self
 
     def check_bind(self, host: str, *, allow_insecure: bool = False) -> None:
@@ -364,8 +425,13 @@ def is_loopback(host: str) -> bool:
 
 def _raw_at(raw: Any, loc: tuple[Any, ...]) -> Any:
     for part in loc:
-        found = (isinstance(raw, Mapping) and part in raw
-                 or isinstance(raw, list) and isinstance(part, int) and 0 <= part < len(raw))
+        found = (
+            isinstance(raw, Mapping)
+            and part in raw
+            or isinstance(raw, list)
+            and isinstance(part, int)
+            and 0 <= part < len(raw)
+        )
         if not found:
             return None
         raw = raw[part]
@@ -374,7 +440,7 @@ def _raw_at(raw: Any, loc: tuple[Any, ...]) -> Any:
 
 def _may_show(value: Any, raw_value: Any, loc: str) -> bool:
     """Echo a bad value in the error unless it is, or may hold, a secret."""
-    if isinstance(value, dict | list) or "api_key" in loc:
+    if isinstance(value, dict | list) or "api_key" in loc or "password" in loc:
         return False
     if isinstance(raw_value, str) and "${" in raw_value:
         return False  # expanded from the environment: it may be a secret put in the wrong field
@@ -422,8 +488,11 @@ class UniqueKeyLoader(yaml.SafeLoader):
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} appears twice in one mapping (the second would silently win)",
-                    key_node.start_mark)
+                    None,
+                    None,
+                    f"key {key!r} appears twice in one mapping (the second would silently win)",
+                    key_node.start_mark,
+                )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
 

@@ -91,8 +91,12 @@ class GuardedProtocol(HttpToolsProtocol):
         guard = self.guard
         guard.start()
         if len(self.connections) > guard.limits.max_connections:
-            self.refuse(503, f"The router holds its limit of {guard.limits.max_connections} open connections "
-                        "(server.max_connections); try again shortly.", "too_many_connections")
+            self.refuse(
+                503,
+                f"The router holds its limit of {guard.limits.max_connections} open connections "
+                "(server.max_connections); try again shortly.",
+                "too_many_connections",
+            )
             return
         guard.reading[self] = (time.monotonic() + guard.limits.header_timeout_s, "headers")
 
@@ -113,8 +117,11 @@ class GuardedProtocol(HttpToolsProtocol):
             if self.header_bytes + len(data) > limit:
                 end = data.find(b"\r\n\r\n")  # the headers may end in this chunk, before the limit
                 if end < 0 or self.header_bytes + end + 4 > limit:
-                    self.refuse(431, f"The request's headers are larger than {limit} bytes (server.max_header_bytes).",
-                                "request_header_fields_too_large")
+                    self.refuse(
+                        431,
+                        f"The request's headers are larger than {limit} bytes (server.max_header_bytes).",
+                        "request_header_fields_too_large",
+                    )
                     return
             self.header_bytes += len(data)
         super().data_received(data)
@@ -133,13 +140,17 @@ class GuardedProtocol(HttpToolsProtocol):
             return
         limits = self.guard.limits
         if len(self.headers) > limits.max_headers:
-            self.refuse(431, f"The request has more than {limits.max_headers} header fields (server.max_headers).",
-                        "request_header_fields_too_large")
+            self.refuse(
+                431,
+                f"The request has more than {limits.max_headers} header fields (server.max_headers).",
+                "request_header_fields_too_large",
+            )
             return
         self.in_headers = False
         self.in_body = True
         self.guard.reading[self] = (time.monotonic() + limits.body_timeout_s, "body")
-        self.scope["extensions"] = {CONNECTION: self}
+        # uvicorn types an extension's value as a dict; ours is the connection itself (watch_disconnect reads it)
+        self.scope["extensions"] = {CONNECTION: self}  # type: ignore[dict-item]
         super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
@@ -156,8 +167,12 @@ class GuardedProtocol(HttpToolsProtocol):
     def on_response_complete(self) -> None:
         super().on_response_complete()
         cycle = self.cycle
-        if (not self.in_headers and not self.in_body and (cycle is None or cycle.response_complete)
-                and not self.transport.is_closing()):
+        if (
+            not self.in_headers
+            and not self.in_body
+            and (cycle is None or cycle.response_complete)
+            and not self.transport.is_closing()
+        ):
             # idle until the next request: uvicorn's keep-alive timer closes it; one trickling a request
             # in (which stops that timer) has header_timeout_s more
             self.in_headers = True
@@ -170,8 +185,12 @@ class GuardedProtocol(HttpToolsProtocol):
         if self.transport.is_closing():
             return
         if what == "headers":
-            self.refuse(408, f"The request's headers did not arrive within {self.guard.limits.header_timeout_s:g} s "
-                        "(server.header_timeout_s).", "request_timeout")
+            self.refuse(
+                408,
+                f"The request's headers did not arrive within {self.guard.limits.header_timeout_s:g} s "
+                "(server.header_timeout_s).",
+                "request_timeout",
+            )
         else:  # a body the app is not reading (it answers 408 itself where it reads one)
             self.transport.abort()
 
@@ -184,8 +203,10 @@ class GuardedProtocol(HttpToolsProtocol):
             return
         body = error_body(status, message, code=code)
         reason = {408: b"Request Timeout", 431: b"Request Header Fields Too Large", 503: b"Service Unavailable"}
-        self.transport.write(b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
-                             b"connection: close\r\n\r\n%s" % (status, reason.get(status, b"Error"), len(body), body))
+        self.transport.write(
+            b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+            b"connection: close\r\n\r\n%s" % (status, reason.get(status, b"Error"), len(body), body)
+        )
         self.transport.close()
 
 

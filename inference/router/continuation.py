@@ -18,8 +18,19 @@ from typing import Any
 class ChatStream:
     """What a chat-completion stream has said so far (per the OpenAI chunk format)."""
 
-    __slots__ = ("id", "model", "_text", "text_bytes", "tokens", "finished", "choices", "tool_calls", "usage",
-                 "done", "max_text_bytes")
+    __slots__ = (
+        "id",
+        "model",
+        "_text",
+        "text_bytes",
+        "tokens",
+        "finished",
+        "choices",
+        "tool_calls",
+        "usage",
+        "done",
+        "max_text_bytes",
+    )
 
     def __init__(self, max_text_bytes: int) -> None:
         self.id: str | None = None
@@ -81,8 +92,9 @@ class ChatStream:
     @property
     def continuable(self) -> bool:
         """One unfinished choice of plain text (tool calls and several choices cannot be continued by prefix)."""
-        return (self.choices <= {0} and not self.finished and not self.tool_calls
-                and self.text_bytes <= self.max_text_bytes)
+        return (
+            self.choices <= {0} and not self.finished and not self.tool_calls and self.text_bytes <= self.max_text_bytes
+        )
 
 
 def prefix_completion_body(data: dict[str, Any], cloud_model: str, so_far: ChatStream) -> bytes:
@@ -92,8 +104,13 @@ def prefix_completion_body(data: dict[str, Any], cloud_model: str, so_far: ChatS
     text = so_far.text
     if text:
         messages.append({"role": "assistant", "content": text, "prefix": True})
-    body = {**data, "model": cloud_model, "messages": messages, "stream": True,
-            "stream_options": {"include_usage": True}}
+    body = {
+        **data,
+        "model": cloud_model,
+        "messages": messages,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     for key in ("max_tokens", "max_completion_tokens"):
         if type(body.get(key)) is int:
             body[key] = max(1, body[key] - so_far.tokens)

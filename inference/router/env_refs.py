@@ -9,7 +9,7 @@ from typing import Any
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _SECRET_REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 # Fields that hold secrets: their raw YAML value must be exactly one ${NAME} reference.
-SECRET_FIELDS: tuple[tuple[str, ...], ...] = (("cloud", "api_key"),)
+SECRET_FIELDS: tuple[tuple[str, ...], ...] = (("cloud", "api_key"), ("limits", "redis_password"))
 
 
 class RouterConfigError(ValueError):
@@ -22,6 +22,7 @@ def expand_env(value: Any, where: str, environ: Mapping[str, str], resolve: bool
     if isinstance(value, list):
         return [expand_env(v, f"{where}[{i}]", environ, resolve) for i, v in enumerate(value)]
     if isinstance(value, str) and "${" in value:
+
         def repl(m: re.Match[str]) -> str:
             name = m.group(1)
             if not resolve:

@@ -4,20 +4,7 @@ from __future__ import annotations
 
 import json
 
-# HTTP status -> OpenAI error type.
-_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    405: "invalid_request_error",
-    413: "invalid_request_error",
-    415: "invalid_request_error",
-    429: "rate_limit_error",
-    502: "upstream_error",
-    503: "service_unavailable",
-    504: "timeout_error",
-}
+from inference.openai_errors import error_type
 
 
 class RouterError(Exception):
@@ -33,6 +20,7 @@ class RouterError(Exception):
         retry_after: float | None = None,
         route: str = "local",
         fallback_reason: str | None = None,
+        allow: str | None = None,
     ) -> None:
         super().__init__(message)
         self.route = route  # "cloud" when the request did leave for the cloud before this error
@@ -42,6 +30,7 @@ class RouterError(Exception):
         self.code = code
         self.param = param
         self.retry_after = retry_after
+        self.allow = allow  # a 405's methods, sent as the Allow header (RFC 9110 section 15.5.6 requires it)
 
     def body(self) -> bytes:
         return error_body(self.status, self.message, code=self.code, param=self.param)
@@ -51,7 +40,7 @@ def error_body(status: int, message: str, *, code: str | None = None, param: str
     payload = {
         "error": {
             "message": message,
-            "type": _TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error"),
+            "type": error_type(status),
             "param": param,
             "code": code,
         }
@@ -61,5 +50,5 @@ def error_body(status: int, message: str, *, code: str | None = None, param: str
 
 def stream_error_event(message: str, code: str) -> bytes:
     """The SSE event that ends a stream which failed after its first byte reached the client."""
-    payload = {"error": {"message": message, "type": "upstream_error", "param": None, "code": code}}
+    payload = {"error": {"message": message, "type": error_type(502), "param": None, "code": code}}
     return b"data: " + json.dumps(payload).encode() + b"\n\n"

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import math
-import re
 import socket
 import time
 from urllib.parse import urlsplit
@@ -16,43 +14,28 @@ import aiohttp
 from inference.router.body_deadline import BodyDeadlines
 from inference.router.circuit import OPEN
 from inference.router.config import RouterConfig
+from inference.router.engine_metrics import PREFILL_SUM, PROMPT_TOKENS, QUEUE_SUM, TTFT_SUM, WAITING, engine_sums
 from inference.router.pool import LocalUpstream, UpstreamPool
 from inference.router.proxy import AttemptFailed, answer_usage
 
-WAITING_METRIC = "vllm:num_requests_waiting"
 DEADLINE_SWEEP_S = 0.05
 PROBE_HEADER = "X-Dsdeploy-Probe"  # marks the router's own half-open chat probe
 
 
-def _samples(text: str, name: str) -> list[float]:
-    pattern = re.compile(rf"^{re.escape(name)}(?:\{{[^}}]*\}})?\s+([0-9.eE+-]+|NaN)", re.MULTILINE)
-    values = []
-    for v in pattern.findall(text):
-        with contextlib.suppress(ValueError):
-            value = float(v)
-            if math.isfinite(value):
-                values.append(value)
-    return values
+def parse_waiting(sums: dict[str, float]) -> float | None:
+    """``vllm:num_requests_waiting`` (summed over models) from ``engine_sums``; None when it is absent."""
+    return sums.get(WAITING)
 
 
-def parse_waiting(text: str) -> float | None:
-    """Sum of ``vllm:num_requests_waiting`` samples (one per model); None when the metric is absent."""
-    values = _samples(text, WAITING_METRIC)
-    return sum(values) if values else None
-
-
-def parse_prefill_rate(text: str) -> float | None:
+def parse_prefill_rate(sums: dict[str, float]) -> float | None:
     """Prompt tokens prefilled per second over the engine's life, from the vLLM V1 metrics
     (https://docs.vllm.ai/en/latest/design/metrics.html): ``vllm:prompt_tokens_total`` over the sum of
     ``vllm:request_prefill_time_seconds``, or, where that histogram is missing (our server), of the time to
     first token less the queue time. None until enough has been prefilled to tell."""
-    tokens = sum(_samples(text, "vllm:prompt_tokens_total"))
-    prefill = _samples(text, "vllm:request_prefill_time_seconds_sum")
-    if prefill:
-        seconds = sum(prefill)
-    else:
-        seconds = (sum(_samples(text, "vllm:time_to_first_token_seconds_sum"))
-                   - sum(_samples(text, "vllm:request_queue_time_seconds_sum")))
+    tokens = sums.get(PROMPT_TOKENS, 0.0)
+    seconds = sums.get(PREFILL_SUM)
+    if seconds is None:
+        seconds = sums.get(TTFT_SUM, 0.0) - sums.get(QUEUE_SUM, 0.0)
     if tokens < 1000 or seconds <= 0:
         return None
     return tokens / seconds
@@ -85,8 +68,10 @@ class HealthMonitor:
     def _watch(self, up: LocalUpstream) -> None:
         if up in self._watching:
             return
-        self._watching[up] = [asyncio.create_task(self._probe_loop(up), name=f"probe {up.label}"),
-                              asyncio.create_task(self._metrics_loop(up), name=f"metrics {up.label}")]
+        self._watching[up] = [
+            asyncio.create_task(self._probe_loop(up), name=f"probe {up.label}"),
+            asyncio.create_task(self._metrics_loop(up), name=f"metrics {up.label}"),
+        ]
 
     async def discover(self, index: int) -> None:
         """Resolve a ``discover`` upstream's host; members follow the addresses (kept on DNS errors)."""
@@ -94,10 +79,11 @@ class HealthMonitor:
         parts = urlsplit(spec.url)
         try:
             infos = await asyncio.get_running_loop().getaddrinfo(
-                parts.hostname, parts.port or 80, type=socket.SOCK_STREAM)
+                parts.hostname, parts.port or 80, type=socket.SOCK_STREAM
+            )
         except OSError:
             return
-        added, removed = self.pool.set_addresses(index, {info[4][0] for info in infos})
+        added, removed = self.pool.set_addresses(index, {str(info[4][0]) for info in infos})
         for up in removed:
             for task in self._watching.pop(up, []):
                 task.cancel()
@@ -122,12 +108,14 @@ class HealthMonitor:
         if self._session is not None:
             await self._session.close()
 
-    async def probe(self, up: LocalUpstream) -> bool:
+    async def probe(self, up: LocalUpstream) -> bool | None:
+        """True: ready; None: it answered with a 5xx (draining, loading: alive, takes no new work); False: no
+        answer (refused, frozen)."""
         assert self._session is not None
         try:
             async with self._session.get(up.base + self.config.health.path, headers=up.headers) as resp:
                 await resp.read()
-                return resp.status < 500
+                return True if resp.status < 500 else None
         except (TimeoutError, aiohttp.ClientError, OSError):
             return False
 
@@ -152,10 +140,12 @@ class HealthMonitor:
             request["model"] = model
         headers = {**up.headers, PROBE_HEADER: "half-open"}
         try:
-            async with self._session.post(up.base + "/v1/chat/completions", data=json.dumps(request),
-                                          headers=headers,
-                                          timeout=aiohttp.ClientTimeout(total=self.config.timeouts.first_byte_s)
-                                          ) as resp:
+            async with self._session.post(
+                up.base + "/v1/chat/completions",
+                data=json.dumps(request),
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=self.config.timeouts.first_byte_s),
+            ) as resp:
                 body = await resp.content.read(self.config.limits.max_answer_bytes)
                 if resp.status != 200:
                     return False
@@ -181,12 +171,14 @@ class HealthMonitor:
         loop = asyncio.get_running_loop()
         while True:
             started = loop.time()
-            ok = await self.probe(up)
-            self.pool.probe_result(up, ok, cfg.failures_to_open, cfg.timeout_s)
+            result = await self.probe(up)
+            ok = result is True
+            self.pool.probe_result(up, ok, cfg.failures_to_open, cfg.timeout_s, answered=result is None)
             circuit = up.circuit
             if ok and circuit.state == OPEN and time.monotonic() - circuit.opened_at >= circuit.open_s:
                 if await self.chat_probe(up):
-                    circuit.probe_succeeded(time.monotonic())
+                    if circuit.probe_succeeded(time.monotonic()):
+                        self.pool.turned_ready(up)
                 else:
                     circuit.opened_at = time.monotonic()  # still failing: wait open_s before the next chat probe
             await asyncio.sleep(max(0.0, cfg.interval_s - (loop.time() - started) if ok else cfg.interval_s))
@@ -200,8 +192,10 @@ class HealthMonitor:
                 async with self._session.get(url, headers=up.headers) as resp:
                     if resp.status == 200:
                         text = (await resp.content.read(4 * 1024 * 1024)).decode("utf-8", "replace")
-                        up.waiting = parse_waiting(text) or 0.0
-                        up.prefill_rate = parse_prefill_rate(text) or up.prefill_rate
+                        sums = engine_sums(text)
+                        up.waiting = parse_waiting(sums) or 0.0
+                        up.prefill_rate = parse_prefill_rate(sums) or up.prefill_rate
+                        up.latency.observe(sums, time.monotonic(), up.in_flight)
             except (TimeoutError, aiohttp.ClientError, OSError):
                 pass  # liveness is the probe loop's business
             await asyncio.sleep(cfg.poll_interval_s)

@@ -46,7 +46,7 @@ class RouterMetrics:
         self._hist: dict[str, list[int]] = {}
         self._hist_sum: defaultdict[str, float] = defaultdict(float)
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(self)  # type: ignore[arg-type]
+        self.registry.register(self)
 
     def request(self, rec: RequestRecord, seconds: float) -> None:
         """Count one finished request; the cloud's share of its tokens is priced (a continued stream has one)."""
@@ -71,8 +71,7 @@ class RouterMetrics:
         if rec.cloud_model and self.cloud is not None:
             price = self.cloud.prices.get(rec.cloud_model)
             if price is not None:
-                self.cloud_spend_usd += (rec.cloud_prompt_tokens * price.input_usd_per_mtok
-                                         + rec.cloud_completion_tokens * price.output_usd_per_mtok) / 1e6
+                self.cloud_spend_usd += price.cost_usd(rec.cloud_prompt_tokens, rec.cloud_completion_tokens)
 
     def fallback(self, reason: str) -> None:
         self.fallbacks[reason] += 1
@@ -107,7 +106,7 @@ class RouterMetrics:
 
     # prometheus-client collector protocol
     def collect(self) -> Iterator[Metric]:
-        def counter(name: str, doc: str, labels: list[str], items: dict) -> CounterMetricFamily:  # type: ignore[type-arg]
+        def counter(name: str, doc: str, labels: list[str], items: dict) -> CounterMetricFamily:
             fam = CounterMetricFamily(P + name, doc, labels=labels)
             for key, value in sorted(items.items()):
                 key = key if isinstance(key, tuple) else (key,)
@@ -116,24 +115,40 @@ class RouterMetrics:
 
         yield counter("requests", "Requests answered, by route and HTTP status", ["route", "status"], self.requests)
         yield counter("fallbacks", "Requests sent to the cloud, by reason", ["reason"], self.fallbacks)
-        yield counter("local_failures", "Failed attempts on local upstreams, by upstream and reason",
-                      ["upstream", "reason"], self.local_failures)
+        yield counter(
+            "local_failures",
+            "Failed attempts on local upstreams, by upstream and reason",
+            ["upstream", "reason"],
+            self.local_failures,
+        )
         yield counter("tokens", "Tokens, by route and kind (prompt/completion)", ["route", "kind"], self.tokens)
-        yield counter("stream_errors", "Streams ended by an error event after their first byte", ["route"],
-                      self.stream_errors)
-        yield counter("policy_blocked", "Requests refused the cloud by the data-class policy", ["data_class"],
-                      self.blocked_count)
+        yield counter(
+            "stream_errors", "Streams ended by an error event after their first byte", ["route"], self.stream_errors
+        )
+        yield counter(
+            "policy_blocked", "Requests refused the cloud by the data-class policy", ["data_class"], self.blocked_count
+        )
         yield counter("cache", "Cache lookups by result", ["result"], self.cache_count)
-        yield counter("stream_continuations", "Streams a local engine broke off and the cloud finished, by why",
-                      ["reason"], self.continuations)
-        yield CounterMetricFamily(P + "audit_dropped", "Audit records dropped while the writer was behind "
-                                  "(audit.max_buffered)", value=self.audit_dropped)
-        yield CounterMetricFamily(P + "cloud_spend_usd", "Estimated cloud spend from tokens and cloud.prices",
-                                  value=self.cloud_spend_usd)
-        yield CounterMetricFamily(P + "rate_limited", "Requests refused by a per-key limit",
-                                  value=self.rate_limited_count)
-        yield CounterMetricFamily(P + "auth_failures", "Requests refused for a missing or unknown key",
-                                  value=self.auth_failures)
+        yield counter(
+            "stream_continuations",
+            "Streams a local engine broke off and the cloud finished, by why",
+            ["reason"],
+            self.continuations,
+        )
+        yield CounterMetricFamily(
+            P + "audit_dropped",
+            "Audit records dropped while the writer was behind (audit.max_buffered)",
+            value=self.audit_dropped,
+        )
+        yield CounterMetricFamily(
+            P + "cloud_spend_usd", "Estimated cloud spend from tokens and cloud.prices", value=self.cloud_spend_usd
+        )
+        yield CounterMetricFamily(
+            P + "rate_limited", "Requests refused by a per-key limit", value=self.rate_limited_count
+        )
+        yield CounterMetricFamily(
+            P + "auth_failures", "Requests refused for a missing or unknown key", value=self.auth_failures
+        )
         hist = HistogramMetricFamily(P + "request_duration_seconds", "Time to complete a request", labels=["route"])
         for route, counts in sorted(self._hist.items()):
             cumulative, buckets = 0, []
@@ -142,16 +157,49 @@ class RouterMetrics:
                 buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
             hist.add_metric([route], buckets, self._hist_sum[route])
         yield hist
-        healthy = GaugeMetricFamily(P + "upstream_healthy", "1 when the upstream's circuit lets requests through",
-                                    labels=["upstream"])
-        in_flight = GaugeMetricFamily(P + "upstream_in_flight", "Requests in flight on the upstream",
-                                      labels=["upstream"])
-        waiting = GaugeMetricFamily(P + "upstream_waiting", "vllm:num_requests_waiting last read from the upstream",
-                                    labels=["upstream"])
+        healthy = GaugeMetricFamily(
+            P + "upstream_healthy", "1 when the upstream's circuit lets requests through", labels=["upstream"]
+        )
+        in_flight = GaugeMetricFamily(
+            P + "upstream_in_flight", "Requests in flight on the upstream", labels=["upstream"]
+        )
+        waiting = GaugeMetricFamily(
+            P + "upstream_waiting", "vllm:num_requests_waiting last read from the upstream", labels=["upstream"]
+        )
+        ttft = GaugeMetricFamily(
+            P + "upstream_ttft_estimate_seconds",
+            "Estimated time to first token of a request "
+            "sent to the upstream now (slo.ttft_s compares it; absent until it showed its speed)",
+            labels=["upstream"],
+        )
         for up in self.pool.upstreams:
             healthy.add_metric([up.label], 1.0 if up.circuit.allows_requests else 0.0)
             in_flight.add_metric([up.label], float(up.in_flight))
             waiting.add_metric([up.label], float(up.waiting))
+            estimate = up.latency.estimate(up.in_flight)
+            if estimate is not None:
+                ttft.add_metric([up.label], estimate)
         yield healthy
         yield in_flight
         yield waiting
+        yield ttft
+        queue = self.pool.wait_queue
+        # KEDA scales the engines on this one (from zero, too): demand that no ready engine serves yet
+        yield GaugeMetricFamily(
+            P + "waiting_requests",
+            "Requests that may not leave, waiting for a local engine to turn ready (wait_queue)",
+            value=float(queue.waiting),
+        )
+        yield CounterMetricFamily(
+            P + "cold_cloud_requests",
+            "Requests sent to the cloud because no local engine was ready (scaled to zero, starting, all "
+            "restarting): demand that may wake the engines",
+            value=float(queue.cold_cloud),
+        )
+        yield counter(
+            "wait_queue",
+            "Requests that waited for a ready local engine, by outcome (served, deadline, "
+            "full: refused at once, gone: the client or the request's deadline first)",
+            ["outcome"],
+            queue.outcomes,
+        )

@@ -1,4 +1,5 @@
-"""GET /v1/models: the local pool's list when one answers, else the models the cloud mapping names."""
+"""GET /v1/models: the local pool's list when one answers, else the models the cloud mapping names; and
+GET /v1/models/{model}: one entry of that list (``client.models.retrieve``), or a 404 ``model_not_found``."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import asyncio
 import json
 import time
 from typing import TYPE_CHECKING
+
+from inference.router.errors import error_body
 
 if TYPE_CHECKING:
     from inference.router.app import RouterApp
@@ -21,6 +24,20 @@ async def list_models(app: RouterApp) -> tuple[int, bytes, str]:
     answer = await _list_models(app)
     app.models_cache = (time.monotonic() + CACHE_S, answer)
     return answer
+
+
+MAX_MODEL_ID = 256  # longer ids are refused before any lookup
+
+
+async def retrieve_model(app: RouterApp, model: str) -> tuple[int, bytes, str]:
+    """The entry for ``model`` from the list ``list_models`` answers (the same source and cache)."""
+    status, body, route = await list_models(app)
+    if status == 200 and len(model) <= MAX_MODEL_ID:
+        for entry in json.loads(body).get("data") or []:
+            if isinstance(entry, dict) and entry.get("id") == model:
+                return 200, json.dumps(entry).encode(), route
+    shown = model if len(model) <= MAX_MODEL_ID else model[:MAX_MODEL_ID] + "..."
+    return 404, error_body(404, f"The model {shown!r} does not exist.", code="model_not_found", param="model"), route
 
 
 async def _list_models(app: RouterApp) -> tuple[int, bytes, str]:

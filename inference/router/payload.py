@@ -81,8 +81,9 @@ def parse_body(path: str, raw: bytes) -> dict[str, Any]:
     except (ValueError, UnicodeDecodeError, RecursionError) as jexc:
         raise RouterError(400, f"Request body is not valid JSON: {jexc}.", code="invalid_json") from None
     if not isinstance(data, dict):
-        raise RouterError(400, f"Request body must be a JSON object, got {type(data).__name__}.",
-                          code="invalid_json") from None
+        raise RouterError(
+            400, f"Request body must be a JSON object, got {type(data).__name__}.", code="invalid_json"
+        ) from None
     param = _param(data, err["loc"])
     shown = err.get("input")
     got = "" if isinstance(shown, dict | list) or err["type"] == "missing" else f" (got {shown!r:.60})"

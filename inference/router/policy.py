@@ -27,8 +27,10 @@ class DataClassPolicy:
             return strictest(*(self.resolve(part, default_class) for part in header.split(b",")))
         shown = header.decode("latin-1")[:40]
         raise RouterError(
-            400, f"X-Data-Class {shown!r} is not one of {', '.join(DATA_CLASSES)}.",
-            code="invalid_data_class", param="X-Data-Class",
+            400,
+            f"X-Data-Class {shown!r} is not one of {', '.join(DATA_CLASSES)}.",
+            code="invalid_data_class",
+            param="X-Data-Class",
         )
 
     def may_leave(self, data_class: str) -> bool:
@@ -41,6 +43,8 @@ class DataClassPolicy:
         else:
             why = f"data class '{data_class}' may not leave the premises (cloud allowed for: {', '.join(sorted(self._allowed)) or 'none'})"
         return RouterError(
-            503, f"The local model pool is unavailable ({reason}) and {why}.",
-            code="local_pool_unavailable", retry_after=1.0,
+            503,
+            f"The local model pool is unavailable ({reason}) and {why}.",
+            code="local_pool_unavailable",
+            retry_after=1.0,
         )

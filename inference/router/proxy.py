@@ -17,28 +17,30 @@ import aiohttp
 from pydantic_core import from_json
 
 from inference.router.backoff import parse_retry_after
+
+# Failure reasons (also the fallback reasons in metrics and audit), declared in reasons.py; named here too,
+# where the attempts that fail with them are.
+from inference.router.reasons import (  # noqa: F401
+    CONNECT_ERROR,
+    CONNECT_REFUSED,
+    CONTEXT_LENGTH,
+    FIRST_BYTE_TIMEOUT,
+    LOCAL_KEY_REJECTED,
+    MALFORMED,
+    REDIRECT,
+    RESET,
+    RESPONSE_TIMEOUT,
+    TOO_LARGE,
+    UNRESPONSIVE,
+    UPSTREAM_5XX,
+    UPSTREAM_429,
+    UPSTREAM_DRAINING,
+)
 from inference.router.sse import DONE, SseSplitter, event_data, looks_like_sse, parse_json_event
 from inference.router.upstream_http import UpstreamClosed, UpstreamMalformed, UpstreamTooLarge
 
 if TYPE_CHECKING:
     from inference.router.pool import LocalUpstream
-
-# Failure reasons (also the fallback reasons in metrics and audit).
-CONNECT_REFUSED = "connect_refused"
-CONNECT_ERROR = "connect_error"
-RESET = "connection_reset"
-FIRST_BYTE_TIMEOUT = "first_byte_timeout"
-RESPONSE_TIMEOUT = "response_timeout"
-UPSTREAM_5XX = "upstream_5xx"
-UPSTREAM_429 = "upstream_429"
-MALFORMED = "malformed_response"
-UNRESPONSIVE = "unresponsive"
-TOO_LARGE = "answer_too_large"
-REDIRECT = "upstream_redirect"
-CONTEXT_LENGTH = "context_length_exceeded"
-# A local engine refused the router's own key (upstreams[].api_key): clients' keys never go to engines,
-# so passing its 401 on would tell the client that its key is wrong.
-LOCAL_KEY_REJECTED = "local_key_rejected"
 
 
 class AttemptFailed(Exception):
@@ -75,10 +77,44 @@ class Reply:
             self.stream = None
 
 
+# What engines answer a new request while they drain after SIGTERM (they finish the open ones):
+# - dsdeploy serve: 503 with code "shutting_down" (inference/server/api/app.py);
+# - vLLM 0.32 started with --shutdown-timeout (as the chart starts it): 500 "cannot schedule new futures after
+#   shutdown" for as long as it drains, while its /health stays 200 (measured with the pinned CPU build;
+#   tests/vllm/test_vllm_e2e.py runs it), so the router learns of the drain from this answer alone.
+DRAINING_CODES = frozenset({"shutting_down"})
+DRAINING_MESSAGES = ("cannot schedule new futures after shutdown",)
+MAX_ERROR_BYTES = 65536  # an error answer longer than this is not read for what it says
+
+
+def _small_json_object(data: bytes) -> dict[str, Any] | None:
+    """An error answer's JSON object, or None (longer than MAX_ERROR_BYTES, not JSON, not an object)."""
+    if len(data) > MAX_ERROR_BYTES:
+        return None
+    try:
+        answer = json.loads(data)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    return answer if isinstance(answer, dict) else None
+
+
+def is_draining_answer(status: int, data: bytes) -> bool:
+    """A 5xx whose OpenAI-shaped error says the engine is shutting down (DRAINING_CODES, DRAINING_MESSAGES)."""
+    answer = _small_json_object(data) if status >= 500 else None
+    error = answer.get("error") if answer is not None else None
+    if not isinstance(error, dict):
+        return False
+    message = error.get("message")
+    return error.get("code") in DRAINING_CODES or (
+        isinstance(message, str) and any(m in message for m in DRAINING_MESSAGES)
+    )
+
+
 def _fail_on_status(status: int, retry_after: str | None) -> None:
     if status == 429 or status >= 500:
-        raise AttemptFailed(UPSTREAM_429 if status == 429 else UPSTREAM_5XX, status=status,
-                            retry_after=parse_retry_after(retry_after))
+        raise AttemptFailed(
+            UPSTREAM_429 if status == 429 else UPSTREAM_5XX, status=status, retry_after=parse_retry_after(retry_after)
+        )
 
 
 def answer_usage(data: bytes) -> dict[str, Any] | None:
@@ -100,13 +136,8 @@ def answer_usage(data: bytes) -> dict[str, Any] | None:
 def is_context_length_error(status: int, data: bytes) -> bool:
     """A 400 saying the prompt (with max_tokens) does not fit the engine's context: vLLM's BadRequestError
     ("This model's maximum context length is ...") or an OpenAI-style ``context_length_exceeded`` code."""
-    if status != 400 or len(data) > 65536:
-        return False
-    try:
-        answer = json.loads(data)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        return False
-    error = answer.get("error", answer) if isinstance(answer, dict) else None
+    answer = _small_json_object(data) if status == 400 else None
+    error = answer.get("error", answer) if answer is not None else None
     if not isinstance(error, dict):
         return False
     message = error.get("message")
@@ -176,9 +207,13 @@ async def bounded_local(up: LocalUpstream, raw: bytes, stream: bool, timeout: fl
             status = resp.status
             headers = resp.headers
             ctype = media_type(headers.get(b"content-type"))
-            retry_after = headers.get(b"retry-after")
-            if retry_after is not None:
-                retry_after = retry_after.decode("latin-1")
+            raw_retry_after = headers.get(b"retry-after")
+            retry_after = raw_retry_after.decode("latin-1") if raw_retry_after is not None else None
+            if status >= 500:
+                data = await resp.read()  # bounded by the client (limits.max_answer_bytes) and the deadlines
+                resp.close()
+                if is_draining_answer(status, data):
+                    raise AttemptFailed(UPSTREAM_DRAINING, status=status)
             _fail_on_status(status, retry_after)
             if status in (401, 403):
                 raise AttemptFailed(LOCAL_KEY_REJECTED, status=status)
@@ -236,7 +271,8 @@ async def _read_bounded(resp: aiohttp.ClientResponse, limit: int) -> bytes:
     length = resp.content_length
     if length is not None and length > limit:
         raise AttemptFailed(TOO_LARGE)
-    parts, size = [], 0
+    parts: list[bytes] = []
+    size = 0
     while True:
         chunk = await resp.content.readany()
         if not chunk:
@@ -247,8 +283,9 @@ async def _read_bounded(resp: aiohttp.ClientResponse, limit: int) -> bytes:
         parts.append(chunk)
 
 
-async def exchange_cloud(session: aiohttp.ClientSession, url: str, body: bytes, headers: dict[str, str],
-                         stream: bool, max_bytes: int) -> Reply:
+async def exchange_cloud(
+    session: aiohttp.ClientSession, url: str, body: bytes, headers: dict[str, str], stream: bool, max_bytes: int
+) -> Reply:
     """POST to the cloud API and read up to the first client-visible byte (redirects are not followed:
     the key would go wherever a redirect points)."""
     try:
@@ -282,8 +319,16 @@ async def exchange_cloud(session: aiohttp.ClientSession, url: str, body: bytes, 
         raise
 
 
-async def bounded_cloud(session: aiohttp.ClientSession, url: str, body: bytes, headers: dict[str, str],
-                        stream: bool, timeout: float, timeout_reason: str, max_bytes: int) -> Reply:
+async def bounded_cloud(
+    session: aiohttp.ClientSession,
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    stream: bool,
+    timeout: float,
+    timeout_reason: str,
+    max_bytes: int,
+) -> Reply:
     try:
         async with asyncio.timeout(max(0.001, timeout)):
             return await exchange_cloud(session, url, body, headers, stream, max_bytes)

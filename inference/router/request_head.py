@@ -39,17 +39,29 @@ class RequestHead:
         """Refuse what a browser on another site could send without asking first (a CORS "simple" request):
         a foreign ``Origin``, and any body type but JSON, which makes a browser ask (as the model server does)."""
         if self.repeated_auth:
-            raise RouterError(400, "More than one Authorization header; send exactly one.",
-                              code="invalid_api_key", param="Authorization")
+            raise RouterError(
+                400,
+                "More than one Authorization header; send exactly one.",
+                code="invalid_api_key",
+                param="Authorization",
+            )
         if self.origin is not None and self.origin not in allowed_origins:
             shown = self.origin.decode("latin-1")[:80]
-            raise RouterError(403, f"Requests from web origin {shown!r} are not allowed (server.allowed_origins).",
-                              code="origin_not_allowed", param="Origin")
+            raise RouterError(
+                403,
+                f"Requests from web origin {shown!r} are not allowed (server.allowed_origins).",
+                code="origin_not_allowed",
+                param="Origin",
+            )
         media = (self.content_type or b"").split(b";", 1)[0].strip().lower()
         if media != b"application/json" and not (media.startswith(b"application/") and media.endswith(b"+json")):
             shown = f"'{media.decode('latin-1')[:60]}'" if media else "none"
-            raise RouterError(415, f"The request body must be JSON sent with Content-Type: application/json "
-                              f"(got {shown}).", code="unsupported_media_type", param="Content-Type")
+            raise RouterError(
+                415,
+                f"The request body must be JSON sent with Content-Type: application/json (got {shown}).",
+                code="unsupported_media_type",
+                param="Content-Type",
+            )
 
 
 def origins(values: list[str]) -> frozenset[bytes]:

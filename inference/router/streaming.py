@@ -21,6 +21,7 @@ from inference.router.continuation import ChatStream, ContinuedEvents
 from inference.router.errors import stream_error_event
 from inference.router.proxy import AttemptFailed, Reply
 from inference.router.reasoning_shape import rename_reasoning
+from inference.router.reasons import STREAM_INTERRUPTED, STREAM_STALLED
 from inference.router.sse import (
     DONE,
     DONE_EVENT,
@@ -37,8 +38,8 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Continuer = Callable[[ChatStream], Awaitable[Reply]]
 
 # Why a stream ended early (the audit line's `error`, and its failures entry).
-INTERRUPTED = "stream_interrupted"
-STALLED = "stream_stalled"
+INTERRUPTED = STREAM_INTERRUPTED
+STALLED = STREAM_STALLED
 IDLE = "stream_idle_timeout"
 MALFORMED = "malformed_response"
 UPSTREAM_ERROR = "upstream_error_event"
@@ -79,6 +80,9 @@ class StreamOutcome:
     continuation: str | None = None  # "cloud" when the cloud wrote the rest
     continued_reason: str | None = None
     cloud_usage: dict[str, Any] | None = None  # the cloud part's own usage (its spend)
+    cloud_called: bool = False  # the cloud took the continuation (it bills it, whole or cut)
+    cloud_tokens: int = 0  # completion tokens the cloud part's events carried (when its usage never came)
+    prefix_tokens: int = 0  # the local part the cloud continued (part of the cloud's prompt)
     failures: list[str] = field(default_factory=list)
 
 
@@ -134,8 +138,11 @@ class StreamRelay:
                     return out
             out.error = why
             if why != CLIENT_STALLED:
-                message = (f"The upstream sent nothing for {plan.idle_s:g} s; the stream was ended." if why == IDLE
-                           else _MESSAGES.get(why, _MESSAGES[INTERRUPTED]))
+                message = (
+                    f"The upstream sent nothing for {plan.idle_s:g} s; the stream was ended."
+                    if why == IDLE
+                    else _MESSAGES.get(why, _MESSAGES[INTERRUPTED])
+                )
                 await self._end(stream_error_event(message, why))
             return out
         finally:
@@ -162,8 +169,9 @@ class StreamRelay:
         rewriter = ContinuedEvents(local, plan.client_wants_usage)
         self.label = "cloud"
         self.lost = False
+        out.cloud_called, out.prefix_tokens = True, local.tokens
         result = await self._pump(reply, cloud, rewriter, plan.idle_s)
-        out.cloud_usage = cloud.usage
+        out.cloud_usage, out.cloud_tokens = cloud.usage, cloud.tokens
         if result is None:
             out.continuation, out.continued_reason = "cloud", why
             out.usage = rewriter.usage
@@ -172,8 +180,9 @@ class StreamRelay:
         out.failures.append(f"cloud:{result}")
         return result if result in (CLIENT_GONE, CLIENT_STALLED) else why
 
-    async def _pump(self, reply: Reply, seen: ChatStream, rewriter: ContinuedEvents | None,
-                    silence_s: float) -> str | None:
+    async def _pump(
+        self, reply: Reply, seen: ChatStream, rewriter: ContinuedEvents | None, silence_s: float
+    ) -> str | None:
         """Forward ``reply``'s events until the stream is complete (None) or breaks (the reason)."""
         stream = reply.stream
         assert stream is not None and reply.first_chunk is not None
@@ -230,8 +239,9 @@ class StreamRelay:
             return None
         return INTERRUPTED
 
-    def _forwardable(self, events: list[bytes], seen: ChatStream, rewriter: ContinuedEvents | None
-                     ) -> tuple[bytes, str | None]:
+    def _forwardable(
+        self, events: list[bytes], seen: ChatStream, rewriter: ContinuedEvents | None
+    ) -> tuple[bytes, str | None]:
         """The bytes of ``events`` the client gets, and why the stream breaks here (None: it goes on)."""
         parts: list[bytes] = []
         for event in events:

@@ -98,8 +98,23 @@ class _Connection(asyncio.Protocol):
 class UpstreamResponse:
     """Status and headers are set when ``post`` returns; the body is read with ``read`` or ``readany``."""
 
-    __slots__ = ("status", "headers", "headers_ready", "complete", "keep_alive", "resent", "_chunks", "_buffered",
-                 "_received", "_limit", "_waiter", "_exc", "_conn", "_paused", "_loop")
+    __slots__ = (
+        "status",
+        "headers",
+        "headers_ready",
+        "complete",
+        "keep_alive",
+        "resent",
+        "_chunks",
+        "_buffered",
+        "_received",
+        "_limit",
+        "_waiter",
+        "_exc",
+        "_conn",
+        "_paused",
+        "_loop",
+    )
 
     def __init__(self, conn: _Connection) -> None:
         self.status = 0
@@ -180,7 +195,7 @@ class UpstreamResponse:
     async def read(self) -> bytes:
         if self.complete:  # the usual case for a whole answer: all of it is here already
             return self._take()
-        parts = []
+        parts: list[bytes] = []
         while True:
             chunk = await self.readany()
             if not chunk:
@@ -205,8 +220,16 @@ class UpstreamResponse:
 class UpstreamHttpClient:
     """Keep-alive connections to one upstream (host, port)."""
 
-    def __init__(self, host: str, port: int, *, connect_timeout_s: float, keepalive_s: float = 4.0,
-                 tls: bool = False, max_body_bytes: int = 1 << 62) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        connect_timeout_s: float,
+        keepalive_s: float = 4.0,
+        tls: bool = False,
+        max_body_bytes: int = 1 << 62,
+    ) -> None:
         self.host = host
         self.port = port
         self.tls = tls
@@ -218,16 +241,28 @@ class UpstreamHttpClient:
         self.host_header = f"{host}:{port}".encode()
 
     def request_bytes(self, method: bytes, path: str, body: bytes, headers: bytes = b"") -> bytes:
-        return b"".join((
-            method, b" ", path.encode(), b" HTTP/1.1\r\nHost: ", self.host_header,
-            b"\r\nContent-Length: ", str(len(body)).encode(), b"\r\n", headers, b"\r\n", body,
-        ))
+        return b"".join(
+            (
+                method,
+                b" ",
+                path.encode(),
+                b" HTTP/1.1\r\nHost: ",
+                self.host_header,
+                b"\r\nContent-Length: ",
+                str(len(body)).encode(),
+                b"\r\n",
+                headers,
+                b"\r\n",
+                body,
+            )
+        )
 
     async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()
         _, conn = await asyncio.wait_for(
             loop.create_connection(lambda: _Connection(self), self.host, self.port, ssl=self.tls or None),
-            self.connect_timeout_s)
+            self.connect_timeout_s,
+        )
         return conn
 
     def _release(self, conn: _Connection) -> None:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+from inference.engines import ServerQuantization as Quantization
 
 from .quantization import QUANTIZATIONS  # noqa: F401  (re-exported for the CLI)
 
-Quantization = Literal["none", "bf16", "fp16", "bnb-8bit", "bnb-4bit"]
+API_KEY_ENV = "DSDEPLOY_ENGINE_KEY"  # where `dsdeploy serve` reads its API key when --api-key is not given
 
 
 class ServerConfig(BaseModel):
@@ -32,6 +34,17 @@ class ServerConfig(BaseModel):
     cache_dir: str | None = Field(None, description="Where GGUF files are converted to (default ~/.cache/dsdeploy).")
     trust_remote_code: bool = False
     max_prefill_tokens: int | None = Field(
-        None, ge=16, description="Padded prompt tokens per prefill pass (default 512 on CPU, 8192 on CUDA).")
+        None, ge=16, description="Padded prompt tokens per prefill pass (default 512 on CPU, 8192 on CUDA)."
+    )
     prefix_cache_tokens: int = Field(4096, ge=0, description="Prompt-prefix KV kept for reuse, in tokens (0: off).")
     threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice).")
+    api_key: SecretStr | None = Field(
+        None, description="Key every path but /health, /ready and /metrics requires (the router's)."
+    )
+
+    @field_validator("api_key")
+    @classmethod
+    def _api_key(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and not v.get_secret_value().strip():
+            raise ValueError(f"the key is empty: give one, or leave both --api-key and ${API_KEY_ENV} unset")
+        return v

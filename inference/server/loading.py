@@ -82,7 +82,8 @@ def load_model(config: ServerConfig) -> LoadedModel:
     # bitsandbytes on CPU warns on every 8-bit matmul that it casts float32 inputs to float16
     warnings.filterwarnings("ignore", message=".*MatMul8bitLt.*")
     logging.getLogger("bitsandbytes.autograd._functions").addFilter(
-        lambda record: "MatMul8bitLt" not in record.getMessage())
+        lambda record: "MatMul8bitLt" not in record.getMessage()
+    )
     started = time.monotonic()
     source, default_name = resolve_source(config)
     device = pick_device(config.device)
@@ -105,9 +106,24 @@ def load_model(config: ServerConfig) -> LoadedModel:
     weight_bytes = int(model.get_memory_footprint())
     name = config.served_model_name or default_name
     reasoning = config.reasoning == "on" or (config.reasoning == "auto" and is_reasoning_model(name, model.config))
-    log.info("loaded %s in %.1f s: weights %.1f MiB on %s, max_model_len %d, reasoning parser %s",
-             name, time.monotonic() - started, weight_bytes / 2**20, device, max_model_len,
-             "on" if reasoning else "off")
-    return LoadedModel(model=model, tokenizer=tokenizer, device=device, served_model_name=name,
-                       max_model_len=max_model_len, eos_ids=eos_ids, pad_id=int(pad_id),
-                       weight_bytes=weight_bytes, reasoning=reasoning, source=source)
+    log.info(
+        "loaded %s in %.1f s: weights %.1f MiB on %s, max_model_len %d, reasoning parser %s",
+        name,
+        time.monotonic() - started,
+        weight_bytes / 2**20,
+        device,
+        max_model_len,
+        "on" if reasoning else "off",
+    )
+    return LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        device=device,
+        served_model_name=name,
+        max_model_len=max_model_len,
+        eos_ids=eos_ids,
+        pad_id=int(pad_id),
+        weight_bytes=weight_bytes,
+        reasoning=reasoning,
+        source=source,
+    )

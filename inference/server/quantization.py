@@ -3,7 +3,7 @@ check script imports it on a machine without the server's web stack)."""
 
 from __future__ import annotations
 
-QUANTIZATIONS: tuple[str, ...] = ("none", "bf16", "fp16", "bnb-8bit", "bnb-4bit")
+from inference.engines import SERVER_QUANTIZATIONS as QUANTIZATIONS
 
 
 class QuantizationError(ValueError):
@@ -30,7 +30,9 @@ def load_kwargs(quantization: str, device: str) -> dict:
     elif quantization == "bnb-4bit":
         kwargs["dtype"] = compute
         kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute,
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_compute_dtype=compute,
             bnb_4bit_use_double_quant=True,
         )
     else:

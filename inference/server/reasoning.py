@@ -48,7 +48,7 @@ class ThinkSplitter:
         if self._state == "start":
             head = self._buffer.lstrip()
             if head.startswith(OPEN):
-                self._state, self._buffer = "thinking", head[len(OPEN):]
+                self._state, self._buffer = "thinking", head[len(OPEN) :]
             elif OPEN.startswith(head):
                 return "", ""  # could still become <think>
             else:
@@ -56,7 +56,7 @@ class ThinkSplitter:
         if self._state == "thinking":
             end = self._buffer.find(CLOSE)
             if end >= 0:
-                reasoning, rest = self._buffer[:end], self._buffer[end + len(CLOSE):]
+                reasoning, rest = self._buffer[:end], self._buffer[end + len(CLOSE) :]
                 self._state, self._buffer = "content", rest
             else:
                 keep = _partial_suffix(self._buffer, CLOSE)

@@ -40,9 +40,13 @@ class Runtime:
         metrics.max_num_seqs.set(config.max_num_seqs)
         metrics.max_queue.set(config.max_queue)
         prefill = config.max_prefill_tokens or (512 if loaded.device == "cpu" else 8192)
-        limits = EngineLimits(max_num_seqs=config.max_num_seqs, max_queue=config.max_queue,
-                              max_model_len=loaded.max_model_len, prefill_token_budget=prefill,
-                              prefix_cache_tokens=config.prefix_cache_tokens)
+        limits = EngineLimits(
+            max_num_seqs=config.max_num_seqs,
+            max_queue=config.max_queue,
+            max_model_len=loaded.max_model_len,
+            prefill_token_budget=prefill,
+            prefix_cache_tokens=config.prefix_cache_tokens,
+        )
         engine = Engine(loaded.model, loaded.tokenizer, limits, loaded.eos_ids, loaded.pad_id, metrics)
         return cls(config=config, loaded=loaded, engine=engine, metrics=metrics)
 

@@ -47,16 +47,27 @@ class DrainingServer(uvicorn.Server):
             log.info("drained; exiting")
         else:
             ended = self._abort_open(f"the server is shutting down (drain grace of {grace:g} s over)")
-            log.warning("drain grace of %g s over with %d request(s) in flight; %d generation(s) ended with "
-                        "shutting_down; exiting", grace, self.runtime.inflight, ended)
+            log.warning(
+                "drain grace of %g s over with %d request(s) in flight; %d generation(s) ended with "
+                "shutting_down; exiting",
+                grace,
+                self.runtime.inflight,
+                ended,
+            )
             self.runtime.wait_drained(ANSWER_FLUSH_S, engine_too=False)  # the answers just sent go out
         self.should_exit = True
 
 
 def serve(runtime: Runtime, log_level: str = "info") -> int:
     app = create_app(runtime)
-    config = uvicorn.Config(app, host=runtime.config.host, port=runtime.config.port, log_level=log_level,
-                            timeout_graceful_shutdown=CONNECTIONS_CLOSE_S, access_log=False)
+    config = uvicorn.Config(
+        app,
+        host=runtime.config.host,
+        port=runtime.config.port,
+        log_level=log_level,
+        timeout_graceful_shutdown=round(CONNECTIONS_CLOSE_S),
+        access_log=False,
+    )
     server = DrainingServer(config, runtime)
     server.run()
     return 0

@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic_core import ErrorDetails
 
 from infra.catalog.schema import CatalogError, Gpu, ModelSpec, Tier
 
@@ -48,7 +49,7 @@ class Catalog(BaseModel):
         return gpu
 
 
-def _describe(err: dict[str, Any]) -> str:
+def _describe(err: ErrorDetails) -> str:
     field = ".".join(str(p) for p in err["loc"]) or "(entry)"
     value = err.get("input")
     shown = "" if isinstance(value, dict) or err["type"] == "missing" else f" (got {value!r})"
@@ -62,10 +63,9 @@ class _StrictLoader(yaml.SafeLoader):
 def _no_duplicate_keys(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
     seen: set[Any] = set()
     for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+        key = loader.construct_object(key_node, deep=deep)
         if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark)
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
         seen.add(key)
     return loader.construct_mapping(node, deep=deep)
 
@@ -89,10 +89,13 @@ def _tiers(path: Path, gpus: dict[str, Gpu]) -> dict[str, Tier]:
     raw = _read(path)
     for key, body in raw.items():
         if isinstance(body, dict) and isinstance(body.get("machines"), dict):
-            for platform, mapping in body["machines"].items():
+            shapes = [(f"machines.{platform}", mapping) for platform, mapping in body["machines"].items()]
+            for platform, listed in (body.get("alternatives") or {}).items():
+                shapes += [(f"alternatives.{platform}[{i}]", m) for i, m in enumerate(listed or [])]
+            for where, mapping in shapes:
                 if isinstance(mapping, dict) and "gpus_per_replica" in mapping:
                     raise CatalogError(
-                        f"{path}: entry {key!r}: field 'machines.{platform}.gpus_per_replica' comes from "
+                        f"{path}: entry {key!r}: field '{where}.gpus_per_replica' comes from "
                         "the tier's gpus_per_replica; do not set it"
                     )
                 if isinstance(mapping, dict):
@@ -104,6 +107,13 @@ def _tiers(path: Path, gpus: dict[str, Gpu]) -> dict[str, Tier]:
         gpu = tiers[str(key)].gpu
         if gpu not in gpus:
             raise CatalogError(f"{path}: entry {key!r}: field 'gpu': unknown GPU {gpu!r}; allowed: {', '.join(gpus)}")
+        for platform, listed in tiers[str(key)].alternatives.items():
+            for i, shape in enumerate(listed):
+                if shape.gpu is None or shape.gpu not in gpus:
+                    raise CatalogError(
+                        f"{path}: entry {key!r}: field 'alternatives.{platform}[{i}].gpu': "
+                        f"{shape.gpu!r} is not a GPU of the catalog; allowed: {', '.join(gpus)}"
+                    )
     return tiers
 
 

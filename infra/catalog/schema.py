@@ -2,18 +2,39 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
 
 # Quantizations the planner knows; the models catalog's `published` keys must be among them.
 QUANTIZATION_NAMES: tuple[str, ...] = (
-    "bf16", "fp8", "fp4-fp8", "int8", "awq-int4", "gptq-int4", "bnb-8bit", "bnb-4bit", "gguf-q4",
+    "bf16",
+    "fp8",
+    "fp4-fp8",
+    "int8",
+    "awq-int4",
+    "gptq-int4",
+    "bnb-8bit",
+    "bnb-4bit",
+    "gguf-q4",
 )
-PLATFORMS: tuple[str, ...] = ("gke", "eks", "existing")
+# Where a deployment runs: a new GKE or EKS cluster, or an existing cluster (on-prem) from a kubeconfig.
 Platform = Literal["gke", "eks", "existing"]
+PLATFORMS: tuple[Platform, ...] = get_args(Platform)
+# The clouds with prices and machine mappings of their own (existing clusters bring their own nodes).
+CloudPlatform = Literal["gke", "eks"]
+CLOUD_PLATFORMS: tuple[CloudPlatform, ...] = get_args(CloudPlatform)
 
 MIB = 1024 * 1024
+T = TypeVar("T")
+
+
+def known(value: T | None, field: str = "an architecture fact") -> T:
+    """A catalog fact the planner needs, narrowed from optional: ModelSpec validates that a plannable model
+    carries every architecture field and the fields of its attention and MoE kind, so None here is a bug."""
+    if value is None:
+        raise CatalogError(f"{field} is unknown for this model; the planner needs it")
+    return value
 
 
 class CatalogError(ValueError):
@@ -68,6 +89,11 @@ class MachineMapping(_Entry):
     provisioning_note: str | None = None
     local_ssd_count: int = Field(default=0, ge=0)
     node_labels: dict[str, str] = Field(min_length=1)
+    # A tier's alternative shapes (Tier.alternatives) name their own GPU and what the kubelet leaves
+    # allocatable to pods (the planner checks the engine pod's requests against it); None: the tier's GPU.
+    gpu: str | None = None
+    allocatable_cpu_millis: PositiveInt | None = None
+    allocatable_memory_mib: PositiveInt | None = None
 
     @property
     def gpus_per_pod(self) -> int:
@@ -113,6 +139,9 @@ class Tier(_Entry):
     storage: str
     storage_tb: PositiveFloat
     machines: dict[Platform, MachineMapping]
+    # Other shapes of a platform that may hold a plan of the tier (e.g. single-GPU EC2 instances for base);
+    # the planner offers those that hold the plan and picks the cheapest (infra/planner/machines.py).
+    alternatives: dict[Platform, list[MachineMapping]] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _all_platforms(self) -> Tier:
@@ -121,15 +150,25 @@ class Tier(_Entry):
             raise ValueError(f"machines lacks platform(s) {missing}; required: {list(PLATFORMS)}")
         return self
 
+    def alternatives_for(self, platform: str) -> list[MachineMapping]:
+        """The other shapes listed for ``platform`` (none for most tiers and platforms)."""
+        return [shape for key, listed in self.alternatives.items() if key == platform for shape in listed]
+
     def machine_for(self, platform: str) -> MachineMapping:
         if platform not in PLATFORMS:
             raise CatalogError(f"unknown platform {platform!r}; allowed: {', '.join(PLATFORMS)}")
-        return self.machines[platform]  # type: ignore[index]
+        return self.machines[platform]
 
 
 ARCHITECTURE_FIELDS: tuple[str, ...] = (
-    "num_hidden_layers", "hidden_size", "num_attention_heads", "num_key_value_heads",
-    "head_dim", "vocab_size", "total_params", "active_params",
+    "num_hidden_layers",
+    "hidden_size",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "head_dim",
+    "vocab_size",
+    "total_params",
+    "active_params",
 )
 
 
@@ -150,16 +189,16 @@ class PublishedSize(_Entry):
 class VllmSupport(_Entry):
     """How the pinned vLLM release serves the model (its registries and model code are the source)."""
 
-    reasoning_parser: str | None = None        # --reasoning-parser (vllm/reasoning/__init__.py)
-    tool_call_parser: str | None = None        # --tool-call-parser + --enable-auto-tool-choice
-    tokenizer_mode: str | None = None          # --tokenizer-mode (vllm/tokenizers/registry.py)
-    speculative: Literal["mtp", "dspark"] | None = None   # draft the native checkpoint carries
+    reasoning_parser: str | None = None  # --reasoning-parser (vllm/reasoning/__init__.py)
+    tool_call_parser: str | None = None  # --tool-call-parser + --enable-auto-tool-choice
+    tokenizer_mode: str | None = None  # --tokenizer-mode (vllm/tokenizers/registry.py)
+    speculative: Literal["mtp", "dspark"] | None = None  # draft the native checkpoint carries
     num_speculative_tokens: PositiveInt = 1
     draft_sample_method: Literal["greedy", "probabilistic"] | None = None
-    kv_cache_dtype: Literal["fp8"] | None = None           # --kv-cache-dtype the planner passes and sizes
-    block_size: PositiveInt | None = None      # --block-size the planner passes and sizes
+    kv_cache_dtype: Literal["fp8"] | None = None  # --kv-cache-dtype the planner passes and sizes
+    block_size: PositiveInt | None = None  # --block-size the planner passes and sizes
     min_architecture: Literal["ampere", "hopper"] = "ampere"  # oldest GPU generation with kernels
-    notes: list[str] = Field(default_factory=list)          # caveats repeated as plan warnings
+    notes: list[str] = Field(default_factory=list)  # caveats repeated as plan warnings
 
 
 class ModelSpec(_Entry):
@@ -182,8 +221,8 @@ class ModelSpec(_Entry):
     head_dim: PositiveInt | None = None
     vocab_size: PositiveInt | None = None
     tie_word_embeddings: bool = False
-    attention_bias: bool = False               # q/k/v projection biases (Qwen2)
-    qk_norm: bool = False                      # per-head q/k RMSNorm (Qwen3)
+    attention_bias: bool = False  # q/k/v projection biases (Qwen2)
+    qk_norm: bool = False  # per-head q/k RMSNorm (Qwen3)
     total_params: PositiveInt | None = None
     active_params: PositiveInt | None = None
     native_dtype: Literal["bf16", "fp8", "fp4-fp8"]
@@ -214,7 +253,7 @@ class ModelSpec(_Entry):
     o_lora_rank: PositiveInt | None = None
     o_groups: PositiveInt | None = None
     sliding_window: PositiveInt | None = None
-    compress_ratios: list[int] | None = None   # per layer, then per draft block: 0 (window only), 4, 128
+    compress_ratios: list[int] | None = None  # per layer, then per draft block: 0 (window only), 4, 128
     num_hash_layers: int | None = Field(default=None, ge=0)
     hc_mult: PositiveInt | None = None
 
@@ -269,9 +308,19 @@ class ModelSpec(_Entry):
         needs = {
             "mla": mla,
             "mla-dsa": mla + ["q_lora_rank", "index_n_heads", "index_head_dim", "index_topk"],
-            "v4-hybrid": ["q_lora_rank", "qk_rope_head_dim", "o_lora_rank", "o_groups", "sliding_window",
-                          "compress_ratios", "num_hash_layers", "hc_mult", "index_n_heads", "index_head_dim",
-                          "index_topk"],
+            "v4-hybrid": [
+                "q_lora_rank",
+                "qk_rope_head_dim",
+                "o_lora_rank",
+                "o_groups",
+                "sliding_window",
+                "compress_ratios",
+                "num_hash_layers",
+                "hc_mult",
+                "index_n_heads",
+                "index_head_dim",
+                "index_topk",
+            ],
         }.get(self.attention, [])
         missing = [f for f in needs if getattr(self, f) is None]
         if missing:
@@ -281,8 +330,13 @@ class ModelSpec(_Entry):
                 f"num_attention_heads ({self.num_attention_heads}) must be a multiple of "
                 f"num_key_value_heads ({self.num_key_value_heads})"
             )
-        moe = ("moe_intermediate_size", "n_routed_experts", "num_experts_per_tok",
-               "n_shared_experts", "first_k_dense_replace")
+        moe = (
+            "moe_intermediate_size",
+            "n_routed_experts",
+            "num_experts_per_tok",
+            "n_shared_experts",
+            "first_k_dense_replace",
+        )
         present = [f for f in moe if getattr(self, f) is not None]
         if present and len(present) != len(moe):
             raise ValueError(f"MoE fields must all be set or all be absent; set: {present}")
@@ -292,13 +346,17 @@ class ModelSpec(_Entry):
         if self.compress_ratios is not None:
             blocks = self.num_hidden_layers + self.draft_blocks  # type: ignore[operator]
             if len(self.compress_ratios) != blocks:
-                raise ValueError(f"compress_ratios has {len(self.compress_ratios)} entries; num_hidden_layers + "
-                                 f"draft_blocks = {blocks}")
+                raise ValueError(
+                    f"compress_ratios has {len(self.compress_ratios)} entries; num_hidden_layers + "
+                    f"draft_blocks = {blocks}"
+                )
             bad = sorted({r for r in self.compress_ratios if r not in (0, 4, 128)})
             if bad:
                 raise ValueError(f"compress_ratios holds {bad}; allowed: 0, 4, 128")
         if self.attention == "v4-hybrid" and (self.vllm.block_size is None or self.vllm.kv_cache_dtype != "fp8"):
-            raise ValueError("attention 'v4-hybrid' is sized for vLLM's fp8_ds_mla cache: set vllm.kv_cache_dtype "
-                             "fp8 and vllm.block_size")
+            raise ValueError(
+                "attention 'v4-hybrid' is sized for vLLM's fp8_ds_mla cache: set vllm.kv_cache_dtype "
+                "fp8 and vllm.block_size"
+            )
         if self.vllm.speculative and not self.draft_blocks:
             raise ValueError("vllm.speculative is set but the checkpoint has no draft blocks (draft_blocks is 0)")

@@ -26,10 +26,14 @@ EFA interfaces in this launch template.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from infra.catalog import MachineMapping
 from infra.cloud import GPU_TAINT, TIER_LABEL, node_bounds, spans_nodes
 from infra.stack_config import StackConfig
+
+if TYPE_CHECKING:
+    import pulumi_aws as aws
 
 GPU_AMI_TYPE = "AL2023_x86_64_NVIDIA"
 GPU_ROOT_DISK_GIB = 200
@@ -38,18 +42,19 @@ RESERVED_LABEL_PREFIXES = ("kubernetes.io/", "k8s.io/", "node.kubernetes.io/", "
 CAPACITY_TYPES = {"spot": "SPOT", "capacity-block": "CAPACITY_BLOCK"}
 
 
-def gpu_single_zone(cfg: StackConfig, mapping: Any) -> bool:
+def gpu_single_zone(cfg: StackConfig, mapping: MachineMapping) -> bool:
     """Whether the GPU nodes must share one Availability Zone (see the module docstring)."""
-    return (cfg.replicas_max == 1 or bool(cfg.zone) or bool(cfg.capacity_reservation_id)
-            or spans_nodes(mapping))
+    return cfg.replicas_max == 1 or bool(cfg.zone) or bool(cfg.capacity_reservation_id) or spans_nodes(mapping)
 
 
-def gpu_placement_group(cfg: StackConfig, mapping: Any) -> bool:
+def gpu_placement_group(cfg: StackConfig, mapping: MachineMapping) -> bool:
     """Whether the GPU nodes launch into a cluster placement group (see the module docstring)."""
     return spans_nodes(mapping) and cfg.compact_placement and not cfg.capacity_reservation_id
 
 
-def gpu_launch_template_args(cfg: StackConfig, mapping: Any, placement: Any = None) -> dict[str, Any]:
+def gpu_launch_template_args(
+    cfg: StackConfig, mapping: MachineMapping, placement: aws.ec2.PlacementGroup | None = None
+) -> dict[str, Any]:
     """The GPU launch template: root volume, the capacity reservation when one is configured, and the
     cluster placement group (an ``aws.ec2.PlacementGroup``) when the nodes of a replica must be close."""
     args: dict[str, Any] = {
@@ -57,15 +62,22 @@ def gpu_launch_template_args(cfg: StackConfig, mapping: Any, placement: Any = No
         "update_default_version": True,
         # What EKS's own node group templates set: IMDSv2 only, and a hop limit that lets pods reach it.
         "metadata_options": {"http_endpoint": "enabled", "http_tokens": "required", "http_put_response_hop_limit": 2},
-        "block_device_mappings": [{
-            "device_name": ROOT_DEVICE,
-            "ebs": {"volume_size": GPU_ROOT_DISK_GIB, "volume_type": "gp3", "encrypted": "true",
-                    "delete_on_termination": "true"},
-        }],
+        "block_device_mappings": [
+            {
+                "device_name": ROOT_DEVICE,
+                "ebs": {
+                    "volume_size": GPU_ROOT_DISK_GIB,
+                    "volume_type": "gp3",
+                    "encrypted": "true",
+                    "delete_on_termination": "true",
+                },
+            }
+        ],
     }
     if cfg.capacity_reservation_id:
         args["capacity_reservation_specification"] = {
-            "capacity_reservation_target": {"capacity_reservation_id": cfg.capacity_reservation_id}}
+            "capacity_reservation_target": {"capacity_reservation_id": cfg.capacity_reservation_id}
+        }
     if cfg.effective_provisioning == "capacity-block":
         args["instance_market_options"] = {"market_type": "capacity-block"}
         args["instance_type"] = mapping.machine_type
@@ -74,7 +86,7 @@ def gpu_launch_template_args(cfg: StackConfig, mapping: Any, placement: Any = No
     return args
 
 
-def gpu_node_group_args(cfg: StackConfig, mapping: Any) -> dict[str, Any]:
+def gpu_node_group_args(cfg: StackConfig, mapping: MachineMapping) -> dict[str, Any]:
     """The GPU managed node group's arguments (besides cluster, role, subnets and launch template)."""
     nodes_min, nodes_max = node_bounds(cfg.replicas_min, cfg.replicas_max, mapping)
     labels = {k: v for k, v in mapping.node_labels.items() if not k.startswith(RESERVED_LABEL_PREFIXES)}

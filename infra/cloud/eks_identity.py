@@ -21,20 +21,29 @@ ADDON_NAMESPACE = "kube-system"
 
 def pod_identity_trust_policy() -> str:
     """The trust policy EKS Pod Identity requires: the pods service may assume the role and tag the session."""
-    return json.dumps({
-        "Version": "2012-10-17",
-        "Statement": [{
-            "Effect": "Allow",
-            "Principal": {"Service": POD_IDENTITY_PRINCIPAL},
-            "Action": ["sts:AssumeRole", "sts:TagSession"],
-        }],
-    })
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Principal": {"Service": POD_IDENTITY_PRINCIPAL},
+                    "Action": ["sts:AssumeRole", "sts:TagSession"],
+                }
+            ],
+        }
+    )
 
 
 def pod_identity_agent(name: str, cluster_name: pulumi.Input[str], opts: pulumi.ResourceOptions) -> aws.eks.Addon:
     """The ``eks-pod-identity-agent`` add-on (a DaemonSet that serves the associations' credentials)."""
-    return aws.eks.Addon(f"{name}-pod-identity-agent", cluster_name=cluster_name,
-                         addon_name="eks-pod-identity-agent", resolve_conflicts_on_create="OVERWRITE", opts=opts)
+    return aws.eks.Addon(
+        f"{name}-pod-identity-agent",
+        cluster_name=cluster_name,
+        addon_name="eks-pod-identity-agent",
+        resolve_conflicts_on_create="OVERWRITE",
+        opts=opts,
+    )
 
 
 class AddonIdentity(pulumi.ComponentResource):
@@ -44,17 +53,28 @@ class AddonIdentity(pulumi.ComponentResource):
     associations: list[aws.eks.PodIdentityAssociation]
     ready: list[pulumi.Resource]
 
-    def __init__(self, name: str, *, cluster_name: pulumi.Input[str], policy_arn: str,
-                 service_accounts: Sequence[str], opts: pulumi.ResourceOptions | None = None):
+    def __init__(
+        self,
+        name: str,
+        *,
+        cluster_name: pulumi.Input[str],
+        policy_arn: str,
+        service_accounts: Sequence[str],
+        opts: pulumi.ResourceOptions | None = None,
+    ):
         super().__init__("dsdeploy:cloud:AddonIdentity", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         self.role = aws.iam.Role(f"{name}-role", assume_role_policy=pod_identity_trust_policy(), opts=child)
-        policy = aws.iam.RolePolicyAttachment(f"{name}-policy", role=self.role.name, policy_arn=policy_arn,
-                                              opts=child)
+        policy = aws.iam.RolePolicyAttachment(f"{name}-policy", role=self.role.name, policy_arn=policy_arn, opts=child)
         self.associations = [
             aws.eks.PodIdentityAssociation(
-                f"{name}-{account}", cluster_name=cluster_name, namespace=ADDON_NAMESPACE,
-                service_account=account, role_arn=self.role.arn, opts=child)
+                f"{name}-{account}",
+                cluster_name=cluster_name,
+                namespace=ADDON_NAMESPACE,
+                service_account=account,
+                role_arn=self.role.arn,
+                opts=child,
+            )
             for account in service_accounts
         ]
         self.ready = [policy, *self.associations]

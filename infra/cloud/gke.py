@@ -12,6 +12,8 @@ import pulumi
 import pulumi_gcp as gcp
 import pulumi_kubernetes as k8s
 
+from infra.catalog import MachineMapping
+from infra.catalog.schema import known
 from infra.cloud import (
     GPU_TAINT,
     TIER_LABEL,
@@ -38,7 +40,9 @@ PROVISIONING_NOTES = {
 }
 
 
-def gpu_pool_placement(cfg: StackConfig, mapping: Any) -> dict[str, Any] | None:
+def gpu_pool_placement(
+    cfg: StackConfig, mapping: MachineMapping
+) -> gcp.container.NodePoolPlacementPolicyArgsDict | None:
     """A compact placement policy for the GPU pool when a replica spans nodes (compactPlacement): the pool's
     nodes sit physically close in the zone, for the pipeline's traffic between the nodes of a group."""
     if spans_nodes(mapping) and cfg.compact_placement:
@@ -46,16 +50,18 @@ def gpu_pool_placement(cfg: StackConfig, mapping: Any) -> dict[str, Any] | None:
     return None
 
 
-def gpu_pool_node_config(cfg: StackConfig, mapping: Any, workload_identity: bool = True) -> dict[str, Any]:
+def gpu_pool_node_config(
+    cfg: StackConfig, mapping: MachineMapping, workload_identity: bool = True
+) -> gcp.container.NodePoolNodeConfigArgsDict:
     """The GPU pool's ``node_config`` from the catalog mapping and the stack config."""
     provisioning = cfg.effective_provisioning
     labels = {k: v for k, v in mapping.node_labels.items() if not k.startswith(RESERVED_LABEL_PREFIXES)}
     labels[TIER_LABEL] = cfg.tier
-    node_config: dict[str, Any] = {
+    node_config: gcp.container.NodePoolNodeConfigArgsDict = {
         "machine_type": mapping.machine_type,
         "guest_accelerators": [
             {
-                "type": mapping.accelerator_type,
+                "type": known(mapping.accelerator_type, "accelerator_type"),  # every GKE mapping names it
                 "count": mapping.accelerator_count,
                 "gpu_driver_installation_config": {"gpu_driver_version": cfg.gpu_driver_version},
             }
@@ -78,6 +84,7 @@ def gpu_pool_node_config(cfg: StackConfig, mapping: Any, workload_identity: bool
         node_config["flex_start"] = True
         node_config["reservation_affinity"] = {"consume_reservation_type": "NO_RESERVATION"}
     elif provisioning == "reservation":
+        assert cfg.reservation_name is not None  # stack_rules: provisioning=reservation needs reservationName
         node_config["reservation_affinity"] = {
             "consume_reservation_type": "SPECIFIC_RESERVATION",
             "key": "compute.googleapis.com/reservation-name",
@@ -92,18 +99,20 @@ class GkeCluster(pulumi.ComponentResource):
     provider: k8s.Provider
     kubeconfig: pulumi.Output[str]
     gpu_facts: GpuNodeFacts
-    gpu_pool: gcp.container.NodePool
+    gpu_nodes: gcp.container.NodePool
     provisioning_note: str
     shared_cache: dict[str, pulumi.Input[str]] | None
     block_cache_zone: None
     storage_ready: list[pulumi.Resource]
     min_cache_gib: int | None
 
-    def __init__(self, name: str, cfg: StackConfig, mapping: Any, opts: pulumi.ResourceOptions | None = None):
+    def __init__(
+        self, name: str, cfg: StackConfig, mapping: MachineMapping, opts: pulumi.ResourceOptions | None = None
+    ):
         super().__init__("dsdeploy:cloud:GkeCluster", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         project_id = cfg.gcp_project or gcp.config.project  # dsdeploy:gcpProject, else gcp:project
-        project = {"project": cfg.gcp_project} if cfg.gcp_project else {}
+        project: dict[str, Any] = {"project": cfg.gcp_project} if cfg.gcp_project else {}
 
         network = gcp.compute.Network(
             f"{name}-net", auto_create_subnetworks=False, routing_mode="REGIONAL", opts=child, **project
@@ -134,9 +143,7 @@ class GkeCluster(pulumi.ComponentResource):
             deletion_protection=cfg.deletion_protection,
             release_channel={"channel": "REGULAR"},
             min_master_version=cfg.kubernetes_version,
-            workload_identity_config=(
-                {"workload_pool": f"{project_id}.svc.id.goog"} if project_id else None
-            ),
+            workload_identity_config=({"workload_pool": f"{project_id}.svc.id.goog"} if project_id else None),
             addons_config={
                 "gce_persistent_disk_csi_driver_config": {"enabled": True},
                 # Engine pods on several nodes share one ReadWriteMany model cache: Filestore.
@@ -163,16 +170,17 @@ class GkeCluster(pulumi.ComponentResource):
         nodes_min, nodes_max = node_bounds(cfg.replicas_min, cfg.replicas_max, mapping)
         provisioning = cfg.effective_provisioning
         flex = provisioning == "flex-start"
-        self.gpu_pool = gcp.container.NodePool(
+        autoscaling: gcp.container.NodePoolAutoscalingArgsDict = {
+            "min_node_count": 0 if flex else nodes_min,
+            "max_node_count": nodes_max,
+            "location_policy": "ANY" if flex else "BALANCED",
+        }
+        self.gpu_nodes = gcp.container.NodePool(
             f"{name}-gpu",
             cluster=cluster.name,
             location=cfg.zone,
             initial_node_count=0 if flex else nodes_min,
-            autoscaling={
-                "min_node_count": 0 if flex else nodes_min,
-                "max_node_count": nodes_max,
-                "location_policy": "ANY" if flex else "BALANCED",
-            },
+            autoscaling=autoscaling,
             management={"auto_repair": not flex, "auto_upgrade": True},
             node_config=gpu_pool_node_config(cfg, mapping, workload_identity=bool(project_id)),
             placement_policy=gpu_pool_placement(cfg, mapping),
@@ -189,9 +197,14 @@ class GkeCluster(pulumi.ComponentResource):
         self.block_cache_zone = None  # a zonal cluster: the disk and every node share cfg.zone
         self.storage_ready = []
         self.kubeconfig = exec_kubeconfig(
-            cluster.name, cluster.endpoint.apply(lambda ip: f"https://{ip}"), cluster.master_auth.cluster_ca_certificate,
-            lambda _name: {"command": "gke-gcloud-auth-plugin", "provideClusterInfo": True,
-                           "installHint": "gcloud components install gke-gcloud-auth-plugin"},
+            cluster.name,
+            cluster.endpoint.apply(lambda ip: f"https://{ip}"),
+            cluster.master_auth.cluster_ca_certificate,
+            lambda _name: {
+                "command": "gke-gcloud-auth-plugin",
+                "provideClusterInfo": True,
+                "installHint": "gcloud components install gke-gcloud-auth-plugin",
+            },
         )
         self.provider = k8s.Provider(f"{name}-k8s", kubeconfig=self.kubeconfig, opts=child)
         self.gpu_facts = GpuNodeFacts(
@@ -202,4 +215,4 @@ class GkeCluster(pulumi.ComponentResource):
         self.provisioning_note = " ".join(
             part for part in (PROVISIONING_NOTES[provisioning], mapping.provisioning_note) if part
         )
-        self.register_outputs({"clusterName": cluster.name, "gpuPool": self.gpu_pool.name})
+        self.register_outputs({"clusterName": cluster.name, "gpuPool": self.gpu_nodes.name})

@@ -57,21 +57,31 @@ def basis_api_cost(calls: float) -> float:
     return calls * ARTICLE_TOKENS_PER_CALL / 1000 * ARTICLE_PRICE_CNY_PER_1K
 
 
-def article_table_check(sheet: str, workload: Workload, per_call: float, currency: str,
-                  cheapest_local: Callable[[float], tuple[str, float] | None] | None = None) -> ArticleTableCheck:
+def article_table_check(
+    sheet: str,
+    workload: Workload,
+    per_call: float,
+    currency: str,
+    cheapest_local: Callable[[float], tuple[str, float] | None] | None = None,
+) -> ArticleTableCheck:
     """The article's rows against its basis; ``cheapest_local(calls)`` -> (option, annual cost) of this run."""
     same_basis = sheet == ARTICLE_PRESET and currency == "CNY" and workload.tokens_per_call == ARTICLE_TOKENS_PER_CALL
     rows = []
     for calls, (api, local3) in ARTICLE_TABLE.items():
         basis = basis_api_cost(calls)
         local = cheapest_local(calls) if (same_basis and cheapest_local is not None) else None
-        rows.append(ArticleTableRow(
-            calls_per_year=calls, article_api=api, basis_api=basis,
-            difference_pct=round((api - basis) / basis * 100, 1), article_local_3y=local3,
-            this_study_api=per_call * calls if same_basis else None,
-            this_study_local_3y=None if local is None else 3 * local[1],
-            this_study_local_option=None if local is None else local[0],
-        ))
+        rows.append(
+            ArticleTableRow(
+                calls_per_year=calls,
+                article_api=api,
+                basis_api=basis,
+                difference_pct=round((api - basis) / basis * 100, 1),
+                article_local_3y=local3,
+                this_study_api=per_call * calls if same_basis else None,
+                this_study_local_3y=None if local is None else 3 * local[1],
+                this_study_local_option=None if local is None else local[0],
+            )
+        )
     notes = [
         "Article basis (section 3.1 footnote): CNY 0.12 per 1,000 tokens; 1,000 tokens per call reproduces its "
         "first row (100k calls -> CNY 12,000 per year).",
@@ -82,11 +92,15 @@ def article_table_check(sheet: str, workload: Workload, per_call: float, currenc
                 f"{r.calls_per_year:,} calls: the article lists CNY {r.article_api:,.0f} per year; its stated basis "
                 f"gives CNY {r.basis_api:,.0f} ({r.difference_pct:+.1f}% in the article, no reason given)."
             )
-    notes.append("The article compares one year of API cost with a three-year local TCO, and states no hardware, "
-                 "power or throughput figures for its local column; this tool annualizes both sides (the "
-                 "'this run local x 3 yr' column is the cheapest local option of this run over three years, "
-                 "for comparison with the article's column).")
+    notes.append(
+        "The article compares one year of API cost with a three-year local TCO, and states no hardware, "
+        "power or throughput figures for its local column; this tool annualizes both sides (the "
+        "'this run local x 3 yr' column is the cheapest local option of this run over three years, "
+        "for comparison with the article's column)."
+    )
     if not same_basis:
-        notes.append(f"This run does not use the article basis (preset {ARTICLE_PRESET}, CNY, 1,000 tokens per call), "
-                     "so its figures are not comparable row by row.")
+        notes.append(
+            f"This run does not use the article basis (preset {ARTICLE_PRESET}, CNY, 1,000 tokens per call), "
+            "so its figures are not comparable row by row."
+        )
     return ArticleTableCheck(reproduces_basis=same_basis, rows=rows, notes=notes)

@@ -48,19 +48,28 @@ def _ceil(x: float) -> int:
 def break_even(option: LocalOption, api_cost_per_call: float, currency: str = "CNY") -> BreakEven:
     key = option.key
     if option.unit_cost_per_year is None:
-        return BreakEven(option=key, volume=None, annual_cost=None, first_crossing=None,
-                         reason=f"not priced: {option.missing_price}")
+        return BreakEven(
+            option=key, volume=None, annual_cost=None, first_crossing=None, reason=f"not priced: {option.missing_price}"
+        )
     a = api_cost_per_call
     fixed, unit, cap = option.fixed_cost_per_year, option.unit_cost_per_year, option.calls_per_unit_year
     if a <= 0:
-        return BreakEven(option=key, volume=None, annual_cost=None, first_crossing=None,
-                         reason="the API price is zero, so the API is never dearer")
+        return BreakEven(
+            option=key,
+            volume=None,
+            annual_cost=None,
+            first_crossing=None,
+            reason="the API price is zero, so the API is never dearer",
+        )
     per_replica = option.calls_per_replica_year
     block_replicas, block_units = option.replica_block()
     saving = block_replicas * per_replica - block_units * unit / a
     if saving <= 0:
         return BreakEven(
-            option=key, volume=None, annual_cost=None, first_crossing=None,
+            option=key,
+            volume=None,
+            annual_cost=None,
+            first_crossing=None,
             reason=(
                 f"the API stays cheaper at every volume: one {'node' if option.kind != 'on-prem' else 'server'} "
                 f"costs {format_money(unit, currency)}/year but serves at most {cap:,.0f} calls/year, which cost "
@@ -79,7 +88,10 @@ def break_even(option: LocalOption, api_cost_per_call: float, currency: str = "C
         first = min(first, max((k - 1) * per_replica, (fixed + option.units_for(k) * unit) / a))
     first = min(first, volume)
     return BreakEven(
-        option=key, volume=volume, annual_cost=a * volume, first_crossing=first,
+        option=key,
+        volume=volume,
+        annual_cost=a * volume,
+        first_crossing=first,
         reason=(
             f"from {volume:,.0f} calls/year on, {key} is never dearer than the API "
             f"({option.units(volume * 1.0001)} {'server' if option.kind == 'on-prem' else 'node'}(s))"

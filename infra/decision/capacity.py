@@ -25,7 +25,7 @@ from infra.planner.plan import MIN_CONTEXT
 from infra.planner.quantization import QUANTIZATIONS
 
 if TYPE_CHECKING:
-    from infra.catalog import Catalog, ModelSpec, Tier
+    from infra.catalog import Catalog, MachineMapping, ModelSpec, Tier
     from infra.decision.study import CostRequest
     from infra.planner import DeploymentPlan
 
@@ -89,18 +89,63 @@ def tier_capacity(req: CostRequest, tier: Tier, context: int) -> tuple[TierCapac
         raise
     except PlanError as exc:  # context out of the model's range
         raise DecisionInputError(f"--context {context}: {exc}" if req.context else str(exc)) from None
-    spread = f" x PP {plan.pipeline_parallel_size} over {plan.nodes_per_replica} nodes" if plan.nodes_per_replica > 1 else ""
-    layout = (f"{plan.served_model_name} {plan.quantization} on {tier.key}, TP {plan.tensor_parallel_size}{spread}, "
-              f"max_model_len {plan.max_model_len:,}")
+    spread = (
+        f" x PP {plan.pipeline_parallel_size} over {plan.nodes_per_replica} nodes" if plan.nodes_per_replica > 1 else ""
+    )
+    layout = (
+        f"{plan.served_model_name} {plan.quantization} on {tier.key}, TP {plan.tensor_parallel_size}{spread}, "
+        f"max_model_len {plan.max_model_len:,}"
+    )
     if req.throughput_tokens_per_s is not None:
         tps, prefill = req.throughput_tokens_per_s, None
         source = f"measured, given with --throughput-tokens-per-s (replica layout from the planner: {layout})"
     else:
         tps, prefill = plan.decode_tokens_per_s_batch, plan.prefill_tokens_per_s
-        source = (f"planner upper bound for {layout}, {plan.max_num_seqs} sequences: decode {tps:,.0f} tokens/s, "
-                  f"prefill {prefill:,.0f} tokens/s")
+        source = (
+            f"planner upper bound for {layout}, {plan.max_num_seqs} sequences: decode {tps:,.0f} tokens/s, "
+            f"prefill {prefill:,.0f} tokens/s"
+        )
     cap = calls_per_replica_year(tps, req.workload, req.utilization, prefill_tokens_per_s=prefill)
-    return TierCapacity(tier=tier.key, gpu=tier.gpu, gpus_per_replica=plan.gpus_per_replica,
-                        max_model_len=plan.max_model_len, tokens_per_s=tps, prefill_tokens_per_s=prefill,
-                        source=source, calls_per_replica_year=cap), plan
+    return TierCapacity(
+        tier=tier.key,
+        gpu=tier.gpu,
+        gpus_per_replica=plan.gpus_per_replica,
+        max_model_len=plan.max_model_len,
+        tokens_per_s=tps,
+        prefill_tokens_per_s=prefill,
+        source=source,
+        calls_per_replica_year=cap,
+    ), plan
 
+
+def capacity_on(req: CostRequest, cap: TierCapacity, plan: DeploymentPlan, mapping: MachineMapping) -> TierCapacity:
+    """One replica's capacity on the machine that runs it: ``cap`` itself when the machine has the plan's GPU,
+    else the planner's bounds on the machine's GPU (decode scales with memory bandwidth, prefill is the
+    planner's compute bound on that GPU). A measured --throughput-tokens-per-s is kept as given."""
+    from infra.catalog import load_catalog
+    from infra.planner.quantization import QUANT_SPECS
+    from infra.planner.sizing import prefill_tokens_per_s
+
+    if mapping.gpu is None or mapping.gpu == cap.gpu or cap.prefill_tokens_per_s is None:
+        return cap
+    catalog = load_catalog()
+    planned, gpu = catalog.gpu(cap.gpu), catalog.gpu(mapping.gpu)
+    tps = cap.tokens_per_s * gpu.memory_bandwidth_gbps / planned.memory_bandwidth_gbps
+    prefill = prefill_tokens_per_s(
+        catalog.model(plan.model_id), QUANT_SPECS[plan.quantization], gpu, plan.gpus_per_replica
+    )
+    source = (
+        f"{cap.source}; on {mapping.machine_type}'s {gpu.key}: decode {tps:,.0f} tokens/s (memory bandwidth "
+        f"{gpu.memory_bandwidth_gbps:,.0f} against {planned.memory_bandwidth_gbps:,.0f} GB/s), prefill "
+        f"{prefill:,.0f} tokens/s"
+    )
+    calls = calls_per_replica_year(tps, req.workload, req.utilization, prefill_tokens_per_s=prefill)
+    return cap.model_copy(
+        update={
+            "gpu": gpu.key,
+            "tokens_per_s": tps,
+            "prefill_tokens_per_s": prefill,
+            "source": source,
+            "calls_per_replica_year": calls,
+        }
+    )

@@ -40,6 +40,7 @@ def non_empty(text: str) -> str:
 
 def one_line_errors(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Make ``parser`` report a bad argument as one line on stderr (exit 2) instead of usage + message."""
+
     def error(message: str) -> NoReturn:
         print(f"error: {message} (see {parser.prog} --help)", file=sys.stderr)
         raise SystemExit(2)

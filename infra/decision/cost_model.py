@@ -57,8 +57,9 @@ def api_cost_per_call(prices: TokenPrices, workload: Workload, to_report: float)
     return per_call * to_report
 
 
-def calls_per_replica_year(tokens_per_s: float, workload: Workload, utilization: float,
-                           prefill_tokens_per_s: float | None = None) -> float:
+def calls_per_replica_year(
+    tokens_per_s: float, workload: Workload, utilization: float, prefill_tokens_per_s: float | None = None
+) -> float:
     """Calls one replica can serve in a year without exceeding ``utilization`` at the peak.
 
     One call holds the replica for completion / tokens_per_s seconds of decode, plus prompt /
@@ -75,7 +76,8 @@ def calls_per_replica_year(tokens_per_s: float, workload: Workload, utilization:
     if not (math.isfinite(calls) and calls > 0):
         raise DecisionInputError(
             f"--completion-tokens {workload.completion_tokens:g} x --peak-to-average {workload.peak_to_average:g}: "
-            "one replica would serve no call in a year; give smaller, realistic values")
+            "one replica would serve no call in a year; give smaller, realistic values"
+        )
     return calls
 
 

@@ -33,7 +33,9 @@ class ExchangeRate(BaseModel):
     def convert(self, amount: float, from_currency: str, to_currency: str) -> float:
         for name, cur in (("from", from_currency), ("to", to_currency)):
             if cur not in CURRENCIES:
-                raise DecisionInputError(f"currency ({name}) {cur!r} is not supported; allowed: {', '.join(CURRENCIES)}")
+                raise DecisionInputError(
+                    f"currency ({name}) {cur!r} is not supported; allowed: {', '.join(CURRENCIES)}"
+                )
         if from_currency == to_currency:
             return amount
         if from_currency == "USD":

@@ -14,6 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from infra.catalog.schema import CloudPlatform
 from infra.decision.currency import Currency, DecisionInputError, ExchangeRate
 
 HERE = Path(__file__).resolve().parent
@@ -87,7 +88,7 @@ class TierHardware(_Strict):
 
 
 class CloudMachinePrice(_Strict):
-    platform: Literal["gke", "eks"]
+    platform: CloudPlatform
     region: str
     currency: Currency
     on_demand_per_hour: float | None = Field(default=None, ge=0)
@@ -150,8 +151,9 @@ def load_api_prices(preset_or_path: str = ARTICLE_PRESET) -> ApiPriceSheet:
     """A preset name (``article-flat``, ``deepseek``) or the path of a custom sheet."""
     presets = _presets()
     if preset_or_path in RENAMED_PRESETS and not Path(preset_or_path).exists():
-        raise DecisionInputError(f"--api-prices {preset_or_path!r} was renamed: use "
-                                 f"{RENAMED_PRESETS[preset_or_path]!r} (the same prices)")
+        raise DecisionInputError(
+            f"--api-prices {preset_or_path!r} was renamed: use {RENAMED_PRESETS[preset_or_path]!r} (the same prices)"
+        )
     if preset_or_path in presets:
         raw = dict(presets[preset_or_path])
         raw.setdefault("name", preset_or_path)

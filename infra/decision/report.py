@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
+from infra.catalog.schema import CLOUD_PLATFORMS
 from infra.decision.compliance import compliance_matrix
 from infra.decision.currency import DecisionInputError, format_money, format_volume
 from infra.decision.study import CostRequest, CostStudy, run_study
@@ -24,19 +25,28 @@ def _plan_section(req: CostRequest, study: CostStudy) -> list[str]:
     """The plan per tier: the very plans the cost study priced (same max model length)."""
     out = ["## 1. Deployment plan", ""]
     if req.context is None:
-        out += [f"Max model length {study.max_model_len:,} tokens: one call of {req.workload.tokens_per_call:g} "
-                "tokens (prompt + completion), rounded up to a power of two.", ""]
+        out += [
+            f"Max model length {study.max_model_len:,} tokens: one call of {req.workload.tokens_per_call:g} "
+            "tokens (prompt + completion), rounded up to a power of two.",
+            "",
+        ]
     for tier in req.tiers:
         plan = study.plans.get(tier)
         if plan is None:
             out += [f"**{tier}**: does not fit. {study.unfit[tier]}", ""]
             continue
         out += [
-            f"**{plan.served_model_name}** (`{plan.model_id}`) on tier **{tier}**", "",
-            "| item | value |", "|---|---|",
+            f"**{plan.served_model_name}** (`{plan.model_id}`) on tier **{tier}**",
+            "",
+            "| item | value |",
+            "|---|---|",
             f"| GPUs per replica | {plan.gpus_per_replica}x {plan.gpu} (tensor parallel {plan.tensor_parallel_size}"
-            + (f" x pipeline parallel {plan.pipeline_parallel_size} over {plan.nodes_per_replica} nodes"
-               if plan.nodes_per_replica > 1 else "") + ") |",
+            + (
+                f" x pipeline parallel {plan.pipeline_parallel_size} over {plan.nodes_per_replica} nodes"
+                if plan.nodes_per_replica > 1
+                else ""
+            )
+            + ") |",
             f"| quantization | {plan.quantization} |",
             f"| max model length | {plan.max_model_len:,} tokens |",
             f"| concurrent sequences | {plan.max_num_seqs} |",
@@ -47,7 +57,7 @@ def _plan_section(req: CostRequest, study: CostStudy) -> list[str]:
             f"| engine flags | `{' '.join(plan.engine_args) or '(dsdeploy serve)'}` |",
             "",
         ]
-        for platform in ("gke", "eks"):
+        for platform in CLOUD_PLATFORMS:
             m = plan.machine(platform)
             if m.substitution:
                 out += [f"- {platform.upper()}: {m.substitution}"]
@@ -63,12 +73,21 @@ def _cost_section(study: CostStudy, chart_name: str | None) -> list[str]:
         f"Per call: {w.prompt_tokens:g} prompt + {w.completion_tokens:g} completion tokens, cache-hit ratio "
         f"{w.cache_hit_ratio:g}, peak-to-average {w.peak_to_average:g}. API cost per call "
         f"{format_money(study.api_cost_per_call, cur)}. Local: replicas sized for the peak at utilization "
-        f"{study.utilization:g}, hardware depreciated over {study.amortization_years:g} years, all costs per year.", "",
+        f"{study.utilization:g}, hardware depreciated over {study.amortization_years:g} years, all costs per year.",
+        "",
     ]
     if chart_name:
         out += [f"![Annual cost against volume, break-even points marked]({chart_name})", ""]
-    out += [to_markdown(cost_table(study)), "", to_markdown(tco_table(study)), "", to_markdown(breakeven_table(study)), "",
-            to_markdown(capacity_table(study)), ""]
+    out += [
+        to_markdown(cost_table(study)),
+        "",
+        to_markdown(tco_table(study)),
+        "",
+        to_markdown(breakeven_table(study)),
+        "",
+        to_markdown(capacity_table(study)),
+        "",
+    ]
     cheapest = {format_volume(r.calls_per_year): r.cheapest for r in study.rows}
     out += ["Cheapest at each volume: " + "; ".join(f"{v}: {k}" for v, k in cheapest.items()) + ".", ""]
     comparison = article_comparison_table(study)
@@ -80,8 +99,9 @@ def _cost_section(study: CostStudy, chart_name: str | None) -> list[str]:
     return out
 
 
-def build_report(req: CostRequest, *, mode: str = "hybrid", router_config: str | None = None,
-                 output: str | None = None) -> tuple[str, list[Path]]:
+def build_report(
+    req: CostRequest, *, mode: str = "hybrid", router_config: str | None = None, output: str | None = None
+) -> tuple[str, list[Path]]:
     """The Markdown text, and the files written (report, chart) when ``output`` is given."""
     matrix = compliance_matrix(mode, router_config)  # validate cheap inputs before the heavier work
     study = run_study(req)
@@ -116,4 +136,3 @@ def build_report(req: CostRequest, *, mode: str = "hybrid", router_config: str |
         out_path.write_text(text, encoding="utf-8")
         written.insert(0, out_path)
     return text, written
-

@@ -8,13 +8,14 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections.abc import Callable
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from infra.catalog import load_catalog
+from infra.catalog.schema import CLOUD_PLATFORMS, CloudPlatform
 from infra.decision.article_table import ArticleTableCheck, article_table_check
 from infra.decision.breakeven import BreakEven, break_even
-from infra.decision.capacity import TierCapacity, check_model, plan_context, tier_capacity
+from infra.decision.capacity import TierCapacity, capacity_on, check_model, plan_context, tier_capacity
 from infra.decision.cost_model import (
     LocalOption,
     Workload,
@@ -48,8 +49,8 @@ class CostRequest(BaseModel):
     currency: Currency = "CNY"
     usd_cny: float | None = Field(default=None, gt=0)
     local_prices: str | None = Field(default=None, min_length=1)
-    tiers: list[str] = Field(default_factory=lambda: ["base", "pro"])
-    platforms: list[Literal["gke", "eks"]] = Field(default_factory=lambda: ["gke", "eks"])
+    tiers: list[str] = Field(default_factory=lambda: list(load_catalog().tiers))
+    platforms: list[CloudPlatform] = Field(default_factory=lambda: list(CLOUD_PLATFORMS))
     onprem: bool = True
     model: str = Field(default=DEFAULT_MODEL, min_length=1)
     quantization: str | None = Field(default=None, min_length=1)
@@ -133,8 +134,10 @@ def run_study(req: CostRequest) -> CostStudy:
     if (req.on_demand_hourly or req.spot_hourly or req.hardware_price or req.power_kw is not None) and (
         len(req.tiers) != 1
     ):
-        raise DecisionInputError("--hardware-price, --power-kw, --on-demand-hourly and --spot-hourly apply to one "
-                                 "tier: give exactly one --tier")
+        raise DecisionInputError(
+            "--hardware-price, --power-kw, --on-demand-hourly and --spot-hourly apply to one "
+            "tier: give exactly one --tier"
+        )
     if (req.on_demand_hourly or req.spot_hourly) and len(req.platforms) != 1:
         raise DecisionInputError("--on-demand-hourly / --spot-hourly apply to one cloud: give exactly one --platform")
     if req.throughput_tokens_per_s is not None and len(req.tiers) != 1:
@@ -162,18 +165,33 @@ def run_study(req: CostRequest) -> CostStudy:
             cap, plan = tier_capacity(req, tier, context)
         except PlanDoesNotFit as exc:
             unfit[tier_name] = str(exc)
-            warnings.append(f"tier {tier.key}: {req.model} does not fit at max model length {context:,}, "
-                            f"left out: {exc}")
+            warnings.append(
+                f"tier {tier.key}: {req.model} does not fit at max model length {context:,}, left out: {exc}"
+            )
             continue
         plans[tier_name] = plan
         mapping_for = plan.machine
         capacities.append(cap)
         if req.onprem:
-            options.append(onprem_option(req, local, tier_name, tier.gpus_per_replica, mapping_for("existing"),
-                                         cap, conv, pue, elec, hosting, fixed))
+            options.append(
+                onprem_option(
+                    req,
+                    local,
+                    tier_name,
+                    tier.gpus_per_replica,
+                    mapping_for("existing"),
+                    cap,
+                    conv,
+                    pue,
+                    elec,
+                    hosting,
+                    fixed,
+                )
+            )
         for platform in req.platforms:
             mapping = mapping_for(platform)
-            options.extend(cloud_options(req, local, tier_name, platform, mapping, cap, conv, fixed))
+            on_machine = capacity_on(req, cap, plan, mapping)  # the machine's own GPU may differ from the tier's
+            options.extend(cloud_options(req, local, tier_name, platform, mapping, on_machine, conv, fixed))
     if not capacities:
         raise DecisionInputError("no tier can serve the model: " + "; ".join(warnings))
 
@@ -182,11 +200,17 @@ def run_study(req: CostRequest) -> CostStudy:
         costs = {o.key: o.annual_cost(v) for o in options}
         candidates = {"API": per_call * v} | {k: c for k, c in costs.items() if c is not None}
         years = req.amortization_years
-        rows.append(VolumeRow(calls_per_year=v, api=per_call * v, local=costs, api_tco=per_call * v * years,
-                              local_tco={k: None if c is None else c * years for k, c in costs.items()},
-                              replicas={c.tier: max(1, math.ceil(v / c.calls_per_replica_year - 1e-12))
-                                        for c in capacities},
-                              cheapest=min(candidates, key=lambda k: candidates[k])))
+        rows.append(
+            VolumeRow(
+                calls_per_year=v,
+                api=per_call * v,
+                local=costs,
+                api_tco=per_call * v * years,
+                local_tco={k: None if c is None else c * years for k, c in costs.items()},
+                replicas={c.tier: max(1, math.ceil(v / c.calls_per_replica_year - 1e-12)) for c in capacities},
+                cheapest=min(candidates, key=lambda k: candidates[k]),
+            )
+        )
     assumptions = [
         f"exchange rate: {rate.describe()}",
         f"API: {sheet.name} / {model_name}: {prices.input_cache_hit_per_mtok:g} (cache hit) / "
@@ -198,13 +222,26 @@ def run_study(req: CostRequest) -> CostStudy:
         "servers and cloud nodes run all year (8,760 h); at least one replica is always on",
     ]
     return CostStudy(
-        currency=cur, exchange_rate=rate, api_sheet=sheet.name, api_model=model_name,
-        api_price_source=prices.source, api_price_read_on=prices.read_on, api_cost_per_call=per_call,
-        workload=req.workload, amortization_years=req.amortization_years, utilization=req.utilization,
-        capacities=capacities, options=options, rows=rows,
-        break_evens=[break_even(o, per_call, cur) for o in options], assumptions=assumptions,
-        article_table=article_table_check(sheet.name, req.workload, per_call, cur, _cheapest_local(options)), warnings=warnings,
-        max_model_len=context, plans=plans, unfit=unfit,
+        currency=cur,
+        exchange_rate=rate,
+        api_sheet=sheet.name,
+        api_model=model_name,
+        api_price_source=prices.source,
+        api_price_read_on=prices.read_on,
+        api_cost_per_call=per_call,
+        workload=req.workload,
+        amortization_years=req.amortization_years,
+        utilization=req.utilization,
+        capacities=capacities,
+        options=options,
+        rows=rows,
+        break_evens=[break_even(o, per_call, cur) for o in options],
+        assumptions=assumptions,
+        article_table=article_table_check(sheet.name, req.workload, per_call, cur, _cheapest_local(options)),
+        warnings=warnings,
+        max_model_len=context,
+        plans=plans,
+        unfit=unfit,
     )
 
 
@@ -212,6 +249,7 @@ def _cheapest_local(options: list[LocalOption]) -> Callable[[float], tuple[str, 
     def cheapest(calls: float) -> tuple[str, float] | None:
         costs = [(o.key, c) for o in options if (c := o.annual_cost(calls)) is not None]
         return min(costs, key=lambda kc: kc[1]) if costs else None
+
     return cheapest
 
 

@@ -45,8 +45,9 @@ class GpuPlatform(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
     ):
         super().__init__("dsdeploy:platform:GpuPlatform", name, None, opts)
-        after_nodes = pulumi.ResourceOptions(parent=self, provider=provider,
-                                             depends_on=[gpu_nodes] if gpu_nodes else [])
+        after_nodes = pulumi.ResourceOptions(
+            parent=self, provider=provider, depends_on=[gpu_nodes] if gpu_nodes else []
+        )
         self.ready = [gpu_nodes] if gpu_nodes else []
         if cfg.platform == "gke":
             self.enablement = "GKE-managed NVIDIA driver and device plugin (no extra plugin installed)"
@@ -56,8 +57,9 @@ class GpuPlatform(pulumi.ComponentResource):
         elif cfg.gpus_already_enabled:
             self.enablement = "GPUs already enabled on the cluster (gpusAlreadyEnabled): nothing installed"
         else:
-            values = gpu_operator.gpu_operator_values(facts, driver=cfg.gpu_operator_driver,
-                                                      nfd=cfg.gpu_operator_nfd, toolkit=cfg.gpu_operator_toolkit)
+            values = gpu_operator.gpu_operator_values(
+                facts, driver=cfg.gpu_operator_driver, nfd=cfg.gpu_operator_nfd, toolkit=cfg.gpu_operator_toolkit
+            )
             self.ready.append(self._chart(gpu_operator, values, after_nodes))
             self.enablement = f"NVIDIA GPU operator {gpu_operator.VERSION} " + gpu_operator.operands_text(values)
 
@@ -83,8 +85,11 @@ class GpuPlatform(pulumi.ComponentResource):
 
     def _chart(self, source: ModuleType, values: dict[str, Any], opts: pulumi.ResourceOptions) -> k8s.helm.v4.Chart:
         """A pinned upstream chart (module with CHART, REPO, VERSION, NAMESPACE) in its own namespace."""
-        namespace = k8s.core.v1.Namespace(f"{source.CHART}-ns", metadata={"name": source.NAMESPACE},
-                                          opts=pulumi.ResourceOptions(parent=self, provider=opts.provider))
+        namespace = k8s.core.v1.Namespace(
+            f"{source.CHART}-ns",
+            metadata={"name": source.NAMESPACE},
+            opts=pulumi.ResourceOptions(parent=self, provider=opts.provider),
+        )
         oci = source.REPO.startswith("oci://")  # an OCI chart is named by its URL; a classic one by its repo
         return k8s.helm.v4.Chart(
             source.CHART,
@@ -95,4 +100,3 @@ class GpuPlatform(pulumi.ComponentResource):
             values=values,
             opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[namespace])),
         )
-

@@ -24,7 +24,9 @@ def device_plugin_values(facts: GpuNodeFacts) -> dict[str, Any]:
     return {
         "affinity": {
             "nodeAffinity": {
-                "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": expressions}]}
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [{"matchExpressions": expressions}]
+                }
             }
         },
         "tolerations": [*facts.tolerations(), {"key": "CriticalAddonsOnly", "operator": "Exists"}],

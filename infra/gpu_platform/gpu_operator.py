@@ -26,8 +26,12 @@ NAMESPACE = "gpu-operator"
 
 # The gpu-operator chart's own defaults at VERSION, kept because a list value replaces the default list.
 DEFAULT_GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
-CONTROL_PLANE_TOLERATION = {"key": "node-role.kubernetes.io/control-plane", "operator": "Equal", "value": "",
-                            "effect": "NoSchedule"}
+CONTROL_PLANE_TOLERATION = {
+    "key": "node-role.kubernetes.io/control-plane",
+    "operator": "Equal",
+    "value": "",
+    "effect": "NoSchedule",
+}
 
 
 def _unique(tolerations: list[dict[str, str]]) -> list[dict[str, str]]:
@@ -36,8 +40,9 @@ def _unique(tolerations: list[dict[str, str]]) -> list[dict[str, str]]:
     return sorted(unique, key=lambda t: (t["key"], t.get("value", ""), t.get("effect", "")))
 
 
-def gpu_operator_values(facts: GpuNodeFacts, *, driver: bool = True, nfd: bool = True,
-                        toolkit: bool = True) -> dict[str, Any]:
+def gpu_operator_values(
+    facts: GpuNodeFacts, *, driver: bool = True, nfd: bool = True, toolkit: bool = True
+) -> dict[str, Any]:
     """Operator values: which operands run, and tolerations for the GPU nodes' taints on NFD and every operand."""
     operands = _unique([*facts.tolerations(), DEFAULT_GPU_TOLERATION])
     values: dict[str, Any] = {
@@ -50,13 +55,14 @@ def gpu_operator_values(facts: GpuNodeFacts, *, driver: bool = True, nfd: bool =
         "daemonsets": {"tolerations": operands},
     }
     if nfd:
-        values["node-feature-discovery"] = {
-            "worker": {"tolerations": _unique([*operands, CONTROL_PLANE_TOLERATION])}}
+        values["node-feature-discovery"] = {"worker": {"tolerations": _unique([*operands, CONTROL_PLANE_TOLERATION])}}
     return values
 
 
 def operands_text(values: dict[str, Any]) -> str:
     """What the operator installs besides the device plugin, for the ``gpuEnablement`` output."""
-    parts = [f"{'with' if values[key]['enabled'] else 'without'} {label}"
-             for key, label in (("driver", "the driver"), ("toolkit", "the container toolkit"), ("nfd", "NFD"))]
+    parts = [
+        f"{'with' if values[key]['enabled'] else 'without'} {label}"
+        for key, label in (("driver", "the driver"), ("toolkit", "the container toolkit"), ("nfd", "NFD"))
+    ]
     return ", ".join(parts)

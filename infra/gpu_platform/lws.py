@@ -13,8 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 CHART = "lws"
-REPO = "oci://registry.k8s.io/lws/charts"   # the chart's OCI home (LWS installation guide, "Install by Helm")
-VERSION = "0.10.0"                           # chart version = release v0.10.0 (without the "v")
+REPO = "oci://registry.k8s.io/lws/charts"  # the chart's OCI home (LWS installation guide, "Install by Helm")
+VERSION = "0.10.0"  # chart version = release v0.10.0 (without the "v")
 APP_VERSION = "v0.10.0"
 NAMESPACE = "lws-system"
 
@@ -22,8 +22,9 @@ NAMESPACE = "lws-system"
 def lws_values() -> dict[str, Any]:
     """The controller image pinned to the release (the chart's source tree says `main` with pull Always)."""
     return {
-        "image": {"manager": {"repository": "registry.k8s.io/lws/lws", "tag": APP_VERSION,
-                              "pullPolicy": "IfNotPresent"}},
+        "image": {
+            "manager": {"repository": "registry.k8s.io/lws/lws", "tag": APP_VERSION, "pullPolicy": "IfNotPresent"}
+        },
         "enablePrometheus": False,
         "enableCertManager": False,
     }

@@ -29,8 +29,9 @@ SHARED_CLASSES: dict[str, dict[str, Any]] = {
 }
 
 
-def storage_class_args(platform: str, shared: dict[str, pulumi.Input[str]] | None,
-                       zone: pulumi.Input[str] | None = None) -> dict[str, Any] | None:
+def storage_class_args(
+    platform: str, shared: dict[str, pulumi.Input[str]] | None, zone: pulumi.Input[str] | None = None
+) -> dict[str, Any] | None:
     """Arguments of the StorageClass to create, or None where the cluster brings its own.
 
     ``shared`` holds the cloud layer's shared file system parameters (Filestore network, EFS id)
@@ -51,5 +52,6 @@ def storage_class_args(platform: str, shared: dict[str, pulumi.Input[str]] | Non
     }
     if zone is not None and shared is None and platform in ZONE_TOPOLOGY_KEYS:
         args["allowed_topologies"] = [
-            {"match_label_expressions": [{"key": ZONE_TOPOLOGY_KEYS[platform], "values": [zone]}]}]
+            {"match_label_expressions": [{"key": ZONE_TOPOLOGY_KEYS[platform], "values": [zone]}]}
+        ]
     return args

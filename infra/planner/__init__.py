@@ -12,6 +12,11 @@ from infra.planner.plan import DEFAULT_CONTEXT, DeploymentPlan, plan_deployment
 from infra.planner.quantization import QUANT_SPECS, QUANTIZATIONS
 
 __all__ = [
-    "DEFAULT_CONTEXT", "QUANTIZATIONS", "QUANT_SPECS", "DeploymentPlan", "PlanDoesNotFit", "PlanError",
+    "DEFAULT_CONTEXT",
+    "QUANTIZATIONS",
+    "QUANT_SPECS",
+    "DeploymentPlan",
+    "PlanDoesNotFit",
+    "PlanError",
     "plan_deployment",
 ]

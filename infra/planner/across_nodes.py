@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from infra.catalog import Catalog, ModelSpec, Tier
+from infra.catalog.schema import known
 from infra.planner.advice import single_node_alternative, suggest
 from infra.planner.errors import PlanDoesNotFit
 from infra.planner.explain import MIN_USEFUL_SEQS, kv_formula
@@ -43,29 +44,51 @@ class SpreadFigures:
     explanation: list[str]
 
 
-def plan_across_nodes(spec: ModelSpec, quant: str, catalog: Catalog, tier: Tier, contexts: list[int],
-                      utilization: float, max_nodes: int, spec_decode: bool) -> MultiNodeFit:
+def plan_across_nodes(
+    spec: ModelSpec,
+    quant: str,
+    catalog: Catalog,
+    tier: Tier,
+    contexts: list[int],
+    utilization: float,
+    max_nodes: int,
+    spec_decode: bool,
+) -> MultiNodeFit:
     """The fewest nodes (up to max_nodes) holding one sequence, or PlanDoesNotFit with the shortfall."""
     gpu = catalog.gpu(tier.gpu)
-    fit = span_nodes(spec, QUANT_SPECS[quant], gpu, tier.gpus_per_replica, contexts, utilization, max_nodes,
-                     spec_decode)
+    fit = span_nodes(
+        spec, QUANT_SPECS[quant], gpu, tier.gpus_per_replica, contexts, utilization, max_nodes, spec_decode
+    )
     if fit is not None:
         return fit
     raise _not_fit(spec, quant, catalog, tier, contexts, utilization, max_nodes, spec_decode)
 
 
-def _not_fit(spec: ModelSpec, quant: str, catalog: Catalog, tier: Tier, contexts: list[int], utilization: float,
-             max_nodes: int, spec_decode: bool) -> PlanDoesNotFit:
+def _not_fit(
+    spec: ModelSpec,
+    quant: str,
+    catalog: Catalog,
+    tier: Tier,
+    contexts: list[int],
+    utilization: float,
+    max_nodes: int,
+    spec_decode: bool,
+) -> PlanDoesNotFit:
     ctx = contexts[0]
     gpu = catalog.gpu(tier.gpu)
-    nodes = min(max_nodes, spec.num_hidden_layers)  # type: ignore[type-var]
+    nodes = min(max_nodes, known(spec.num_hidden_layers))
     fit = evaluate_nodes(spec, QUANT_SPECS[quant], gpu, tier.gpus_per_replica, nodes, ctx, utilization, spec_decode)
-    limit = ("the most one replica may span" if max_nodes == MAX_NODES_PER_REPLICA
-             else f"the most --max-nodes allows; the planner's limit is {MAX_NODES_PER_REPLICA}")
+    limit = (
+        "the most one replica may span"
+        if max_nodes == MAX_NODES_PER_REPLICA
+        else f"the most --max-nodes allows; the planner's limit is {MAX_NODES_PER_REPLICA}"
+    )
     tried = ""
     if len(contexts) > 1:
-        tried = (f" Shorter contexts were tried too ({', '.join(f'{c:,}' for c in contexts[1:])} tokens): no "
-                 "sequence fits at any of them.")
+        tried = (
+            f" Shorter contexts were tried too ({', '.join(f'{c:,}' for c in contexts[1:])} tokens): no "
+            "sequence fits at any of them."
+        )
     advice = suggest(spec, quant, tier.key, ctx, utilization, catalog, max_nodes)
     message = (
         f"{spec.id} in {quant} does not fit tier {tier.key}, not even across {nodes} nodes ({limit}; {nodes}x "
@@ -78,27 +101,35 @@ def _not_fit(spec: ModelSpec, quant: str, catalog: Catalog, tier: Tier, contexts
     return PlanDoesNotFit(message, fit.shortfall_bytes, advice)
 
 
-def spread_figures(spec: ModelSpec, quant: str, catalog: Catalog, tier: Tier, fit: MultiNodeFit, utilization: float,
-                   seqs: int) -> SpreadFigures:
+def spread_figures(
+    spec: ModelSpec, quant: str, catalog: Catalog, tier: Tier, fit: MultiNodeFit, utilization: float, seqs: int
+) -> SpreadFigures:
     """Decode bounds, warnings and the explanation of a multi-node plan."""
     gpu = catalog.gpu(tier.gpu)
     qspec = QUANT_SPECS[quant]
     per_seq = decode_tokens_per_s(spec, qspec, gpu, fit, 1)
     batch = decode_tokens_per_s(spec, qspec, gpu, fit, seqs)
-    warnings = [f"one replica spans {fit.nodes} nodes of tier {tier.key} ({fit.gpus} GPUs): it runs as a "
-                f"LeaderWorkerSet (the LWS controller must be installed) and a failed pod restarts its whole group"]
+    warnings = [
+        f"one replica spans {fit.nodes} nodes of tier {tier.key} ({fit.gpus} GPUs): it runs as a "
+        f"LeaderWorkerSet (the LWS controller must be installed) and a failed pod restarts its whole group"
+    ]
     if seqs < MIN_USEFUL_SEQS:
         extra = ""
-        if fit.nodes < min(MAX_NODES_PER_REPLICA, spec.num_hidden_layers):  # type: ignore[type-var]
-            more = evaluate_nodes(spec, qspec, gpu, tier.gpus_per_replica, fit.nodes + 1, fit.context, utilization,
-                                  fit.spec_decode)
+        if fit.nodes < min(MAX_NODES_PER_REPLICA, known(spec.num_hidden_layers)):
+            more = evaluate_nodes(
+                spec, qspec, gpu, tier.gpus_per_replica, fit.nodes + 1, fit.context, utilization, fit.spec_decode
+            )
             extra = f"; {fit.nodes + 1} nodes would hold {min(more.sequences, MAX_NUM_SEQS_CAP)}"
-        warnings.append(f"only {seqs} sequence(s) of {fit.context} tokens fit at once{extra}; a shorter --context "
-                        "or a smaller quantization raises concurrency")
+        warnings.append(
+            f"only {seqs} sequence(s) of {fit.context} tokens fit at once{extra}; a shorter --context "
+            "or a smaller quantization raises concurrency"
+        )
     alternative = single_node_alternative(spec, quant, tier.key, fit.context, utilization, catalog)
     if alternative:
-        warnings.append(f"{alternative} fits one node of tier {tier.key}: a one-node replica needs no "
-                        "LeaderWorkerSet and sends nothing between nodes")
+        warnings.append(
+            f"{alternative} fits one node of tier {tier.key}: a one-node replica needs no "
+            "LeaderWorkerSet and sends nothing between nodes"
+        )
     widest = valid_tp_sizes(spec, tier.gpus_per_replica)[-1]
     one = evaluate(spec, qspec, gpu, widest, fit.context, utilization, fit.spec_decode)
     kv = kv_layout(spec, fit.tp, fit.spec_decode)
@@ -124,7 +155,9 @@ def _more_than_one_node(spec: ModelSpec, quant: QuantSpec, fit: MultiNodeFit) ->
     extra = fit.weight_bytes - weight_bytes(spec, quant, fit.spec_decode)
     if extra <= 0:
         return []
-    return [f"the stages hold {extra / GB:.2f} GB more than one node would ({fit.weight_bytes / GB:.2f} GB in all): "
-            "over a pipeline vLLM builds the embedding on the first stage and the output head on the last (a tied "
-            "table on both), and the draft keeps its own copies of them on the last (vLLM shares them only when "
-            "the pipeline has one stage)"]
+    return [
+        f"the stages hold {extra / GB:.2f} GB more than one node would ({fit.weight_bytes / GB:.2f} GB in all): "
+        "over a pipeline vLLM builds the embedding on the first stage and the output head on the last (a tied "
+        "table on both), and the draft keeps its own copies of them on the last (vLLM shares them only when "
+        "the pipeline has one stage)"
+    ]

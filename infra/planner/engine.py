@@ -10,13 +10,17 @@ support (vllm/v1/attention/backends/mla/*: FlashMLA sparse needs compute capabil
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 from infra.catalog import Gpu, ModelSpec
 from infra.planner.sizing import MAX_NUM_BATCHED_TOKENS, Fit
 
+if TYPE_CHECKING:
+    from infra.planner.multinode import MultiNodeFit
+
 VLLM_VERSION = "0.32.0"
-GENERATIONS = ("ampere", "ada", "hopper", "blackwell")   # oldest first
-NO_VLLM_METHOD = {   # quantizations whose vLLM method the pinned release no longer has
+GENERATIONS = ("ampere", "ada", "hopper", "blackwell")  # oldest first
+NO_VLLM_METHOD = {  # quantizations whose vLLM method the pinned release no longer has
     "gguf-q4": "gguf",
     "bnb-4bit": "bitsandbytes",
     "bnb-8bit": "bitsandbytes",
@@ -28,8 +32,10 @@ def unsupported_gpu(spec: ModelSpec, gpu: Gpu) -> str | None:
     need = spec.vllm.min_architecture
     if GENERATIONS.index(gpu.architecture) >= GENERATIONS.index(need):
         return None
-    return (f"vLLM {VLLM_VERSION} has no kernels for {spec.id} on {gpu.key} ({gpu.architecture}): its "
-            f"sparse-attention backends need a {need} or newer GPU (compute capability 9.0+)")
+    return (
+        f"vLLM {VLLM_VERSION} has no kernels for {spec.id} on {gpu.key} ({gpu.architecture}): its "
+        f"sparse-attention backends need a {need} or newer GPU (compute capability 9.0+)"
+    )
 
 
 def speculative_decoding(spec: ModelSpec, quant: str) -> str | None:
@@ -41,8 +47,10 @@ def speculative_decoding(spec: ModelSpec, quant: str) -> str | None:
 
 
 def speculative_config(spec: ModelSpec) -> str:
-    config: dict[str, object] = {"method": spec.vllm.speculative,
-                                 "num_speculative_tokens": spec.vllm.num_speculative_tokens}
+    config: dict[str, object] = {
+        "method": spec.vllm.speculative,
+        "num_speculative_tokens": spec.vllm.num_speculative_tokens,
+    }
     if spec.vllm.draft_sample_method:
         config["draft_sample_method"] = spec.vllm.draft_sample_method
     return json.dumps(config, separators=(",", ":"))
@@ -53,14 +61,25 @@ def _utilization_flag(utilization: float) -> str:
     return f"{utilization:.2f}" if round(utilization, 2) == utilization else repr(utilization)
 
 
-def engine_args(spec: ModelSpec, fit: Fit, utilization: float, seqs: int, vllm_quant: str | None,
-                speculative: str | None) -> list[str]:
+def engine_args(
+    spec: ModelSpec,
+    fit: Fit | MultiNodeFit,
+    utilization: float,
+    seqs: int,
+    vllm_quant: str | None,
+    speculative: str | None,
+) -> list[str]:
     args = [
-        "--tensor-parallel-size", str(fit.tp),
-        "--max-model-len", str(fit.context),
-        "--gpu-memory-utilization", _utilization_flag(utilization),
-        "--max-num-seqs", str(seqs),
-        "--max-num-batched-tokens", str(MAX_NUM_BATCHED_TOKENS),
+        "--tensor-parallel-size",
+        str(fit.tp),
+        "--max-model-len",
+        str(fit.context),
+        "--gpu-memory-utilization",
+        _utilization_flag(utilization),
+        "--max-num-seqs",
+        str(seqs),
+        "--max-num-batched-tokens",
+        str(MAX_NUM_BATCHED_TOKENS),
     ]
     if vllm_quant:
         args += ["--quantization", vllm_quant]
@@ -86,9 +105,12 @@ def engine_warnings(spec: ModelSpec, quant: str) -> list[str]:
         warnings.append(
             f"vLLM {VLLM_VERSION} has no '{NO_VLLM_METHOD[quant]}' quantization method (it is not in "
             "vllm.model_executor.layers.quantization.QUANTIZATION_METHODS): serve this quantization with the "
-            "project's server engine (engine type 'server'), or choose another quantization for vLLM")
+            "project's server engine (engine type 'server'), or choose another quantization for vLLM"
+        )
     if spec.vllm.speculative and quant != spec.native_dtype:
-        warnings.append(f"speculative decoding ({spec.vllm.speculative}) is planned only with the native "
-                        f"{spec.native_dtype} checkpoint, whose draft layers the {quant} re-quantizations do "
-                        "not carry")
+        warnings.append(
+            f"speculative decoding ({spec.vllm.speculative}) is planned only with the native "
+            f"{spec.native_dtype} checkpoint, whose draft layers the {quant} re-quantizations do "
+            "not carry"
+        )
     return warnings

@@ -26,9 +26,11 @@ def kv_formula(spec: ModelSpec, kv: KvLayout, spec_decode: bool) -> str:
         return f"MLA {spec.num_hidden_layers}{draft} layers x ({spec.kv_lora_rank} + {spec.qk_rope_head_dim}) x 2 bytes"
     if spec.attention == "mla-dsa":
         latent, index = kv.parts[0], kv.parts[1]
-        return (f"MLA + sparse-attention indexer {spec.num_hidden_layers}{draft} layers x "
-                f"(({spec.kv_lora_rank} + {spec.qk_rope_head_dim}) x 2 + {index.per_token} indexer key "
-                f"{spec.index_head_dim} fp8 + fp32 scales) = {latent.layers} x {latent.per_token + index.per_token}")
+        return (
+            f"MLA + sparse-attention indexer {spec.num_hidden_layers}{draft} layers x "
+            f"(({spec.kv_lora_rank} + {spec.qk_rope_head_dim}) x 2 + {index.per_token} indexer key "
+            f"{spec.index_head_dim} fp8 + fp32 scales) = {latent.layers} x {latent.per_token + index.per_token}"
+        )
     growing = " + ".join(f"{p.layers} x {_num(float(p.per_token))} {p.name}" for p in kv.parts if p.per_token)
     return f"DeepSeek-V4 hybrid (fp8_ds_mla, block {spec.vllm.block_size}): {growing}"
 
@@ -42,8 +44,10 @@ def _weights(spec: ModelSpec, quant: QuantSpec, fit: Fit) -> str:
     groups = weight_groups(spec, quant)
     if len(groups) <= 2:  # one bits-per-weight figure for the whole checkpoint
         embeddings = ", embeddings and output head 16-bit" if quant.embeddings_16bit else ""
-        return (f"weights: {spec.total_params / 1e9:.2f}B params in {quant.name} ({quant.bits_per_weight:.3f} "  # type: ignore[operator]
-                f"bits/weight{embeddings}) = {fit.weight_bytes / GB:.2f} GB")
+        return (
+            f"weights: {spec.total_params / 1e9:.2f}B params in {quant.name} ({quant.bits_per_weight:.3f} "  # type: ignore[operator]
+            f"bits/weight{embeddings}) = {fit.weight_bytes / GB:.2f} GB"
+        )
     by_name: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
     draft_bytes = 0
     for g in groups:
@@ -54,21 +58,38 @@ def _weights(spec: ModelSpec, quant: QuantSpec, fit: Fit) -> str:
         by_name[f"{g.name} ({g.precision})"][1] += g.bytes
     top = sorted(by_name.items(), key=lambda kv: -kv[1][1])
     listed = "; ".join(f"{name} {p / 1e9:.2f}B = {b / GB:.2f} GB" for name, (p, b) in top if b >= 0.005 * GB)
-    draft = (f"; draft ({spec.draft_blocks} block(s), loaded for speculative decoding, embedding and head shared) "
-             f"{draft_bytes / GB:.2f} GB" if fit.spec_decode else "")
-    return (f"weights, each tensor group in its stored precision, scales included: {listed}{draft}; "
-            f"total on the GPUs {fit.weight_bytes / GB:.2f} GB")
+    draft = (
+        f"; draft ({spec.draft_blocks} block(s), loaded for speculative decoding, embedding and head shared) "
+        f"{draft_bytes / GB:.2f} GB"
+        if fit.spec_decode
+        else ""
+    )
+    return (
+        f"weights, each tensor group in its stored precision, scales included: {listed}{draft}; "
+        f"total on the GPUs {fit.weight_bytes / GB:.2f} GB"
+    )
 
 
 def _concurrency(fit: Fit, capped: str) -> str:
     if not fit.kv_bytes_per_sequence_per_gpu:
         return f"concurrent sequences at {fit.context} tokens: {fit.kv_tokens:,} // {fit.context} = {fit.sequences}{capped}"
-    return (f"concurrent sequences at {fit.context} tokens: {fit.kv_budget_bytes_per_gpu:,} // ({fit.context} x "
-            f"{fit.kv_bytes_per_token_per_gpu:,} + {fit.kv_bytes_per_sequence_per_gpu:,}) = {fit.sequences}{capped}")
+    return (
+        f"concurrent sequences at {fit.context} tokens: {fit.kv_budget_bytes_per_gpu:,} // ({fit.context} x "
+        f"{fit.kv_bytes_per_token_per_gpu:,} + {fit.kv_bytes_per_sequence_per_gpu:,}) = {fit.sequences}{capped}"
+    )
 
 
-def explain(spec: ModelSpec, quant: QuantSpec, gpu: Gpu, tier: Tier, fit: Fit, utilization: float, seqs: int,
-            per_seq: float, batch: float) -> list[str]:
+def explain(
+    spec: ModelSpec,
+    quant: QuantSpec,
+    gpu: Gpu,
+    tier: Tier,
+    fit: Fit,
+    utilization: float,
+    seqs: int,
+    per_seq: float,
+    batch: float,
+) -> list[str]:
     kv = kv_layout(spec, fit.tp, fit.spec_decode)
     kv_heads = f" and fits the {spec.num_key_value_heads} KV heads" if spec.attention == "gqa" else ""
     capped = f" (capped at {MAX_NUM_SEQS_CAP})" if fit.sequences > MAX_NUM_SEQS_CAP else ""
@@ -88,7 +109,8 @@ def explain(spec: ModelSpec, quant: QuantSpec, gpu: Gpu, tier: Tier, fit: Fit, u
             f"speculative decoding: vLLM --speculative-config {spec.vllm.speculative} with "
             f"{spec.vllm.num_speculative_tokens} draft token(s), using the checkpoint's own {spec.draft_blocks} "
             "draft block(s): their weights and KV layers are counted above; the decode bound below does not "
-            "credit the speed-up")
+            "credit the speed-up"
+        )
     steps += [
         f"reserve per GPU (runtime, NCCL, activations of {MAX_NUM_BATCHED_TOKENS} batched tokens, sampler): "
         f"{fit.reserve_bytes_per_gpu / GB:.2f} GB",
@@ -105,5 +127,6 @@ def explain(spec: ModelSpec, quant: QuantSpec, gpu: Gpu, tier: Tier, fit: Fit, u
         steps.append(
             f"tier {tier.key} gives {tier.gpus_per_replica} GPUs per replica; this plan needs {fit.tp}, so each "
             f"{tier.gpus_per_replica}-GPU slot runs {tier.gpus_per_replica // fit.tp} engine replicas "
-            "(see machine(platform).replicas_per_node)")
+            "(see machine(platform).replicas_per_node)"
+        )
     return steps

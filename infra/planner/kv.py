@@ -27,13 +27,14 @@ from fractions import Fraction
 from math import ceil
 
 from infra.catalog import ModelSpec
+from infra.catalog.schema import known
 
 BF16 = 2
-INDEXER_SCALE_BLOCK = 128                 # fp32 scale per 128 indexer-key values (V3.2 and V4 FP8 cache)
-V4_STATE_BYTES = 584                      # fp8_ds_mla: 448 NoPE fp8 + 64 RoPE bf16 + 8 scale bytes
-V4_PAGE_ALIGN = 576                       # fp8_ds_mla pages round up to this many bytes
-V4_SWA_BLOCK = 64                         # DeepseekV4SWACache block_size
-V4_COMPRESSOR_BLOCK = {4: 4, 128: 8}      # CompressorStateCache block_size per ratio
+INDEXER_SCALE_BLOCK = 128  # fp32 scale per 128 indexer-key values (V3.2 and V4 FP8 cache)
+V4_STATE_BYTES = 584  # fp8_ds_mla: 448 NoPE fp8 + 64 RoPE bf16 + 8 scale bytes
+V4_PAGE_ALIGN = 576  # fp8_ds_mla pages round up to this many bytes
+V4_SWA_BLOCK = 64  # DeepseekV4SWACache block_size
+V4_COMPRESSOR_BLOCK = {4: 4, 128: 8}  # CompressorStateCache block_size per ratio
 FP32 = 4
 
 
@@ -45,7 +46,7 @@ class KvPart:
     layers: int
     per_token: Fraction = Fraction(0)
     per_sequence: int = 0
-    read_cap_tokens: int | None = None   # a decode step reads at most this many tokens' worth (sparse top-k)
+    read_cap_tokens: int | None = None  # a decode step reads at most this many tokens' worth (sparse top-k)
 
 
 @dataclass(frozen=True)
@@ -95,15 +96,25 @@ def kv_layout(spec: ModelSpec, tp: int, spec_decode: bool = False) -> KvLayout:
     layers = spec.num_hidden_layers + drafts  # type: ignore[operator]
     latent = spec.kv_lora_rank + spec.qk_rope_head_dim if spec.kv_lora_rank else 0  # type: ignore[operator]
     if spec.attention == "mla":
-        return KvLayout((KvPart(f"MLA latent {spec.kv_lora_rank} + {spec.qk_rope_head_dim} bf16", layers,
-                                Fraction(latent * BF16)),))
+        return KvLayout(
+            (KvPart(f"MLA latent {spec.kv_lora_rank} + {spec.qk_rope_head_dim} bf16", layers, Fraction(latent * BF16)),)
+        )
     if spec.attention == "mla-dsa":
-        return KvLayout((
-            KvPart(f"MLA latent {spec.kv_lora_rank} + {spec.qk_rope_head_dim} bf16", layers, Fraction(latent * BF16),
-                   read_cap_tokens=spec.index_topk),
-            KvPart(f"indexer key {spec.index_head_dim} fp8 + fp32 scales", layers,
-                   Fraction(indexer_key_bytes(spec.index_head_dim))),  # type: ignore[arg-type]
-        ))
+        return KvLayout(
+            (
+                KvPart(
+                    f"MLA latent {spec.kv_lora_rank} + {spec.qk_rope_head_dim} bf16",
+                    layers,
+                    Fraction(latent * BF16),
+                    read_cap_tokens=spec.index_topk,
+                ),
+                KvPart(
+                    f"indexer key {spec.index_head_dim} fp8 + fp32 scales",
+                    layers,
+                    Fraction(indexer_key_bytes(known(spec.index_head_dim))),
+                ),
+            )
+        )
     if spec.attention == "v4-hybrid":
         return _v4_layout(spec, drafts)
     raise ValueError(f"the KV cache of attention {spec.attention!r} is not modeled")
@@ -115,7 +126,7 @@ def _v4_layout(spec: ModelSpec, drafts: int) -> KvLayout:
     ratios = (spec.compress_ratios or [])[: spec.num_hidden_layers + drafts]  # type: ignore[operator]
     window = spec.sliding_window or 0
     swa_page = _round_up(V4_SWA_BLOCK * V4_STATE_BYTES, V4_PAGE_ALIGN)
-    swa_blocks = ceil(window / V4_SWA_BLOCK) + 1            # the window need not start on a block edge
+    swa_blocks = ceil(window / V4_SWA_BLOCK) + 1  # the window need not start on a block edge
     parts = [KvPart(f"sliding window {window} tokens, fp8_ds_mla", len(ratios), per_sequence=swa_blocks * swa_page)]
     for ratio in (4, 128):
         count = sum(1 for r in ratios if r == ratio)
@@ -124,8 +135,9 @@ def _v4_layout(spec: ModelSpec, drafts: int) -> KvLayout:
         kv_page = _round_up(block // ratio * V4_STATE_BYTES, V4_PAGE_ALIGN)
         kind = "CSA" if ratio == 4 else "HCA"
         cap = spec.index_topk * ratio if ratio == 4 else None  # type: ignore[operator]  # CSA attends to top-k entries
-        parts.append(KvPart(f"{kind} compressed KV, 1 per {ratio} tokens", count, Fraction(kv_page, block),
-                            read_cap_tokens=cap))
+        parts.append(
+            KvPart(f"{kind} compressed KV, 1 per {ratio} tokens", count, Fraction(kv_page, block), read_cap_tokens=cap)
+        )
         ring = V4_COMPRESSOR_BLOCK[ratio]
         coff = 2 if ratio == 4 else 1
         ring_page = _round_up(ring * 2 * coff * spec.head_dim * FP32, V4_PAGE_ALIGN)  # type: ignore[operator]

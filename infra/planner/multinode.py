@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from infra.catalog import Gpu, MachineMapping, ModelSpec
+from infra.catalog.schema import known
 from infra.planner.kv import KvLayout
 from infra.planner.quantization import QuantSpec
 from infra.planner.sizing import (
@@ -42,7 +43,7 @@ class Stage(Fit):
 
     first_layer: int = 0
     layers: int = 0
-    kv: KvLayout | None = None   # the stage's KV layout per GPU (for what a decode step reads)
+    kv: KvLayout | None = None  # the stage's KV layout per GPU (for what a decode step reads)
 
     @property
     def last_layer(self) -> int:
@@ -64,7 +65,7 @@ class MultiNodeFit:
     nodes: int
     tp: int
     context: int
-    weight_bytes: int                  # what the stages hold together (tables and draft copies per stage)
+    weight_bytes: int  # what the stages hold together (tables and draft copies per stage)
     stages: tuple[Stage, ...]
     spec_decode: bool = False
 
@@ -133,29 +134,66 @@ def node_tp(model: ModelSpec, gpus_per_node: int) -> int:
     return valid_tp_sizes(model, gpus_per_node)[-1]
 
 
-def evaluate_nodes(model: ModelSpec, quant: QuantSpec, gpu: Gpu, gpus_per_node: int, nodes: int, context: int,
-                   utilization: float, spec_decode: bool = False) -> MultiNodeFit:
+def evaluate_nodes(
+    model: ModelSpec,
+    quant: QuantSpec,
+    gpu: Gpu,
+    gpus_per_node: int,
+    nodes: int,
+    context: int,
+    utilization: float,
+    spec_decode: bool = False,
+) -> MultiNodeFit:
     tp = node_tp(model, gpus_per_node)
     parts = pipeline_partition(model.num_hidden_layers, nodes)  # type: ignore[arg-type]
     reserve = reserve_bytes_per_gpu(model, tp) + (NCCL_OVERHEAD_BYTES if tp == 1 else 0)
     usable = int(gpu.memory_bytes * utilization)
     stages = []
     first = 0
-    for count, weights, kv in zip(parts, stage_weight_bytes(model, quant, parts, spec_decode),
-                                  stage_kv(model, tp, parts, spec_decode), strict=True):
-        stages.append(Stage(tp=tp, usable_bytes_per_gpu=usable, weight_bytes=weights, reserve_bytes_per_gpu=reserve,
-                            kv_bytes_per_token_per_gpu=kv.per_token_bytes, context=context,
-                            kv_bytes_per_sequence_per_gpu=kv.per_sequence_bytes, spec_decode=spec_decode,
-                            first_layer=first, layers=count, kv=kv))
+    for count, weights, kv in zip(
+        parts,
+        stage_weight_bytes(model, quant, parts, spec_decode),
+        stage_kv(model, tp, parts, spec_decode),
+        strict=True,
+    ):
+        stages.append(
+            Stage(
+                tp=tp,
+                usable_bytes_per_gpu=usable,
+                weight_bytes=weights,
+                reserve_bytes_per_gpu=reserve,
+                kv_bytes_per_token_per_gpu=kv.per_token_bytes,
+                context=context,
+                kv_bytes_per_sequence_per_gpu=kv.per_sequence_bytes,
+                spec_decode=spec_decode,
+                first_layer=first,
+                layers=count,
+                kv=kv,
+            )
+        )
         first += count
-    return MultiNodeFit(nodes=nodes, tp=tp, context=context, weight_bytes=sum(s.weight_bytes for s in stages),
-                        stages=tuple(stages), spec_decode=spec_decode)
+    return MultiNodeFit(
+        nodes=nodes,
+        tp=tp,
+        context=context,
+        weight_bytes=sum(s.weight_bytes for s in stages),
+        stages=tuple(stages),
+        spec_decode=spec_decode,
+    )
 
 
-def span_nodes(model: ModelSpec, quant: QuantSpec, gpu: Gpu, gpus_per_node: int, contexts: list[int],
-               utilization: float, max_nodes: int, spec_decode: bool = False) -> MultiNodeFit | None:
+def span_nodes(
+    model: ModelSpec,
+    quant: QuantSpec,
+    gpu: Gpu,
+    gpus_per_node: int,
+    contexts: list[int],
+    utilization: float,
+    max_nodes: int,
+    spec_decode: bool = False,
+) -> MultiNodeFit | None:
     """The fewest nodes (2..max_nodes) that hold one sequence, at the first context that any of them holds."""
-    most = min(max_nodes, model.num_hidden_layers)  # type: ignore[type-var]
+    most = min(max_nodes, known(model.num_hidden_layers))
     for context in contexts:
         for nodes in range(2, most + 1):
             fit = evaluate_nodes(model, quant, gpu, gpus_per_node, nodes, context, utilization, spec_decode)
@@ -214,10 +252,13 @@ def explain_stages(fit: MultiNodeFit, tier_key: str, one_node_needed: int, one_n
             f"stage {index} (node {index}): layers {s.first_layer}-{s.last_layer} ({s.layers}){draft}, weights "
             f"{s.weight_bytes / GB:.2f} GB = {s.weight_bytes / s.tp / GB:.2f} GB per GPU; KV per GPU "
             f"{s.kv_bytes_per_token_per_gpu:,} bytes per token{bounded}; {s.kv_budget_bytes_per_gpu / GB:.2f} GB for "
-            f"KV = {s.kv_tokens:,} tokens")
+            f"KV = {s.kv_tokens:,} tokens"
+        )
     limiting = fit.stages.index(fit.limiting_stage)
-    lines.append(f"KV capacity of the replica: {fit.kv_tokens:,} tokens (stage {limiting} holds the fewest; vLLM "
-                 f"gives every stage as many blocks)")
+    lines.append(
+        f"KV capacity of the replica: {fit.kv_tokens:,} tokens (stage {limiting} holds the fewest; vLLM "
+        f"gives every stage as many blocks)"
+    )
     return lines
 
 
@@ -229,13 +270,19 @@ def spread_mapping(mapping: MachineMapping, gpus_per_replica: int, nodes: int, t
     if pods_per_node == 1:
         packing = f"each pod takes one whole {shape}"
     else:
-        packing = (f"one {shape} runs {pods_per_node} of these pods, so R replicas need ceil({nodes} x R / "
-                   f"{pods_per_node}) machines")
-    this_plan = (f"This plan's replica spans {nodes} nodes: {nodes} pods of {per_pod} GPU(s) (tensor parallel {tp} "
-                 f"x pipeline parallel {nodes}); {packing}.")
-    return mapping.model_copy(update={
-        "gpus_per_replica": gpus_per_replica,
-        "nodes_per_replica": nodes,
-        "replicas_per_node": 0,
-        "substitution": f"{mapping.substitution} {this_plan}" if mapping.substitution else this_plan,
-    })
+        packing = (
+            f"one {shape} runs {pods_per_node} of these pods, so R replicas need ceil({nodes} x R / "
+            f"{pods_per_node}) machines"
+        )
+    this_plan = (
+        f"This plan's replica spans {nodes} nodes: {nodes} pods of {per_pod} GPU(s) (tensor parallel {tp} "
+        f"x pipeline parallel {nodes}); {packing}."
+    )
+    return mapping.model_copy(
+        update={
+            "gpus_per_replica": gpus_per_replica,
+            "nodes_per_replica": nodes,
+            "replicas_per_node": 0,
+            "substitution": f"{mapping.substitution} {this_plan}" if mapping.substitution else this_plan,
+        }
+    )

@@ -11,13 +11,7 @@ from infra.planner.checkpoint import checkpoint_for
 from infra.planner.engine import engine_args, engine_warnings, speculative_decoding, unsupported_gpu
 from infra.planner.errors import PlanDoesNotFit, PlanError, PlanUnsupported
 from infra.planner.explain import MIN_USEFUL_SEQS, explain
-from infra.planner.multinode import (
-    MAX_NODES_PER_REPLICA,
-    WORKER_ONLY_FLAGS,
-    MultiNodeFit,
-    layout_flags,
-    spread_mapping,
-)
+from infra.planner.multinode import MAX_NODES_PER_REPLICA, WORKER_ONLY_FLAGS, MultiNodeFit, layout_flags
 from infra.planner.quantization import QUANT_SPECS, QUANTIZATIONS, QuantSpec
 from infra.planner.sizing import (
     GB,
@@ -30,7 +24,7 @@ from infra.planner.sizing import (
     valid_tp_sizes,
 )
 
-DEFAULT_CONTEXT = 32768       # DeepSeek's recommended R1 generation budget (32,768 tokens)
+DEFAULT_CONTEXT = 32768  # DeepSeek's recommended R1 generation budget (32,768 tokens)
 FALLBACK_CONTEXTS = (16384, 8192, 4096)
 MIN_CONTEXT = 256
 
@@ -46,9 +40,9 @@ class DeploymentPlan(BaseModel):
     quantization: str
     tier: str
     gpu: str
-    gpus_per_replica: int                 # nodes_per_replica x the GPUs of one node that the replica uses
+    gpus_per_replica: int  # nodes_per_replica x the GPUs of one node that the replica uses
     tensor_parallel_size: int
-    nodes_per_replica: int = 1            # > 1: one replica spans nodes (pipeline parallel across them)
+    nodes_per_replica: int = 1  # > 1: one replica spans nodes (pipeline parallel across them)
     pipeline_parallel_size: int = 1
     max_model_len: int
     gpu_memory_utilization: float
@@ -64,32 +58,22 @@ class DeploymentPlan(BaseModel):
     reasoning: bool
     engine: str  # "vllm", or "server" (dsdeploy serve) for the formats the pinned vLLM does not load
     vllm_quantization: str | None
-    engine_args: list[str]                # vLLM flags of the leader (the only pod of a one-node replica);
-                                          # empty when the plan runs on the project's server
-    worker_engine_args: list[str] = []    # the other nodes' flags; [] for a one-node replica
-    reasoning_parser: str | None = None       # vLLM --reasoning-parser (None: no reasoning output split)
-    tool_call_parser: str | None = None       # vLLM --tool-call-parser (with --enable-auto-tool-choice)
-    speculative_decoding: str | None = None   # "mtp" / "dspark": the checkpoint's draft, counted in the figures
-    kv_bytes_per_sequence: int = 0            # KV bytes per sequence per GPU that do not grow (V4 windows)
+    engine_args: list[str]  # vLLM flags of the leader (the only pod of a one-node replica);
+    # empty when the plan runs on the project's server
+    worker_engine_args: list[str] = []  # the other nodes' flags; [] for a one-node replica
+    reasoning_parser: str | None = None  # vLLM --reasoning-parser (None: no reasoning output split)
+    tool_call_parser: str | None = None  # vLLM --tool-call-parser (with --enable-auto-tool-choice)
+    speculative_decoding: str | None = None  # "mtp" / "dspark": the checkpoint's draft, counted in the figures
+    kv_bytes_per_sequence: int = 0  # KV bytes per sequence per GPU that do not grow (V4 windows)
     warnings: list[str]
     explanation: list[str]
 
-    def machine(self, platform: str) -> MachineMapping:
-        """The tier's machine mapping on `platform`, with this plan's GPUs per replica."""
-        mapping = load_catalog().tier(self.tier).machine_for(platform)
-        if self.nodes_per_replica > 1:
-            return spread_mapping(mapping, self.gpus_per_replica, self.nodes_per_replica, self.tensor_parallel_size)
-        if mapping.accelerator_count % self.gpus_per_replica or mapping.gpus_per_replica == self.gpus_per_replica:
-            return mapping
-        per_node = mapping.accelerator_count // self.gpus_per_replica
-        shape = mapping.machine_type or f"{mapping.accelerator_count}-GPU node"
-        this_plan = (f"This plan needs {self.gpus_per_replica} GPU(s) per replica (tensor parallel "
-                     f"{self.tensor_parallel_size}), so one {shape} runs {per_node} replicas.")
-        return mapping.model_copy(update={
-            "gpus_per_replica": self.gpus_per_replica,
-            "replicas_per_node": per_node,
-            "substitution": f"{mapping.substitution} {this_plan}" if mapping.substitution else None,
-        })
+    def machine(self, platform: str, machine_type: str | None = None) -> MachineMapping:
+        """The machine this plan runs on on `platform`: the cheapest shape of the tier that holds it, or the
+        pinned `machine_type` (MachineChoiceError when it does not hold the plan); infra/planner/machines.py."""
+        from infra.planner.machines import choose_machine
+
+        return choose_machine(self, platform, machine_type)
 
 
 def _lookup(catalog: Catalog, model: str, tier: str, quantization: str | None) -> tuple[ModelSpec, str]:
@@ -102,16 +86,20 @@ def _lookup(catalog: Catalog, model: str, tier: str, quantization: str | None) -
     if quant not in QUANT_SPECS:  # an empty string is unknown too, never the default
         raise PlanError(f"unknown quantization {quantization!r}; allowed: {', '.join(QUANTIZATIONS)}")
     if quant == "fp4-fp8" and spec.native_dtype != "fp4-fp8":
-        raise PlanError(f"quantization 'fp4-fp8' is the native format of the DeepSeek-V4 checkpoints; {spec.id} "
-                        f"is published in {spec.native_dtype}: allowed here "
-                        f"{', '.join(q for q in QUANTIZATIONS if q != 'fp4-fp8')}")
+        raise PlanError(
+            f"quantization 'fp4-fp8' is the native format of the DeepSeek-V4 checkpoints; {spec.id} "
+            f"is published in {spec.native_dtype}: allowed here "
+            f"{', '.join(q for q in QUANTIZATIONS if q != 'fp4-fp8')}"
+        )
     if spec.unknown:
         by_reason: dict[str, list[str]] = {}
         for field, why in spec.unknown.items():
             by_reason.setdefault(why, []).append(field)
         facts = "; ".join(f"{', '.join(fields)} ({why})" for why, fields in by_reason.items())
-        raise PlanUnsupported(f"{spec.id} cannot be planned: the catalog has no source for these facts, and the "
-                              f"planner does not guess them: {facts}")
+        raise PlanUnsupported(
+            f"{spec.id} cannot be planned: the catalog has no source for these facts, and the "
+            f"planner does not guess them: {facts}"
+        )
     return spec, quant
 
 
@@ -126,21 +114,38 @@ def _contexts(spec: ModelSpec, context: int | None) -> list[int]:
     return [context]
 
 
-def _choose(spec: ModelSpec, quant: QuantSpec, catalog: Catalog, tier_key: str, contexts: list[int],
-            utilization: float, spec_decode: bool) -> Fit | None:
+def _choose(
+    spec: ModelSpec,
+    quant: QuantSpec,
+    catalog: Catalog,
+    tier_key: str,
+    contexts: list[int],
+    utilization: float,
+    spec_decode: bool,
+) -> Fit | None:
     tier = catalog.tier(tier_key)
     gpu = catalog.gpu(tier.gpu)
     for ctx in contexts:
-        fits = [f for tp in valid_tp_sizes(spec, tier.gpus_per_replica)
-                if (f := evaluate(spec, quant, gpu, tp, ctx, utilization, spec_decode)).sequences >= 1]
+        fits = [
+            f
+            for tp in valid_tp_sizes(spec, tier.gpus_per_replica)
+            if (f := evaluate(spec, quant, gpu, tp, ctx, utilization, spec_decode)).sequences >= 1
+        ]
         if fits:
             useful = [f for f in fits if f.sequences >= MIN_USEFUL_SEQS]
             return useful[0] if useful else max(fits, key=lambda f: f.sequences)
     return None
 
 
-def _not_fit(spec: ModelSpec, quant: str, catalog: Catalog, tier_key: str, contexts: list[int],
-             utilization: float, spec_decode: bool) -> PlanDoesNotFit:
+def _not_fit(
+    spec: ModelSpec,
+    quant: str,
+    catalog: Catalog,
+    tier_key: str,
+    contexts: list[int],
+    utilization: float,
+    spec_decode: bool,
+) -> PlanDoesNotFit:
     ctx = contexts[0]
     tier = catalog.tier(tier_key)
     gpu = catalog.gpu(tier.gpu)
@@ -165,14 +170,22 @@ def _shorter_tried(contexts: list[int]) -> str:
     return f" Shorter contexts were tried too ({tried} tokens): no sequence fits at any of them."
 
 
-def plan_deployment(model: str, tier: str, quantization: str | None = None, context: int | None = None,
-                    gpu_memory_utilization: float = 0.90, max_nodes: int = MAX_NODES_PER_REPLICA) -> DeploymentPlan:
+def plan_deployment(
+    model: str,
+    tier: str,
+    quantization: str | None = None,
+    context: int | None = None,
+    gpu_memory_utilization: float = 0.90,
+    max_nodes: int = MAX_NODES_PER_REPLICA,
+) -> DeploymentPlan:
     """Plan one engine replica of `model` on `tier`, over up to `max_nodes` nodes of the tier when one node
     cannot hold it (docs/planner.md). Raises PlanError / PlanDoesNotFit."""
     if not 0.1 <= gpu_memory_utilization <= 0.99:
         raise PlanError(f"gpu_memory_utilization {gpu_memory_utilization} is out of range: allowed 0.10..0.99")
     if isinstance(max_nodes, bool) or not isinstance(max_nodes, int) or not 1 <= max_nodes <= MAX_NODES_PER_REPLICA:
-        raise PlanError(f"max_nodes {max_nodes!r} is out of range: allowed 1..{MAX_NODES_PER_REPLICA} nodes per replica")
+        raise PlanError(
+            f"max_nodes {max_nodes!r} is out of range: allowed 1..{MAX_NODES_PER_REPLICA} nodes per replica"
+        )
     catalog = load_catalog()
     spec, quant_key = _lookup(catalog, model, tier, quantization)
     tier_spec = catalog.tier(tier)
@@ -181,36 +194,51 @@ def plan_deployment(model: str, tier: str, quantization: str | None = None, cont
     contexts = _contexts(spec, context)
     reason = unsupported_gpu(spec, gpu)
     if reason:
-        advice = suggest_for_gpu(spec, quant_key, tier_spec.key, contexts[0], gpu_memory_utilization, catalog,
-                                 max_nodes)
+        advice = suggest_for_gpu(
+            spec, quant_key, tier_spec.key, contexts[0], gpu_memory_utilization, catalog, max_nodes
+        )
         raise PlanDoesNotFit(f"{spec.id} does not run on tier {tier_spec.key}: {reason}. {advice}", 0, advice)
     speculative = speculative_decoding(spec, quant_key)
-    fit: Fit | MultiNodeFit | None = _choose(spec, quant, catalog, tier_spec.key, contexts, gpu_memory_utilization,
-                                             speculative is not None)
+    fit: Fit | MultiNodeFit | None = _choose(
+        spec, quant, catalog, tier_spec.key, contexts, gpu_memory_utilization, speculative is not None
+    )
     if fit is None and quant.engine == "server":  # dsdeploy serve has no multi-node mode
-        error = _not_fit(spec, quant_key, catalog, tier_spec.key, contexts, gpu_memory_utilization,
-                         speculative is not None)
-        raise PlanDoesNotFit(f"{error} ({quant_key} runs on dsdeploy serve, which serves one node per replica: "
-                             "it cannot span nodes.)", error.shortfall_bytes, error.suggestion)
+        error = _not_fit(
+            spec, quant_key, catalog, tier_spec.key, contexts, gpu_memory_utilization, speculative is not None
+        )
+        raise PlanDoesNotFit(
+            f"{error} ({quant_key} runs on dsdeploy serve, which serves one node per replica: it cannot span nodes.)",
+            error.shortfall_bytes,
+            error.suggestion,
+        )
     if fit is None and max_nodes == 1:
-        raise _not_fit(spec, quant_key, catalog, tier_spec.key, contexts, gpu_memory_utilization,
-                       speculative is not None)
+        raise _not_fit(
+            spec, quant_key, catalog, tier_spec.key, contexts, gpu_memory_utilization, speculative is not None
+        )
     if fit is None:  # no node of the tier holds one sequence: spread the replica over nodes (or refuse)
-        fit = plan_across_nodes(spec, quant_key, catalog, tier_spec, contexts, gpu_memory_utilization, max_nodes,
-                                speculative is not None)
+        fit = plan_across_nodes(
+            spec, quant_key, catalog, tier_spec, contexts, gpu_memory_utilization, max_nodes, speculative is not None
+        )
     nodes = fit.nodes if isinstance(fit, MultiNodeFit) else 1
 
     source = checkpoint_for(spec, quant, gpu)
     warnings = list(source.warnings) + engine_warnings(spec, quant_key)
     if fit.context != contexts[0]:
-        warnings.append(f"context reduced from the default {contexts[0]} to {fit.context} tokens so that one "
-                        f"sequence fits; pass --context to choose another")
+        warnings.append(
+            f"context reduced from the default {contexts[0]} to {fit.context} tokens so that one "
+            f"sequence fits; pass --context to choose another"
+        )
     seqs = min(fit.sequences, MAX_NUM_SEQS_CAP)
     if seqs < MIN_USEFUL_SEQS and nodes == 1:  # a multi-node plan words its own (below)
-        warnings.append(f"only {seqs} sequence(s) of {fit.context} tokens fit at once; a shorter --context, a "
-                        "smaller quantization or a larger tier raises concurrency")
-    args = (engine_args(spec, fit, gpu_memory_utilization, seqs, source.vllm_quantization, speculative)
-            if quant.engine == "vllm" else [])  # the project's server takes no vLLM flags
+        warnings.append(
+            f"only {seqs} sequence(s) of {fit.context} tokens fit at once; a shorter --context, a "
+            "smaller quantization or a larger tier raises concurrency"
+        )
+    args = (
+        engine_args(spec, fit, gpu_memory_utilization, seqs, source.vllm_quantization, speculative)
+        if quant.engine == "vllm"
+        else []
+    )  # the project's server takes no vLLM flags
     if isinstance(fit, MultiNodeFit):
         figures = spread_figures(spec, quant_key, catalog, tier_spec, fit, gpu_memory_utilization, seqs)
         per_seq, batch, explanation = figures.decode_per_seq, figures.decode_batch, figures.explanation
@@ -255,4 +283,3 @@ def plan_deployment(model: str, tier: str, quantization: str | None = None, cont
         warnings=warnings,
         explanation=explanation,
     )
-

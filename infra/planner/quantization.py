@@ -38,11 +38,11 @@ QUANTIZATIONS: tuple[str, ...] = QUANTIZATION_NAMES
 class QuantSpec:
     name: str
     bits_per_weight: float
-    embeddings_16bit: bool          # embeddings + output head kept at 2 bytes/param
-    runtime_vllm_flag: str | None   # vLLM quantizes bf16 weights at load with this --quantization
+    embeddings_16bit: bool  # embeddings + output head kept at 2 bytes/param
+    runtime_vllm_flag: str | None  # vLLM quantizes bf16 weights at load with this --quantization
     needs_fp8_hardware: bool = False
-    engine: str = "vllm"            # the engine that loads this format: vllm, or server (dsdeploy serve)
-    producer: str = ""              # how to make a checkpoint when none is published
+    engine: str = "vllm"  # the engine that loads this format: vllm, or server (dsdeploy serve)
+    producer: str = ""  # how to make a checkpoint when none is published
 
     @property
     def bytes_per_weight(self) -> float:
@@ -51,19 +51,49 @@ class QuantSpec:
 
 QUANT_SPECS: dict[str, QuantSpec] = {
     "bf16": QuantSpec("bf16", 16.0, embeddings_16bit=False, runtime_vllm_flag=None),
-    "fp8": QuantSpec("fp8", 8 + 32 / (128 * 128), True, "fp8", needs_fp8_hardware=True,
-                     producer="llm-compressor (FP8_DYNAMIC scheme)"),
-    "fp4-fp8": QuantSpec("fp4-fp8", 4 + 8 / 32, True, None, needs_fp8_hardware=True,
-                         producer="DeepSeek (the format of the DeepSeek-V4 releases; no tool converts to it)"),
+    "fp8": QuantSpec(
+        "fp8",
+        8 + 32 / (128 * 128),
+        True,
+        "fp8",
+        needs_fp8_hardware=True,
+        producer="llm-compressor (FP8_DYNAMIC scheme)",
+    ),
+    "fp4-fp8": QuantSpec(
+        "fp4-fp8",
+        4 + 8 / 32,
+        True,
+        None,
+        needs_fp8_hardware=True,
+        producer="DeepSeek (the format of the DeepSeek-V4 releases; no tool converts to it)",
+    ),
     "int8": QuantSpec("int8", 8 + 32 / 4096, True, None, producer="llm-compressor (W8A8 int8 scheme)"),
     "awq-int4": QuantSpec("awq-int4", 4 + 20 / 128, True, None, producer="AutoAWQ / llm-compressor (AWQ, group 128)"),
     "gptq-int4": QuantSpec("gptq-int4", 4 + 20 / 128, True, None, producer="GPTQModel / llm-compressor (W4A16)"),
-    "bnb-8bit": QuantSpec("bnb-8bit", 8 + 32 / 4096, True, None, engine="server",
-                          producer="transformers + bitsandbytes (load_in_8bit, then save_pretrained)"),
-    "bnb-4bit": QuantSpec("bnb-4bit", 4 + 32 / 64, True, None, engine="server",
-                          producer="transformers + bitsandbytes (load_in_4bit, then save_pretrained)"),
-    "gguf-q4": QuantSpec("gguf-q4", 4.85, embeddings_16bit=False, runtime_vllm_flag=None, engine="server",
-                         producer="llama.cpp convert_hf_to_gguf.py + llama-quantize Q4_K_M"),
+    "bnb-8bit": QuantSpec(
+        "bnb-8bit",
+        8 + 32 / 4096,
+        True,
+        None,
+        engine="server",
+        producer="transformers + bitsandbytes (load_in_8bit, then save_pretrained)",
+    ),
+    "bnb-4bit": QuantSpec(
+        "bnb-4bit",
+        4 + 32 / 64,
+        True,
+        None,
+        engine="server",
+        producer="transformers + bitsandbytes (load_in_4bit, then save_pretrained)",
+    ),
+    "gguf-q4": QuantSpec(
+        "gguf-q4",
+        4.85,
+        embeddings_16bit=False,
+        runtime_vllm_flag=None,
+        engine="server",
+        producer="llama.cpp convert_hf_to_gguf.py + llama-quantize Q4_K_M",
+    ),
 }
 
 assert tuple(QUANT_SPECS) == QUANTIZATIONS

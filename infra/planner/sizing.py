@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from infra.catalog import Gpu, ModelSpec
+from infra.catalog.schema import known
 from infra.planner.kv import KvLayout, kv_layout
 from infra.planner.quantization import QuantSpec
 from infra.planner.weights import routed_expert_bytes, weight_bytes
@@ -25,9 +26,9 @@ from infra.planner.weights import routed_expert_bytes, weight_bytes
 GIB = 1024**3
 GB = 10**9
 RUNTIME_OVERHEAD_BYTES = int(1.5 * GIB)
-NCCL_OVERHEAD_BYTES = int(0.5 * GIB)    # only when tensor_parallel_size > 1
-MAX_NUM_BATCHED_TOKENS = 8192           # emitted as --max-num-batched-tokens
-MAX_NUM_SEQS_CAP = 256                  # vLLM's default --max-num-seqs; the planner never exceeds it
+NCCL_OVERHEAD_BYTES = int(0.5 * GIB)  # only when tensor_parallel_size > 1
+MAX_NUM_BATCHED_TOKENS = 8192  # emitted as --max-num-batched-tokens
+MAX_NUM_SEQS_CAP = 256  # vLLM's default --max-num-seqs; the planner never exceeds it
 TP_CANDIDATES = (1, 2, 4, 8, 16)
 
 
@@ -52,7 +53,7 @@ def ffn_width(model: ModelSpec) -> int:
 def activation_bytes_per_gpu(model: ModelSpec, tp: int) -> int:
     streams = model.hc_mult or 1  # DeepSeek-V4 carries hc_mult residual streams (hyper-connections)
     per_token = (8 * model.hidden_size * streams + 3 * ffn_width(model) // tp) * 2  # type: ignore[operator]
-    logits = MAX_NUM_SEQS_CAP * model.vocab_size * 4
+    logits = MAX_NUM_SEQS_CAP * known(model.vocab_size) * 4
     return MAX_NUM_BATCHED_TOKENS * per_token + logits
 
 
@@ -67,10 +68,10 @@ def valid_tp_sizes(model: ModelSpec, gpus: int) -> list[int]:
     vLLM needs num_attention_heads % tp == 0, and for GQA either kv_heads % tp == 0 or
     tp % kv_heads == 0 (then KV heads are replicated)."""
     sizes = []
+    heads, kv = known(model.num_attention_heads), known(model.num_key_value_heads)
     for tp in TP_CANDIDATES:
-        if tp > gpus or gpus % tp or model.num_attention_heads % tp:
+        if tp > gpus or gpus % tp or heads % tp:
             continue
-        kv = model.num_key_value_heads
         if model.attention == "gqa" and kv % tp and tp % kv:
             continue
         sizes.append(tp)
@@ -87,7 +88,7 @@ class Fit:
     reserve_bytes_per_gpu: int
     kv_bytes_per_token_per_gpu: int
     context: int
-    kv_bytes_per_sequence_per_gpu: int = 0   # bounded per sequence (V4 windows, compressor state)
+    kv_bytes_per_sequence_per_gpu: int = 0  # bounded per sequence (V4 windows, compressor state)
     spec_decode: bool = False
 
     @property
@@ -119,8 +120,9 @@ class Fit:
         return self.tp * self.usable_bytes_per_gpu
 
 
-def evaluate(model: ModelSpec, quant: QuantSpec, gpu: Gpu, tp: int, context: int, utilization: float,
-             spec_decode: bool = False) -> Fit:
+def evaluate(
+    model: ModelSpec, quant: QuantSpec, gpu: Gpu, tp: int, context: int, utilization: float, spec_decode: bool = False
+) -> Fit:
     kv: KvLayout = kv_layout(model, tp, spec_decode)
     return Fit(
         tp=tp,
@@ -172,4 +174,4 @@ def prefill_tokens_per_s(model: ModelSpec, quant: QuantSpec, gpu: Gpu, tp: int) 
     FP8 tensor cores for fp8 on chips that have them, BF16 otherwise (weight-only formats compute
     in BF16). Attention FLOPs, which grow with the prompt length, are not counted."""
     tflops = gpu.fp8_tflops if quant.name == "fp8" and gpu.fp8_tflops else gpu.bf16_tflops
-    return tp * tflops * 1e12 / (2 * model.active_params)
+    return tp * tflops * 1e12 / (2 * known(model.active_params))

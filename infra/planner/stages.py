@@ -17,11 +17,12 @@
 from __future__ import annotations
 
 from infra.catalog import ModelSpec
+from infra.catalog.schema import known
 from infra.planner.kv import KvLayout, kv_layout
 from infra.planner.quantization import QuantSpec
 from infra.planner.weights import BF16, weight_groups
 
-TABLES = "embedding + output head"        # weights.py's group of the embedding and the output head
+TABLES = "embedding + output head"  # weights.py's group of the embedding and the output head
 MOE_GROUPS = ("routed experts", "shared experts", "router")
 
 
@@ -39,14 +40,14 @@ def layer_params(model: ModelSpec) -> list[int]:
     """Parameters of each decoder layer: attention and norms alike in every layer, then the layer's MLP
     (dense, or routed + shared experts with their router for MoE layers). The split of a checkpoint
     sized with one bits-per-weight figure (a community quantization)."""
-    layers = model.num_hidden_layers
+    layers, hidden = known(model.num_hidden_layers), known(model.hidden_size)
     dense_layers = (model.first_k_dense_replace or 0) if model.is_moe else layers
-    dense_mlp = 3 * model.hidden_size * (model.intermediate_size or 0)
+    dense_mlp = 3 * hidden * (model.intermediate_size or 0)
     moe_mlp = 0
     if model.is_moe:
-        experts = model.n_routed_experts + model.n_shared_experts  # type: ignore[operator]
-        moe_mlp = 3 * model.hidden_size * model.moe_intermediate_size * experts \
-            + model.hidden_size * model.n_routed_experts  # type: ignore[operator]
+        routed = known(model.n_routed_experts)
+        experts = routed + known(model.n_shared_experts)
+        moe_mlp = 3 * hidden * known(model.moe_intermediate_size) * experts + hidden * routed
     mlps = [dense_mlp if i < dense_layers else moe_mlp for i in range(layers)]
     body = model.total_params - model.embedding_params  # type: ignore[operator]
     common = (body - sum(mlps)) // layers
@@ -57,7 +58,7 @@ def layer_params(model: ModelSpec) -> list[int]:
 
 def _layer_weights(model: ModelSpec, group: str) -> list[float]:
     """How one tensor group is spread over the decoder layers (shares summing to 1)."""
-    layers = model.num_hidden_layers
+    layers = known(model.num_hidden_layers)
     ratios = (model.compress_ratios or [])[:layers]
     dense = (model.first_k_dense_replace or 0) if model.is_moe else layers
     if group == "decoder layers":  # one bits-per-weight figure: by each layer's parameters
@@ -79,7 +80,7 @@ def _layer_weights(model: ModelSpec, group: str) -> list[float]:
 def stage_weight_bytes(model: ModelSpec, quant: QuantSpec, parts: list[int], spec_decode: bool) -> list[int]:
     """Bytes each stage holds on its GPUs (all of them together)."""
     out = [0.0] * len(parts)
-    bounds = [(sum(parts[:i]), sum(parts[:i + 1])) for i in range(len(parts))]
+    bounds = [(sum(parts[:i]), sum(parts[: i + 1])) for i in range(len(parts))]
     groups = weight_groups(model, quant)
     if spec_decode and not any(g.draft and not g.resident for g in groups):
         # The checkpoint keeps no copies of its own (V4): the draft still builds an embedding and an output head
@@ -113,7 +114,7 @@ def stage_kv(model: ModelSpec, tp: int, parts: list[int], spec_decode: bool) -> 
     """Each stage's KV layout per GPU: its own layers (V4: with their compression ratios), the draft's on the
     last stage."""
     ratios = model.compress_ratios or []
-    layers = model.num_hidden_layers
+    layers = known(model.num_hidden_layers)
     out = []
     first = 0
     for i, count in enumerate(parts):
@@ -121,7 +122,9 @@ def stage_kv(model: ModelSpec, tp: int, parts: list[int], spec_decode: bool) -> 
         drafts = model.draft_blocks if spec_decode and last else 0
         update: dict[str, object] = {"num_hidden_layers": count, "draft_blocks": drafts}
         if ratios:
-            update["compress_ratios"] = ratios[first:first + count] + (ratios[layers:layers + drafts] if drafts else [])
+            update["compress_ratios"] = ratios[first : first + count] + (
+                ratios[layers : layers + drafts] if drafts else []
+            )
         out.append(kv_layout(model.model_copy(update=update), tp, bool(drafts)))
         first += count
     return out

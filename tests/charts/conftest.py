@@ -46,18 +46,13 @@ class Rendered:
         return [d for d in self.docs if d["kind"] == kind]
 
     def one(self, kind: str, component: str) -> dict[str, Any]:
-        found = [d for d in self.kind(kind)
-                 if d["metadata"]["labels"].get("app.kubernetes.io/component") == component]
+        found = [d for d in self.kind(kind) if d["metadata"]["labels"].get("app.kubernetes.io/component") == component]
         assert len(found) == 1, f"expected one {kind} of component {component}, found {len(found)}"
         return found[0]
 
     def download_container(self) -> dict[str, Any]:
-        """The container that downloads the weights: the Job's, or the engine pod's init container."""
-        if self.kind("Job"):
-            return self.one("Job", "model-download")["spec"]["template"]["spec"]["containers"][0]
-        inits = self.engine_pod_spec()["initContainers"]
-        [found] = [c for c in inits if c["name"] == "download-model"]
-        return found
+        """The container that downloads the weights: the download Job's (the engine pod never downloads)."""
+        return self.one("Job", "model-download")["spec"]["template"]["spec"]["containers"][0]
 
     def pod_specs(self) -> list[tuple[str, dict[str, Any]]]:
         """(kind/name, pod spec) of every workload, the helm test Pod and a LeaderWorkerSet's leader and
@@ -71,8 +66,10 @@ class Rendered:
                 out.append((name, d["spec"]))
             elif d["kind"] == "LeaderWorkerSet":
                 templates = d["spec"]["leaderWorkerTemplate"]
-                out += [(f"{name}/leader", templates["leaderTemplate"]["spec"]),
-                        (f"{name}/worker", templates["workerTemplate"]["spec"])]
+                out += [
+                    (f"{name}/leader", templates["leaderTemplate"]["spec"]),
+                    (f"{name}/worker", templates["workerTemplate"]["spec"]),
+                ]
         return out
 
     def engine_template(self, role: str = "leader") -> dict[str, Any]:
@@ -85,7 +82,9 @@ class Rendered:
         return self.engine_template(role)["spec"]
 
 
-def helm_template(*args: str, values: dict[str, Any] | None = None, tmp: Path | None = None) -> subprocess.CompletedProcess:
+def helm_template(
+    *args: str, values: dict[str, Any] | None = None, tmp: Path | None = None
+) -> subprocess.CompletedProcess:
     cmd = [helm_path(), "template", RELEASE, str(CHART_DIR), "--namespace", NAMESPACE, *args]
     if values is not None:
         assert tmp is not None
@@ -105,9 +104,17 @@ def scenario_file(name: str) -> Path:
 
 # Cluster APIs the scenarios are rendered against (as if the operators were installed).
 SCENARIO_APIS = {
-    "gke-pro": ["monitoring.coreos.com/v1/ServiceMonitor", "monitoring.coreos.com/v1/PrometheusRule", "keda.sh/v1alpha1"],
-    "gke-pro-multinode": ["monitoring.coreos.com/v1/ServiceMonitor", "monitoring.coreos.com/v1/PrometheusRule",
-                          "keda.sh/v1alpha1", "leaderworkerset.x-k8s.io/v1"],
+    "gke-pro": [
+        "monitoring.coreos.com/v1/ServiceMonitor",
+        "monitoring.coreos.com/v1/PrometheusRule",
+        "keda.sh/v1alpha1",
+    ],
+    "gke-pro-multinode": [
+        "monitoring.coreos.com/v1/ServiceMonitor",
+        "monitoring.coreos.com/v1/PrometheusRule",
+        "keda.sh/v1alpha1",
+        "leaderworkerset.x-k8s.io/v1",
+    ],
 }
 
 
@@ -141,9 +148,12 @@ def lws_pods_for_checkov(r: Rendered) -> str:
     for doc in r.kind("LeaderWorkerSet"):
         for role in ("leader", "worker"):
             template = doc["spec"]["leaderWorkerTemplate"][f"{role}Template"]
-            meta = {"name": f"{doc['metadata']['name']}-{role}", "namespace": doc["metadata"]["namespace"],
-                    "labels": template["metadata"]["labels"],
-                    "annotations": {**doc["metadata"].get("annotations", {}), **template["metadata"]["annotations"]}}
+            meta = {
+                "name": f"{doc['metadata']['name']}-{role}",
+                "namespace": doc["metadata"]["namespace"],
+                "labels": template["metadata"]["labels"],
+                "annotations": {**doc["metadata"].get("annotations", {}), **template["metadata"]["annotations"]},
+            }
             pods.append({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": template["spec"]})
     return "".join("---\n" + yaml.safe_dump(pod) for pod in pods)
 
@@ -162,9 +172,23 @@ def helm_notes(values: dict[str, Any], tmp: Path) -> str:
     """NOTES.txt as `helm install` prints it (a client-side dry run: no cluster is contacted)."""
     path = tmp / "notes-values.yaml"
     path.write_text(yaml.safe_dump(values))
-    proc = subprocess.run([helm_path(), "install", RELEASE, str(CHART_DIR), "--namespace", NAMESPACE,
-                           "--dry-run=client", "-f", str(path)], capture_output=True, text=True, check=False,
-                          env={**os.environ, "KUBECONFIG": str(tmp / "no-kubeconfig")})
+    proc = subprocess.run(
+        [
+            helm_path(),
+            "install",
+            RELEASE,
+            str(CHART_DIR),
+            "--namespace",
+            NAMESPACE,
+            "--dry-run=client",
+            "-f",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "KUBECONFIG": str(tmp / "no-kubeconfig")},
+    )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.split("NOTES:", 1)[1]
 

@@ -33,12 +33,12 @@ def safetensors(n: int, fill: bytes) -> bytes:
 
 FILES = {
     "config.json": b'{"model_type": "qwen2"}',
-    "model.safetensors.index.json": json.dumps({"weight_map": {"a": "model-00001-of-00002.safetensors",
-                                                               "b": "model-00002-of-00002.safetensors"}}).encode(),
+    "model.safetensors.index.json": json.dumps(
+        {"weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}}
+    ).encode(),
     "model-00001-of-00002.safetensors": safetensors(4096, b"\x01"),
     "model-00002-of-00002.safetensors": safetensors(4096, b"\x02"),
 }
-
 
 
 class FakeHub:
@@ -119,7 +119,6 @@ class FakeHub:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
-
 class FakeGcs:
     """The GCS JSON API (list, media download with Range) and the GKE metadata server's token endpoint."""
 
@@ -164,4 +163,3 @@ class FakeGcs:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.host = f"127.0.0.1:{self.server.server_port}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
-

@@ -70,7 +70,7 @@ def _scaled_object(rendered: dict[str, Rendered]) -> dict:
 
 def test_unknown_field_is_an_error_with_its_path(rendered: dict[str, Rendered]) -> None:
     doc = copy.deepcopy(rendered["gke-pro"].one("ServiceMonitor", "router"))
-    doc["spec"]["endpoints"][0]["scrapeInterval"] = "30s"   # the field is `interval`
+    doc["spec"]["endpoints"][0]["scrapeInterval"] = "30s"  # the field is `interval`
     doc["spec"]["selecter"] = {}
     with pytest.raises(CustomResourceError) as info:
         validate_custom_resource(doc)
@@ -83,7 +83,7 @@ def test_unknown_field_is_an_error_with_its_path(rendered: dict[str, Rendered]) 
 def test_types_enums_and_string_maps_are_checked(rendered: dict[str, Rendered]) -> None:
     doc = _scaled_object(rendered)
     doc["spec"]["minReplicaCount"] = "1"
-    doc["spec"]["triggers"][0]["metadata"]["threshold"] = 5   # trigger metadata is a map of strings
+    doc["spec"]["triggers"][0]["metadata"]["threshold"] = 5  # trigger metadata is a map of strings
     doc["metadata"]["labels"]["bad"] = 1
     errors = custom_resource_errors(doc)
     paths = {e.split(":", 1)[0] for e in errors}
@@ -98,14 +98,16 @@ def test_types_enums_and_string_maps_are_checked(rendered: dict[str, Rendered]) 
 def test_cel_rules_are_evaluated(rendered: dict[str, Rendered]) -> None:
     doc = _scaled_object(rendered)
     doc["spec"]["minReplicaCount"], doc["spec"]["maxReplicaCount"] = 5, 2
-    assert custom_resource_errors(doc) == [
-        "$.spec: minReplicaCount must be less than or equal to maxReplicaCount"]
+    assert custom_resource_errors(doc) == ["$.spec: minReplicaCount must be less than or equal to maxReplicaCount"]
 
 
 def test_httproute_rules_use_the_crd_defaults() -> None:
-    route = {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", "metadata": {"name": "r"},
-             "spec": {"parentRefs": [{"name": "gw"}],
-                      "rules": [{"backendRefs": [{"name": "svc", "port": 8080}]}]}}
+    route = {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": "r"},
+        "spec": {"parentRefs": [{"name": "gw"}], "rules": [{"backendRefs": [{"name": "svc", "port": 8080}]}]},
+    }
     # group/kind of the backendRef and the match default (PathPrefix /) come from the CRD's defaults.
     validate_custom_resource(route)
     route["spec"]["rules"][0]["backendRefs"][0].pop("port")
@@ -119,8 +121,12 @@ def test_httproute_rules_use_the_crd_defaults() -> None:
 
 
 def test_list_keys_and_int_or_string() -> None:
-    rule = {"apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor", "metadata": {"name": "m"},
-            "spec": {"selector": {}, "endpoints": [{"targetPort": 8080}, {"targetPort": "http"}]}}
+    rule = {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "ServiceMonitor",
+        "metadata": {"name": "m"},
+        "spec": {"selector": {}, "endpoints": [{"targetPort": 8080}, {"targetPort": "http"}]},
+    }
     validate_custom_resource(rule)
     rule["spec"]["endpoints"][0]["targetPort"] = 1.5
     [error] = custom_resource_errors(rule)
@@ -131,7 +137,13 @@ def test_unknown_kind_and_bad_metadata_are_refused() -> None:
     with pytest.raises(AssertionError, match=r"no CRD schema for apiVersion 'example.com/v1' kind 'Widget'"):
         validate_custom_resource({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}})
     with pytest.raises(ValueError, match=re.escape("$.metadata.name: 'Bad_Name' does not match")):
-        validate_custom_resource({"apiVersion": "monitoring.coreos.com/v1", "kind": "PrometheusRule",
-                                  "metadata": {"name": "Bad_Name"}, "spec": {}})
+        validate_custom_resource(
+            {
+                "apiVersion": "monitoring.coreos.com/v1",
+                "kind": "PrometheusRule",
+                "metadata": {"name": "Bad_Name"},
+                "spec": {},
+            }
+        )
     assert has_crd_schema({"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject"})
     assert not has_crd_schema({"apiVersion": "apps/v1", "kind": "Deployment"})

@@ -43,19 +43,38 @@ def _label_values_selector(query: str) -> str:
 
 
 def router_metrics(requests: bool) -> str:
-    config = parse_router_config({"upstreams": [{"url": "http://127.0.0.1:9"}],
-                                  "cloud": {"base_url": "http://127.0.0.1:9", "api_key": "${K}",
-                                            "models": {"*": "deepseek-chat"},
-                                            "prices": {"deepseek-chat": {"input_usd_per_mtok": 0.27,
-                                                                         "output_usd_per_mtok": 1.1}}}},
-                                 environ={"K": "sk-test"})
+    config = parse_router_config(
+        {
+            "upstreams": [{"url": "http://127.0.0.1:9"}],
+            "cloud": {
+                "base_url": "http://127.0.0.1:9",
+                "api_key": "${K}",
+                "models": {"*": "deepseek-chat"},
+                "prices": {"deepseek-chat": {"input_usd_per_mtok": 0.27, "output_usd_per_mtok": 1.1}},
+            },
+        },
+        environ={"K": "sk-test"},
+    )
     metrics = RouterMetrics(True, UpstreamPool(config), config.cloud)
     if requests:
-        metrics.request(RequestRecord("a", 0.0, "/v1/chat/completions", status=200, prompt_tokens=10,
-                                      completion_tokens=5), 0.1)
-        metrics.request(RequestRecord("b", 0.0, "/v1/chat/completions", route="cloud", status=200, prompt_tokens=10,
-                                      completion_tokens=5, cloud_model="deepseek-chat", cloud_prompt_tokens=10,
-                                      cloud_completion_tokens=5), 0.2)
+        metrics.request(
+            RequestRecord("a", 0.0, "/v1/chat/completions", status=200, prompt_tokens=10, completion_tokens=5), 0.1
+        )
+        metrics.request(
+            RequestRecord(
+                "b",
+                0.0,
+                "/v1/chat/completions",
+                route="cloud",
+                status=200,
+                prompt_tokens=10,
+                completion_tokens=5,
+                cloud_model="deepseek-chat",
+                cloud_prompt_tokens=10,
+                cloud_completion_tokens=5,
+            ),
+            0.2,
+        )
         metrics.fallback("local_unavailable")
     return metrics.render().decode()
 
@@ -87,8 +106,9 @@ def test_namespace_variable_has_a_series_before_the_first_request(board: dict) -
     [variable] = [v for v in board["templating"]["list"] if v["name"] == "namespace"]
     metric = _label_values_selector(variable["query"])
     fresh = router_metrics(requests=False)
-    assert any(line.startswith(metric + "{") for line in fresh.splitlines()), \
+    assert any(line.startswith(metric + "{") for line in fresh.splitlines()), (
         f"{metric} has no series on a router that has answered nothing: a fresh install shows no namespace"
+    )
 
 
 def test_gpu_panel_reads_both_dcgm_labellings(board: dict, tmp_path: Path) -> None:
@@ -98,11 +118,23 @@ def test_gpu_panel_reads_both_dcgm_labellings(board: dict, tmp_path: Path) -> No
     elsewhere = 'exported_namespace="other",exported_pod="o-1",namespace="gpu-operator",gpu="2",Hostname="n3"'
     series = []
     for labels, used, free in ((exported, 60, 20), (honored, 20, 60), (elsewhere, 80, 0)):
-        series += [{"series": f"DCGM_FI_DEV_FB_USED{{{labels}}}", "values": f"{used}x5"},
-                   {"series": f"DCGM_FI_DEV_FB_FREE{{{labels}}}", "values": f"{free}x5"}]
-    test = {"interval": "1m", "input_series": series, "promql_expr_test": [{
-        "expr": expr, "eval_time": "2m",
-        "exp_samples": [{"labels": '{Hostname="n1",gpu="0"}', "value": 0.75},
-                        {"labels": '{Hostname="n2",gpu="1"}', "value": 0.25}]}]}
+        series += [
+            {"series": f"DCGM_FI_DEV_FB_USED{{{labels}}}", "values": f"{used}x5"},
+            {"series": f"DCGM_FI_DEV_FB_FREE{{{labels}}}", "values": f"{free}x5"},
+        ]
+    test = {
+        "interval": "1m",
+        "input_series": series,
+        "promql_expr_test": [
+            {
+                "expr": expr,
+                "eval_time": "2m",
+                "exp_samples": [
+                    {"labels": '{Hostname="n1",gpu="0"}', "value": 0.75},
+                    {"labels": '{Hostname="n2",gpu="1"}', "value": 0.25},
+                ],
+            }
+        ],
+    }
     proc = run_rule_tests([], [test], tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -68,8 +68,9 @@ def test_every_value_is_documented() -> None:
     documented = [p for _, p, _ in params()]
     for path in documented:
         lookup(values, path)  # KeyError: a @param for a value that does not exist
-    undocumented = [leaf for leaf in leaves(values)
-                    if not any(leaf == d or leaf.startswith(d + ".") for d in documented)]
+    undocumented = [
+        leaf for leaf in leaves(values) if not any(leaf == d or leaf.startswith(d + ".") for d in documented)
+    ]
     assert not undocumented, f"values without a ## @param line: {undocumented}"
     assert len(documented) == len(set(documented))
 
@@ -82,8 +83,9 @@ def test_schema_covers_every_value() -> None:
 
 
 def test_readme_table_is_current() -> None:
-    assert README.read_text() == readme_with_table(), \
+    assert README.read_text() == readme_with_table(), (
         "chart README table is stale: run .venv/bin/python -m tests.charts.test_chart_docs"
+    )
 
 
 if __name__ == "__main__":

@@ -13,8 +13,11 @@ from infra.chart_values import CHART_DIR
 from tests.charts.conftest import NAMESPACE, Rendered, helm_template, parse
 from tests.support.crd_schemas import CRD_DIR, validate_custom_resource
 
-ROUTE = {"enabled": True, "parentRefs": [{"name": "public-gw", "namespace": "gateways"}],
-         "hostnames": ["llm.example.com"]}
+ROUTE = {
+    "enabled": True,
+    "parentRefs": [{"name": "public-gw", "namespace": "gateways"}],
+    "hostnames": ["llm.example.com"],
+}
 
 
 def _render(tmp: Path, route: dict, network_policy: dict | None = None) -> Rendered:
@@ -48,11 +51,15 @@ def test_no_gateway_peer_without_the_route(rendered: dict[str, Rendered]) -> Non
 
 
 def test_gateway_namespaces_are_admitted_once_each(tmp_path: Path) -> None:
-    route = {"enabled": True, "parentRefs": [
-        {"name": "a", "namespace": "edge"}, {"name": "b", "namespace": "edge", "sectionName": "https"},
-        {"name": "local-gw"},                                    # the release's own namespace
-        {"name": "mesh", "kind": "Service", "group": ""},        # a GAMMA mesh parent: no Gateway proxies
-    ]}
+    route = {
+        "enabled": True,
+        "parentRefs": [
+            {"name": "a", "namespace": "edge"},
+            {"name": "b", "namespace": "edge", "sectionName": "https"},
+            {"name": "local-gw"},  # the release's own namespace
+            {"name": "mesh", "kind": "Service", "group": ""},  # a GAMMA mesh parent: no Gateway proxies
+        ],
+    }
     r = _render(tmp_path, route)
     gateway_peers = [p for p in _router_peers(r) if p in (_namespace_peer("edge"), _namespace_peer(NAMESPACE))]
     assert gateway_peers == [_namespace_peer("edge"), _namespace_peer(NAMESPACE)]
@@ -62,23 +69,30 @@ def test_gateway_namespaces_are_admitted_once_each(tmp_path: Path) -> None:
 
 def test_gateway_peers_can_be_given(tmp_path: Path) -> None:
     # Envoy Gateway's default: the proxies run in the controller's namespace, not the Gateway's.
-    envoy = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "envoy-gateway-system"}},
-              "podSelector": {"matchLabels": {"app.kubernetes.io/name": "envoy"}}}]
+    envoy = [
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "envoy-gateway-system"}},
+            "podSelector": {"matchLabels": {"app.kubernetes.io/name": "envoy"}},
+        }
+    ]
     peers = _router_peers(_render(tmp_path, ROUTE, {"gatewayFrom": envoy}))
     assert envoy[0] in peers and _namespace_peer("gateways") not in peers
 
 
-@pytest.mark.parametrize(("route", "where"), [
-    ({"parentRefs": [{"namespace": "gateways"}]}, "name"),
-    ({"parentRefs": [{"name": "gw", "gateway": "x"}]}, "gateway"),
-    ({"parentRefs": [{"name": "gw", "namespace": "Gateways"}]}, "namespace"),
-    ({"parentRefs": [{"name": "gw", "sectionName": "HTTPS_443"}]}, "sectionName"),
-    ({"parentRefs": [{"name": "gw", "port": 0}]}, "port"),
-    ({"parentRefs": [{"name": "gw", "kind": "gate way"}]}, "kind"),
-    ({"parentRefs": [{"name": "gw"}], "hostnames": ["LLM.example.com"]}, "hostnames/0"),
-    ({"parentRefs": [{"name": "gw"}], "hostnames": ["https://llm.example.com"]}, "hostnames/0"),
-    ({"parentRefs": [{"name": "gw"}], "hostnames": ["llm.example.com:443"]}, "hostnames/0"),
-])
+@pytest.mark.parametrize(
+    ("route", "where"),
+    [
+        ({"parentRefs": [{"namespace": "gateways"}]}, "name"),
+        ({"parentRefs": [{"name": "gw", "gateway": "x"}]}, "gateway"),
+        ({"parentRefs": [{"name": "gw", "namespace": "Gateways"}]}, "namespace"),
+        ({"parentRefs": [{"name": "gw", "sectionName": "HTTPS_443"}]}, "sectionName"),
+        ({"parentRefs": [{"name": "gw", "port": 0}]}, "port"),
+        ({"parentRefs": [{"name": "gw", "kind": "gate way"}]}, "kind"),
+        ({"parentRefs": [{"name": "gw"}], "hostnames": ["LLM.example.com"]}, "hostnames/0"),
+        ({"parentRefs": [{"name": "gw"}], "hostnames": ["https://llm.example.com"]}, "hostnames/0"),
+        ({"parentRefs": [{"name": "gw"}], "hostnames": ["llm.example.com:443"]}, "hostnames/0"),
+    ],
+)
 def test_schema_refuses_what_the_crd_would(route: dict, where: str, tmp_path: Path) -> None:
     proc = helm_template(values={"router": {"httpRoute": {"enabled": True, **route}}}, tmp=tmp_path)
     assert proc.returncode != 0, f"accepted {route}"
@@ -86,8 +100,10 @@ def test_schema_refuses_what_the_crd_would(route: dict, where: str, tmp_path: Pa
 
 
 def _crd_spec() -> dict:
-    crd = yaml.load((CRD_DIR / "gateway.networking.k8s.io_httproutes.yaml").read_text(),
-                    Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    crd = yaml.load(
+        (CRD_DIR / "gateway.networking.k8s.io_httproutes.yaml").read_text(),
+        Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader),
+    )
     [v1] = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
     return v1["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from inference.engines import READY_PATHS
 from inference.router.config import load_router_config
 from infra.vllm_release import pinned_vllm_tag
 from tests.charts.conftest import NAMESPACE, SCENARIOS, Rendered, helm_template, parse, scenario_file
@@ -80,10 +81,13 @@ def test_cpu_engine_is_vllms_cpu_image_at_the_charts_vllm_release(rendered: dict
 
 
 def test_cpu_image_tag_follows_the_gpu_image_unless_set(tmp_path: Path) -> None:
-    for cpu_tag, expected in (("", f"vllm/vllm-openai-cpu:{pinned_vllm_tag()}"),
-                              ("v9.9.9-x86_64", "vllm/vllm-openai-cpu:v9.9.9-x86_64")):
-        proc = helm_template(values={"engine": {"gpusPerReplica": 0, "vllm": {"cpuImage": {"tag": cpu_tag}}}},
-                             tmp=tmp_path)
+    for cpu_tag, expected in (
+        ("", f"vllm/vllm-openai-cpu:{pinned_vllm_tag()}"),
+        ("v9.9.9-x86_64", "vllm/vllm-openai-cpu:v9.9.9-x86_64"),
+    ):
+        proc = helm_template(
+            values={"engine": {"gpusPerReplica": 0, "vllm": {"cpuImage": {"tag": cpu_tag}}}}, tmp=tmp_path
+        )
         assert proc.returncode == 0, proc.stderr
         assert engine_container(parse(proc.stdout))["image"] == expected
     digest_only = {"engine": {"gpusPerReplica": 0, "vllm": {"image": {"tag": "", "digest": "sha256:" + "c" * 64}}}}
@@ -131,7 +135,9 @@ def test_integer_flags_render_as_integers_however_large(tmp_path: Path) -> None:
 
 def test_server_engine_drains_within_the_pods_grace_period(tmp_path: Path) -> None:
     for grace, drain in ((60, "50"), (120, "110"), (5, "1")):
-        proc = helm_template(values={"engine": {"type": "server", "terminationGracePeriodSeconds": grace}}, tmp=tmp_path)
+        proc = helm_template(
+            values={"engine": {"type": "server", "terminationGracePeriodSeconds": grace}}, tmp=tmp_path
+        )
         assert proc.returncode == 0, proc.stderr
         r = parse(proc.stdout)
         assert r.engine_pod_spec()["terminationGracePeriodSeconds"] == grace
@@ -161,7 +167,8 @@ SECRET_LIKE = re.compile(r"sk-[A-Za-z0-9]{16,}|hf_[A-Za-z0-9]{16,}|AKIA[A-Z0-9]{
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_no_secret_values_in_output(rendered: dict[str, Rendered], scenario: str) -> None:
     r = rendered[scenario]
-    assert not r.kind("Secret"), "the chart must only reference existing Secrets"
+    # The only Secret the chart makes is the engine's key (random, test_chart_engine_seal.py); every other is the user's.
+    assert [d["metadata"]["name"] for d in r.kind("Secret")] == ["ds-dsdeploy-engine-key"]
     assert not SECRET_LIKE.search(r.text)
     for _, spec in r.pod_specs():
         for c in spec["containers"] + spec.get("initContainers", []):
@@ -193,28 +200,42 @@ def test_every_pod_is_restricted(rendered: dict[str, Rendered], scenario: str) -
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
-def test_router_config_loads_with_the_routers_loader(rendered: dict[str, Rendered], scenario: str,
-                                                      tmp_path: Path) -> None:
+def test_router_config_loads_with_the_routers_loader(
+    rendered: dict[str, Rendered], scenario: str, tmp_path: Path
+) -> None:
     r = rendered[scenario]
     text = r.one("ConfigMap", "router")["data"]["router.yaml"]
     path = tmp_path / "router.yaml"
     path.write_text(text)
-    cfg = load_router_config(path, environ={"DEEPSEEK_API_KEY": "test-key-not-real"})
+    cfg = load_router_config(path, environ={"DEEPSEEK_API_KEY": "test-key-not-real", "DSDEPLOY_ENGINE_KEY": "e"})
     assert cfg.upstreams[0].url == f"http://ds-dsdeploy-engine.{NAMESPACE}.svc:8000"
     assert cfg.server.host == "0.0.0.0"
     v = values_of(scenario).get("router", {})
     cloud = v.get("cloud", {}).get("enabled", False)
     assert (cfg.cloud is not None) == cloud
     container = r.one("Deployment", "router")["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
     if cloud:
         assert "${DEEPSEEK_API_KEY}" in text and cfg.cloud.api_key == "test-key-not-real"
-        env = {e["name"]: e for e in container["env"]}
         ref = env["DEEPSEEK_API_KEY"]["valueFrom"]["secretKeyRef"]
         assert ref == {"name": v["cloud"]["apiKeySecret"]["name"], "key": "api-key"}
     else:
-        assert "env" not in container
+        assert set(env) == {"DSDEPLOY_ENGINE_KEY"}
     # The router refuses a non-loopback bind without auth unless the chart said so explicitly.
     cfg.check_bind("0.0.0.0")
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_router_probes_the_path_that_turns_503_when_the_engine_drains(
+    rendered: dict[str, Rendered], scenario: str
+) -> None:
+    """The router's health probe and the pod's readiness probe read the same path, the one a draining engine
+    fails: for our server /ready (its /health stays 200 until it exits, so a SIGTERMed pod kept new requests)."""
+    r = rendered[scenario]
+    engine_type = values_of(scenario).get("engine", {}).get("type", "vllm")
+    cfg = yaml.safe_load(r.one("ConfigMap", "router")["data"]["router.yaml"])
+    assert cfg["health"]["path"] == READY_PATHS[engine_type]
+    assert engine_container(r)["readinessProbe"]["httpGet"]["path"] == READY_PATHS[engine_type]
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
@@ -268,17 +289,13 @@ def test_network_policies(rendered: dict[str, Rendered], scenario: str) -> None:
     deny = r.one("NetworkPolicy", "network")["spec"]
     assert deny["policyTypes"] == ["Ingress", "Egress"] and "ingress" not in deny and "egress" not in deny
     engine = policy(r, "engine")
-    inits = [c["name"] for c in r.engine_pod_spec()["initContainers"]]
-    if "download-model" in inits:  # the engine pod downloads itself: DNS and the hub, nothing else
-        assert sorted(p["port"] for rule in engine["egress"] for p in rule["ports"]) == [53, 53, 443]
-        assert not [p for p in r.kind("NetworkPolicy") if p["metadata"]["labels"]["app.kubernetes.io/component"]
-                    == "model-download"]
-    else:
-        assert engine["egress"] == []
+    assert engine["egress"] == []  # the whole seal (group peers, DNS, no download) is test_chart_engine_seal.py
     sources = engine["ingress"][0]["from"]
     assert sources[0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "router"
-    assert all("podSelector" not in s or s["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "router"
-               for s in sources)
+    assert all(
+        "podSelector" not in s or s["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "router"
+        for s in sources
+    )
     router = policy(r, "router")
     ports = [p["port"] for rule in router["egress"] for p in rule["ports"]]
     cloud = values_of(scenario).get("router", {}).get("cloud", {}).get("enabled", False)
@@ -302,12 +319,11 @@ def test_download_job(rendered: dict[str, Rendered]) -> None:
     assert token["secret"]["secretName"] == "hf-token"  # token from a file, not an env var
     eks = rendered["eks-pro"].kind("Job")[0]["spec"]["template"]["spec"]["containers"][0]
     assert {"name": "HF_ENDPOINT", "value": "https://hf-mirror.com"} in eks["env"]
-    # ReadWriteOnce (local-path): the engine pod downloads in its own init container, with the download image
-    cpu = rendered["onprem-cpu"]
-    assert not cpu.kind("Job")
-    init = cpu.engine_pod_spec()["initContainers"][0]
-    assert init["name"] == "download-model" and "--source=modelscope" in init["args"]
-    assert init["image"] == "registry.internal.example/dsdeploy/model-fetch:1.0"
+    # ReadWriteOnce (local-path): a Job on the engine's node downloads, with the download image
+    cpu = rendered["onprem-cpu"].download_container()
+    assert "--source=modelscope" in cpu["args"]
+    assert cpu["image"] == "registry.internal.example/dsdeploy/model-fetch:1.0"
+    assert rendered["onprem-cpu"].engine_pod_spec()["initContainers"][0]["name"] == "wait-for-model"
     # The engine waits for the download's marker of this very model before it starts.
     init = rendered["gke-pro"].engine_pod_spec()["initContainers"][0]
     assert any(a.startswith("--wait=") for a in init["args"])
@@ -318,8 +334,10 @@ def test_model_cache_survives_uninstall_prune_and_remediation(rendered: dict[str
     pvc = rendered["gke-base"].one("PersistentVolumeClaim", "model-cache")
     annotations = pvc["metadata"]["annotations"]
     assert annotations["helm.sh/resource-policy"] == "keep"
-    assert {o.strip() for o in annotations["argocd.argoproj.io/sync-options"].split(",")} == {"Delete=false",
-                                                                                              "Prune=false"}
+    assert {o.strip() for o in annotations["argocd.argoproj.io/sync-options"].split(",")} == {
+        "Delete=false",
+        "Prune=false",
+    }
 
 
 def test_airgapped_skips_download(rendered: dict[str, Rendered]) -> None:
@@ -335,8 +353,9 @@ def test_airgapped_skips_download(rendered: dict[str, Rendered]) -> None:
 def test_download_job_name_changes_with_the_model(tmp_path: Path) -> None:
     names = set()
     for model in ("deepseek-ai/DeepSeek-R1-Distill-Qwen-7B", "deepseek-ai/DeepSeek-R1-Distill-Qwen-14B"):
-        proc = helm_template(values={"model": {"id": model}, "modelCache": {"accessMode": "ReadWriteMany"}},
-                             tmp=tmp_path)
+        proc = helm_template(
+            values={"model": {"id": model}, "modelCache": {"accessMode": "ReadWriteMany"}}, tmp=tmp_path
+        )
         assert proc.returncode == 0, proc.stderr
         names.add(parse(proc.stdout).kind("Job")[0]["metadata"]["name"])
     assert len(names) == 2  # Jobs are immutable: a new model must not collide with the old Job
@@ -347,20 +366,36 @@ def test_engine_autoscaling_keda_or_hpa(rendered: dict[str, Rendered], tmp_path:
     trigger = so["spec"]["triggers"][0]
     # An External AverageValue metric: KEDA's HPA divides the value by the pod count, so the query must sum.
     assert trigger["type"] == "prometheus" and trigger["metricType"] == "AverageValue"
-    assert trigger["metadata"]["query"] == ('sum(vllm:num_requests_waiting{namespace="dsdeploy",'
-                                            'model_name="deepseek-r1-distill-llama-70b"})')
+    assert trigger["metadata"]["query"] == (
+        'sum(vllm:num_requests_waiting{namespace="dsdeploy",model_name="deepseek-r1-distill-llama-70b"})'
+    )
     assert trigger["metadata"]["threshold"] == "5"
     assert "replicas" not in rendered["gke-pro"].one("Deployment", "engine")["spec"]
-    assert not [h for h in rendered["gke-pro"].kind("HorizontalPodAutoscaler")
-                if h["metadata"]["labels"]["app.kubernetes.io/component"] == "engine"]
+    assert not [
+        h
+        for h in rendered["gke-pro"].kind("HorizontalPodAutoscaler")
+        if h["metadata"]["labels"]["app.kubernetes.io/component"] == "engine"
+    ]
     hpa = rendered["eks-pro"].one("HorizontalPodAutoscaler", "engine")
-    assert hpa["spec"]["metrics"][0]["pods"] == {"metric": {"name": "vllm_num_requests_waiting"},
-                                                 "target": {"type": "AverageValue", "averageValue": "5"}}
-    external = parse(helm_template(values={"engine": {"autoscaling": {
-        "enabled": True, "provider": "hpa", "hpaMetricType": "External", "maxReplicas": 4}}}, tmp=tmp_path).stdout)
+    assert hpa["spec"]["metrics"][0]["pods"] == {
+        "metric": {"name": "vllm_num_requests_waiting"},
+        "target": {"type": "AverageValue", "averageValue": "5"},
+    }
+    external = parse(
+        helm_template(
+            values={
+                "engine": {
+                    "autoscaling": {"enabled": True, "provider": "hpa", "hpaMetricType": "External", "maxReplicas": 4}
+                }
+            },
+            tmp=tmp_path,
+        ).stdout
+    )
     metric = external.one("HorizontalPodAutoscaler", "engine")["spec"]["metrics"][0]
     assert metric["type"] == "External" and metric["external"]["metric"] == {
-        "name": "vllm_num_requests_waiting", "selector": {"matchLabels": {"model_name": "deepseek-r1-distill-qwen-7b"}}}
+        "name": "vllm_num_requests_waiting",
+        "selector": {"matchLabels": {"model_name": "deepseek-r1-distill-qwen-7b"}},
+    }
     assert metric["external"]["target"] == {"type": "AverageValue", "averageValue": "5"}
     # provider auto: KEDA when the API exists, HPA otherwise
     values = {"engine": {"autoscaling": {"enabled": True, "provider": "auto"}}}
@@ -372,16 +407,122 @@ def test_engine_autoscaling_keda_or_hpa(rendered: dict[str, Rendered], tmp_path:
     assert not off.kind("ScaledObject"), "autoscaling is off by default"
 
 
+def test_engine_scale_to_zero_wakes_on_the_routers_waiting_requests(tmp_path: Path) -> None:
+    from tests.support.crd_schemas import validate_custom_resource
+
+    keda = ("--api-versions", "keda.sh/v1alpha1")
+    on = {"engine": {"autoscaling": {"enabled": True, "provider": "keda", "scaleToZero": {"enabled": True}}}}
+    proc = helm_template(*keda, values=on, tmp=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    so = parse(proc.stdout).one("ScaledObject", "engine")
+    validate_custom_resource(so)  # against KEDA's own CRD (tests/support/crds)
+    assert so["spec"]["minReplicaCount"] == 0
+    queue_depth, waiting, _running, _cold_cloud = so["spec"]["triggers"]  # the last two: the test below
+    assert queue_depth["metadata"]["query"].startswith("sum(vllm:num_requests_waiting{")
+    assert waiting["type"] == "prometheus" and waiting["metricType"] == "AverageValue"
+    assert waiting["metadata"]["query"] == f'sum(dsdeploy_router_waiting_requests{{namespace="{NAMESPACE}"}})'
+    assert (waiting["metadata"]["threshold"], waiting["metadata"]["activationThreshold"]) == ("1", "0")
+    # the router exports that gauge under that name
+    from inference.router.config import parse_router_config
+    from inference.router.metrics import RouterMetrics
+    from inference.router.pool import UpstreamPool
+
+    pool = UpstreamPool(parse_router_config({"upstreams": [{"url": "http://127.0.0.1:1"}]}))
+    assert b"\ndsdeploy_router_waiting_requests 0.0\n" in RouterMetrics(True, pool, None).render()
+    off = parse(
+        helm_template(
+            *keda, values={"engine": {"autoscaling": {"enabled": True, "provider": "keda"}}}, tmp=tmp_path
+        ).stdout
+    ).one("ScaledObject", "engine")
+    assert off["spec"]["minReplicaCount"] == 1 and len(off["spec"]["triggers"]) == 1  # off by default
+    hpa = helm_template(
+        values={"engine": {"autoscaling": {"enabled": True, "provider": "hpa", "scaleToZero": {"enabled": True}}}},
+        tmp=tmp_path,
+    )
+    assert hpa.returncode != 0 and "an HPA cannot scale to zero" in hpa.stderr
+    bad = helm_template(
+        *keda, values={"engine": {"autoscaling": {"scaleToZero": {"waitingMetricName": "a b"}}}}, tmp=tmp_path
+    )
+    assert bad.returncode != 0 and "waitingMetricName" in bad.stderr
+
+
+def test_scale_to_zero_keeps_a_serving_engine_up_and_wakes_on_cloud_demand(tmp_path: Path) -> None:
+    """The ScaledObject's queries, run by promtool on series as the engine and the router export them: an
+    engine serving without a queue stays active (KEDA scales to zero only when every trigger is inactive),
+    and requests that went to the cloud for want of an engine wake one."""
+    from inference.router.config import parse_router_config
+    from inference.router.metrics import RouterMetrics
+    from inference.router.pool import UpstreamPool
+    from tests.support.crd_schemas import validate_custom_resource
+    from tests.support.promtool import run_rule_tests
+
+    keda = ("--api-versions", "keda.sh/v1alpha1")
+    zero = {"enabled": True, "provider": "keda", "scaleToZero": {"enabled": True}}
+    proc = helm_template(*keda, values={"engine": {"autoscaling": zero, "maxNumSeqs": 64}}, tmp=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    so = parse(proc.stdout).one("ScaledObject", "engine")
+    validate_custom_resource(so)
+    _, _, running, cold_cloud = so["spec"]["triggers"]
+    assert running["metadata"]["threshold"] == "64"  # a pod's capacity: it never asks for more pods
+    assert (running["metadata"]["activationThreshold"], cold_cloud["metadata"]["activationThreshold"]) == ("0", "0")
+    ns, model = NAMESPACE, "deepseek-r1-distill-qwen-7b"
+    series = [  # one engine serving 3 requests, no queue; a router that sent 8 to the cloud while it was cold
+        {"series": f'vllm:num_requests_running{{namespace="{ns}",model_name="{model}",pod="e"}}', "values": "3x6"},
+        {"series": f'vllm:num_requests_waiting{{namespace="{ns}",model_name="{model}",pod="e"}}', "values": "0x6"},
+        {"series": f'dsdeploy_router_waiting_requests{{namespace="{ns}",pod="r"}}', "values": "0x6"},
+        {"series": f'dsdeploy_router_cold_cloud_requests_total{{namespace="{ns}",pod="r"}}', "values": "0 4 8 8 8 8 8"},
+    ]
+    checks = [
+        {"expr": running["metadata"]["query"], "eval_time": "6m", "exp_samples": [{"labels": "{}", "value": 3}]},
+        {"expr": cold_cloud["metadata"]["query"], "eval_time": "2m", "exp_samples": [{"labels": "{}", "value": 1}]},
+        {"expr": cold_cloud["metadata"]["query"], "eval_time": "6m", "exp_samples": [{"labels": "{}", "value": 0}]},
+    ]
+    result = run_rule_tests([], [{"interval": "1m", "input_series": series, "promql_expr_test": checks}], tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    # the router exports the counter under that name; without a maxNumSeqs the target is vLLM's largest default
+    pool = UpstreamPool(parse_router_config({"upstreams": [{"url": "http://127.0.0.1:1"}]}))
+    assert b"\ndsdeploy_router_cold_cloud_requests_total 0.0\n" in RouterMetrics(True, pool, None).render()
+    plain = helm_template(*keda, values={"engine": {"autoscaling": zero}}, tmp=tmp_path)
+    assert parse(plain.stdout).one("ScaledObject", "engine")["spec"]["triggers"][2]["metadata"]["threshold"] == "2048"
+    stay = {**zero, "scaleToZero": {"enabled": True, "wakeOnCloudRequests": False}}
+    off = parse(helm_template(*keda, values={"engine": {"autoscaling": stay}}, tmp=tmp_path).stdout)
+    assert len(off.one("ScaledObject", "engine")["spec"]["triggers"]) == 3
+
+
+def test_a_vllm_engine_finishes_its_open_requests_on_sigterm(rendered: dict[str, Rendered]) -> None:
+    """vLLM aborts open requests on SIGTERM unless --shutdown-timeout > 0: a rollout would cut them."""
+    pod = rendered["gke-pro"].one("Deployment", "engine")["spec"]["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] == 60
+    assert "--shutdown-timeout=50" in pod["containers"][0]["args"]
+
+
 def test_monitoring_follows_the_cluster_api(rendered: dict[str, Rendered], tmp_path: Path) -> None:
     assert not rendered["gke-base"].kind("ServiceMonitor") and not rendered["gke-base"].kind("PrometheusRule")
-    r = parse(helm_template("--api-versions", "monitoring.coreos.com/v1/ServiceMonitor",
-                            "--api-versions", "monitoring.coreos.com/v1/PrometheusRule").stdout)
-    assert {d["metadata"]["labels"]["app.kubernetes.io/component"] for d in r.kind("ServiceMonitor")} == {"engine", "router"}
+    r = parse(
+        helm_template(
+            "--api-versions",
+            "monitoring.coreos.com/v1/ServiceMonitor",
+            "--api-versions",
+            "monitoring.coreos.com/v1/PrometheusRule",
+        ).stdout
+    )
+    assert {d["metadata"]["labels"]["app.kubernetes.io/component"] for d in r.kind("ServiceMonitor")} == {
+        "engine",
+        "router",
+    }
     rules = rendered["gke-pro"].kind("PrometheusRule")[0]["spec"]["groups"][0]["rules"]
-    assert {x["alert"] for x in rules} == {"DsdeployEngineNotReady", "DsdeployFallbackRateHigh",
-                                          "DsdeployQueueSaturated", "DsdeployGpuMemoryHigh",
-                                          "DsdeployRouterMetricsAbsent", "DsdeployEngineMetricsAbsent",
-                                          "DsdeployKubeStateMetricsAbsent", "DsdeployGpuMetricsAbsent"}
+    assert {x["alert"] for x in rules} == {
+        "DsdeployEngineNotReady",
+        "DsdeployFallbackRateHigh",
+        "DsdeployQueueSaturated",
+        "DsdeployGpuMemoryHigh",
+        "DsdeployRouterMetricsAbsent",
+        "DsdeployEngineMetricsAbsent",
+        "DsdeployKubeStateMetricsAbsent",
+        "DsdeployGpuMetricsAbsent",
+        "DsdeployCloudBudgetExhausted",
+        "DsdeployRouterSharedStateDown",
+    }
     assert rendered["gke-pro"].kind("PrometheusRule")[0]["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     # (what the alerts match is run in promtool by test_chart_alerts.py)
     dash = rendered["gke-base"].one("ConfigMap", "monitoring")
@@ -411,10 +552,20 @@ def test_everything_is_namespaced_and_labelled(rendered: dict[str, Rendered], sc
 def test_router_service_for_load_balancers(tmp_path: Path) -> None:
     from tests.charts.conftest import helm_notes
 
-    annotations = {"cloud.google.com/neg": '{"ingress": true}',
-                   "service.beta.kubernetes.io/aws-load-balancer-type": "external"}
-    lb = {"router": {"service": {"type": "LoadBalancer", "annotations": annotations,
-                                 "loadBalancerSourceRanges": ["203.0.113.0/24"], "externalTrafficPolicy": "Local"}}}
+    annotations = {
+        "cloud.google.com/neg": '{"ingress": true}',
+        "service.beta.kubernetes.io/aws-load-balancer-type": "external",
+    }
+    lb = {
+        "router": {
+            "service": {
+                "type": "LoadBalancer",
+                "annotations": annotations,
+                "loadBalancerSourceRanges": ["203.0.113.0/24"],
+                "externalTrafficPolicy": "Local",
+            }
+        }
+    }
     proc = helm_template(values=lb, tmp=tmp_path)
     assert proc.returncode == 0, proc.stderr
     r = parse(proc.stdout)

@@ -24,21 +24,31 @@ def kubernetes_minors() -> list[str]:
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_helm_lint_strict(scenario: str) -> None:
-    proc = subprocess.run([helm_path(), "lint", "--strict", str(CHART_DIR), "-f", str(scenario_file(scenario))],
-                          capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [helm_path(), "lint", "--strict", str(CHART_DIR), "-f", str(scenario_file(scenario))],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_helm_lint_defaults() -> None:
-    proc = subprocess.run([helm_path(), "lint", "--strict", str(CHART_DIR)], capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [helm_path(), "lint", "--strict", str(CHART_DIR)], capture_output=True, text=True, check=False
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 @pytest.mark.parametrize("version", kubernetes_minors())
 def test_scenarios_validate_strict(rendered: dict[str, Rendered], version: str) -> None:
     # Built-in kinds against the Kubernetes schemas, custom resources against their CRDs.
-    errors = [f"{name} {doc['kind']}/{doc['metadata']['name']}: {error}"
-              for name, r in rendered.items() for doc in r.docs for error in manifest_errors(doc, version)]
+    errors = [
+        f"{name} {doc['kind']}/{doc['metadata']['name']}: {error}"
+        for name, r in rendered.items()
+        for doc in r.docs
+        for error in manifest_errors(doc, version)
+    ]
     assert not errors, "\n".join(errors)
     assert sum(len(r.docs) for r in rendered.values()) >= 80
 
@@ -48,8 +58,15 @@ def _pod_templates(doc: dict) -> list[dict]:
     if doc["kind"] != "LeaderWorkerSet":
         return []
     lwt = doc["spec"]["leaderWorkerTemplate"]
-    return [{"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": f"{doc['metadata']['name']}-{role}"},
-             "template": lwt[f"{role}Template"]} for role in ("leader", "worker")]
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "PodTemplate",
+            "metadata": {"name": f"{doc['metadata']['name']}-{role}"},
+            "template": lwt[f"{role}Template"],
+        }
+        for role in ("leader", "worker")
+    ]
 
 
 @pytest.mark.parametrize("version", kubernetes_minors())
@@ -82,28 +99,43 @@ def test_strict_validation_catches_unknown_fields(rendered: dict[str, Rendered])
 def test_every_scenario_renders_its_kinds(rendered: dict[str, Rendered]) -> None:
     for name, r in rendered.items():
         kinds = {d["kind"] for d in r.docs}
-        assert {"Deployment", "Service", "ConfigMap", "NetworkPolicy", "ServiceAccount", "PodDisruptionBudget"} <= kinds, name
-    assert {"ScaledObject", "ServiceMonitor", "PrometheusRule", "Ingress"} <= {d["kind"] for d in rendered["gke-pro"].docs}
+        assert {
+            "Deployment",
+            "Service",
+            "ConfigMap",
+            "NetworkPolicy",
+            "ServiceAccount",
+            "PodDisruptionBudget",
+        } <= kinds, name
+    assert {"ScaledObject", "ServiceMonitor", "PrometheusRule", "Ingress"} <= {
+        d["kind"] for d in rendered["gke-pro"].docs
+    }
     assert "HorizontalPodAutoscaler" in {d["kind"] for d in rendered["eks-pro"].docs}
 
 
 def checkov_bin() -> Path:
     path = REPO / ".venv-checkov" / "bin" / "checkov"
     if not path.is_file():
-        pytest.fail(f"checkov not found at {path}: python3 -m venv .venv-checkov && .venv-checkov/bin/pip install checkov")
+        pytest.fail(
+            f"checkov not found at {path}: python3 -m venv .venv-checkov && .venv-checkov/bin/pip install checkov"
+        )
     return path
 
 
 @pytest.mark.slow
 def test_checkov_clean_on_every_scenario(rendered_dir: Path) -> None:
     proc = subprocess.run(
-        [str(checkov_bin()), "-d", str(rendered_dir), "--framework", "kubernetes", "--skip-download",
-         "-o", "json"],
-        capture_output=True, text=True, check=False, timeout=600,
+        [str(checkov_bin()), "-d", str(rendered_dir), "--framework", "kubernetes", "--skip-download", "-o", "json"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
     )
     report = json.loads(proc.stdout)
     results = (report[0] if isinstance(report, list) else report)["results"]
-    failed = [f"{c['check_id']} {c['resource']} ({c['file_path']}): {c['check_name']}" for c in results["failed_checks"]]
+    failed = [
+        f"{c['check_id']} {c['resource']} ({c['file_path']}): {c['check_name']}" for c in results["failed_checks"]
+    ]
     assert not failed, "\n".join(failed)
     assert len(results["passed_checks"]) > 1000
     for skip in results["skipped_checks"]:  # a skip is allowed only with a written reason

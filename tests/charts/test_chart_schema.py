@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.charts.conftest import helm_template, parse
-
-FAKE_KEY = "sk-" + "4f8a9c0d1e2b3a4f5c6d7e8f9a0b1c2d"  # built in two parts: a fake key, not a leak
+from tests.support.fake_secrets import FAKE_KEY
 
 API_KEY = FAKE_KEY
 
@@ -17,38 +16,66 @@ REJECTED = [
     ("wrong type bool", {"networkPolicy": {"enabled": "yes"}}, "/networkPolicy/enabled"),
     ("unknown key", {"engine": {"gpus": 2}}, "'gpus' not allowed"),
     ("unknown top-level key", {"routr": {"replicas": 2}}, "'routr' not allowed"),
-    ("bitsandbytes to vLLM (the pinned release has none)", {"engine": {"quantization": "bitsandbytes"}},
-     "/engine/quantization"),
+    (
+        "bitsandbytes to vLLM (the pinned release has none)",
+        {"engine": {"quantization": "bitsandbytes"}},
+        "/engine/quantization",
+    ),
     ("CPU KV cache of zero", {"engine": {"vllm": {"cpu": {"kvCacheGiB": 0}}}}, "/engine/vllm/cpu/kvCacheGiB"),
-    ("literal API key as Secret name", {"router": {"cloud": {"apiKeySecret": {"name": API_KEY}}}},
-     "/router/cloud/apiKeySecret/name"),
+    (
+        "literal API key as Secret name",
+        {"router": {"cloud": {"apiKeySecret": {"name": API_KEY}}}},
+        "/router/cloud/apiKeySecret/name",
+    ),
     ("literal API key in values", {"router": {"cloud": {"apiKey": API_KEY}}}, "'apiKey' not allowed"),
-    ("hub token as Secret name", {"model": {"tokenSecret": {"name": "hf_AbCdEfGhIjKlMnOpQrStUvWxYz012345"}}},
-     "/model/tokenSecret/name"),
+    (
+        "hub token as Secret name",
+        {"model": {"tokenSecret": {"name": "hf_AbCdEfGhIjKlMnOpQrStUvWxYz012345"}}},
+        "/model/tokenSecret/name",
+    ),
     ("raw key instead of digest", {"router": {"auth": {"keysSha256": ["my-client-key"]}}}, "/router/auth/keysSha256/0"),
     ("secret via router.config", {"router": {"config": {"cloud": {"api_key": API_KEY}}}}, "'cloud' not allowed"),
     ("enum", {"engine": {"type": "tgi"}}, "/engine/type"),
     ("range", {"engine": {"gpuMemoryUtilization": 1.5}}, "/engine/gpuMemoryUtilization"),
     ("quantity", {"modelCache": {"size": "lots"}}, "/modelCache/size"),
     ("s3 source with gs uri", {"model": {"source": "s3", "uri": "gs://bucket/m"}}, "/model/uri"),
-    ("privileged container", {"containerSecurityContext": {"privileged": True, "runAsNonRoot": True,
-                                                           "allowPrivilegeEscalation": False,
-                                                           "capabilities": {"drop": ["ALL"]}}},
-     "/containerSecurityContext/privileged"),
+    (
+        "privileged container",
+        {
+            "containerSecurityContext": {
+                "privileged": True,
+                "runAsNonRoot": True,
+                "allowPrivilegeEscalation": False,
+                "capabilities": {"drop": ["ALL"]},
+            }
+        },
+        "/containerSecurityContext/privileged",
+    ),
     ("root pod", {"podSecurityContext": {"runAsNonRoot": False}}, "/podSecurityContext/runAsNonRoot"),
     # Values that render but break on a cluster:
-    ("auth required without keys (router crash-loops)", {"router": {"auth": {"allowUnauthenticated": False}}},
-     "/router/auth/keysSha256"),
-    ("cloud fallback without its Secret (empty secretKeyRef)",
-     {"router": {"cloud": {"enabled": True, "apiKeySecret": {"name": ""}}}}, "/router/cloud/apiKeySecret/name"),
-    ("vLLM without a tag (would get the chart's appVersion)", {"engine": {"vllm": {"image": {"tag": ""}}}},
-     "/engine/vllm/image/tag"),
+    (
+        "auth required without keys (router crash-loops)",
+        {"router": {"auth": {"allowUnauthenticated": False}}},
+        "/router/auth/keysSha256",
+    ),
+    (
+        "cloud fallback without its Secret (empty secretKeyRef)",
+        {"router": {"cloud": {"enabled": True, "apiKeySecret": {"name": ""}}}},
+        "/router/cloud/apiKeySecret/name",
+    ),
+    (
+        "vLLM without a tag (would get the chart's appVersion)",
+        {"engine": {"vllm": {"image": {"tag": ""}}}},
+        "/engine/vllm/image/tag",
+    ),
     ("gguf quantization on vLLM (no .gguf file passed)", {"engine": {"quantization": "gguf"}}, "/engine/quantization"),
     ("gguf file on vLLM", {"model": {"ggufFile": "model.Q4_K_M.gguf"}}, "/model/ggufFile"),
     ("unknown reasoning parser", {"engine": {"reasoningParser": "deepseek"}}, "/engine/reasoningParser"),
-    ("client keys but no key for helm test (401)",
-     {"router": {"auth": {"keysSha256": ["2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae"]}}},
-     "/tests/apiKeySecret/name"),
+    (
+        "client keys but no key for helm test (401)",
+        {"router": {"auth": {"keysSha256": ["2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae"]}}},
+        "/tests/apiKeySecret/name",
+    ),
 ]
 
 
@@ -66,22 +93,64 @@ ACCEPTED = [
     ("defaults", {}),
     ("monitoring forced", {"monitoring": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": False}}}),
     ("s3 source", {"model": {"source": "s3", "uri": "s3://weights/deepseek/r1-7b"}}),
-    ("gateway route", {"router": {"httpRoute": {"enabled": True, "parentRefs": [{"name": "public-gw"}],
-                                                "hostnames": ["ai.example.com"]}}}),
-    ("digest pin", {"router": {"image": {"repository": "r.example/router", "tag": "", "pullPolicy": "IfNotPresent",
-                                         "digest": "sha256:" + "a" * 64}}}),
-    ("vLLM by digest only", {"engine": {"vllm": {"image": {"repository": "vllm/vllm-openai", "tag": "",
-                                                           "pullPolicy": "IfNotPresent",
-                                                           "digest": "sha256:" + "b" * 64}}}}),
-    ("gguf on the server engine", {"engine": {"type": "server", "gpusPerReplica": 0},
-                                   "model": {"ggufFile": "model.Q4_K_M.gguf"}}),
+    (
+        "gateway route",
+        {
+            "router": {
+                "httpRoute": {"enabled": True, "parentRefs": [{"name": "public-gw"}], "hostnames": ["ai.example.com"]}
+            }
+        },
+    ),
+    (
+        "digest pin",
+        {
+            "router": {
+                "image": {
+                    "repository": "r.example/router",
+                    "tag": "",
+                    "pullPolicy": "IfNotPresent",
+                    "digest": "sha256:" + "a" * 64,
+                }
+            }
+        },
+    ),
+    (
+        "vLLM by digest only",
+        {
+            "engine": {
+                "vllm": {
+                    "image": {
+                        "repository": "vllm/vllm-openai",
+                        "tag": "",
+                        "pullPolicy": "IfNotPresent",
+                        "digest": "sha256:" + "b" * 64,
+                    }
+                }
+            }
+        },
+    ),
+    (
+        "gguf on the server engine",
+        {"engine": {"type": "server", "gpusPerReplica": 0}, "model": {"ggufFile": "model.Q4_K_M.gguf"}},
+    ),
     ("V3.1 parser", {"engine": {"reasoningParser": "deepseek_v3"}}),
-    ("client keys, helm test off", {"tests": {"enabled": False}, "router": {"auth": {
-        "allowUnauthenticated": False,
-        "keysSha256": ["2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae"]}}}),
+    (
+        "client keys, helm test off",
+        {
+            "tests": {"enabled": False},
+            "router": {
+                "auth": {
+                    "allowUnauthenticated": False,
+                    "keysSha256": ["2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae"],
+                }
+            },
+        },
+    ),
     ("cloud off with no Secret name", {"router": {"cloud": {"enabled": False, "apiKeySecret": {"name": ""}}}}),
-    ("pipeline parallel fills the GPUs", {"engine": {"gpusPerReplica": 4, "tensorParallelSize": 2,
-                                                     "extraArgs": ["--pipeline-parallel-size=2"]}}),
+    (
+        "pipeline parallel fills the GPUs",
+        {"engine": {"gpusPerReplica": 4, "tensorParallelSize": 2, "extraArgs": ["--pipeline-parallel-size=2"]}},
+    ),
 ]
 
 
@@ -93,8 +162,12 @@ def test_schema_accepts(case: str, values: dict, tmp_path: Path) -> None:
 
 
 def test_object_store_source_renders(tmp_path: Path) -> None:
-    proc = helm_template(values={"model": {"source": "s3", "uri": "s3://weights/deepseek/r1-7b",
-                                           "credentialsSecret": {"name": "s3-creds"}}}, tmp=tmp_path)
+    proc = helm_template(
+        values={
+            "model": {"source": "s3", "uri": "s3://weights/deepseek/r1-7b", "credentialsSecret": {"name": "s3-creds"}}
+        },
+        tmp=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     args = parse(proc.stdout).download_container()["args"]
     assert "--uri=s3://weights/deepseek/r1-7b" in args and not [a for a in args if a.startswith("--model-id")]
@@ -117,16 +190,27 @@ def test_httproute_needs_a_gateway(tmp_path: Path) -> None:
     assert proc.returncode != 0 and "parentRefs" in proc.stderr
 
 
-@pytest.mark.parametrize(("values", "message"), [
-    ({"engine": {"gpusPerReplica": 4, "tensorParallelSize": 2}},
-     "engine.gpusPerReplica is 4 but vLLM would use 2 GPU(s)"),
-    ({"engine": {"gpusPerReplica": 4, "tensorParallelSize": 2, "extraArgs": ["--pipeline-parallel-size", "3"]}},
-     "engine.gpusPerReplica is 4 but vLLM would use 6 GPU(s)"),
-    ({"engine": {"autoscaling": {"enabled": True, "minReplicas": 3, "maxReplicas": 2}}},
-     "engine.autoscaling.minReplicas (3) is above engine.autoscaling.maxReplicas (2)"),
-    ({"router": {"autoscaling": {"enabled": True, "minReplicas": 5, "maxReplicas": 4}}},
-     "router.autoscaling.minReplicas (5) is above router.autoscaling.maxReplicas (4)"),
-])
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (
+            {"engine": {"gpusPerReplica": 4, "tensorParallelSize": 2}},
+            "engine.gpusPerReplica is 4 but vLLM would use 2 GPU(s)",
+        ),
+        (
+            {"engine": {"gpusPerReplica": 4, "tensorParallelSize": 2, "extraArgs": ["--pipeline-parallel-size", "3"]}},
+            "engine.gpusPerReplica is 4 but vLLM would use 6 GPU(s)",
+        ),
+        (
+            {"engine": {"autoscaling": {"enabled": True, "minReplicas": 3, "maxReplicas": 2}}},
+            "engine.autoscaling.minReplicas (3) is above engine.autoscaling.maxReplicas (2)",
+        ),
+        (
+            {"router": {"autoscaling": {"enabled": True, "minReplicas": 5, "maxReplicas": 4}}},
+            "router.autoscaling.minReplicas (5) is above router.autoscaling.maxReplicas (4)",
+        ),
+    ],
+)
 def test_templates_refuse_what_the_schema_cannot_compare(values: dict, message: str, tmp_path: Path) -> None:
     proc = helm_template(values=values, tmp=tmp_path)
     assert proc.returncode != 0 and message in proc.stderr, proc.stderr

@@ -13,9 +13,8 @@ from dsdeploy.cli import main
 from infra.chart_values import ChartOptions, ChartValuesError, chart_values
 from infra.planner import plan_deployment
 from tests.charts.conftest import Rendered, helm_template, parse
+from tests.support.fake_secrets import FAKE_KEY
 from tests.support.manifests import validate_manifest
-
-FAKE_KEY = "sk-" + "4f8a9c0d1e2b3a4f5c6d7e8f9a0b1c2d"  # built in two parts: a fake key, not a leak
 
 COMBOS = [
     ("r1-distill-qwen-7b", "base", None, "gke"),
@@ -36,8 +35,7 @@ def render_values(values: dict, tmp_path: Path) -> Rendered:
 
 
 @pytest.mark.parametrize(("model", "tier", "quant", "platform"), COMBOS)
-def test_planned_values_render_cleanly(model: str, tier: str, quant: str | None, platform: str,
-                                       tmp_path: Path) -> None:
+def test_planned_values_render_cleanly(model: str, tier: str, quant: str | None, platform: str, tmp_path: Path) -> None:
     plan = plan_deployment(model, tier, quantization=quant)
     values = chart_values(plan, ChartOptions(platform=platform, cloud_fallback=True))
     r = render_values(values, tmp_path)
@@ -74,11 +72,22 @@ def test_platform_selectors_and_options(tmp_path: Path) -> None:
     plan = plan_deployment("r1-distill-qwen-7b", "base")
     gke = chart_values(plan, ChartOptions(platform="gke"))
     assert gke["engine"]["gpu"]["nodeSelector"] == {"cloud.google.com/gke-accelerator": "nvidia-tesla-a100"}
-    assert gke["engine"]["gpu"]["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
-    onprem = chart_values(plan, ChartOptions(platform="existing", gpu_node_selector={"site/gpu": "a100"},
-                                             gpu_tolerations=[], airgapped=True, storage_class="nfs",
-                                             engine_replicas_min=1, engine_replicas_max=4,
-                                             hf_endpoint="https://hf-mirror.com/"))
+    assert gke["engine"]["gpu"]["tolerations"] == [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    ]
+    onprem = chart_values(
+        plan,
+        ChartOptions(
+            platform="existing",
+            gpu_node_selector={"site/gpu": "a100"},
+            gpu_tolerations=[],
+            airgapped=True,
+            storage_class="nfs",
+            engine_replicas_min=1,
+            engine_replicas_max=4,
+            hf_endpoint="https://hf-mirror.com/",
+        ),
+    )
     assert onprem["engine"]["gpu"] == {"nodeSelector": {"site/gpu": "a100"}, "tolerations": []}
     assert onprem["model"]["source"] == "none" and onprem["modelCache"]["airgapped"] is True
     assert onprem["modelCache"]["accessMode"] == "ReadWriteMany"
@@ -88,8 +97,11 @@ def test_platform_selectors_and_options(tmp_path: Path) -> None:
     assert not r.kind("Job") and r.kind("HorizontalPodAutoscaler")
     single = chart_values(plan, ChartOptions(platform="gke", router_replicas=1))
     assert single["router"]["pdb"] == {"enabled": False}  # a one-pod budget would block node drains
-    assert not [d for d in render_values(single, tmp_path).kind("PodDisruptionBudget")
-                if d["metadata"]["labels"]["app.kubernetes.io/component"] == "router"]
+    assert not [
+        d
+        for d in render_values(single, tmp_path).kind("PodDisruptionBudget")
+        if d["metadata"]["labels"]["app.kubernetes.io/component"] == "router"
+    ]
 
 
 def test_server_engine_on_cpu(tmp_path: Path) -> None:
@@ -119,21 +131,36 @@ def test_server_engine_refuses_quantizations_it_cannot_run() -> None:
         chart_values(plan, ChartOptions(platform="gke", engine_type="server"))
 
 
-@pytest.mark.parametrize(("field", "value", "message"), [
-    ("cloud_api_key_secret", FAKE_KEY, "looks like a credential"),
-    ("hf_token_secret", "hf_AbCdEfGhIjKlMnOpQrStUvWxYz012345", "looks like a credential"),
-    ("cloud_api_key_secret", "My Secret", "not a valid Secret name"),
-    ("model_cache_size", "big", "not a Kubernetes quantity"),
-    ("hf_endpoint", "hf-mirror.com", "not an http(s) URL"),
-    ("platform", "azure", "gke"),
-    ("gpu_count", 2, "Extra inputs are not permitted"),
-])
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("cloud_api_key_secret", FAKE_KEY, "looks like a credential"),
+        ("hf_token_secret", "hf_AbCdEfGhIjKlMnOpQrStUvWxYz012345", "looks like a credential"),
+        ("cloud_api_key_secret", "My Secret", "not a valid Secret name"),
+        ("engine_api_key_secret", "Engine Key", "not a valid Secret name"),
+        ("model_cache_size", "big", "not a Kubernetes quantity"),
+        ("hf_endpoint", "hf-mirror.com", "not an http(s) URL"),
+        ("platform", "azure", "gke"),
+        ("gpu_count", 2, "Extra inputs are not permitted"),
+    ],
+)
 def test_chart_options_reject(field: str, value: object, message: str) -> None:
     kwargs = {"platform": "gke", field: value}
     with pytest.raises(ValidationError, match=re.escape(message)) as err:
         ChartOptions(**kwargs)
     if "credential" in message:
         assert str(value) not in str(err.value), "a secret must never appear in an error"
+
+
+def test_an_engine_key_secret_of_ones_own_replaces_the_charts(tmp_path: Path) -> None:
+    plan = plan_deployment("r1-distill-qwen-7b", "base")
+    values = chart_values(plan, ChartOptions(platform="gke", engine_api_key_secret="team-engine-key"))
+    assert values["engine"]["apiKey"] == {"existingSecret": "team-engine-key", "key": "api-key"}
+    r = render_values(values, tmp_path)
+    assert not r.kind("Secret")
+    env = {e["name"]: e for e in r.engine_pod_spec()["containers"][0]["env"]}
+    assert env["VLLM_API_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "team-engine-key", "key": "api-key"}
+    assert "apiKey" not in chart_values(plan, ChartOptions(platform="gke"))["engine"]
 
 
 def test_chart_options_replica_order() -> None:
@@ -143,8 +170,24 @@ def test_chart_options_replica_order() -> None:
 
 def test_values_command_writes_a_file_that_renders(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "values.yaml"
-    rc = main(["values", "--model", "r1-distill-llama-70b", "--tier", "pro", "--quantization", "fp8",
-               "--platform", "eks", "--cloud-fallback", "--engine-replicas", "1:3", "-o", str(out)])
+    rc = main(
+        [
+            "values",
+            "--model",
+            "r1-distill-llama-70b",
+            "--tier",
+            "pro",
+            "--quantization",
+            "fp8",
+            "--platform",
+            "eks",
+            "--cloud-fallback",
+            "--engine-replicas",
+            "1:3",
+            "-o",
+            str(out),
+        ]
+    )
     assert rc == 0
     values = yaml.safe_load(out.read_text())
     assert out.read_text().startswith("# dsdeploy chart values")
@@ -156,10 +199,10 @@ def test_values_command_writes_a_file_that_renders(tmp_path: Path, capsys: pytes
     r = parse(manifests)
     assert {d["metadata"]["namespace"] for d in r.docs} == {"llm"}
     assert not r.kind("Pod"), "render prints what kubectl should apply: no helm test Pod"
-    assert not [d for d in r.docs if d["metadata"]["labels"].get("app.kubernetes.io/component") == "test"], \
+    assert not [d for d in r.docs if d["metadata"]["labels"].get("app.kubernetes.io/component") == "test"], (
         "nor the test Pod's ServiceAccount and NetworkPolicy"
-    assert r.engine_pod_spec()["containers"][0]["resources"]["limits"][
-        "nvidia.com/gpu"] == 4
+    )
+    assert r.engine_pod_spec()["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 4
 
 
 def test_values_command_to_stdout_matches_chart_values(capsys: pytest.CaptureFixture[str]) -> None:
@@ -175,12 +218,40 @@ def test_values_command_errors(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["values", "--model", "r1-distill-qwen-7b", "--tier", "huge", "--platform", "gke"]) == 2
     assert "huge" in capsys.readouterr().err
     key = FAKE_KEY
-    assert main(["values", "--model", "r1-distill-qwen-7b", "--tier", "base", "--platform", "gke",
-                 "--cloud-api-key-secret", key]) == 2
+    assert (
+        main(
+            [
+                "values",
+                "--model",
+                "r1-distill-qwen-7b",
+                "--tier",
+                "base",
+                "--platform",
+                "gke",
+                "--cloud-api-key-secret",
+                key,
+            ]
+        )
+        == 2
+    )
     captured = capsys.readouterr()
     assert "cloud_api_key_secret" in captured.err and key not in captured.err + captured.out
-    assert main(["values", "--model", "r1-distill-qwen-7b", "--tier", "base", "--platform", "existing",
-                 "--gpu-node-selector", "novalue"]) == 2
+    assert (
+        main(
+            [
+                "values",
+                "--model",
+                "r1-distill-qwen-7b",
+                "--tier",
+                "base",
+                "--platform",
+                "existing",
+                "--gpu-node-selector",
+                "novalue",
+            ]
+        )
+        == 2
+    )
     assert "KEY=VALUE" in capsys.readouterr().err
 
 
@@ -196,21 +267,38 @@ def test_render_command_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str
 def test_render_command_with_cluster_apis(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     values = tmp_path / "v.yaml"
     values.write_text("engine:\n  autoscaling:\n    enabled: true\n")
-    assert main(["render", "-f", str(values), "--api-versions", "keda.sh/v1alpha1",
-                 "--api-versions", "monitoring.coreos.com/v1/ServiceMonitor", "--include-tests"]) == 0
+    assert (
+        main(
+            [
+                "render",
+                "-f",
+                str(values),
+                "--api-versions",
+                "keda.sh/v1alpha1",
+                "--api-versions",
+                "monitoring.coreos.com/v1/ServiceMonitor",
+                "--include-tests",
+            ]
+        )
+        == 0
+    )
     r = parse(capsys.readouterr().out)
     assert r.kind("ScaledObject") and r.kind("ServiceMonitor") and r.kind("Pod")
     # with --include-tests the Pod comes with its ServiceAccount and NetworkPolicy, all helm test hooks
-    test_objects = {d["kind"]: d for d in r.docs if d["metadata"]["labels"].get("app.kubernetes.io/component") == "test"}
+    test_objects = {
+        d["kind"]: d for d in r.docs if d["metadata"]["labels"].get("app.kubernetes.io/component") == "test"
+    }
     assert set(test_objects) == {"Pod", "ServiceAccount", "NetworkPolicy"}
     assert all(d["metadata"]["annotations"]["helm.sh/hook"] == "test" for d in test_objects.values())
     assert int(test_objects["ServiceAccount"]["metadata"]["annotations"]["helm.sh/hook-weight"]) < 0
 
 
-@pytest.mark.parametrize(("model", "quant"), [("deepseek-ai/DeepSeek-R1-Distill-Qwen-32B", "awq-int4"),
-                                              ("r1-distill-qwen-7b", "awq-int4")])
-def test_unpublished_quantization_is_an_error_not_the_bf16_weights(model: str, quant: str,
-                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("model", "quant"), [("deepseek-ai/DeepSeek-R1-Distill-Qwen-32B", "awq-int4"), ("r1-distill-qwen-7b", "awq-int4")]
+)
+def test_unpublished_quantization_is_an_error_not_the_bf16_weights(
+    model: str, quant: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     # vLLM would load the original bf16 checkpoint (~64 GB for 32B) onto a GPU sized for 4-bit weights.
     assert main(["values", "--model", model, "--tier", "base", "--platform", "gke", "--quantization", quant]) == 2
     captured = capsys.readouterr()
@@ -221,12 +309,29 @@ def test_unpublished_quantization_is_an_error_not_the_bf16_weights(model: str, q
         chart_values(plan_deployment(model, "base", quantization=quant), ChartOptions(platform="gke"))
 
 
-def test_checkpoint_option_names_the_pre_quantized_weights(tmp_path: Path,
-                                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_checkpoint_option_names_the_pre_quantized_weights(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "values.yaml"
     awq = "example-org/DeepSeek-R1-Distill-Qwen-32B-AWQ"
-    assert main(["values", "--model", "r1-distill-qwen-32b", "--tier", "base", "--platform", "gke",
-                 "--quantization", "awq-int4", "--checkpoint", awq, "-o", str(out)]) == 0
+    assert (
+        main(
+            [
+                "values",
+                "--model",
+                "r1-distill-qwen-32b",
+                "--tier",
+                "base",
+                "--platform",
+                "gke",
+                "--quantization",
+                "awq-int4",
+                "--checkpoint",
+                awq,
+                "-o",
+                str(out),
+            ]
+        )
+        == 0
+    )
     text = out.read_text()
     values = yaml.safe_load(text)
     assert values["model"]["id"] == awq and values["engine"]["quantization"] == ""  # read from its config
@@ -251,18 +356,24 @@ def test_server_engine_quantizes_the_original_weights_itself() -> None:
     assert values["engine"]["server"]["quantization"] == "bnb-8bit"
 
 
-@pytest.mark.parametrize(("model", "tier", "quant", "nodes"), [
-    ("r1", "pro", None, 3), ("v3", "pro", "awq-int4", 2), ("r1-distill-qwen-32b", "base", None, 3),
-])
-def test_a_plan_over_several_nodes_renders_its_leaderworkerset(model: str, tier: str, quant: str | None, nodes: int,
-                                                               tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("model", "tier", "quant", "nodes"),
+    [
+        ("r1", "pro", None, 3),
+        ("v3", "pro", "awq-int4", 2),
+        ("r1-distill-qwen-32b", "base", None, 3),
+    ],
+)
+def test_a_plan_over_several_nodes_renders_its_leaderworkerset(
+    model: str, tier: str, quant: str | None, nodes: int, tmp_path: Path
+) -> None:
     plan = plan_deployment(model, tier, quantization=quant)
     assert plan.nodes_per_replica == nodes
     values = chart_values(plan, ChartOptions(platform="gke", checkpoint="org/some-awq" if quant else None))
     engine = values["engine"]
     assert (engine["nodesPerReplica"], engine["gpusPerReplica"]) == (nodes, plan.gpus_per_replica)
-    assert engine["multiNode"] == {"workerArgs": ["--headless"]}          # the plan's worker flags beyond the leader's
-    assert values["modelCache"]["accessMode"] == "ReadWriteMany"          # every node mounts the cache
+    assert engine["multiNode"] == {"workerArgs": ["--headless"]}  # the plan's worker flags beyond the leader's
+    assert values["modelCache"]["accessMode"] == "ReadWriteMany"  # every node mounts the cache
     r = render_values(values, tmp_path)
     lws = r.one("LeaderWorkerSet", "engine")
     assert lws["spec"]["leaderWorkerTemplate"]["size"] == nodes

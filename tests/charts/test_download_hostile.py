@@ -21,11 +21,11 @@ import pytest
 from tests.charts.download_fakes import FILES, FakeGcs, FakeHub
 
 HOSTILE = [
-    "../sibling/config.json",                 # into a sibling model's folder
-    "../sibling/.dsdeploy-complete",          # forge the sibling's completion marker
-    ".dsdeploy-complete",                     # forge this model's marker
-    "weights/../../escape.safetensors",       # climb out through a sub-folder
-    "../../volume-root.bin",                  # to the volume root
+    "../sibling/config.json",  # into a sibling model's folder
+    "../sibling/.dsdeploy-complete",  # forge the sibling's completion marker
+    ".dsdeploy-complete",  # forge this model's marker
+    "weights/../../escape.safetensors",  # climb out through a sub-folder
+    "../../volume-root.bin",  # to the volume root
     ".cache/huggingface/download/config.json.metadata",  # the hub client's resume records
     "sub//empty-segment.bin",
     "./dot-segment.bin",
@@ -56,8 +56,9 @@ def assert_refused(code: int, root: Path, dest: Path, before: dict[str, bytes], 
 
 
 @pytest.mark.parametrize("name", HOSTILE + ["/absolute.bin"])
-def test_hugging_face_listing(script: ModuleType, hub: FakeHub, tmp_path: Path, name: str,
-                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_hugging_face_listing(
+    script: ModuleType, hub: FakeHub, tmp_path: Path, name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     root, dest, before = (tmp_path / "volume", *volume(tmp_path)[::2])
     hub.extra[name] = b"x" * 16
     code = script.main(["--source", "hf", "--model-id", "org/model", "--dest", str(dest), "--backoff", "0.01"])
@@ -82,8 +83,7 @@ def modelscope(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, object]]:
             pass
 
         def get_model_files(self, model_id: str, revision: str, recursive: bool) -> list[dict[str, object]]:
-            return [{"Path": rel, "Size": len(data), "Type": "blob"}
-                    for rel, data in state["files"].items()]  # type: ignore[union-attr]
+            return [{"Path": rel, "Size": len(data), "Type": "blob"} for rel, data in state["files"].items()]  # type: ignore[union-attr]
 
     package = types.ModuleType("modelscope")
     package.snapshot_download = snapshot_download  # type: ignore[attr-defined]
@@ -95,12 +95,12 @@ def modelscope(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, object]]:
 
 
 @pytest.mark.parametrize("name", HOSTILE + ["/absolute.bin"])
-def test_modelscope_listing(script: ModuleType, modelscope: dict[str, object], tmp_path: Path, name: str,
-                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_modelscope_listing(
+    script: ModuleType, modelscope: dict[str, object], tmp_path: Path, name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     root, dest, before = (tmp_path / "volume", *volume(tmp_path)[::2])
     modelscope["files"] = {**FILES, name: b"x" * 16}
-    code = script.main(["--source", "modelscope", "--model-id", "org/model", "--dest", str(dest),
-                        "--backoff", "0.01"])
+    code = script.main(["--source", "modelscope", "--model-id", "org/model", "--dest", str(dest), "--backoff", "0.01"])
     assert_refused(code, root, dest, before, name, capsys.readouterr().err)
     assert modelscope["snapshots"] == 0
 
@@ -120,8 +120,12 @@ def s3_server() -> Iterator[str]:
 def bucket(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
     import boto3
 
-    for key, value in {"AWS_ENDPOINT_URL": s3_server, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-                       "AWS_DEFAULT_REGION": "us-east-1"}.items():
+    for key, value in {
+        "AWS_ENDPOINT_URL": s3_server,
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
         monkeypatch.setenv(key, value)
     client = boto3.client("s3", endpoint_url=s3_server)
     client.create_bucket(Bucket="weights")
@@ -132,16 +136,19 @@ def bucket(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
 
 
 @pytest.mark.parametrize("name", HOSTILE)
-def test_s3_listing(script: ModuleType, bucket: object, tmp_path: Path, name: str,
-                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_s3_listing(
+    script: ModuleType, bucket: object, tmp_path: Path, name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     root, dest, before = (tmp_path / "volume", *volume(tmp_path)[::2])
     for rel, data in {**FILES, name: b"x" * 16}.items():
         bucket.put_object(Bucket="weights", Key=f"deepseek/r1/{rel}", Body=data)  # type: ignore[attr-defined]
-    code = script.main(["--source", "s3", "--uri", "s3://weights/deepseek/r1", "--dest", str(dest),
-                        "--backoff", "0.01"])
+    code = script.main(
+        ["--source", "s3", "--uri", "s3://weights/deepseek/r1", "--dest", str(dest), "--backoff", "0.01"]
+    )
     assert_refused(code, root, dest, before, name, capsys.readouterr().err)
-    assert not dest.exists() or not any(p.suffix == ".safetensors" for p in dest.rglob("*")), \
+    assert not dest.exists() or not any(p.suffix == ".safetensors" for p in dest.rglob("*")), (
         "the refusal comes before the first object is copied"
+    )
 
 
 def test_s3_prefix_is_a_folder(script: ModuleType, bucket: object, tmp_path: Path) -> None:
@@ -150,30 +157,35 @@ def test_s3_prefix_is_a_folder(script: ModuleType, bucket: object, tmp_path: Pat
         bucket.put_object(Bucket="weights", Key=f"deepseek/r1/{rel}", Body=data)  # type: ignore[attr-defined]
     bucket.put_object(Bucket="weights", Key="deepseek/r1-zero/extra.bin", Body=b"z")  # type: ignore[attr-defined]
     dest = tmp_path / "model"
-    assert script.main(["--source", "s3", "--uri", "s3://weights/deepseek/r1", "--dest", str(dest),
-                        "--attempts", "1"]) == 0
+    assert (
+        script.main(["--source", "s3", "--uri", "s3://weights/deepseek/r1", "--dest", str(dest), "--attempts", "1"])
+        == 0
+    )
     assert sorted(p.name for p in dest.iterdir() if not p.name.startswith(".")) == sorted(FILES)
 
 
 @pytest.mark.parametrize("name", HOSTILE)
-def test_gcs_listing(script: ModuleType, tmp_path: Path, name: str, monkeypatch: pytest.MonkeyPatch,
-                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_gcs_listing(
+    script: ModuleType, tmp_path: Path, name: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     root, dest, before = (tmp_path / "volume", *volume(tmp_path)[::2])
     fake = FakeGcs({f"deepseek/r1/{rel}": data for rel, data in {**FILES, name: b"x" * 16}.items()})
     monkeypatch.setenv("GCE_METADATA_HOST", fake.host)
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://{fake.host}")
     monkeypatch.delenv("AWS_ACCESS_KEY_ID", raising=False)
     try:
-        code = script.main(["--source", "gcs", "--uri", "gs://weights/deepseek/r1", "--dest", str(dest),
-                            "--backoff", "0.01"])
+        code = script.main(
+            ["--source", "gcs", "--uri", "gs://weights/deepseek/r1", "--dest", str(dest), "--backoff", "0.01"]
+        )
     finally:
         fake.server.shutdown()
     assert_refused(code, root, dest, before, name, capsys.readouterr().err)
     assert not [p for p, _, _ in fake.requests if "alt=media" in p or p.endswith(".safetensors")]
 
 
-def test_a_link_on_the_volume_does_not_redirect_a_write(script: ModuleType, hub: FakeHub, tmp_path: Path,
-                                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_link_on_the_volume_does_not_redirect_a_write(
+    script: ModuleType, hub: FakeHub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     root, dest, before = (tmp_path / "volume", *volume(tmp_path)[::2])
     dest.mkdir()
     (dest / "weights").symlink_to(root / "sibling", target_is_directory=True)

@@ -14,8 +14,7 @@ from tests.charts.download_fakes import FILES, SCRIPT, FakeGcs, FakeHub, safeten
 
 
 def run(script: ModuleType, dest: Path, *extra: str) -> int:
-    return script.main(["--source", "hf", "--model-id", "org/model", "--dest", str(dest),
-                        "--backoff", "0.01", *extra])
+    return script.main(["--source", "hf", "--model-id", "org/model", "--dest", str(dest), "--backoff", "0.01", *extra])
 
 
 def test_download_completes_and_writes_marker(script: ModuleType, hub: FakeHub, tmp_path: Path) -> None:
@@ -23,8 +22,13 @@ def test_download_completes_and_writes_marker(script: ModuleType, hub: FakeHub, 
     assert run(script, dest, "--attempts", "1") == 0
     assert (dest / "model-00002-of-00002.safetensors").read_bytes() == FILES["model-00002-of-00002.safetensors"]
     marker = json.loads((dest / script.MARKER).read_text())
-    assert marker["identity"] == {"source": "hf", "model_id": "org/model", "revision": "main", "uri": "",
-                                  "allow_patterns": []}
+    assert marker["identity"] == {
+        "source": "hf",
+        "model_id": "org/model",
+        "revision": "main",
+        "uri": "",
+        "allow_patterns": [],
+    }
     # the sizes the hub listed are recorded, so the engine's wait can check them offline
     assert marker["files"] == {name: len(data) for name, data in FILES.items()}
     assert sorted(hub.downloads) == sorted(FILES)
@@ -45,8 +49,9 @@ def test_failed_attempt_is_retried_and_resumes(script: ModuleType, hub: FakeHub,
     assert hub.downloads.count("model-00001-of-00002.safetensors") == 1
 
 
-def test_gives_up_without_marker(script: ModuleType, hub: FakeHub, tmp_path: Path,
-                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_gives_up_without_marker(
+    script: ModuleType, hub: FakeHub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     hub.fail_next["config.json"] = 1000
     dest = tmp_path / "model"
     assert run(script, dest, "--attempts", "2") == 1
@@ -54,9 +59,13 @@ def test_gives_up_without_marker(script: ModuleType, hub: FakeHub, tmp_path: Pat
     assert "giving up after 2 attempt(s)" in capsys.readouterr().err
 
 
-def test_token_is_read_from_the_mounted_secret(script: ModuleType, hub: FakeHub, tmp_path: Path,
-                                                monkeypatch: pytest.MonkeyPatch,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_token_is_read_from_the_mounted_secret(
+    script: ModuleType,
+    hub: FakeHub,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     token = tmp_path / "token"
     token.write_text("hf_testtokenvalue0000000000000000\n")
     monkeypatch.setenv("DSDEPLOY_TOKEN_FILE", str(token))
@@ -71,12 +80,14 @@ def test_completeness_check(script: ModuleType, tmp_path: Path) -> None:
     folder.mkdir()
     (folder / "config.json").write_text("{}")
     assert any("no weight file" in p for p in script.completeness_problems(folder))
-    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"a": "s1.safetensors",
-                                                                                    "b": "s2.safetensors"}}))
+    (folder / "model.safetensors.index.json").write_text(
+        json.dumps({"weight_map": {"a": "s1.safetensors", "b": "s2.safetensors"}})
+    )
     (folder / "s1.safetensors").write_bytes(safetensors(16, b"x"))
     (folder / "s2.safetensors").write_bytes(b"")
     assert script.completeness_problems(folder) == [
-        "shard s2.safetensors listed in model.safetensors.index.json is missing or empty"]
+        "shard s2.safetensors listed in model.safetensors.index.json is missing or empty"
+    ]
     (folder / "s2.safetensors").write_bytes(safetensors(16, b"y"))
     (folder / "s3.safetensors.part").write_bytes(b"z")
     assert script.completeness_problems(folder) == ["unfinished downloads: s3.safetensors.part"]
@@ -88,8 +99,9 @@ def test_completeness_check(script: ModuleType, tmp_path: Path) -> None:
     assert script.completeness_problems(gguf) == []
 
 
-def test_check_only_and_wait_fail_clearly(script: ModuleType, tmp_path: Path,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_only_and_wait_fail_clearly(
+    script: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     folder = tmp_path / "prefilled"
     folder.mkdir()
     assert script.main(["--dest", str(folder), "--check-only"]) == 1
@@ -98,11 +110,14 @@ def test_check_only_and_wait_fail_clearly(script: ModuleType, tmp_path: Path,
     assert "not complete after" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(("argv", "message"), [
-    (["--dest", "/x"], "give --source, --wait or --check-only"),
-    (["--dest", "/x", "--source", "hf"], "needs --model-id"),
-    (["--dest", "/x", "--source", "s3", "--uri", "gs://b/p"], "needs --uri s3://bucket/prefix"),
-])
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--dest", "/x"], "give --source, --wait or --check-only"),
+        (["--dest", "/x", "--source", "hf"], "needs --model-id"),
+        (["--dest", "/x", "--source", "s3", "--uri", "gs://b/p"], "needs --uri s3://bucket/prefix"),
+    ],
+)
 def test_bad_arguments(script: ModuleType, argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         script.main(argv)
@@ -118,8 +133,9 @@ def wait(script: ModuleType, dest: Path, *identity: str) -> int:
     return script.main(["--dest", str(dest), "--wait", "0.05", "--poll", "0.01", *identity])
 
 
-def test_wait_needs_the_marker_of_the_same_model(script: ModuleType, hub: FakeHub, tmp_path: Path,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_wait_needs_the_marker_of_the_same_model(
+    script: ModuleType, hub: FakeHub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     dest = tmp_path / "model"
     assert run(script, dest, "--attempts", "1") == 0
     same = ("--source", "hf", "--model-id", "org/model")
@@ -132,8 +148,9 @@ def test_wait_needs_the_marker_of_the_same_model(script: ModuleType, hub: FakeHu
     assert wait(script, dest, *same, "--allow-pattern", "*.safetensors") == 1
 
 
-def test_truncated_shard_is_caught_by_its_size(script: ModuleType, hub: FakeHub, tmp_path: Path,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_truncated_shard_is_caught_by_its_size(
+    script: ModuleType, hub: FakeHub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     dest = tmp_path / "model"
     assert run(script, dest, "--attempts", "1") == 0
     shard = dest / "model-00002-of-00002.safetensors"
@@ -148,8 +165,9 @@ def test_truncated_shard_is_caught_by_its_size(script: ModuleType, hub: FakeHub,
     assert shard.read_bytes() == FILES["model-00002-of-00002.safetensors"]
 
 
-def test_size_the_hub_lists_must_match(script: ModuleType, hub: FakeHub, tmp_path: Path,
-                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_size_the_hub_lists_must_match(
+    script: ModuleType, hub: FakeHub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     hub.listed_size["config.json"] = len(FILES["config.json"]) + 7  # what arrived is not what the hub has
     dest = tmp_path / "model"
     assert run(script, dest, "--attempts", "1") == 1
@@ -182,7 +200,6 @@ def test_second_download_waits_for_the_first(script: ModuleType, hub: FakeHub, t
     assert result == [0] and (dest / script.MARKER).is_file()
 
 
-
 def test_gcs_with_workload_identity(script: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     objects = {f"deepseek/r1/{name}": data for name, data in FILES.items()}
     fake = FakeGcs(objects)
@@ -194,8 +211,12 @@ def test_gcs_with_workload_identity(script: ModuleType, tmp_path: Path, monkeypa
     shard = "model-00001-of-00002.safetensors"
     (dest / f"{shard}.part").write_bytes(FILES[shard][:1000])  # left by an interrupted attempt
     try:
-        assert script.main(["--source", "gcs", "--uri", "gs://weights/deepseek/r1", "--dest", str(dest),
-                            "--attempts", "1"]) == 0
+        assert (
+            script.main(
+                ["--source", "gcs", "--uri", "gs://weights/deepseek/r1", "--dest", str(dest), "--attempts", "1"]
+            )
+            == 0
+        )
     finally:
         fake.server.shutdown()
     for name, data in FILES.items():

@@ -35,6 +35,10 @@ def test_argocd_application_renders(tmp_path: Path) -> None:
     assert validate_all(proc.stdout) > 15
     r = parse(proc.stdout)
     assert not r.kind("Pod"), "Argo CD does not run helm tests; the example turns them off"
+    # Without lookup the chart's own engine key would change at every render: the example names a Secret.
+    assert not r.kind("Secret")
+    router_env = r.one("Deployment", "router")["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "dsdeploy-engine-key", "key": "api-key"} in [e["valueFrom"]["secretKeyRef"] for e in router_env]
     # Replica counts are ignored only where an autoscaler owns them (the chart then leaves them out);
     # an unscoped rule would hide engine.replicas changes.
     deployments = {d["metadata"]["name"].replace("ds-", "", 1): d for d in r.kind("Deployment")}

@@ -15,6 +15,7 @@ import pytest
 
 from dsdeploy.cli import main
 from dsdeploy.local_stack import LocalStackOptions, free_port, router_config
+from inference.engines import READY_PATHS
 from tests.e2e.cloud_standin import ANSWER, RunningStandIn
 
 REPO = Path(__file__).resolve().parents[2]
@@ -36,8 +37,10 @@ def test_smoke_passes_and_reports_each_check(standin, capsys):
 
 
 def test_smoke_sends_key_and_data_class(standin):
-    assert main(["smoke", "--url", f"http://127.0.0.1:{standin.port}/v1", "--api-key", "k-123",
-                 "--data-class", "public"]) == 0
+    assert (
+        main(["smoke", "--url", f"http://127.0.0.1:{standin.port}/v1", "--api-key", "k-123", "--data-class", "public"])
+        == 0
+    )
     last = standin.requests[-1]
     assert last.headers["authorization"] == "Bearer k-123"
     assert last.headers["x-data-class"] == "public"
@@ -75,8 +78,9 @@ def test_bad_data_class_is_an_argument_error():
 
 
 def _local_up(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "dsdeploy", "local", "up", *args],
-                          capture_output=True, text=True, timeout=120, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "dsdeploy", "local", "up", *args], capture_output=True, text=True, timeout=120, cwd=REPO
+    )
 
 
 def test_local_up_refuses_a_port_in_use():
@@ -92,8 +96,7 @@ def test_local_up_refuses_a_port_in_use():
 
 def test_local_up_reports_a_missing_model(tmp_path):
     missing = tmp_path / "nope.gguf"
-    result = _local_up("--model", str(missing), "--router-port", str(free_port()),
-                       "--server-port", str(free_port()))
+    result = _local_up("--model", str(missing), "--router-port", str(free_port()), "--server-port", str(free_port()))
     assert result.returncode == 1
     assert f"model {str(missing)!r} does not exist" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
@@ -110,15 +113,51 @@ def test_router_config_enables_cloud_only_with_a_key(monkeypatch):
 
     options = LocalStackOptions(server_port=9001)
     monkeypatch.delenv("DEEPSEEK_API_KEY", raising=False)
+    monkeypatch.setenv("DSDEPLOY_ENGINE_KEY", "engine-key")  # what LocalStack gives the router
     local_only = router_config(options, Path("/tmp/audit.jsonl"))
     assert "cloud" not in local_only
-    assert parse_router_config(local_only).upstreams[0].url == "http://127.0.0.1:9001"
+    upstream = parse_router_config(local_only).upstreams[0]
+    assert upstream.url == "http://127.0.0.1:9001" and upstream.api_key == "engine-key"
+    for engine, path in READY_PATHS.items():  # the router probes the path a draining engine fails
+        assert (
+            parse_router_config(
+                router_config(LocalStackOptions(engine=engine, vllm_python=Path(sys.executable)), Path("/a"))
+            ).health.path
+            == path
+        )
 
     monkeypatch.setenv("DEEPSEEK_API_KEY", "from-env")
     hybrid = router_config(options, Path("/tmp/audit.jsonl"))
     assert hybrid["cloud"]["api_key"] == "${DEEPSEEK_API_KEY}"  # a reference, never the key itself
     parsed = parse_router_config(hybrid)
     assert parsed.policy.cloud_allowed == ["public"] and parsed.cloud.api_key == "from-env"
+
+
+def test_local_stack_routes_by_the_routers_own_defaults(monkeypatch):
+    """The local stack writes only what differs on one machine; the fallback policy, the cloud's URL and model
+    map are inference/router/config.py's defaults (which the chart's values.yaml repeats, under test)."""
+    from inference.router.config import CloudConfig, PolicyConfig, parse_router_config
+
+    monkeypatch.setenv("DEEPSEEK_API_KEY", "from-env")
+    monkeypatch.setenv("DSDEPLOY_ENGINE_KEY", "engine-key")  # the engine's key, when the config names it
+    written = router_config(LocalStackOptions(), Path("/tmp/audit.jsonl"))
+    assert "policy" not in written and "auth" not in written and set(written["cloud"]) == {"base_url", "api_key"}
+    parsed = parse_router_config(written)
+    defaults = CloudConfig(api_key="x")
+    assert parsed.policy == PolicyConfig()
+    assert (parsed.cloud.base_url, parsed.cloud.models) == (defaults.base_url, defaults.models)
+    assert LocalStackOptions().cloud_base_url == defaults.base_url
+
+
+def test_the_local_engine_gets_its_key_in_the_environment_not_on_its_command_line(tmp_path):
+    """make run: the router holds the engine's key; the server reads it from DSDEPLOY_ENGINE_KEY, vLLM from
+    VLLM_API_KEY; neither has it in its argv (the process list)."""
+    from dsdeploy.local_stack import LocalStack
+
+    for engine, variable in (("server", "DSDEPLOY_ENGINE_KEY"), ("vllm", "VLLM_API_KEY")):
+        stack = LocalStack(LocalStackOptions(engine=engine, vllm_python=tmp_path / "python", work_dir=tmp_path))
+        assert stack.engine_env()[variable] == stack.engine_key and len(stack.engine_key) >= 32
+        assert stack.engine_key not in " ".join(stack.server_args(tmp_path))
 
 
 def test_client_rejects_bad_url_and_data_class():

@@ -41,21 +41,35 @@ class CloudStandIn:
         model = body.get("model", "deepseek-chat")
         usage = {"prompt_tokens": 5, "completion_tokens": 6, "total_tokens": 11}
         if not body.get("stream"):
-            return JSONResponse({
-                "id": "cmpl-standin", "object": "chat.completion", "created": int(time.time()), "model": model,
-                "choices": [{"index": 0, "finish_reason": "stop",
-                             "message": {"role": "assistant", "content": ANSWER}}],
-                "usage": usage,
-            })
+            return JSONResponse(
+                {
+                    "id": "cmpl-standin",
+                    "object": "chat.completion",
+                    "created": int(time.time()),
+                    "model": model,
+                    "choices": [
+                        {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": ANSWER}}
+                    ],
+                    "usage": usage,
+                }
+            )
 
         async def events():
             for i, word in enumerate(ANSWER.split(" ")):
-                chunk = {"id": "cmpl-standin", "object": "chat.completion.chunk", "model": model,
-                         "choices": [{"index": 0, "delta": {"content": (" " if i else "") + word},
-                                      "finish_reason": None}]}
+                chunk = {
+                    "id": "cmpl-standin",
+                    "object": "chat.completion.chunk",
+                    "model": model,
+                    "choices": [{"index": 0, "delta": {"content": (" " if i else "") + word}, "finish_reason": None}],
+                }
                 yield f"data: {json.dumps(chunk)}\n\n"
-            last = {"id": "cmpl-standin", "object": "chat.completion.chunk", "model": model,
-                    "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "usage": usage}
+            last = {
+                "id": "cmpl-standin",
+                "object": "chat.completion.chunk",
+                "model": model,
+                "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+                "usage": usage,
+            }
             yield f"data: {json.dumps(last)}\n\ndata: [DONE]\n\n"
 
         return StreamingResponse(events(), media_type="text/event-stream")
@@ -65,12 +79,14 @@ class CloudStandIn:
         return JSONResponse({"object": "list", "data": [{"id": "deepseek-chat", "object": "model"}]})
 
     def app(self) -> Starlette:
-        return Starlette(routes=[
-            Route("/v1/chat/completions", self.chat, methods=["POST"]),
-            Route("/chat/completions", self.chat, methods=["POST"]),
-            Route("/v1/models", self.models, methods=["GET"]),
-            Route("/models", self.models, methods=["GET"]),
-        ])
+        return Starlette(
+            routes=[
+                Route("/v1/chat/completions", self.chat, methods=["POST"]),
+                Route("/chat/completions", self.chat, methods=["POST"]),
+                Route("/v1/models", self.models, methods=["GET"]),
+                Route("/models", self.models, methods=["GET"]),
+            ]
+        )
 
 
 class RunningStandIn:

@@ -22,6 +22,7 @@ import pytest
 
 from dsdeploy.local_stack import free_port, port_free
 from tests.e2e.cloud_standin import ANSWER, RunningStandIn
+from tests.e2e.terminal_signals import terminal_defaults
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -30,8 +31,9 @@ BANNER_END = "Press Ctrl-C to stop both services"
 
 
 def _dsdeploy(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "dsdeploy", *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=REPO, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "dsdeploy", *args], capture_output=True, text=True, timeout=timeout, cwd=REPO, env=env
+    )
 
 
 def _wait_ready(process: subprocess.Popen, url: str, log: Path) -> None:
@@ -70,16 +72,39 @@ def stack(tmp_path_factory):
     log = work / "local-up.log"
     with RunningStandIn(cloud_port) as standin, log.open("w") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "dsdeploy", "local", "up", "--router-port", str(router_port),
-             "--server-port", str(server_port), "--cloud-base-url", f"http://127.0.0.1:{cloud_port}",
-             "--work-dir", str(work / "stack")],
-            cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "dsdeploy",
+                "local",
+                "up",
+                "--router-port",
+                str(router_port),
+                "--server-port",
+                str(server_port),
+                "--cloud-base-url",
+                f"http://127.0.0.1:{cloud_port}",
+                "--work-dir",
+                str(work / "stack"),
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            preexec_fn=terminal_defaults,
         )
         url = f"http://127.0.0.1:{router_port}"
         try:
             _wait_ready(process, url, log)
-            yield {"process": process, "url": url, "standin": standin, "log": log, "env": env,
-                   "ports": (router_port, server_port), "pids": _service_pids(process)}
+            yield {
+                "process": process,
+                "url": url,
+                "standin": standin,
+                "log": log,
+                "env": env,
+                "ports": (router_port, server_port),
+                "pids": _service_pids(process),
+            }
         finally:
             _stop_tree(process)
 
@@ -110,8 +135,11 @@ def test_startup_output_tells_how_to_call_it(stack):
 def test_openai_client_chat_and_stream_from_the_real_model(stack):
     client = openai.OpenAI(base_url=f"{stack['url']}/v1", api_key="unused", max_retries=0)
     raw = client.chat.completions.with_raw_response.create(
-        model="smollm2-135m-instruct", max_tokens=12, temperature=0,
-        messages=[{"role": "user", "content": "Name a colour."}])
+        model="smollm2-135m-instruct",
+        max_tokens=12,
+        temperature=0,
+        messages=[{"role": "user", "content": "Name a colour."}],
+    )
     reply = raw.parse()
     assert raw.headers["x-dsdeploy-route"] == "local"
     assert reply.choices[0].message.content.strip()
@@ -119,8 +147,11 @@ def test_openai_client_chat_and_stream_from_the_real_model(stack):
     assert 0 < reply.usage.completion_tokens <= 12
 
     stream = client.chat.completions.create(
-        model="smollm2-135m-instruct", max_tokens=12, stream=True,
-        messages=[{"role": "user", "content": "Count to three."}])
+        model="smollm2-135m-instruct",
+        max_tokens=12,
+        stream=True,
+        messages=[{"role": "user", "content": "Count to three."}],
+    )
     pieces = [c.choices[0].delta.content or "" for c in stream if c.choices]
     assert len(pieces) >= 2 and "".join(pieces).strip()
     assert not stack["standin"].requests  # all of that was served locally
@@ -135,7 +166,26 @@ def test_smoke_passes_against_the_stack_and_fails_against_a_dead_url(stack):
     assert "Connection refused" in dead.stdout or "ConnectError" in dead.stdout
 
 
+@contextlib.contextmanager
+def _explained(stack: dict):
+    """A failure here says what the stack logged: local up, the router, the audit lines (a CI run's only clue)."""
+    try:
+        yield
+    except (AssertionError, openai.APIError, psutil.Error, subprocess.TimeoutExpired) as exc:
+        work = stack["log"].parent / "stack"
+        parts = [f"{exc!r}"]
+        for path in (stack["log"], work / "router.log", work / "server.log", work / "audit.jsonl"):
+            text = path.read_text(errors="replace") if path.exists() else "(none)"
+            parts.append(f"--- {path.name}:\n{text[-3000:]}")
+        raise AssertionError("\n".join(parts)) from exc
+
+
 def test_server_down_public_goes_to_cloud_restricted_gets_503_then_clean_shutdown(stack):
+    with _explained(stack):
+        _server_down_then_clean_shutdown(stack)
+
+
+def _server_down_then_clean_shutdown(stack: dict) -> None:
     process, standin = stack["process"], stack["standin"]
     server_pid = stack["pids"]["inference.server"]
     os.kill(server_pid, signal.SIGKILL)
@@ -144,8 +194,11 @@ def test_server_down_public_goes_to_cloud_restricted_gets_503_then_clean_shutdow
 
     before = len(standin.requests)
     raw = client.chat.completions.with_raw_response.create(
-        model="smollm2-135m-instruct", max_tokens=12, extra_headers={"X-Data-Class": "public"},
-        messages=[{"role": "user", "content": "public question"}])
+        model="smollm2-135m-instruct",
+        max_tokens=12,
+        extra_headers={"X-Data-Class": "public"},
+        messages=[{"role": "user", "content": "public question"}],
+    )
     assert raw.headers["x-dsdeploy-route"] == "cloud"
     assert raw.parse().choices[0].message.content == ANSWER
     assert len(standin.requests) == before + 1
@@ -153,8 +206,11 @@ def test_server_down_public_goes_to_cloud_restricted_gets_503_then_clean_shutdow
 
     with pytest.raises(openai.APIStatusError) as refused:
         client.chat.completions.create(
-            model="smollm2-135m-instruct", max_tokens=12, extra_headers={"X-Data-Class": "restricted"},
-            messages=[{"role": "user", "content": "restricted secret question"}])
+            model="smollm2-135m-instruct",
+            max_tokens=12,
+            extra_headers={"X-Data-Class": "restricted"},
+            messages=[{"role": "user", "content": "restricted secret question"}],
+        )
     assert refused.value.status_code == 503
     assert "restricted" in str(refused.value)
     assert len(standin.requests) == before + 1  # nothing more reached the cloud

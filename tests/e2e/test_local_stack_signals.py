@@ -26,6 +26,7 @@ import psutil
 import pytest
 
 from dsdeploy.local_stack import DRAIN_GRACE_S, EXIT_MARGIN_S, free_port, port_free
+from tests.e2e.terminal_signals import terminal_defaults
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -41,8 +42,19 @@ class Stack:
         self.router_port, self.server_port = free_port(), free_port()
         self.work = tmp / "stack"
         self.url = f"http://127.0.0.1:{self.router_port}"
-        self.argv = [sys.executable, "-m", "dsdeploy", "local", "up", "--router-port", str(self.router_port),
-                     "--server-port", str(self.server_port), "--work-dir", str(self.work)]
+        self.argv = [
+            sys.executable,
+            "-m",
+            "dsdeploy",
+            "local",
+            "up",
+            "--router-port",
+            str(self.router_port),
+            "--server-port",
+            str(self.server_port),
+            "--work-dir",
+            str(self.work),
+        ]
 
     def ready(self) -> bool:
         try:
@@ -56,7 +68,8 @@ class Stack:
         for proc in psutil.process_iter(["cmdline"]):
             cmdline = " ".join(proc.info["cmdline"] or [])
             if ("inference.server" in cmdline and str(self.server_port) in cmdline) or (
-                    "inference.router" in cmdline and str(self.work) in cmdline):
+                "inference.router" in cmdline and str(self.work) in cmdline
+            ):
                 found.append(proc)
         return found
 
@@ -85,8 +98,9 @@ class Terminal:
         self.log = tmp / "terminal.log"
 
     def tmux(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(["tmux", "-L", self.socket, *args], capture_output=True, text=True, timeout=30,
-                              check=False)
+        return subprocess.run(
+            ["tmux", "-L", self.socket, *args], capture_output=True, text=True, timeout=30, check=False
+        )
 
     def start(self, command: list[str]) -> None:
         env = {"PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
@@ -146,10 +160,18 @@ def test_ctrl_c_gives_a_request_in_flight_its_grace_and_says_so(terminal, tmp_pa
     first = threading.Event()
 
     def stream() -> None:
-        body = {"model": "smollm2-135m-instruct", "stream": True, "max_tokens": 400, "temperature": 0,
-                "ignore_eos": True, "messages": [{"role": "user", "content": "Count to a thousand."}]}
-        with contextlib.suppress(httpx.HTTPError), httpx.stream(
-                "POST", stack.url + "/v1/chat/completions", json=body, timeout=60) as response:
+        body = {
+            "model": "smollm2-135m-instruct",
+            "stream": True,
+            "max_tokens": 400,
+            "temperature": 0,
+            "ignore_eos": True,
+            "messages": [{"role": "user", "content": "Count to a thousand."}],
+        }
+        with (
+            contextlib.suppress(httpx.HTTPError),
+            httpx.stream("POST", stack.url + "/v1/chat/completions", json=body, timeout=60) as response,
+        ):
             for line in response.iter_lines():
                 if line.startswith("data: "):
                     events.append(line[6:])
@@ -160,8 +182,12 @@ def test_ctrl_c_gives_a_request_in_flight_its_grace_and_says_so(terminal, tmp_pa
     reader.start()
     assert first.wait(120), "the stream did not start"
     terminal.tmux("send-keys", "-t", terminal.session, "C-c")
-    _wait(lambda: "request(s) in flight get up to 5 s to finish" in terminal.text(), "the in-flight notice", 30,
-          terminal.text)
+    _wait(
+        lambda: "request(s) in flight get up to 5 s to finish" in terminal.text(),
+        "the in-flight notice",
+        30,
+        terminal.text,
+    )
     reader.join(GONE_S)
     assert not reader.is_alive()
     # the stream was answered, not cut: it ends with [DONE] (its last event says why if the grace ran out)
@@ -181,8 +207,14 @@ def test_closing_the_terminal_stops_the_stack(terminal, tmp_path):
 def test_no_child_outlives_local_up_killed_with_sigkill(tmp_path):
     stack = Stack(tmp_path)
     log = (tmp_path / "local-up.log").open("w")
-    process = subprocess.Popen(stack.argv, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    process = subprocess.Popen(
+        stack.argv,
+        cwd=REPO,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        preexec_fn=terminal_defaults,
+    )
     try:
         _wait(stack.ready, "the router", STARTUP_S, lambda: (tmp_path / "local-up.log").read_text())
         services = stack.services()
@@ -201,9 +233,14 @@ def test_local_up_stops_when_its_starter_is_killed(tmp_path):
     # As `make run` killed with -9: the shell in between does not exec (a command follows), so `local up`
     # learns of it only from its parent-death SIGHUP.
     stack = Stack(tmp_path)
-    starter = subprocess.Popen(["sh", "-c", f"{shlex.join(stack.argv)}; echo finished"], cwd=REPO,
-                               stdout=(tmp_path / "starter.log").open("w"), stderr=subprocess.STDOUT,
-                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    starter = subprocess.Popen(
+        ["sh", "-c", f"{shlex.join(stack.argv)}; echo finished"],
+        cwd=REPO,
+        stdout=(tmp_path / "starter.log").open("w"),
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        preexec_fn=terminal_defaults,
+    )
     local_up = None
     try:
         _wait(stack.ready, "the router", STARTUP_S, lambda: (tmp_path / "starter.log").read_text())

@@ -30,8 +30,10 @@ SUITE = "bookworm"
 PACKAGES = ("python3", "python3-venv", "python3-pip", "ca-certificates")
 # Inside the stand-in, what the official image offers: pip may install into the system Python, and the
 # commands are called python and pip.
-FIXUP = ("rm -f /usr/lib/python3*/EXTERNALLY-MANAGED && ln -sf /usr/bin/python3 /usr/local/bin/python "
-         "&& ln -sf /usr/bin/pip3 /usr/local/bin/pip && python --version && pip --version")
+FIXUP = (
+    "rm -f /usr/lib/python3*/EXTERNALLY-MANAGED && ln -sf /usr/bin/python3 /usr/local/bin/python "
+    "&& ln -sf /usr/bin/pip3 /usr/local/bin/pip && python --version && pip --version"
+)
 LABEL = "dsdeploy.test.stand-in"
 RUN_FLAGS = ("--isolation=chroot", "--network=host")
 PIP_KEYS = ("cert", "index-url", "extra-index-url", "find-links", "trusted-host")
@@ -68,8 +70,13 @@ def base_image() -> dict[str, float | bool]:
     started = time.monotonic()
     if not rootfs.is_file():
         partial = rootfs.with_name(rootfs.stem + ".partial.tar")  # mmdebstrap picks the format by extension
-        proc = subprocess.run(["mmdebstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", SUITE,
-                               str(partial)], capture_output=True, text=True, timeout=1200, check=False)
+        proc = subprocess.run(
+            ["mmdebstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", SUITE, str(partial)],
+            capture_output=True,
+            text=True,
+            timeout=1200,
+            check=False,
+        )
         if proc.returncode:
             raise RuntimeError(f"mmdebstrap exited {proc.returncode}:\n{proc.stderr[-3000:]}")
         partial.rename(rootfs)
@@ -79,8 +86,18 @@ def base_image() -> dict[str, float | bool]:
     try:
         buildah("add", container, str(rootfs), "/")
         buildah("run", *RUN_FLAGS, container, "--", "/bin/sh", "-c", FIXUP)
-        buildah("config", "--env", "PATH=/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin",
-                "--env", "LANG=C.UTF-8", "--cmd", "python3", "--label", f"{LABEL}={wanted}", container)
+        buildah(
+            "config",
+            "--env",
+            "PATH=/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "--env",
+            "LANG=C.UTF-8",
+            "--cmd",
+            "python3",
+            "--label",
+            f"{LABEL}={wanted}",
+            container,
+        )
         buildah("commit", "--rm", container, BASE_IMAGE)
     except BaseException:
         buildah("rm", container, check=False)
@@ -105,8 +122,7 @@ def chroot_refusal() -> str | None:
 
 def _pip_settings() -> dict[str, str]:
     """This machine's pip settings (files, then PIP_* variables, as pip reads them), for the keys a build needs."""
-    proc = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True,
-                          check=True)
+    proc = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True, check=True)
     files: dict[str, str] = {}
     env: dict[str, str] = {}
     for line in proc.stdout.splitlines():
@@ -148,8 +164,16 @@ def pip_mounts() -> list[str]:
 def run_command(image: str, container: str, args: list[str], volumes: dict[str, str]) -> list[str]:
     """``buildah run`` in ``container`` (from ``image``) of the image's entrypoint with ``args`` replacing its CMD."""
     entrypoint = (image_config(image) or {}).get("Entrypoint") or []
-    return ["buildah", "run", *RUN_FLAGS, *[f"--volume={src}:{dst}" for src, dst in volumes.items()], container,
-            "--", *entrypoint, *args]
+    return [
+        "buildah",
+        "run",
+        *RUN_FLAGS,
+        *[f"--volume={src}:{dst}" for src, dst in volumes.items()],
+        container,
+        "--",
+        *entrypoint,
+        *args,
+    ]
 
 
 def image_size(ref: str) -> str:

@@ -22,8 +22,13 @@ VERSION = package_version()
 
 
 def _script(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, check=False,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def _commands(*args: str) -> list[list[str]]:
@@ -38,9 +43,11 @@ def _tags(cmds: list[list[str]]) -> list[str]:
 
 def test_local_build_tags_every_image_with_the_package_version_under_the_chart_default():
     cmds = _commands("--tool", "buildah")
-    assert _tags(cmds) == [f"{DEFAULT_REGISTRY}/dsdeploy-router:{VERSION}",
-                           f"{DEFAULT_REGISTRY}/dsdeploy-server:{VERSION}-cpu",
-                           f"{DEFAULT_REGISTRY}/dsdeploy-server:{VERSION}-cuda"]
+    assert _tags(cmds) == [
+        f"{DEFAULT_REGISTRY}/dsdeploy-router:{VERSION}",
+        f"{DEFAULT_REGISTRY}/dsdeploy-server:{VERSION}-cpu",
+        f"{DEFAULT_REGISTRY}/dsdeploy-server:{VERSION}-cuda",
+    ]
     variants = [next(a for a in cmd if a.startswith("--build-arg=VARIANT=")) for cmd in cmds[1:]]
     assert variants == ["--build-arg=VARIANT=cpu", "--build-arg=VARIANT=cuda"]
     assert all(cmd[-1] == str(REPO_ROOT) for cmd in cmds), "the context is the repository root (.dockerignore)"
@@ -53,9 +60,11 @@ def test_push_with_docker_builds_the_router_for_arm64_too_and_pushes():
     assert router[:3] == ["docker", "buildx", "build"] and "--push" in router
     assert "--platform=linux/amd64,linux/arm64" in router
     assert "--platform=linux/amd64" in cpu and "--platform=linux/amd64" in cuda
-    assert _tags(cmds) == [f"registry.example.com:5000/ml/dsdeploy-router:{VERSION}",
-                           f"registry.example.com:5000/ml/dsdeploy-server:{VERSION}-cpu",
-                           f"registry.example.com:5000/ml/dsdeploy-server:{VERSION}-cuda"]
+    assert _tags(cmds) == [
+        f"registry.example.com:5000/ml/dsdeploy-router:{VERSION}",
+        f"registry.example.com:5000/ml/dsdeploy-server:{VERSION}-cpu",
+        f"registry.example.com:5000/ml/dsdeploy-server:{VERSION}-cuda",
+    ]
 
 
 def test_push_with_buildah_makes_a_manifest_list_for_the_router():
@@ -66,27 +75,40 @@ def test_push_with_buildah_makes_a_manifest_list_for_the_router():
     assert cmds[2] == ["buildah", "manifest", "push", "--all", ref, f"docker://{ref}"]
     cpu = f"registry.example.com/ml/dsdeploy-server:{VERSION}-cpu"
     assert cmds[4] == ["buildah", "push", cpu, f"docker://{cpu}"]
-    narrowed = _commands("--tool", "buildah", "--push", "registry.example.com/ml", "--only", "router",
-                         "--platforms", "linux/amd64")
+    narrowed = _commands(
+        "--tool", "buildah", "--push", "registry.example.com/ml", "--only", "router", "--platforms", "linux/amd64"
+    )
     assert len(narrowed) == 2 and "--platform=linux/amd64" in narrowed[0], "one platform: no manifest list"
 
 
 def test_build_args_and_builder_args_reach_the_builder():
-    cmds = _commands("--tool", "podman", "--only", "server-cpu", "--build-arg", "CPU_INDEX=https://mirror.example/cpu",
-                     "--builder-arg=--volume=/etc/pip.conf:/etc/pip.conf:ro")
+    cmds = _commands(
+        "--tool",
+        "podman",
+        "--only",
+        "server-cpu",
+        "--build-arg",
+        "CPU_INDEX=https://mirror.example/cpu",
+        "--builder-arg=--volume=/etc/pip.conf:/etc/pip.conf:ro",
+    )
     assert cmds[0][:2] == ["podman", "build"] and "--format=docker" in cmds[0], "docker format keeps HEALTHCHECK"
     assert "--build-arg=CPU_INDEX=https://mirror.example/cpu" in cmds[0]
     assert "--volume=/etc/pip.conf:/etc/pip.conf:ro" in cmds[0]
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--push", "https://registry.example.com/ml"], "'https://registry.example.com/ml' is not a registry prefix"),
-    (["--push", "Registry.Example.com/ML"], "is not a registry prefix"),
-    (["--only", "server-rocm"], "--only 'server-rocm': not a project image; choose from router, server-cpu"),
-    (["--build-arg", "CPU_INDEX"], "--build-arg 'CPU_INDEX': expected KEY=VALUE"),
-    (["--push", "r.example.com/x", "--only", "server-cpu", "--platforms", "linux/arm64"],
-     "none of linux/amd64 that server-cpu is built for"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--push", "https://registry.example.com/ml"], "'https://registry.example.com/ml' is not a registry prefix"),
+        (["--push", "Registry.Example.com/ML"], "is not a registry prefix"),
+        (["--only", "server-rocm"], "--only 'server-rocm': not a project image; choose from router, server-cpu"),
+        (["--build-arg", "CPU_INDEX"], "--build-arg 'CPU_INDEX': expected KEY=VALUE"),
+        (
+            ["--push", "r.example.com/x", "--only", "server-cpu", "--platforms", "linux/arm64"],
+            "none of linux/amd64 that server-cpu is built for",
+        ),
+    ],
+)
 def test_bad_input_is_refused_naming_the_option(args: list[str], message: str):
     proc = _script("--dry-run", "--tool", "buildah", *args)
     assert proc.returncode == 2

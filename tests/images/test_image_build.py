@@ -39,11 +39,18 @@ USER_ID = 10001
 def base() -> None:
     missing = env.missing_tools()
     if missing:
-        pytest.skip(f"{' and '.join(missing)} not installed and not installable here "
-                    "(make install-debian-tools installs them with apt-get on Debian)")
+        pytest.skip(
+            f"{' and '.join(missing)} not installed and not installable here "
+            "(make install-debian-tools installs them with apt-get on Debian)"
+        )
     cost = env.base_image()
-    REPORT.append(("base image (stand-in python:3.11-slim)", env.image_size(env.BASE_IMAGE),
-                   "reused" if cost["reused"] else f"rootfs {cost['rootfs_s']:.0f} s + image {cost['image_s']:.0f} s"))
+    REPORT.append(
+        (
+            "base image (stand-in python:3.11-slim)",
+            env.image_size(env.BASE_IMAGE),
+            "reused" if cost["reused"] else f"rootfs {cost['rootfs_s']:.0f} s + image {cost['image_s']:.0f} s",
+        )
+    )
     refusal = env.chroot_refusal()
     if refusal:
         pytest.skip(f"this kernel refuses buildah's chroot isolation: {refusal}")
@@ -53,11 +60,19 @@ def base() -> None:
 def images(base) -> dict[str, str]:
     """Build the router and the CPU server image with scripts/build_images.py; returns key -> reference."""
     keys = ("router", "server-cpu")
-    argv = [sys.executable, str(REPO_ROOT / "scripts" / "build_images.py"), "--tool", "buildah",
-            "--only", ",".join(keys),
-            # PyPI is what this machine reaches; torch's CPU wheel comes from its pip config's local wheels.
-            "--build-arg", "CPU_INDEX=https://pypi.org/simple",
-            "--builder-arg=--layers", *[f"--builder-arg={arg}" for arg in (*env.RUN_FLAGS, *env.pip_mounts())]]
+    argv = [
+        sys.executable,
+        str(REPO_ROOT / "scripts" / "build_images.py"),
+        "--tool",
+        "buildah",
+        "--only",
+        ",".join(keys),
+        # PyPI is what this machine reaches; torch's CPU wheel comes from its pip config's local wheels.
+        "--build-arg",
+        "CPU_INDEX=https://pypi.org/simple",
+        "--builder-arg=--layers",
+        *[f"--builder-arg={arg}" for arg in (*env.RUN_FLAGS, *env.pip_mounts())],
+    ]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=2400, check=False)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     seconds = dict(re.findall(r"^built (\S+) in (\d+) s$", proc.stdout, re.MULTILINE))
@@ -102,27 +117,40 @@ def test_router_image_routes_to_a_loopback_upstream(images, tmp_path: Path):
     ref = images["router"]
     config = env.image_config(ref)
     assert config["User"] == f"{USER_ID}:{USER_ID}" and config["Entrypoint"] == ["dsdeploy", "route"]
-    upstream = ServerProcess([sys.executable, str(FAKE_UPSTREAM), "--name", "local"], host_arg=None,
-                             ready_path="/health").start()
+    upstream = ServerProcess(
+        [sys.executable, str(FAKE_UPSTREAM), "--name", "local"], host_arg=None, ready_path="/health"
+    ).start()
     try:
         router_yaml = tmp_path / "router.yaml"
-        router_yaml.write_text(yaml.safe_dump({"upstreams": [{"url": upstream.url, "name": "local"}],
-                                               "health": {"interval_s": 0.2}}))
+        router_yaml.write_text(
+            yaml.safe_dump({"upstreams": [{"url": upstream.url, "name": "local"}], "health": {"interval_s": 0.2}})
+        )
         router_yaml.chmod(0o644)
-        container = Container(ref, ["--config", "/etc/dsdeploy/router.yaml"],
-                              {str(router_yaml): "/etc/dsdeploy/router.yaml:ro"}, "/health", 120)
+        container = Container(
+            ref,
+            ["--config", "/etc/dsdeploy/router.yaml"],
+            {str(router_yaml): "/etc/dsdeploy/router.yaml:ro"},
+            "/health",
+            120,
+        )
         with container as router:
             assert httpx.get(router.url + "/health", timeout=5).status_code == 200
             assert container.user_ids() == {USER_ID}, "the router runs as its non-root user"
             client = openai.OpenAI(base_url=router.url + "/v1", api_key="unused", max_retries=0, timeout=30)
-            answer = client.chat.completions.create(model="fake-model", max_tokens=8,
-                                                    messages=[{"role": "user", "content": "hello from the image"}])
+            answer = client.chat.completions.create(
+                model="fake-model", max_tokens=8, messages=[{"role": "user", "content": "hello from the image"}]
+            )
             assert answer.choices[0].message.content
             seen = httpx.get(upstream.url + "/_record", timeout=5).json()["requests"]
             assert any("hello from the image" in str(r.get("body")) for r in seen), "the upstream got the request"
             probe = "import importlib.util as u; print(*(bool(u.find_spec(m)) for m in ('torch', 'pulumi', 'infra')))"
-            found = subprocess.run(["buildah", "run", *env.RUN_FLAGS, container.name, "--", "python", "-c", probe],
-                                   capture_output=True, text=True, timeout=120, check=False)
+            found = subprocess.run(
+                ["buildah", "run", *env.RUN_FLAGS, container.name, "--", "python", "-c", probe],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
             assert found.stdout.split() == ["False", "False", "False"], f"the router image has more: {found}"
     finally:
         upstream.stop()
@@ -142,8 +170,7 @@ def test_cpu_server_image_answers_the_openai_client_with_the_model_mounted_read_
     cache = tmp_path / "cache"
     cache.mkdir()
     shutil.chown(cache, USER_ID, USER_ID)
-    args = ["--model", "/models/model", "--served-model-name", "smollm2", "--max-model-len", "1024",
-            "--threads", "1"]
+    args = ["--model", "/models/model", "--served-model-name", "smollm2", "--max-model-len", "1024", "--threads", "1"]
     container = Container(ref, args, {str(model): "/models/model:ro", str(cache): "/cache"}, "/ready", 300)
     started = time.monotonic()
     with container as server:
@@ -151,12 +178,18 @@ def test_cpu_server_image_answers_the_openai_client_with_the_model_mounted_read_
         assert container.user_ids() == {USER_ID}, "the server runs as its non-root user"
         client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=120)
         assert [m.id for m in client.models.list()] == ["smollm2"]
-        answer = client.chat.completions.create(model="smollm2", max_tokens=8, temperature=0,
-                                                messages=[{"role": "user", "content": "Say hello."}])
+        answer = client.chat.completions.create(
+            model="smollm2", max_tokens=8, temperature=0, messages=[{"role": "user", "content": "Say hello."}]
+        )
         assert answer.choices[0].message.content and answer.usage.completion_tokens > 0
         probe = "import torch; print(torch.__version__, torch.version.cuda)"
-        torch = subprocess.run(["buildah", "run", *env.RUN_FLAGS, container.name, "--", "python", "-c", probe],
-                               capture_output=True, text=True, timeout=120, check=True).stdout.split()
+        torch = subprocess.run(
+            ["buildah", "run", *env.RUN_FLAGS, container.name, "--", "python", "-c", probe],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        ).stdout.split()
         assert torch[0].endswith("+cpu") and torch[1] == "None", f"the CPU image has a CUDA torch: {torch}"
     REPORT.append((f"{ref} (started)", "", f"ready in {ready_s:.0f} s, torch {torch[0]}"))
 
@@ -169,8 +202,9 @@ def test_the_build_context_is_only_what_the_images_need(base, tmp_path: Path):
     env.buildah("bud", *env.RUN_FLAGS, "-f", str(dockerfile), "-t", tag, str(REPO_ROOT))
     container = env.buildah("from", tag).stdout.strip()
     try:
-        listing = env.buildah("run", *env.RUN_FLAGS, container, "--", "sh", "-c",
-                              "cd /context && find . -maxdepth 1 | sort && du -sk .").stdout.split()
+        listing = env.buildah(
+            "run", *env.RUN_FLAGS, container, "--", "sh", "-c", "cd /context && find . -maxdepth 1 | sort && du -sk ."
+        ).stdout.split()
     finally:
         env.buildah("rm", container, check=False)
         env.buildah("rmi", tag, check=False)

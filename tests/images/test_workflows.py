@@ -33,8 +33,12 @@ def _tool(name: str) -> str:
 
 
 def _plan(tag: str = f"v{VERSION}", owner: str = "dsdeploy") -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "release_plan.py"), "--tag", tag,
-                           "--owner", owner], capture_output=True, text=True, check=False)
+    return subprocess.run(
+        [sys.executable, str(REPO_ROOT / "scripts" / "release_plan.py"), "--tag", tag, "--owner", owner],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
 
 
 def plan_outputs(owner: str = "dsdeploy") -> dict[str, str]:
@@ -45,20 +49,27 @@ def plan_outputs(owner: str = "dsdeploy") -> dict[str, str]:
 
 def published_refs(owner: str = "dsdeploy") -> dict[str, str]:
     plan = plan_outputs(owner)
-    return {entry["key"]: f"{plan['registry']}/{entry['name']}:{entry['tag']}"
-            for entry in json.loads(plan["matrix"])["include"]}
+    return {
+        entry["key"]: f"{plan['registry']}/{entry['name']}:{entry['tag']}"
+        for entry in json.loads(plan["matrix"])["include"]
+    }
 
 
 @pytest.mark.parametrize("workflow", sorted(WORKFLOWS.glob("*.yml")), ids=lambda p: p.name)
 def test_actionlint_passes(workflow: Path):
-    proc = subprocess.run([_tool("actionlint"), "-no-color", str(workflow)], capture_output=True, text=True,
-                          check=False, cwd=REPO_ROOT)
+    proc = subprocess.run(
+        [_tool("actionlint"), "-no-color", str(workflow)], capture_output=True, text=True, check=False, cwd=REPO_ROOT
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_zizmor_finds_nothing():
-    proc = subprocess.run([_tool("zizmor"), "--offline", "--no-progress", "--format", "plain", str(WORKFLOWS)],
-                          capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [_tool("zizmor"), "--offline", "--no-progress", "--format", "plain", str(WORKFLOWS)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "No findings to report" in proc.stdout + proc.stderr
 
@@ -67,21 +78,29 @@ def test_the_linters_are_live(tmp_path: Path):
     """A workflow with a script injection and a typo'd key fails both (so a pass above means something)."""
     bad = tmp_path / ".github" / "workflows" / "bad.yml"
     bad.parent.mkdir(parents=True)
-    bad.write_text("on: pull_request_target\njobs:\n  x:\n    runs-on: ubuntu-24.04\n    steps:\n"
-                   "      - uses: actions/checkout@v4\n"
-                   "      - run: echo \"${{ github.event.pull_request.title }}\"\n        shel: bash\n")
+    bad.write_text(
+        "on: pull_request_target\njobs:\n  x:\n    runs-on: ubuntu-24.04\n    steps:\n"
+        "      - uses: actions/checkout@v4\n"
+        '      - run: echo "${{ github.event.pull_request.title }}"\n        shel: bash\n'
+    )
     lint = subprocess.run([_tool("actionlint"), "-no-color", str(bad)], capture_output=True, text=True, check=False)
     assert lint.returncode != 0 and "shel" in lint.stdout
-    audit = subprocess.run([_tool("zizmor"), "--offline", "--no-progress", "--format", "plain", str(bad.parent)],
-                           capture_output=True, text=True, check=False)
+    audit = subprocess.run(
+        [_tool("zizmor"), "--offline", "--no-progress", "--format", "plain", str(bad.parent)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert audit.returncode != 0 and "template-injection" in audit.stdout + audit.stderr
 
 
 def test_release_plan_publishes_every_project_image_under_the_owner_in_lowercase():
     refs = published_refs(owner="DSDeploy")
-    assert refs == {"router": f"ghcr.io/dsdeploy/dsdeploy-router:{VERSION}",
-                    "server-cpu": f"ghcr.io/dsdeploy/dsdeploy-server:{VERSION}-cpu",
-                    "server-cuda": f"ghcr.io/dsdeploy/dsdeploy-server:{VERSION}-cuda"}
+    assert refs == {
+        "router": f"ghcr.io/dsdeploy/dsdeploy-router:{VERSION}",
+        "server-cpu": f"ghcr.io/dsdeploy/dsdeploy-server:{VERSION}-cpu",
+        "server-cuda": f"ghcr.io/dsdeploy/dsdeploy-server:{VERSION}-cuda",
+    }
     matrix = {e["key"]: e for e in json.loads(plan_outputs()["matrix"])["include"]}
     assert matrix["router"]["platforms"] == "linux/amd64,linux/arm64"
     assert matrix["server-cuda"]["build-args"] == "VARIANT=cuda"
@@ -89,10 +108,13 @@ def test_release_plan_publishes_every_project_image_under_the_owner_in_lowercase
     assert plan_outputs()["chart-repository"] == "oci://ghcr.io/dsdeploy/charts"
 
 
-@pytest.mark.parametrize(("tag", "message"), [
-    ("v9.9.9", f"tag 'v9.9.9' does not match the package version: expected v{VERSION}"),
-    (VERSION, "does not match the package version"),
-])
+@pytest.mark.parametrize(
+    ("tag", "message"),
+    [
+        ("v9.9.9", f"tag 'v9.9.9' does not match the package version: expected v{VERSION}"),
+        (VERSION, "does not match the package version"),
+    ],
+)
 def test_release_plan_refuses_a_tag_that_is_not_the_version(tag: str, message: str):
     proc = _plan(tag=tag)
     assert proc.returncode == 1 and message in proc.stderr and proc.stdout == ""
@@ -123,8 +145,9 @@ def test_chart_defaults_pull_exactly_what_the_release_publishes():
 
 
 def _helm_template(args: list[str]) -> str:
-    return subprocess.run([find_helm(), "template", "dsdeploy", str(CHART.parent), *args],
-                          capture_output=True, text=True, check=True).stdout
+    return subprocess.run(
+        [find_helm(), "template", "dsdeploy", str(CHART.parent), *args], capture_output=True, text=True, check=True
+    ).stdout
 
 
 def test_release_workflow_builds_attests_signs_and_pushes_the_plan():

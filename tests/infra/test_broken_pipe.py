@@ -14,14 +14,18 @@ from dsdeploy.cli import main
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("argv", [
-    ["report", "--model", "r1-distill-qwen-7b", "--tier", "base", "--volume", "1e5"],
-    ["cost", "--json"],
-    ["plan", "--model", "r1-distill-qwen-7b", "--tier", "base", "--json"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["report", "--model", "r1-distill-qwen-7b", "--tier", "base", "--volume", "1e5"],
+        ["cost", "--json"],
+        ["plan", "--model", "r1-distill-qwen-7b", "--tier", "base", "--json"],
+    ],
+)
 def test_a_closed_pipe_ends_the_command_quietly(argv):
-    proc = subprocess.Popen([sys.executable, "-m", "dsdeploy", *argv], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dsdeploy", *argv], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     proc.stdout.close()  # the reader is gone before the first write: every write hits a closed pipe
     _, err = proc.communicate(timeout=120)
     assert b"Traceback" not in err and b"BrokenPipeError" not in err, err.decode()

@@ -11,15 +11,28 @@ import yaml
 from infra.catalog import CATALOG_DIR, PLATFORMS, CatalogError, load_catalog, read_catalog
 
 MODEL_IDS = [
-    "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B", "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B",
-    "deepseek-ai/DeepSeek-R1-Distill-Qwen-14B", "deepseek-ai/DeepSeek-R1-Distill-Qwen-32B",
-    "deepseek-ai/DeepSeek-R1-Distill-Llama-8B", "deepseek-ai/DeepSeek-R1-Distill-Llama-70B",
-    "deepseek-ai/DeepSeek-V2-Lite-Chat", "deepseek-ai/DeepSeek-Coder-V2-Lite-Instruct",
-    "deepseek-ai/DeepSeek-V3", "deepseek-ai/DeepSeek-R1",
-    "deepseek-ai/DeepSeek-V3.1", "deepseek-ai/DeepSeek-V3.1-Terminus", "deepseek-ai/DeepSeek-R1-0528",
-    "deepseek-ai/DeepSeek-R1-0528-Qwen3-8B", "deepseek-ai/DeepSeek-V3.2-Exp", "deepseek-ai/DeepSeek-V3.2",
-    "deepseek-ai/DeepSeek-V3.2-Speciale", "deepseek-ai/DeepSeek-V4-Flash", "deepseek-ai/DeepSeek-V4-Flash-0731",
-    "deepseek-ai/DeepSeek-V4-Pro", "deepseek-ai/DeepSeek-V4-Pro-0813", "deepseek-ai/DeepSeek-V4.1-Flash",
+    "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B",
+    "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B",
+    "deepseek-ai/DeepSeek-R1-Distill-Qwen-14B",
+    "deepseek-ai/DeepSeek-R1-Distill-Qwen-32B",
+    "deepseek-ai/DeepSeek-R1-Distill-Llama-8B",
+    "deepseek-ai/DeepSeek-R1-Distill-Llama-70B",
+    "deepseek-ai/DeepSeek-V2-Lite-Chat",
+    "deepseek-ai/DeepSeek-Coder-V2-Lite-Instruct",
+    "deepseek-ai/DeepSeek-V3",
+    "deepseek-ai/DeepSeek-R1",
+    "deepseek-ai/DeepSeek-V3.1",
+    "deepseek-ai/DeepSeek-V3.1-Terminus",
+    "deepseek-ai/DeepSeek-R1-0528",
+    "deepseek-ai/DeepSeek-R1-0528-Qwen3-8B",
+    "deepseek-ai/DeepSeek-V3.2-Exp",
+    "deepseek-ai/DeepSeek-V3.2",
+    "deepseek-ai/DeepSeek-V3.2-Speciale",
+    "deepseek-ai/DeepSeek-V4-Flash",
+    "deepseek-ai/DeepSeek-V4-Flash-0731",
+    "deepseek-ai/DeepSeek-V4-Pro",
+    "deepseek-ai/DeepSeek-V4-Pro-0813",
+    "deepseek-ai/DeepSeek-V4.1-Flash",
 ]
 UNPLANNABLE = {"deepseek-ai/DeepSeek-V4-Pro-0813", "deepseek-ai/DeepSeek-V4.1-Flash"}
 PLANNABLE = [m for m in MODEL_IDS if m not in UNPLANNABLE]
@@ -56,15 +69,25 @@ def test_machine_mappings() -> None:
     catalog = load_catalog()
     gke_base = catalog.tier("base").machine_for("gke")
     assert (gke_base.machine_type, gke_base.accelerator_type, gke_base.accelerator_count) == (
-        "a2-highgpu-1g", "nvidia-tesla-a100", 1)
+        "a2-highgpu-1g",
+        "nvidia-tesla-a100",
+        1,
+    )
     assert gke_base.node_labels == {"cloud.google.com/gke-accelerator": "nvidia-tesla-a100"}
     gke_pro = catalog.tier("pro").machine_for("gke")
     assert (gke_pro.machine_type, gke_pro.accelerator_type, gke_pro.accelerator_count) == (
-        "a3-highgpu-4g", "nvidia-h100-80gb", 4)
+        "a3-highgpu-4g",
+        "nvidia-h100-80gb",
+        4,
+    )
     assert gke_pro.provisioning_note and gke_pro.local_ssd_count == 8
     eks_pro = catalog.tier("pro").machine_for("eks")
     assert (eks_pro.machine_type, eks_pro.accelerator_count, eks_pro.gpus_per_replica, eks_pro.replicas_per_node) == (
-        "p5.48xlarge", 8, 4, 2)
+        "p5.48xlarge",
+        8,
+        4,
+        2,
+    )
     # the catalog's mapping is for a 4-GPU pro replica; the note says how smaller plans pack
     assert "two 4-GPU pro replicas per node" in eks_pro.substitution
     assert "8 / GPUs-per-replica replicas per node" in eks_pro.substitution
@@ -104,7 +127,11 @@ def _mla_moe_params(m) -> tuple[int, int]:
     h, heads = m.hidden_size, m.num_attention_heads
     qk = m.qk_nope_head_dim + m.qk_rope_head_dim
     q = h * heads * qk if m.q_lora_rank is None else h * m.q_lora_rank + m.q_lora_rank + m.q_lora_rank * heads * qk
-    kv = h * (m.kv_lora_rank + m.qk_rope_head_dim) + m.kv_lora_rank + m.kv_lora_rank * heads * (m.qk_nope_head_dim + m.v_head_dim)
+    kv = (
+        h * (m.kv_lora_rank + m.qk_rope_head_dim)
+        + m.kv_lora_rank
+        + m.kv_lora_rank * heads * (m.qk_nope_head_dim + m.v_head_dim)
+    )
     attention = q + kv + heads * m.v_head_dim * h + 2 * h
     if m.attention == "mla-dsa":  # lightning indexer: wq_b, wk, weights_proj, k_norm (weight + bias)
         ih, idim = m.index_n_heads, m.index_head_dim
@@ -122,15 +149,22 @@ def _v4_params(m) -> int:
     """DeepSeek-V4 main-model parameters from config.json numbers (the released inference/ layout)."""
     h, heads, hd, hc = m.hidden_size, m.num_attention_heads, m.head_dim, m.hc_mult
     ih, idim, mi = m.index_n_heads, m.index_head_dim, m.moe_intermediate_size
-    total = 2 * m.vocab_size * h + h + hc * hc * h + hc + 1           # embed, head, norm, hc_head
+    total = 2 * m.vocab_size * h + h + hc * hc * h + hc + 1  # embed, head, norm, hc_head
     for i, ratio in enumerate(m.compress_ratios[: m.num_hidden_layers]):
-        attention = (h * m.q_lora_rank + m.q_lora_rank * heads * hd + h * hd
-                     + heads * hd * m.o_lora_rank + m.o_groups * m.o_lora_rank * h   # wo_a (grouped), wo_b
-                     + m.q_lora_rank + hd + heads)                                    # q_norm, kv_norm, sinks
+        attention = (
+            h * m.q_lora_rank
+            + m.q_lora_rank * heads * hd
+            + h * hd
+            + heads * hd * m.o_lora_rank
+            + m.o_groups * m.o_lora_rank * h  # wo_a (grouped), wo_b
+            + m.q_lora_rank
+            + hd
+            + heads
+        )  # q_norm, kv_norm, sinks
         if ratio:
-            width = hd * (2 if ratio == 4 else 1)                     # the ratio-4 compressor overlaps windows
-            attention += 2 * width * h + ratio * width + hd           # wkv, wgate, ape, norm
-        if ratio == 4:                                                # indexer: wq_b, weights_proj, its compressor
+            width = hd * (2 if ratio == 4 else 1)  # the ratio-4 compressor overlaps windows
+            attention += 2 * width * h + ratio * width + hd  # wkv, wgate, ape, norm
+        if ratio == 4:  # indexer: wq_b, weights_proj, its compressor
             attention += m.q_lora_rank * ih * idim + h * ih + 2 * 2 * idim * h + 4 * 2 * idim + idim
         ffn = (m.n_routed_experts + m.n_shared_experts) * 3 * h * mi + m.n_routed_experts * h
         ffn += m.vocab_size * m.num_experts_per_tok if i < m.num_hash_layers else m.n_routed_experts
@@ -152,22 +186,35 @@ def test_param_counts_follow_from_the_architecture(model_id: str) -> None:
         total, active = _mla_moe_params(m)
         assert total == m.total_params
         assert abs(active - m.active_params) / m.active_params < 0.05  # card: 2.4B / 37B activated
-        assert m.routed_expert_params == (m.num_hidden_layers - m.first_k_dense_replace) * m.n_routed_experts * 3 * m.hidden_size * m.moe_intermediate_size
+        assert (
+            m.routed_expert_params
+            == (m.num_hidden_layers - m.first_k_dense_replace)
+            * m.n_routed_experts
+            * 3
+            * m.hidden_size
+            * m.moe_intermediate_size
+        )
 
 
 def test_the_2025_2026_releases_are_found_by_their_aliases() -> None:
     catalog = load_catalog()
-    for alias, repo in [("deepseek-v3.1", "DeepSeek-V3.1"), ("deepseek-v3.2", "DeepSeek-V3.2"),
-                        ("deepseek-r1-0528", "DeepSeek-R1-0528"), ("deepseek-v4-flash", "DeepSeek-V4-Flash"),
-                        ("deepseek-v4-pro", "DeepSeek-V4-Pro"), ("v3.2-speciale", "DeepSeek-V3.2-Speciale"),
-                        ("r1-0528-qwen3-8b", "DeepSeek-R1-0528-Qwen3-8B"), ("v4-flash-0731", "DeepSeek-V4-Flash-0731"),
-                        ("deepseek-v4.1-flash", "DeepSeek-V4.1-Flash")]:
+    for alias, repo in [
+        ("deepseek-v3.1", "DeepSeek-V3.1"),
+        ("deepseek-v3.2", "DeepSeek-V3.2"),
+        ("deepseek-r1-0528", "DeepSeek-R1-0528"),
+        ("deepseek-v4-flash", "DeepSeek-V4-Flash"),
+        ("deepseek-v4-pro", "DeepSeek-V4-Pro"),
+        ("v3.2-speciale", "DeepSeek-V3.2-Speciale"),
+        ("r1-0528-qwen3-8b", "DeepSeek-R1-0528-Qwen3-8B"),
+        ("v4-flash-0731", "DeepSeek-V4-Flash-0731"),
+        ("deepseek-v4.1-flash", "DeepSeek-V4.1-Flash"),
+    ]:
         assert catalog.model(alias).id == f"deepseek-ai/{repo}"
     v4 = catalog.model("deepseek-v4-flash")
     assert v4.native_dtype == "fp4-fp8" and v4.published["fp4-fp8"] == ["deepseek-ai/DeepSeek-V4-Flash"]
     assert (v4.compress_ratios[:4], v4.compress_ratios[-2:], len(v4.compress_ratios)) == ([0, 0, 4, 128], [4, 0], 44)
-    assert catalog.model("v4-pro").compress_ratios[:3] == [128, 128, 4]       # V4-Pro starts with two HCA layers
-    assert catalog.model("v4-flash-0731").compress_ratios[-3:] == [0, 0, 0]   # the three DSpark stages
+    assert catalog.model("v4-pro").compress_ratios[:3] == [128, 128, 4]  # V4-Pro starts with two HCA layers
+    assert catalog.model("v4-flash-0731").compress_ratios[-3:] == [0, 0, 0]  # the three DSpark stages
 
 
 def test_facts_without_a_source_are_recorded_as_unknown() -> None:
@@ -210,40 +257,101 @@ def test_copy_of_the_catalog_loads(catalog_copy: Path) -> None:
 @pytest.mark.parametrize(
     ("file", "change", "expected"),
     [
-        ("models.yaml", lambda d: d["deepseek-ai/DeepSeek-V3"].update(num_attention_heads="many"),
-         r"models\.yaml: entry 'deepseek-ai/DeepSeek-V3': field 'num_attention_heads': .*integer.*'many'"),
-        ("models.yaml", lambda d: d["deepseek-ai/DeepSeek-R1"].pop("kv_lora_rank"),
-         r"models\.yaml: entry 'deepseek-ai/DeepSeek-R1': .*attention 'mla' needs \['kv_lora_rank'\]"),
-        ("models.yaml", lambda d: d["deepseek-ai/DeepSeek-V3"]["published"].update({"int3": ["x/y"]}),
-         r"entry 'deepseek-ai/DeepSeek-V3': .*unknown quantization\(s\) \['int3'\]; allowed: .*'bf16'"),
-        ("models.yaml", lambda d: d["deepseek-ai/DeepSeek-R1"]["aliases"].append("v3"),
-         r"entry 'deepseek-ai/DeepSeek-R1': field 'aliases': 'v3' is already used by 'deepseek-ai/DeepSeek-V3'"),
-        ("models.yaml", lambda d: d["deepseek-ai/DeepSeek-V3"].update(colour="blue"),
-         r"entry 'deepseek-ai/DeepSeek-V3': field 'colour': Extra inputs are not permitted"),
-        ("models.yaml", lambda d: d["deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"].update(num_key_value_heads=5),
-         r"entry 'deepseek-ai/DeepSeek-R1-Distill-Qwen-7B': .*num_attention_heads \(28\) must be a multiple of num_key_value_heads \(5\)"),
-        ("models.yaml", lambda d: d["deepseek-ai/DeepSeek-V3"].pop("hidden_size"),
-         r"entry 'deepseek-ai/DeepSeek-V3': .*architecture fields \['hidden_size'\] are neither given nor listed in 'unknown'"),
-        ("models.yaml", lambda d: d["deepseek-ai/DeepSeek-V4.1-Flash"].update(hidden_size=5120),
-         r"entry 'deepseek-ai/DeepSeek-V4.1-Flash': .*field 'hidden_size' is listed in 'unknown' \(from config.json\) but also given"),
-        ("models.yaml", lambda d: d["deepseek-ai/DeepSeek-V4-Flash"]["compress_ratios"].append(4),
-         r"entry 'deepseek-ai/DeepSeek-V4-Flash': .*compress_ratios has 45 entries; num_hidden_layers \+ draft_blocks = 44"),
-        ("models.yaml", lambda d: d["deepseek-ai/DeepSeek-V4-Flash"]["vllm"].pop("block_size"),
-         r"entry 'deepseek-ai/DeepSeek-V4-Flash': .*sized for vLLM's fp8_ds_mla cache"),
-        ("models.yaml", lambda d: d["deepseek-ai/DeepSeek-V3.2"]["published_size"].update(bytes=1),
-         r"entry 'deepseek-ai/DeepSeek-V3.2': field 'published_size': .*give exactly one of bytes or params"),
-        ("gpus.yaml", lambda d: d["H100-80GB"].pop("memory_mib"),
-         r"gpus\.yaml: entry 'H100-80GB': field 'memory_mib': Field required"),
-        ("gpus.yaml", lambda d: d["L4-24GB"].update(memory_bandwidth_gbps=-1),
-         r"gpus\.yaml: entry 'L4-24GB': field 'memory_bandwidth_gbps': .*greater than 0 \(got -1\)"),
-        ("tiers.yaml", lambda d: d["pro"].update(gpu="H100-94GB"),
-         r"tiers\.yaml: entry 'pro': field 'gpu': unknown GPU 'H100-94GB'; allowed: A100-40GB"),
-        ("tiers.yaml", lambda d: d["pro"]["machines"]["eks"].update(replicas_per_node=3),
-         r"tiers\.yaml: entry 'pro': .*accelerator_count \(8\) must equal gpus_per_replica \(4\) x replicas_per_node \(3\)"),
-        ("tiers.yaml", lambda d: d["base"]["machines"].pop("existing"),
-         r"tiers\.yaml: entry 'base': .*lacks platform\(s\) \['existing'\]"),
-        ("tiers.yaml", lambda d: d["base"]["machines"]["gke"].update(node_labels={}),
-         r"tiers\.yaml: entry 'base': field 'machines\.gke\.node_labels'"),
+        (
+            "models.yaml",
+            lambda d: d["deepseek-ai/DeepSeek-V3"].update(num_attention_heads="many"),
+            r"models\.yaml: entry 'deepseek-ai/DeepSeek-V3': field 'num_attention_heads': .*integer.*'many'",
+        ),
+        (
+            "models.yaml",
+            lambda d: d["deepseek-ai/DeepSeek-R1"].pop("kv_lora_rank"),
+            r"models\.yaml: entry 'deepseek-ai/DeepSeek-R1': .*attention 'mla' needs \['kv_lora_rank'\]",
+        ),
+        (
+            "models.yaml",
+            lambda d: d["deepseek-ai/DeepSeek-V3"]["published"].update({"int3": ["x/y"]}),
+            r"entry 'deepseek-ai/DeepSeek-V3': .*unknown quantization\(s\) \['int3'\]; allowed: .*'bf16'",
+        ),
+        (
+            "models.yaml",
+            lambda d: d["deepseek-ai/DeepSeek-R1"]["aliases"].append("v3"),
+            r"entry 'deepseek-ai/DeepSeek-R1': field 'aliases': 'v3' is already used by 'deepseek-ai/DeepSeek-V3'",
+        ),
+        (
+            "models.yaml",
+            lambda d: d["deepseek-ai/DeepSeek-V3"].update(colour="blue"),
+            r"entry 'deepseek-ai/DeepSeek-V3': field 'colour': Extra inputs are not permitted",
+        ),
+        (
+            "models.yaml",
+            lambda d: d["deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"].update(num_key_value_heads=5),
+            r"entry 'deepseek-ai/DeepSeek-R1-Distill-Qwen-7B': .*num_attention_heads \(28\) must be a multiple of num_key_value_heads \(5\)",
+        ),
+        (
+            "models.yaml",
+            lambda d: d["deepseek-ai/DeepSeek-V3"].pop("hidden_size"),
+            r"entry 'deepseek-ai/DeepSeek-V3': .*architecture fields \['hidden_size'\] are neither given nor listed in 'unknown'",
+        ),
+        (
+            "models.yaml",
+            lambda d: d["deepseek-ai/DeepSeek-V4.1-Flash"].update(hidden_size=5120),
+            r"entry 'deepseek-ai/DeepSeek-V4.1-Flash': .*field 'hidden_size' is listed in 'unknown' \(from config.json\) but also given",
+        ),
+        (
+            "models.yaml",
+            lambda d: d["deepseek-ai/DeepSeek-V4-Flash"]["compress_ratios"].append(4),
+            r"entry 'deepseek-ai/DeepSeek-V4-Flash': .*compress_ratios has 45 entries; num_hidden_layers \+ draft_blocks = 44",
+        ),
+        (
+            "models.yaml",
+            lambda d: d["deepseek-ai/DeepSeek-V4-Flash"]["vllm"].pop("block_size"),
+            r"entry 'deepseek-ai/DeepSeek-V4-Flash': .*sized for vLLM's fp8_ds_mla cache",
+        ),
+        (
+            "models.yaml",
+            lambda d: d["deepseek-ai/DeepSeek-V3.2"]["published_size"].update(bytes=1),
+            r"entry 'deepseek-ai/DeepSeek-V3.2': field 'published_size': .*give exactly one of bytes or params",
+        ),
+        (
+            "gpus.yaml",
+            lambda d: d["H100-80GB"].pop("memory_mib"),
+            r"gpus\.yaml: entry 'H100-80GB': field 'memory_mib': Field required",
+        ),
+        (
+            "gpus.yaml",
+            lambda d: d["L4-24GB"].update(memory_bandwidth_gbps=-1),
+            r"gpus\.yaml: entry 'L4-24GB': field 'memory_bandwidth_gbps': .*greater than 0 \(got -1\)",
+        ),
+        (
+            "tiers.yaml",
+            lambda d: d["pro"].update(gpu="H100-94GB"),
+            r"tiers\.yaml: entry 'pro': field 'gpu': unknown GPU 'H100-94GB'; allowed: A100-40GB",
+        ),
+        (
+            "tiers.yaml",
+            lambda d: d["pro"]["machines"]["eks"].update(replicas_per_node=3),
+            r"tiers\.yaml: entry 'pro': .*accelerator_count \(8\) must equal gpus_per_replica \(4\) x replicas_per_node \(3\)",
+        ),
+        (
+            "tiers.yaml",
+            lambda d: d["base"]["machines"].pop("existing"),
+            r"tiers\.yaml: entry 'base': .*lacks platform\(s\) \['existing'\]",
+        ),
+        (
+            "tiers.yaml",
+            lambda d: d["base"]["machines"]["gke"].update(node_labels={}),
+            r"tiers\.yaml: entry 'base': field 'machines\.gke\.node_labels'",
+        ),
+        (
+            "tiers.yaml",
+            lambda d: d["base"]["alternatives"]["eks"][0].update(gpu="A10G-24GB"),
+            r"tiers\.yaml: entry 'base': field 'alternatives\.eks\[0\]\.gpu': 'A10G-24GB' is not a GPU of the catalog",
+        ),
+        (
+            "tiers.yaml",
+            lambda d: d["base"]["alternatives"]["eks"][1].update(gpus_per_replica=2),
+            r"tiers\.yaml: entry 'base': field 'alternatives\.eks\[1\]\.gpus_per_replica' comes from the tier's",
+        ),
     ],
 )
 def test_broken_entry_is_an_error_naming_file_entry_and_field(catalog_copy: Path, file, change, expected) -> None:

@@ -26,7 +26,7 @@ EXPECTED = {
     "deepseek-ai/DeepSeek-R1-0528-Qwen3-8B": ("deepseek_r1", None, None, None),
     "deepseek-ai/DeepSeek-V3.2-Exp": ("deepseek_v3", "deepseek_v32", "deepseek_v32", "mtp"),
     "deepseek-ai/DeepSeek-V3.2": ("deepseek_v3", "deepseek_v32", "deepseek_v32", "mtp"),
-    "deepseek-ai/DeepSeek-V3.2-Speciale": ("deepseek_v3", None, "deepseek_v32", "mtp"),   # no tool calling
+    "deepseek-ai/DeepSeek-V3.2-Speciale": ("deepseek_v3", None, "deepseek_v32", "mtp"),  # no tool calling
     "deepseek-ai/DeepSeek-V4-Flash": ("deepseek_v4", "deepseek_v4", "deepseek_v4", "mtp"),
     "deepseek-ai/DeepSeek-V4-Flash-0731": ("deepseek_v4", "deepseek_v4", "deepseek_v4", "dspark"),
     "deepseek-ai/DeepSeek-V4-Pro": ("deepseek_v4", "deepseek_v4", "deepseek_v4", "mtp"),
@@ -51,12 +51,15 @@ def test_each_model_gets_its_parsers_tokenizer_mode_and_draft(model_id: str) -> 
     spec = CATALOG.models[model_id]
     args = _args(spec)
     reasoning, tool, tokenizer, speculative = EXPECTED[model_id]
-    assert (_flag(args, "--reasoning-parser"), _flag(args, "--tool-call-parser"),
-            _flag(args, "--tokenizer-mode")) == (reasoning, tool, tokenizer)
+    assert (_flag(args, "--reasoning-parser"), _flag(args, "--tool-call-parser"), _flag(args, "--tokenizer-mode")) == (
+        reasoning,
+        tool,
+        tokenizer,
+    )
     assert ("--enable-auto-tool-choice" in args) == (tool is not None)
     config = _flag(args, "--speculative-config")
     assert (json.loads(config)["method"] if config else None) == speculative
-    if spec.attention == "v4-hybrid":    # the planner sizes the fp8_ds_mla cache in 256-token blocks
+    if spec.attention == "v4-hybrid":  # the planner sizes the fp8_ds_mla cache in 256-token blocks
         assert (_flag(args, "--kv-cache-dtype"), _flag(args, "--block-size")) == ("fp8", "256")
     else:
         assert "--kv-cache-dtype" not in args and "--block-size" not in args
@@ -72,8 +75,8 @@ def test_community_checkpoints_run_without_the_draft_and_say_why() -> None:
     plan = plan_deployment("deepseek-r1-0528-qwen3-8b", "base", "gguf-q4")
     assert any("has no 'gguf' quantization method" in w for w in plan.warnings)
     with pytest.raises(PlanDoesNotFit):
-        plan_deployment("deepseek-v3.1", "pro", "awq-int4", max_nodes=1)   # 4-bit V3.1 is still ~350 GB
-    over_two = plan_deployment("deepseek-v3.1", "pro", "awq-int4")          # two pro nodes hold it
+        plan_deployment("deepseek-v3.1", "pro", "awq-int4", max_nodes=1)  # 4-bit V3.1 is still ~350 GB
+    over_two = plan_deployment("deepseek-v3.1", "pro", "awq-int4")  # two pro nodes hold it
     assert over_two.nodes_per_replica == 2 and over_two.speculative_decoding is None
     assert "--speculative-config" not in over_two.worker_engine_args
     assert speculative_decoding(CATALOG.model("v3.1"), "awq-int4") is None

@@ -12,7 +12,7 @@ def test_mla_latent_per_layer_and_the_mtp_layer() -> None:
     v31 = CATALOG.model("deepseek-v3.1")
     # MLAAttentionSpec: head_size = kv_lora_rank + qk_rope_head_dim = 576, no separate V, bf16 (auto)
     assert kv_layout(v31, 1).per_token_bytes == 61 * 576 * 2 == 70_272
-    assert kv_layout(v31, 8, spec_decode=True).per_token_bytes == 62 * 576 * 2 == 71_424   # + MTP layer, every GPU
+    assert kv_layout(v31, 8, spec_decode=True).per_token_bytes == 62 * 576 * 2 == 71_424  # + MTP layer, every GPU
     assert kv_layout(v31, 8).per_sequence_bytes == 0
 
 
@@ -30,11 +30,11 @@ def test_v32_adds_the_lightning_indexer_key() -> None:
 def test_v4_flash_hybrid_cache_by_hand() -> None:
     v4 = CATALOG.model("deepseek-v4-flash")
     # fp8_ds_mla: 584 bytes per stored state, pages rounded up to 576 bytes, --block-size 256.
-    csa_kv = -(-64 * 584 // 576) * 576           # 64 states per 256-token block: 37,376 -> 37,440
-    csa_index = -(-64 * 132 // 576) * 576        # indexer keys, 132 bytes each: 8,448 -> 8,640
-    hca_kv = -(-2 * 584 // 576) * 576            # 2 states per block: 1,168 -> 1,728
+    csa_kv = -(-64 * 584 // 576) * 576  # 64 states per 256-token block: 37,376 -> 37,440
+    csa_index = -(-64 * 132 // 576) * 576  # indexer keys, 132 bytes each: 8,448 -> 8,640
+    hca_kv = -(-2 * 584 // 576) * 576  # 2 states per block: 1,168 -> 1,728
     assert (csa_kv, csa_index, hca_kv) == (37_440, 8_640, 1_728)
-    per_token = (21 * (csa_kv + csa_index) + 20 * hca_kv) / 256     # 21 ratio-4 layers, 20 ratio-128 layers
+    per_token = (21 * (csa_kv + csa_index) + 20 * hca_kv) / 256  # 21 ratio-4 layers, 20 ratio-128 layers
     assert per_token == 3_915 == kv_layout(v4, 1).per_token_bytes
     # bounded per sequence: every block's 128-token window (3 blocks of 64 x 584 -> 37,440 bytes), the
     # compressors' fp32 rings (C4: 3 blocks of 4 x 2 x 2 x 512 x 4 bytes, C128: 17 blocks of 8 x 2 x 512 x 4,
@@ -54,7 +54,7 @@ def test_v4_pro_starts_with_two_hca_layers() -> None:
     pro = kv_layout(CATALOG.model("deepseek-v4-pro"), 8)
     # 30 ratio-4 layers, 31 ratio-128 layers (0, 1, 3, ..., 59)
     assert (30 * (37_440 + 8_640) + 31 * 1_728) / 256 == 5_609.25
-    assert pro.per_token_bytes == 5_610                   # whole bytes, rounded up
+    assert pro.per_token_bytes == 5_610  # whole bytes, rounded up
 
 
 def test_v4_sparse_reads_stop_at_the_top_k() -> None:

@@ -13,8 +13,13 @@ from dsdeploy.cli import main
 
 
 def dsdeploy(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "dsdeploy", *args], capture_output=True, text=True,
-                          timeout=60, env={**os.environ, "COLUMNS": "200"})
+    return subprocess.run(
+        [sys.executable, "-m", "dsdeploy", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "200"},
+    )
 
 
 def test_distill_7b_on_base_prints_tp1_and_concurrency() -> None:
@@ -26,7 +31,7 @@ def test_distill_7b_on_base_prints_tp1_and_concurrency() -> None:
     assert "10 at 32,768 tokens" in line
     assert "--tensor-parallel-size 1" in out and "--reasoning-parser deepseek_r1" in out
     # the EKS substitution is stated, never hidden
-    assert "AWS has no single-A100 instance" in out and "p4d.24xlarge" in out
+    assert "g6e.2xlarge has 1x L40S 48GB" in out and "cheapest shape that holds this plan" in out
     assert result.stderr == ""
 
 
@@ -37,7 +42,7 @@ def test_json_output_is_the_plan() -> None:
     assert plan["tensor_parallel_size"] == 1 and plan["max_num_seqs"] > 0
     assert plan["model_id"] == "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"
     assert plan["machines"]["gke"]["machine_type"] == "a2-highgpu-1g"
-    assert plan["machines"]["eks"]["substitution"].startswith("AWS has no single-A100 instance")
+    assert plan["machines"]["eks"]["substitution"].startswith("g6e.2xlarge has 1x L40S 48GB")
 
 
 def test_v3_bf16_on_pro_exits_nonzero_naming_the_shortfall() -> None:
@@ -72,7 +77,10 @@ def test_bad_inputs_exit_2_with_a_message(capsys: pytest.CaptureFixture[str]) ->
         (["--model", "gpt-4", "--tier", "base"], "unknown model 'gpt-4'; allowed:"),
         (["--model", "v3", "--tier", "gold"], "unknown tier 'gold'; allowed: base, pro"),
         (["--model", "v3", "--tier", "pro", "--quantization", "q2"], "unknown quantization 'q2'; allowed:"),
-        (["--model", "r1-distill-qwen-7b", "--tier", "base", "--quantization", ""], "unknown quantization ''; allowed:"),
+        (
+            ["--model", "r1-distill-qwen-7b", "--tier", "base", "--quantization", ""],
+            "unknown quantization ''; allowed:",
+        ),
         (["--model", "", "--tier", "base"], "unknown model ''; allowed:"),
         (["--model", "v2-lite", "--tier", "pro", "--context", "999999"], "context 999999 is out of range"),
         (["--model", "v2-lite", "--tier", "pro", "--gpu-memory-utilization", "0"], "out of range: allowed 0.10..0.99"),
@@ -100,8 +108,9 @@ def test_json_error_for_scripts(capsys: pytest.CaptureFixture[str]) -> None:
     assert "short by" in captured.err
 
 
-def test_warnings_and_explanation_are_printed(capsys: pytest.CaptureFixture[str],
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_warnings_and_explanation_are_printed(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("COLUMNS", "200")
     assert main(["plan", "--model", "v2-lite", "--tier", "base", "--quantization", "awq-int4"]) == 0
     out = capsys.readouterr().out

@@ -15,8 +15,8 @@ from infra.planner.sizing import evaluate, kv_bytes_per_token_per_gpu, valid_tp_
 from tests.support.deepseek_bytes import v3_native_fp8_bytes
 
 GIB = 1024**3
-A100_40_USABLE = int(40960 * 1024 * 1024 * 0.90)   # 38,654,705,664 bytes at utilization 0.90
-RUNTIME = int(1.5 * GIB)                            # 1,610,612,736
+A100_40_USABLE = int(40960 * 1024 * 1024 * 0.90)  # 38,654,705,664 bytes at utilization 0.90
+RUNTIME = int(1.5 * GIB)  # 1,610,612,736
 BATCHED_TOKENS = 8192
 SAMPLER_SEQS = 256
 
@@ -25,35 +25,45 @@ def test_dense_r1_distill_qwen_7b_on_base_by_hand() -> None:
     plan = plan_deployment("deepseek-ai/DeepSeek-R1-Distill-Qwen-7B", "base")
     # config.json: 28 layers, hidden 3584, intermediate 18944, 28 heads, 4 KV heads, head_dim 128,
     # vocab 152064, untied embeddings; 7,615,616,512 parameters.
-    weights = 7_615_616_512 * 2                               # bf16
+    weights = 7_615_616_512 * 2  # bf16
     assert weights == 15_231_233_024 == plan.weight_bytes
-    kv_per_token = 2 * 28 * 4 * 128 * 2                       # K and V, layers, KV heads, head_dim, bf16
+    kv_per_token = 2 * 28 * 4 * 128 * 2  # K and V, layers, KV heads, head_dim, bf16
     assert kv_per_token == 57_344 == plan.kv_bytes_per_token
     activations = BATCHED_TOKENS * (8 * 3584 + 3 * 18944) * 2  # 8192 x 171,008 = 1,400,897,536
-    sampler = SAMPLER_SEQS * 152_064 * 4                       # fp32 logits: 155,713,536
-    reserve = RUNTIME + activations + sampler                  # TP 1: no NCCL buffers
+    sampler = SAMPLER_SEQS * 152_064 * 4  # fp32 logits: 155,713,536
+    reserve = RUNTIME + activations + sampler  # TP 1: no NCCL buffers
     assert reserve == 3_167_223_808 == plan.reserve_bytes
-    kv_budget = A100_40_USABLE - weights - reserve             # 20,256,248,832 bytes
-    kv_tokens = kv_budget // kv_per_token                      # 353,240 tokens
+    kv_budget = A100_40_USABLE - weights - reserve  # 20,256,248,832 bytes
+    kv_tokens = kv_budget // kv_per_token  # 353,240 tokens
     assert kv_tokens == 353_240 == plan.kv_cache_tokens
-    assert plan.max_model_len == 32_768                        # default: min(131072, 32768)
+    assert plan.max_model_len == 32_768  # default: min(131072, 32768)
     assert plan.max_num_seqs == kv_tokens // 32_768 == 10
     assert (plan.tensor_parallel_size, plan.gpus_per_replica, plan.gpu) == (1, 1, "A100-40GB")
     # Decode bound: weights minus the input embedding table (not streamed), plus the KV cache of the
     # sequence(s) at 32,768 tokens, over 1,555 GB/s.
-    streamed = weights - 152_064 * 3584 * 2                   # 14,141,238,272 bytes
-    kv_seq = 32_768 * kv_per_token                            # 1,879,048,192 bytes
-    per_seq = 1_555e9 / (streamed + kv_seq)                    # 97.06 tokens/s
-    batch = 10 * 1_555e9 / (streamed + 10 * kv_seq)            # 472.19 tokens/s
+    streamed = weights - 152_064 * 3584 * 2  # 14,141,238,272 bytes
+    kv_seq = 32_768 * kv_per_token  # 1,879,048,192 bytes
+    per_seq = 1_555e9 / (streamed + kv_seq)  # 97.06 tokens/s
+    batch = 10 * 1_555e9 / (streamed + 10 * kv_seq)  # 472.19 tokens/s
     assert plan.decode_tokens_per_s_per_seq == pytest.approx(per_seq, abs=0.01)
     assert plan.decode_tokens_per_s_batch == pytest.approx(batch, abs=0.01)
     assert round(per_seq, 2) == 97.06 and round(batch, 2) == 472.19
     # Prefill bound: 2 FLOPs per active parameter per prompt token at the A100's dense BF16 peak.
-    prefill = 312e12 / (2 * 7_615_616_512)                    # 20,484.2 tokens/s
+    prefill = 312e12 / (2 * 7_615_616_512)  # 20,484.2 tokens/s
     assert plan.prefill_tokens_per_s == pytest.approx(prefill, abs=0.01) and round(prefill) == 20_484
     assert plan.engine_args == [
-        "--tensor-parallel-size", "1", "--max-model-len", "32768", "--gpu-memory-utilization", "0.90",
-        "--max-num-seqs", "10", "--max-num-batched-tokens", "8192", "--reasoning-parser", "deepseek_r1",
+        "--tensor-parallel-size",
+        "1",
+        "--max-model-len",
+        "32768",
+        "--gpu-memory-utilization",
+        "0.90",
+        "--max-num-seqs",
+        "10",
+        "--max-num-batched-tokens",
+        "8192",
+        "--reasoning-parser",
+        "deepseek_r1",
     ]
     assert plan.reasoning and plan.vllm_quantization is None and plan.warnings == []
     assert plan.served_model_name == "deepseek-r1-distill-qwen-7b"
@@ -66,21 +76,21 @@ def test_mla_moe_coder_v2_lite_on_base_by_hand() -> None:
     # qk_rope_head_dim 64, 64 routed experts (6 per token, moe_intermediate 1408) + 2 shared, vocab 102400.
     weights = 15_706_484_224 * 2
     assert plan.weight_bytes == weights == 31_412_968_448
-    kv_per_token = 27 * (512 + 64) * 2                         # one latent + RoPE key per layer, bf16
+    kv_per_token = 27 * (512 + 64) * 2  # one latent + RoPE key per layer, bf16
     assert kv_per_token == 31_104 == plan.kv_bytes_per_token
-    ffn = max(10_944, 1_408 * (6 + 2))                         # 11,264: routed + shared experts per token
+    ffn = max(10_944, 1_408 * (6 + 2))  # 11,264: routed + shared experts per token
     reserve = RUNTIME + BATCHED_TOKENS * (8 * 2048 + 3 * ffn) * 2 + SAMPLER_SEQS * 102_400 * 4
     assert reserve == 2_537_553_920 == plan.reserve_bytes
-    kv_tokens = (A100_40_USABLE - weights - reserve) // kv_per_token   # 4,704,183,296 // 31,104
+    kv_tokens = (A100_40_USABLE - weights - reserve) // kv_per_token  # 4,704,183,296 // 31,104
     assert kv_tokens == 151_240 == plan.kv_cache_tokens
     assert plan.max_num_seqs == 151_240 // 32_768 == 4
     # Decode: a token reads the non-expert weights and 6 of 64 routed experts per layer.
-    routed = 26 * 64 * 3 * 2048 * 1408 * 2                    # 26 MoE layers, bf16: 28,789,702,656 bytes
-    embed_in = 102_400 * 2048 * 2                              # input embedding, not streamed
-    streamed_1 = weights - embed_in - routed * (1 - 6 / 64)    # 4,902,870,016 bytes
+    routed = 26 * 64 * 3 * 2048 * 1408 * 2  # 26 MoE layers, bf16: 28,789,702,656 bytes
+    embed_in = 102_400 * 2048 * 2  # input embedding, not streamed
+    streamed_1 = weights - embed_in - routed * (1 - 6 / 64)  # 4,902,870,016 bytes
     kv_seq = 32_768 * kv_per_token
     assert plan.decode_tokens_per_s_per_seq == pytest.approx(1_555e9 / (streamed_1 + kv_seq), abs=0.01)
-    touched_4 = 1 - (1 - 6 / 64) ** 4                          # expected share of experts 4 tokens touch
+    touched_4 = 1 - (1 - 6 / 64) ** 4  # expected share of experts 4 tokens touch
     streamed_4 = weights - embed_in - routed * (1 - touched_4)
     assert plan.decode_tokens_per_s_batch == pytest.approx(4 * 1_555e9 / (streamed_4 + 4 * kv_seq), abs=0.01)
     assert plan.decode_tokens_per_s_per_seq == pytest.approx(262.58, abs=0.01)
@@ -91,10 +101,10 @@ def test_mla_kv_is_held_whole_by_every_gpu_and_gqa_is_sharded() -> None:
     catalog = load_catalog()
     v3 = catalog.model("v3")
     assert kv_bytes_per_token_per_gpu(v3, 8) == 61 * (512 + 64) * 2 == 70_272
-    qwen32 = catalog.model("r1-distill-qwen-32b")                # 64 layers, 8 KV heads
+    qwen32 = catalog.model("r1-distill-qwen-32b")  # 64 layers, 8 KV heads
     assert kv_bytes_per_token_per_gpu(qwen32, 1) == 2 * 64 * 8 * 128 * 2
     assert kv_bytes_per_token_per_gpu(qwen32, 4) == 2 * 64 * 2 * 128 * 2
-    qwen15 = catalog.model("r1-distill-qwen-1.5b")               # 2 KV heads: TP 4 replicates them
+    qwen15 = catalog.model("r1-distill-qwen-1.5b")  # 2 KV heads: TP 4 replicates them
     assert kv_bytes_per_token_per_gpu(qwen15, 4) == 2 * 28 * 1 * 128 * 2
 
 
@@ -102,25 +112,24 @@ def test_v3_fp8_on_eight_h200_by_hand() -> None:
     catalog = load_catalog()
     v3, h200 = catalog.model("v3"), catalog.gpu("H200-141GB")
     resident, checkpoint = v3_native_fp8_bytes(61, 3, 1)
-    assert resident == 684_868_123_200 and checkpoint == 688_574_839_360        # ~684.9 GB on the GPUs
+    assert resident == 684_868_123_200 and checkpoint == 688_574_839_360  # ~684.9 GB on the GPUs
     fit = evaluate(v3, QUANT_SPECS["fp8"], h200, 8, 32_768, 0.90, spec_decode=True)
     assert fit.weight_bytes == resident
     assert evaluate(v3, QUANT_SPECS["fp8"], h200, 8, 32_768, 0.90).weight_bytes == v3_native_fp8_bytes(61, 3, 0)[0]
     usable = int(143_771 * 1024 * 1024 * 0.90)
-    reserve = (RUNTIME + int(0.5 * GIB) + BATCHED_TOKENS * (8 * 7168 + 3 * 18_432 // 8) * 2
-               + SAMPLER_SEQS * 129_280 * 4)
+    reserve = RUNTIME + int(0.5 * GIB) + BATCHED_TOKENS * (8 * 7168 + 3 * 18_432 // 8) * 2 + SAMPLER_SEQS * 129_280 * 4
     assert fit.reserve_bytes_per_gpu == reserve
-    kv = 62 * (512 + 64) * 2                                     # 61 layers + the MTP layer, bf16: 71,424
+    kv = 62 * (512 + 64) * 2  # 61 layers + the MTP layer, bf16: 71,424
     assert fit.kv_tokens == (usable - resident // 8 - reserve) // kv
     assert fit.sequences == fit.kv_tokens // 32_768 >= 8
 
 
 def test_tensor_parallel_choice() -> None:
     catalog = load_catalog()
-    assert valid_tp_sizes(catalog.model("r1-distill-qwen-7b"), 8) == [1, 2, 4]   # 28 heads: 8 does not divide
+    assert valid_tp_sizes(catalog.model("r1-distill-qwen-7b"), 8) == [1, 2, 4]  # 28 heads: 8 does not divide
     assert valid_tp_sizes(catalog.model("r1-distill-qwen-1.5b"), 8) == [1, 2, 4]  # 12 heads
     assert valid_tp_sizes(catalog.model("v3"), 8) == [1, 2, 4, 8]
-    assert valid_tp_sizes(catalog.model("r1-distill-qwen-14b"), 4) == [1, 2, 4]   # 40 heads, 8 KV heads
+    assert valid_tp_sizes(catalog.model("r1-distill-qwen-14b"), 4) == [1, 2, 4]  # 40 heads, 8 KV heads
     # 70B bf16 on 4x H100: TP 2 leaves no room for a 32K sequence, TP 4 does.
     big = plan_deployment("r1-distill-llama-70b", "pro")
     assert big.tensor_parallel_size == 4 and big.max_num_seqs >= 8
@@ -148,17 +157,23 @@ def test_v3_bf16_on_pro_does_not_fit_and_says_by_how_much() -> None:
 
 def test_does_not_fit_names_the_nearest_fitting_quantization_and_tier() -> None:
     # One node only: the advice names the node count that would hold it first, then what fits one node.
-    with pytest.raises(PlanDoesNotFit, match=r"short by 39\.3 GB\. Shorter contexts were tried too \(16,384, 8,192, "
-                                             r"4,096 tokens\): no sequence fits at any of them\. Would fit: one "
-                                             r"replica across 3 nodes of tier base \(--max-nodes 3\); or "
-                                             r"--quantization gptq-int4 on tier base \(published weights\); or tier "
-                                             r"pro \(4x H100-80GB\) at bf16"):
+    with pytest.raises(
+        PlanDoesNotFit,
+        match=r"short by 39\.3 GB\. Shorter contexts were tried too \(16,384, 8,192, "
+        r"4,096 tokens\): no sequence fits at any of them\. Would fit: one "
+        r"replica across 3 nodes of tier base \(--max-nodes 3\); or "
+        r"--quantization gptq-int4 on tier base \(published weights\); or tier "
+        r"pro \(4x H100-80GB\) at bf16",
+    ):
         plan_deployment("r1-distill-qwen-32b", "base", max_nodes=1)
     with pytest.raises(PlanDoesNotFit) as info:  # an explicit context is the only one tried
         plan_deployment("r1-distill-qwen-32b", "base", context=4096, max_nodes=1)
     assert "Shorter contexts" not in str(info.value) and "one 4096-token sequence" in str(info.value)
-    with pytest.raises(PlanDoesNotFit, match=r"Would fit: one replica across 2 nodes of tier base \(--max-nodes 2\); "
-                                             r"or tier pro \(4x H100-80GB\) at awq-int4\.$"):
+    with pytest.raises(
+        PlanDoesNotFit,
+        match=r"Would fit: one replica across 2 nodes of tier base \(--max-nodes 2\); "
+        r"or tier pro \(4x H100-80GB\) at awq-int4\.$",
+    ):
         plan_deployment("r1-distill-llama-70b", "base", "awq-int4", max_nodes=1)
 
 
@@ -171,7 +186,7 @@ def test_default_context_shrinks_with_a_warning_but_an_explicit_one_does_not() -
         plan_deployment("r1-distill-qwen-14b", "base", context=32_768, max_nodes=1)
     # Across nodes the explicit context is kept: two base nodes hold a 32K sequence of the 14B.
     assert plan_deployment("r1-distill-qwen-14b", "base", context=32_768).nodes_per_replica == 2
-    assert plan_deployment("v2-lite", "pro").max_model_len == 32_768           # the model's own maximum
+    assert plan_deployment("v2-lite", "pro").max_model_len == 32_768  # the model's own maximum
 
 
 @pytest.mark.parametrize(
@@ -184,7 +199,10 @@ def test_default_context_shrinks_with_a_warning_but_an_explicit_one_does_not() -
         ({"model": "v3", "tier": "pro", "quantization": "  "}, r"unknown quantization '  '; allowed: bf16, fp8"),
         ({"model": "v2-lite", "tier": "pro", "context": 65_536}, r"context 65536 is out of range for .*256\.\.32768"),
         ({"model": "v2-lite", "tier": "pro", "context": 10}, r"context 10 is out of range"),
-        ({"model": "v2-lite", "tier": "pro", "gpu_memory_utilization": 1.5}, r"gpu_memory_utilization 1\.5 .*0\.10\.\.0\.99"),
+        (
+            {"model": "v2-lite", "tier": "pro", "gpu_memory_utilization": 1.5},
+            r"gpu_memory_utilization 1\.5 .*0\.10\.\.0\.99",
+        ),
     ],
 )
 def test_bad_input_is_a_plan_error(kwargs: dict, expected: str) -> None:
@@ -194,15 +212,15 @@ def test_bad_input_is_a_plan_error(kwargs: dict, expected: str) -> None:
 
 
 def test_quantization_sources_and_warnings() -> None:
-    runtime = plan_deployment("r1-distill-qwen-7b", "base", "fp8")      # vLLM quantizes bf16 at load
+    runtime = plan_deployment("r1-distill-qwen-7b", "base", "fp8")  # vLLM quantizes bf16 at load
     assert runtime.checkpoint == "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B" and runtime.vllm_quantization == "fp8"
     assert runtime.engine_args[-4:-2] == ["--quantization", "fp8"]
-    assert any("no FP8 tensor cores" in w for w in runtime.warnings)    # A100
+    assert any("no FP8 tensor cores" in w for w in runtime.warnings)  # A100
     assert not plan_deployment("r1-distill-qwen-7b", "pro", "fp8").warnings
-    gptq = plan_deployment("r1-distill-qwen-7b", "base", "gptq-int4")   # published checkpoint
+    gptq = plan_deployment("r1-distill-qwen-7b", "base", "gptq-int4")  # published checkpoint
     assert gptq.checkpoint == "RedHatAI/DeepSeek-R1-Distill-Qwen-7B-quantized.w4a16"
     assert gptq.vllm_quantization is None and "--quantization" not in gptq.engine_args
-    missing = plan_deployment("v2-lite", "base", "awq-int4")            # nothing published: a warning
+    missing = plan_deployment("v2-lite", "base", "awq-int4")  # nothing published: a warning
     assert missing.checkpoint is None
     assert any("no published awq-int4 weights" in w and "AutoAWQ" in w for w in missing.warnings)
     # The pinned vLLM loads neither GGUF nor bitsandbytes: those plans run on dsdeploy serve, with no vLLM flags.
@@ -221,13 +239,16 @@ def test_quantization_sources_and_warnings() -> None:
     assert bnb.weight_bytes == round(body * 4.5 / 8 + 2 * 128_256 * 4096 * 2)
 
 
-H100_USABLE = int(81559 * 1024 * 1024 * 0.90)   # 76,969,567,641 bytes at utilization 0.90
+H100_USABLE = int(81559 * 1024 * 1024 * 0.90)  # 76,969,567,641 bytes at utilization 0.90
 QWEN_7B_PARAMS, QWEN_7B_VOCAB, QWEN_7B_HIDDEN = 7_615_616_512, 152_064, 3584
 
 
 def test_fp4_fp8_is_the_v4_format_only() -> None:
-    with pytest.raises(PlanError, match=r"'fp4-fp8' is the native format of the DeepSeek-V4 checkpoints; "
-                                        r"deepseek-ai/DeepSeek-R1-Distill-Qwen-7B is published in bf16"):
+    with pytest.raises(
+        PlanError,
+        match=r"'fp4-fp8' is the native format of the DeepSeek-V4 checkpoints; "
+        r"deepseek-ai/DeepSeek-R1-Distill-Qwen-7B is published in bf16",
+    ):
         plan_deployment("r1-distill-qwen-7b", "pro", "fp4-fp8")
 
 
@@ -237,7 +258,7 @@ def test_every_quantization_plans_the_7b_on_pro(quant: str) -> None:
     spec = QUANT_SPECS[quant]
     assert plan.quantization == quant
     # weights: every parameter at the format's bits, except embeddings + output head kept 16-bit
-    table = QWEN_7B_VOCAB * QWEN_7B_HIDDEN                    # one embedding table (untied: two)
+    table = QWEN_7B_VOCAB * QWEN_7B_HIDDEN  # one embedding table (untied: two)
     if spec.embeddings_16bit:
         weights = (QWEN_7B_PARAMS - 2 * table) * spec.bits_per_weight / 8 + 2 * table * 2
     else:
@@ -256,18 +277,19 @@ def test_every_quantization_plans_the_7b_on_pro(quant: str) -> None:
     per_seq = 3_350e9 / (plan.weight_bytes - input_table + 32_768 * 57_344)
     assert plan.decode_tokens_per_s_per_seq == pytest.approx(per_seq, abs=0.01)
     assert plan.decode_tokens_per_s_batch > plan.decode_tokens_per_s_per_seq
-    tflops = 1979 if quant == "fp8" else 989                  # FP8 tensor cores only for fp8
+    tflops = 1979 if quant == "fp8" else 989  # FP8 tensor cores only for fp8
     assert plan.prefill_tokens_per_s == pytest.approx(tflops * 1e12 / (2 * QWEN_7B_PARAMS), abs=0.01)
 
 
 def test_machine_mapping_and_its_note_follow_the_plans_gpus_per_replica() -> None:
-    small = plan_deployment("r1-distill-qwen-7b", "pro")          # TP 1: 8 replicas on a p5.48xlarge
+    small = plan_deployment("r1-distill-qwen-7b", "pro")  # TP 1: 8 replicas on a p5.48xlarge
     eks = small.machine("eks")
     assert (eks.gpus_per_replica, eks.replicas_per_node) == (1, 8)
-    assert eks.substitution.endswith("This plan needs 1 GPU(s) per replica (tensor parallel 1), so one "
-                                     "p5.48xlarge runs 8 replicas.")
+    assert eks.substitution.endswith(
+        "This plan needs 1 GPU(s) per replica (tensor parallel 1), so one p5.48xlarge runs 8 replicas."
+    )
     assert small.machine("gke").replicas_per_node == 4 and small.machine("gke").substitution is None
-    full = plan_deployment("r1-distill-llama-70b", "pro")         # TP 4: the tier's own mapping
+    full = plan_deployment("r1-distill-llama-70b", "pro")  # TP 4: the tier's own mapping
     assert full.tensor_parallel_size == 4
     assert full.machine("eks") == load_catalog().tier("pro").machine_for("eks")
     assert full.machine("eks").replicas_per_node == 2 and "two 4-GPU pro replicas" in full.machine("eks").substitution
@@ -277,16 +299,24 @@ def test_plan_is_frozen_and_explains_itself() -> None:
     plan = plan_deployment("v2-lite", "base")
     with pytest.raises(Exception, match="frozen"):
         plan.max_num_seqs = 1  # type: ignore[misc]
-    assert any(step.startswith("KV cache per token (grows with the sequence): MLA 27 layers x (512 + 64) x 2 "
-                               "bytes = 31,104 bytes; replicated whole on every GPU") for step in plan.explanation)
-    assert "KV cache of one sequence per GPU, growing linearly with its length: 32,768 tokens 1.02 GB" in \
-        " ".join(plan.explanation)                               # 32,768 x 31,104 bytes
+    assert any(
+        step.startswith(
+            "KV cache per token (grows with the sequence): MLA 27 layers x (512 + 64) x 2 "
+            "bytes = 31,104 bytes; replicated whole on every GPU"
+        )
+        for step in plan.explanation
+    )
+    assert "KV cache of one sequence per GPU, growing linearly with its length: 32,768 tokens 1.02 GB" in " ".join(
+        plan.explanation
+    )  # 32,768 x 31,104 bytes
 
 
 def test_planner_imports_neither_torch_nor_pulumi() -> None:
-    code = ("import sys, infra.planner, infra.plan_command; "
-            "bad = [m for m in ('torch', 'pulumi', 'transformers') if m in sys.modules]; "
-            "assert not bad, bad")
+    code = (
+        "import sys, infra.planner, infra.plan_command; "
+        "bad = [m for m in ('torch', 'pulumi', 'transformers') if m in sys.modules]; "
+        "assert not bad, bad"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -320,7 +350,9 @@ def test_every_model_tier_and_quantization_plans_or_explains_the_shortfall() -> 
                 assert plan.gpus_per_replica == plan.tensor_parallel_size * plan.nodes_per_replica
                 assert plan.decode_tokens_per_s_batch >= plan.decode_tokens_per_s_per_seq > 0
     assert outcomes["fits"] > 100 and outcomes["short"] > 15 and outcomes["spans"] > 15
-    assert outcomes["no kernels"] > 10 and outcomes["unsupported"] == 2 * 2 * len(QUANTIZATIONS)  # V4-Pro-0813, V4.1-Flash
+    assert outcomes["no kernels"] > 10 and outcomes["unsupported"] == 2 * 2 * len(
+        QUANTIZATIONS
+    )  # V4-Pro-0813, V4.1-Flash
 
 
 def test_utilization_flag_is_never_rounded_up() -> None:
@@ -328,5 +360,8 @@ def test_utilization_flag_is_never_rounded_up() -> None:
     flag = plan.engine_args[plan.engine_args.index("--gpu-memory-utilization") + 1]
     assert flag == "0.925" and plan.gpu_memory_utilization == 0.925
     # less memory for the KV cache than at 0.95, more than at 0.90
-    assert (plan_deployment("r1-distill-qwen-7b", "base").kv_cache_tokens < plan.kv_cache_tokens
-            < plan_deployment("r1-distill-qwen-7b", "base", gpu_memory_utilization=0.95).kv_cache_tokens)
+    assert (
+        plan_deployment("r1-distill-qwen-7b", "base").kv_cache_tokens
+        < plan.kv_cache_tokens
+        < plan_deployment("r1-distill-qwen-7b", "base", gpu_memory_utilization=0.95).kv_cache_tokens
+    )

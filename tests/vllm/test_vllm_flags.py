@@ -52,8 +52,11 @@ def accepted_plans() -> list[DeploymentPlan]:
 
 def plan_arg_lists(plan: DeploymentPlan) -> dict[str, list[str]]:
     """Every argument list the plan carries (engine_args, and any leader/worker lists)."""
-    return {name: list(value) for name, value in plan.model_dump().items()
-            if name.endswith("args") and isinstance(value, list) and all(isinstance(v, str) for v in value)}
+    return {
+        name: list(value)
+        for name, value in plan.model_dump().items()
+        if name.endswith("args") and isinstance(value, list) and all(isinstance(v, str) for v in value)
+    }
 
 
 def label(plan: DeploymentPlan) -> str:
@@ -98,8 +101,9 @@ def checked(tmp_path_factory) -> dict[str, Any]:
     renders += [(f"chart ci/{path.name}", None, path) for path in sorted((CHART_DIR / "ci").glob("*-values.yaml"))]
     renders += [(f"chart {label(plan)}", values, None) for plan in plans if (values := plan_values(plan)) is not None]
     with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
-        docs = list(pool.map(lambda job: render(job[1][1], job[1][2], work / f"values-{job[0]}.yaml"),
-                             enumerate(renders)))
+        docs = list(
+            pool.map(lambda job: render(job[1][1], job[1][2], work / f"values-{job[0]}.yaml"), enumerate(renders))
+        )
     containers: dict[str, int] = {}
     for (what, _, _), rendered in zip(renders, docs, strict=True):
         found = list(vllm_serve_commands(rendered))
@@ -110,8 +114,12 @@ def checked(tmp_path_factory) -> dict[str, Any]:
     for plan in plans:
         if plan.nodes_per_replica > 1:
             for rank, args in ((0, plan.engine_args), (1, plan.worker_engine_args)):
-                cases.append((f"multinode {label(plan)} rank {rank}",
-                               ["serve", MODEL_DIR, *args, "--node-rank", str(rank), "--master-addr", LEADER]))
+                cases.append(
+                    (
+                        f"multinode {label(plan)} rank {rank}",
+                        ["serve", MODEL_DIR, *args, "--node-rank", str(rank), "--master-addr", LEADER],
+                    )
+                )
 
     # `make run ENGINE=vllm` (dsdeploy local up --engine vllm), with and without the user's options.
     for extra in ({}, {"max_num_seqs": 8, "max_model_len": 4096}):
@@ -123,14 +131,21 @@ def checked(tmp_path_factory) -> dict[str, Any]:
     # What the chart's schema offers for vLLM values must be what the release accepts.
     schema = json.loads((CHART_DIR / "values.schema.json").read_text())["properties"]["engine"]["properties"]
     for value_name, flag in (("quantization", "--quantization"), ("reasoningParser", "--reasoning-parser")):
-        cases += [(f"schema engine.{value_name} {v}", ["serve", MODEL_DIR, f"{flag}={v}"])
-                  for v in schema[value_name]["enum"] if v]
+        cases += [
+            (f"schema engine.{value_name} {v}", ["serve", MODEL_DIR, f"{flag}={v}"])
+            for v in schema[value_name]["enum"]
+            if v
+        ]
 
-    controls = [("control unknown flag", ["serve", MODEL_DIR, "--max-model-length", "4096"]),
-                ("control unknown reasoning parser", ["serve", MODEL_DIR, "--reasoning-parser", "deepseek_r9"]),
-                ("control unknown tool parser", ["serve", MODEL_DIR, "--enable-auto-tool-choice",
-                                                 "--tool-call-parser", "deepseek_v9"]),
-                ("control unknown quantization", ["serve", MODEL_DIR, "--quantization", "int3"])]
+    controls = [
+        ("control unknown flag", ["serve", MODEL_DIR, "--max-model-length", "4096"]),
+        ("control unknown reasoning parser", ["serve", MODEL_DIR, "--reasoning-parser", "deepseek_r9"]),
+        (
+            "control unknown tool parser",
+            ["serve", MODEL_DIR, "--enable-auto-tool-choice", "--tool-call-parser", "deepseek_v9"],
+        ),
+        ("control unknown quantization", ["serve", MODEL_DIR, "--quantization", "int3"]),
+    ]
     result = check_flags(cases + controls)
     result["containers"] = containers
     result["plans"] = plans
@@ -157,8 +172,7 @@ def test_every_vllm_container_the_chart_renders_parses(checked):
     assert [f"{r['label']}: {r['error']}" for r in rendered if not r["ok"]] == []
     # Each plan's values and the defaults give at least one `vllm serve` container: a template that stopped
     # rendering one (or renders it in a shape the finder misses) fails here instead of passing unchecked.
-    assert [what for what, n in checked["containers"].items() if n == 0 and not what.startswith("chart ci")
-            ] == []
+    assert [what for what, n in checked["containers"].items() if n == 0 and not what.startswith("chart ci")] == []
 
 
 def test_parser_names_the_project_uses_are_registered(checked):
@@ -188,8 +202,9 @@ def test_every_vllm_value_the_chart_schema_allows_is_accepted(checked):
     assert offered and [f"{r['label']}: {r['error']}" for r in offered if not r["ok"]] == []
 
 
-@pytest.mark.parametrize("control", ["unknown flag", "unknown reasoning parser", "unknown tool parser",
-                                     "unknown quantization"])
+@pytest.mark.parametrize(
+    "control", ["unknown flag", "unknown reasoning parser", "unknown tool parser", "unknown quantization"]
+)
 def test_what_vllm_does_not_know_is_refused(checked, control):
     verdict = checked["by_label"][f"control {control}"]
     assert not verdict["ok"] and verdict["error"]
@@ -220,7 +235,8 @@ def test_the_charts_leader_and_workers_get_their_rank_and_the_leaders_address(ch
         assert got["nnodes"] == got["pipeline_parallel_size"] > 1
     assert {(r["parsed"]["node_rank"], r["parsed"]["headless"]) for r in leaders} == {(0, False)}
     assert {(r["parsed"]["node_rank"], r["parsed"]["headless"]) for r in workers} == {
-        (int(LWS_ENV["LWS_WORKER_INDEX"]), True)}
+        (int(LWS_ENV["LWS_WORKER_INDEX"]), True)
+    }
 
 
 def test_each_plans_parsers_and_speculative_method_are_what_vllm_reads(checked):

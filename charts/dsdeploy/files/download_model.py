@@ -80,8 +80,11 @@ def check_listing(dest: Path, names: Iterator[str] | list[str]) -> None:
 
 def _model_files(folder: Path) -> list[Path]:
     """Files of the model in ``folder``: not the hub client's .cache, not this script's own files."""
-    return [p for p in folder.rglob("*") if p.is_file()
-            and ".cache" not in p.relative_to(folder).parts and not p.name.startswith(".dsdeploy-")]
+    return [
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and ".cache" not in p.relative_to(folder).parts and not p.name.startswith(".dsdeploy-")
+    ]
 
 
 def safetensors_problem(path: Path) -> str | None:
@@ -186,8 +189,9 @@ def fetch_hf(args: argparse.Namespace, dest: Path) -> dict[str, int] | None:
     endpoint = os.environ.get("HF_ENDPOINT") or None
     sizes: dict[str, int] | None
     try:
-        tree = HfApi(endpoint=endpoint).list_repo_tree(args.model_id, revision=args.revision, recursive=True,
-                                                       token=read_token())
+        tree = HfApi(endpoint=endpoint).list_repo_tree(
+            args.model_id, revision=args.revision, recursive=True, token=read_token()
+        )
         sizes = {f.path: int(f.size) for f in tree if isinstance(f, RepoFile)}
     except Exception as exc:  # a mirror without the tree API: the header and index checks still apply
         log(f"file sizes unknown ({type(exc).__name__}: {str(exc)[:200]}); checking headers and index only")
@@ -225,8 +229,9 @@ def fetch_modelscope(args: argparse.Namespace, dest: Path) -> dict[str, int] | N
         sizes = None
     if sizes is not None:
         check_listing(dest, list(sizes))
-    snapshot_download(args.model_id, revision=args.revision, local_dir=str(dest),
-                      allow_patterns=args.allow_pattern or None)
+    snapshot_download(
+        args.model_id, revision=args.revision, local_dir=str(dest), allow_patterns=args.allow_pattern or None
+    )
     if sizes is None:
         return None
     return {rel: size for rel, size in sizes.items() if wanted(rel, args.allow_pattern)}
@@ -240,7 +245,7 @@ def _split_uri(uri: str) -> tuple[str, str]:
 
 
 def _relative(key: str, prefix: str) -> str:
-    return key[len(prefix):].lstrip("/")
+    return key[len(prefix) :].lstrip("/")
 
 
 def fetch_s3(args: argparse.Namespace, dest: Path) -> dict[str, int]:
@@ -252,17 +257,27 @@ def fetch_s3(args: argparse.Namespace, dest: Path) -> dict[str, int]:
 
     bucket, prefix = _split_uri(args.uri)
     endpoint = os.environ.get("AWS_ENDPOINT_URL") or (
-        "https://storage.googleapis.com" if args.uri.startswith("gs://") else None)
+        "https://storage.googleapis.com" if args.uri.startswith("gs://") else None
+    )
     client = boto3.client("s3", endpoint_url=endpoint)
-    listed = [(obj["Key"], int(obj["Size"]))
-              for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-              for obj in page.get("Contents", [])]
-    return copy_objects(dest, prefix, listed, args,
-                        lambda key, size, part: client.download_file(bucket, key, str(part)), args.uri)
+    listed = [
+        (obj["Key"], int(obj["Size"]))
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        for obj in page.get("Contents", [])
+    ]
+    return copy_objects(
+        dest, prefix, listed, args, lambda key, size, part: client.download_file(bucket, key, str(part)), args.uri
+    )
 
 
-def copy_objects(dest: Path, prefix: str, listed: list[tuple[str, int]], args: argparse.Namespace,
-                 fetch: Callable[[str, int, Path], None], uri: str) -> dict[str, int]:
+def copy_objects(
+    dest: Path,
+    prefix: str,
+    listed: list[tuple[str, int]],
+    args: argparse.Namespace,
+    fetch: Callable[[str, int, Path], None],
+    uri: str,
+) -> dict[str, int]:
     """Copy the listed objects under ``prefix`` into ``dest`` (same-size files are kept); every name is
     checked before the first byte is written."""
     todo: list[tuple[str, str, int]] = []
@@ -303,7 +318,8 @@ class GcsClient:
         if time.monotonic() > self._expires - 300:
             req = urllib.request.Request(
                 f"http://{self.metadata}/computeMetadata/v1/instance/service-accounts/default/token",
-                headers={"Metadata-Flavor": "Google"})
+                headers={"Metadata-Flavor": "Google"},
+            )
             with urllib.request.urlopen(req, timeout=30) as resp:
                 body = json.loads(resp.read())
             self._token, self._expires = body["access_token"], time.monotonic() + float(body.get("expires_in", 3600))
@@ -316,8 +332,9 @@ class GcsClient:
     def objects(self, bucket: str, prefix: str) -> Iterator[tuple[str, int]]:
         page = ""
         while True:
-            query = urllib.parse.urlencode({"prefix": prefix, "fields": "items(name,size),nextPageToken",
-                                            **({"pageToken": page} if page else {})})
+            query = urllib.parse.urlencode(
+                {"prefix": prefix, "fields": "items(name,size),nextPageToken", **({"pageToken": page} if page else {})}
+            )
             with self._open(f"{self.base}/storage/v1/b/{urllib.parse.quote(bucket, safe='')}/o?{query}") as resp:
                 body = json.loads(resp.read())
             for item in body.get("items", []):
@@ -332,8 +349,10 @@ class GcsClient:
         if have > size:
             part.unlink()
             have = 0
-        url = (f"{self.base}/storage/v1/b/{urllib.parse.quote(bucket, safe='')}/o/"
-               f"{urllib.parse.quote(name, safe='')}?alt=media")
+        url = (
+            f"{self.base}/storage/v1/b/{urllib.parse.quote(bucket, safe='')}/o/"
+            f"{urllib.parse.quote(name, safe='')}?alt=media"
+        )
         with self._open(url, {"Range": f"bytes={have}-"} if have else None) as resp:
             mode = "ab" if have and resp.status == 206 else "wb"
             with part.open(mode) as out:
@@ -348,8 +367,14 @@ def fetch_gcs(args: argparse.Namespace, dest: Path) -> dict[str, int]:
         return fetch_s3(args, dest)
     bucket, prefix = _split_uri(args.uri)
     client = GcsClient()
-    return copy_objects(dest, prefix, list(client.objects(bucket, prefix)), args,
-                        lambda name, size, part: client.download(bucket, name, size, part), args.uri)
+    return copy_objects(
+        dest,
+        prefix,
+        list(client.objects(bucket, prefix)),
+        args,
+        lambda name, size, part: client.download(bucket, name, size, part),
+        args.uri,
+    )
 
 
 FETCHERS = {"hf": fetch_hf, "modelscope": fetch_modelscope, "s3": fetch_s3, "gcs": fetch_gcs}
@@ -361,8 +386,13 @@ def marker_identity(args: argparse.Namespace) -> dict[str, object]:
         model_id, revision, uri = "", "", args.uri or ""
     else:
         model_id, revision, uri = args.model_id or "", args.revision or "", ""
-    return {"source": args.source, "model_id": model_id, "revision": revision, "uri": uri,
-            "allow_patterns": sorted(args.allow_pattern)}
+    return {
+        "source": args.source,
+        "model_id": model_id,
+        "revision": revision,
+        "uri": uri,
+        "allow_patterns": sorted(args.allow_pattern),
+    }
 
 
 def read_marker(dest: Path) -> dict | None:
@@ -424,8 +454,11 @@ def _download_locked(args: argparse.Namespace, dest: Path, identity: dict[str, o
             expected = FETCHERS[args.source](args, dest)
             problems = completeness_problems(dest, expected)
             if not problems:
-                files = expected if expected is not None else {
-                    str(p.relative_to(dest)): p.stat().st_size for p in _model_files(dest)}
+                files = (
+                    expected
+                    if expected is not None
+                    else {str(p.relative_to(dest)): p.stat().st_size for p in _model_files(dest)}
+                )
                 marker.write_text(json.dumps({"identity": identity, "files": files, "completed_at": time.time()}))
                 log(f"complete: {len(files)} file(s), {sum(files.values()) / 1e9:.1f} GB")
                 return 0
@@ -444,8 +477,9 @@ def _download_locked(args: argparse.Namespace, dest: Path, identity: dict[str, o
     return 1
 
 
-def wait_for_marker(dest: Path, timeout_s: float, poll_s: float = 10.0,
-                    identity: dict[str, object] | None = None) -> int:
+def wait_for_marker(
+    dest: Path, timeout_s: float, poll_s: float = 10.0, identity: dict[str, object] | None = None
+) -> int:
     """Wait for a marker of ``identity`` (the download Job's); a marker of another model does not count."""
     end = time.monotonic() + timeout_s
     said = ""
@@ -476,8 +510,11 @@ def check_only(dest: Path) -> int:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dest", required=True, help="model folder on the cache volume")
-    parser.add_argument("--source", choices=sorted(FETCHERS), help="download from here (with --wait: "
-                        "only the marker of this source, model, revision and patterns counts)")
+    parser.add_argument(
+        "--source",
+        choices=sorted(FETCHERS),
+        help="download from here (with --wait: only the marker of this source, model, revision and patterns counts)",
+    )
     parser.add_argument("--model-id")
     parser.add_argument("--revision", default="main")
     parser.add_argument("--uri", help="s3://bucket/prefix or gs://bucket/prefix")

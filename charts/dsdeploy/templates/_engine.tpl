@@ -38,9 +38,6 @@ kind: Deployment
 {{- if and (ne .Values.modelCache.accessMode "ReadWriteMany") (include "dsdeploy.downloadEnabled" .) -}}
 {{- fail (printf "engine.nodesPerReplica is %d: every node of a replica mounts the model cache, so modelCache.accessMode must be ReadWriteMany (Filestore, EFS, NFS) or the cache pre-filled on such a volume (modelCache.airgapped)" $nodes) -}}
 {{- end -}}
-{{- if eq (include "dsdeploy.downloadMode" .) "initContainer" -}}
-{{- fail "engine.nodesPerReplica > 1 needs modelCache.download.mode job (or auto): the pods of a group must not download into one shared folder at once" -}}
-{{- end -}}
 {{- $ports := $e.multiNode.ephemeralPorts -}}
 {{- $master := int $e.multiNode.masterPort -}}
 {{- if gt (int $ports.from) (int $ports.to) -}}
@@ -66,6 +63,10 @@ LWS_WORKER_INDEX and LWS_LEADER_ADDRESS (the Kubernetes $(VAR) syntax expands th
 {{- if ne $role "worker" }}
 - --host=0.0.0.0
 - --port={{ $e.port }}
+{{- /* SIGTERM (a rollout, a scale-in): vLLM 0.32 aborts open requests unless --shutdown-timeout is above 0
+("0 = abort, >0 = wait", vllm/engine/arg_utils.py; the drain in vllm/entrypoints/launchers/launcher.py);
+they get the pod's grace less 10 s, as the server's --drain-grace. */}}
+- --shutdown-timeout={{ max 1 (sub (int64 $e.terminationGracePeriodSeconds) 10) }}
 {{- end }}
 - --tensor-parallel-size={{ int64 $e.tensorParallelSize }}
 - --max-model-len={{ int64 $e.maxModelLen }}
@@ -86,6 +87,11 @@ LWS_WORKER_INDEX and LWS_LEADER_ADDRESS (the Kubernetes $(VAR) syntax expands th
 {{- end }}
 {{- range $e.extraArgs }}
 - {{ . | quote }}
+{{- end }}
+{{- if ne $role "worker" }}
+{{- /* Every path but /health and /metrics needs the engine key (vLLM's own --api-key, read from VLLM_API_KEY,
+guards /v1 and a few more only; files/engine_key_guard.py says why). */}}
+- --middleware=engine_key_guard.EngineKeyGuard
 {{- end }}
 {{- if $role }}
 - --master-addr=$(LWS_LEADER_ADDRESS)
@@ -115,6 +121,7 @@ metadata:
     {{- if $role }}
     {{ include "dsdeploy.engineRoleLabel" $root }}: {{ $role }}
     {{- end }}
+    {{ include "dsdeploy.weightsLabel" $root }}: {{ include "dsdeploy.weightsLabelValue" $root | quote }}
   annotations:
     {{- with $e.podAnnotations }}
     {{- toYaml . | nindent 4 }}
@@ -161,12 +168,9 @@ spec:
     {{- toYaml . | nindent 4 }}
   {{- end }}
   initContainers:
-    {{- if eq $download "initContainer" }}
-    # Fetches the weights into the cache in this pod (resumes; no second pod competes for the volume).
-    {{- include "dsdeploy.downloadContainer" (list $root "download-model") | nindent 4 }}
-    {{- else }}
     # Waits until the model folder is complete: the download Job's marker of this very model, or the
-    # pre-filled (air-gapped) folder checked. Every pod of a multi-node group waits for the same folder.
+    # pre-filled (air-gapped) folder checked. It reads the volume only: no network, no egress, no identity.
+    # Every pod of a multi-node group waits for the same folder.
     - name: wait-for-model
       image: {{ include "dsdeploy.engineImage" $root }}
       imagePullPolicy: {{ (include "dsdeploy.engineImageValues" $root | fromYaml).pullPolicy }}
@@ -187,7 +191,6 @@ spec:
       volumeMounts:
         - {name: model-cache, mountPath: {{ $root.Values.modelCache.mountPath }}, readOnly: true}
         - {name: download-script, mountPath: /opt/dsdeploy, readOnly: true}
-    {{- end }}
   containers:
     - name: engine
       image: {{ include "dsdeploy.engineImage" $root }}
@@ -239,6 +242,16 @@ spec:
         - {name: TRITON_CACHE_DIR, value: /tmp/cache/triton}
         - {name: TORCHINDUCTOR_CACHE_DIR, value: /tmp/cache/inductor}
         {{- end }}
+        {{- if ne $role "worker" }}
+        # The API key only the router also holds (a worker serves no API).
+        {{- if $vllm }}
+        {{- include "dsdeploy.engineKeyEnv" (list $root "VLLM_API_KEY") | nindent 8 }}
+        # engine_key_guard.py (the --middleware) from the chart's ConfigMap.
+        - {name: PYTHONPATH, value: /opt/dsdeploy}
+        {{- else }}
+        {{- include "dsdeploy.engineKeyEnv" (list $root (include "dsdeploy.engineKeyEnvName" $root)) | nindent 8 }}
+        {{- end }}
+        {{- end }}
         {{- if $role }}
         # The address vLLM gives the group's other pods for this one (the pod IP, not a guess from its routes).
         - name: VLLM_HOST_IP
@@ -263,7 +276,7 @@ spec:
         failureThreshold: {{ $e.startupProbe.failureThreshold }}
         timeoutSeconds: {{ $e.startupProbe.timeoutSeconds }}
       readinessProbe:
-        httpGet: {path: {{ ternary "/health" "/ready" $vllm }}, port: http}
+        httpGet: {path: {{ include "dsdeploy.engineReadyPath" $root }}, port: http}
         periodSeconds: {{ $e.readinessProbe.periodSeconds }}
         failureThreshold: {{ $e.readinessProbe.failureThreshold }}
         timeoutSeconds: {{ $e.readinessProbe.timeoutSeconds }}
@@ -291,15 +304,16 @@ spec:
         {{- toYaml $root.Values.containerSecurityContext | nindent 8 }}
       volumeMounts:
         - {name: model-cache, mountPath: {{ $root.Values.modelCache.mountPath }}, readOnly: true}
+        {{- if and $vllm (ne $role "worker") }}
+        - {name: download-script, mountPath: /opt/dsdeploy, readOnly: true}
+        {{- end }}
         - {name: shm, mountPath: /dev/shm}
         - {name: tmp, mountPath: /tmp}
   volumes:
     - name: model-cache
       persistentVolumeClaim:
         claimName: {{ include "dsdeploy.modelClaim" $root }}
-        {{- if ne $download "initContainer" }}
         readOnly: true
-        {{- end }}
     - name: download-script
       configMap:
         name: {{ include "dsdeploy.componentName" (list $root "model-download") }}
@@ -310,9 +324,6 @@ spec:
     - name: tmp
       emptyDir:
         sizeLimit: 20Gi
-    {{- if eq $download "initContainer" }}
-    {{- include "dsdeploy.tokenVolume" $root | nindent 4 }}
-    {{- end }}
 {{- end -}}
 
 {{/* Checks shared by the Deployment and the LeaderWorkerSet: vLLM's ranks use exactly the replica's GPUs. */}}

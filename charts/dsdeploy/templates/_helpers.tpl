@@ -121,20 +121,17 @@ variant follows engine.gpusPerReplica. */}}
 {{- if and (not .Values.modelCache.airgapped) (ne .Values.model.source "none") -}}true{{- end -}}
 {{- end -}}
 
-{{/* Who downloads: "initContainer" (the engine pod itself, before the engine starts), "job" (a separate
-Job), or nothing (air-gapped / pre-filled). auto: a ReadWriteMany cache gets the Job; any other access
-mode gets the init container, because a second pod mounting a zonal ReadWriteOnce disk from another node
-waits in Multi-Attach until the first lets go (which, for an engine waiting on that Job, is never). */}}
+{{/* Who downloads: "job" (a Job of its own, the only pod with the download's egress and cloud identity) or
+nothing (air-gapped / pre-filled). The engine pod never downloads: the process that sees every prompt has no
+route out. On a ReadWriteOnce cache the Job runs on the engine's node (job-model-download.yaml). */}}
 {{- define "dsdeploy.downloadMode" -}}
-{{- if include "dsdeploy.downloadEnabled" . -}}
-{{- $mode := .Values.modelCache.download.mode -}}
-{{- if eq $mode "auto" -}}
-{{- ternary "job" "initContainer" (eq .Values.modelCache.accessMode "ReadWriteMany") -}}
-{{- else -}}
-{{- $mode -}}
+{{- if include "dsdeploy.downloadEnabled" . -}}job{{- end -}}
 {{- end -}}
-{{- end -}}
-{{- end -}}
+
+{{/* Label of the engine pods naming the weights they wait for; the ReadWriteOnce download Job follows the
+engine pods of these weights to their node (never an old pod of other weights on its way out). */}}
+{{- define "dsdeploy.weightsLabel" -}}dsdeploy.io/weights{{- end -}}
+{{- define "dsdeploy.weightsLabelValue" -}}{{- include "dsdeploy.modelChecksum" . | trunc 16 -}}{{- end -}}
 
 {{/* What the download fetches (source, model, revision or URI, patterns): the download's arguments, and
 what the engine's wait checks the completion marker against. */}}
@@ -159,7 +156,7 @@ what the engine's wait checks the completion marker against. */}}
   "dir" (include "dsdeploy.modelDir" .) "ggufFile" $m.ggufFile) | sha256sum -}}
 {{- end -}}
 
-{{/* The download container (the Job's, or the engine pod's init container). (list $ "container-name") */}}
+{{/* The download Job's container. (list $ "container-name") */}}
 {{- define "dsdeploy.downloadContainer" -}}
 {{- $root := index . 0 -}}
 {{- $d := $root.Values.modelCache.download -}}
@@ -370,4 +367,55 @@ is reached on its service port. */}}
 
 {{- define "dsdeploy.routerURL" -}}
 {{- printf "http://%s.%s.svc:%d" (include "dsdeploy.componentName" (list . "router")) .Release.Namespace (int .Values.router.service.port) -}}
+{{- end -}}
+
+{{/* The Secret holding the engine's API key (engine.apiKey.existingSecret, else the chart's own) and its key. */}}
+{{- define "dsdeploy.engineKeySecretName" -}}
+{{- default (include "dsdeploy.componentName" (list . "engine-key")) .Values.engine.apiKey.existingSecret -}}
+{{- end -}}
+{{- define "dsdeploy.engineKeySecretKey" -}}
+{{- ternary .Values.engine.apiKey.key "api-key" (not (empty .Values.engine.apiKey.existingSecret)) -}}
+{{- end -}}
+
+{{/* The env var NAME set from the engine key Secret. (list $ "NAME") */}}
+{{- define "dsdeploy.engineKeyEnv" -}}
+{{- $root := index . 0 -}}
+- name: {{ index . 1 }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "dsdeploy.engineKeySecretName" $root }}
+      key: {{ include "dsdeploy.engineKeySecretKey" $root }}
+{{- end -}}
+
+{{/* The env var the router reads the engine key from (its config's upstreams[].api_key: ${...}); the
+project's server reads the same variable. */}}
+{{- define "dsdeploy.engineKeyEnvName" -}}DSDEPLOY_ENGINE_KEY{{- end -}}
+
+{{/*
+The Redis the router replicas share (JSON): router.limits.redis when its host is set, else the Valkey subchart
+(valkey.enabled) by its Service name (valkey-helm's valkey.fullname) and password Secret, else no host.
+*/}}
+{{- define "dsdeploy.routerRedis" -}}
+{{- $redis := deepCopy .Values.router.limits.redis -}}
+{{- if and (not $redis.host) .Values.valkey.enabled -}}
+{{- $vk := .Values.valkey -}}
+{{- $host := ternary .Release.Name (printf "%s-valkey" .Release.Name) (contains "valkey" .Release.Name) | trunc 63 | trimSuffix "-" -}}
+{{- $secret := dict "name" "" "key" "default" -}}
+{{- if and $vk.auth.enabled $vk.auth.usersExistingSecret -}}
+{{- $user := index ($vk.auth.aclUsers | default dict) "default" | default dict -}}
+{{- $secret = dict "name" $vk.auth.usersExistingSecret "key" ($user.passwordKey | default "default") -}}
+{{- end -}}
+{{- $egress := list (dict "podSelector" (dict "matchLabels" (dict "app.kubernetes.io/name" "valkey" "app.kubernetes.io/instance" .Release.Name))) -}}
+{{- $redis = dict "host" $host "port" 6379 "db" 0 "tls" false "passwordSecret" $secret "egressTo" $egress -}}
+{{- end -}}
+{{- toJson $redis -}}
+{{- end -}}
+
+{{/*
+The engine path that answers 200 only while it takes new work (inference/engines.py READY_PATHS; a test holds
+them equal): the readiness probe and the router's health probe read it. dsdeploy serve: /ready (503 from its
+SIGTERM on, while open requests finish); vLLM: /health, its only one.
+*/}}
+{{- define "dsdeploy.engineReadyPath" -}}
+{{- ternary "/health" "/ready" (eq .Values.engine.type "vllm") -}}
 {{- end -}}

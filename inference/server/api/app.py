@@ -8,6 +8,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..runtime import ENGINE_STOP_S, Runtime
+from .engine_key import EngineKeyMiddleware
 from .errors import InternalErrorMiddleware, error_response, install_error_handlers
 from .prompts import PromptBuilder
 from .request_id import RequestIdMiddleware
@@ -28,12 +29,14 @@ class GateMiddleware:
             return
         runtime, limit = self.runtime, self.runtime.config.max_body_bytes
         if runtime.draining:
-            await error_response(503, "the server is draining and takes no new requests", None, "shutting_down",
-                                 {"Retry-After": "1"})(scope, receive, send)
+            await error_response(
+                503, "the server is draining and takes no new requests", None, "shutting_down", {"Retry-After": "1"}
+            )(scope, receive, send)
             return
         declared = dict(scope.get("headers") or []).get(b"content-length")
-        too_large = error_response(400, f"the request body is larger than the limit of {limit} bytes", None,
-                                   "request_too_large")
+        too_large = error_response(
+            400, f"the request body is larger than the limit of {limit} bytes", None, "request_too_large"
+        )
         if declared is not None and declared.isdigit() and int(declared) > limit:
             runtime.metrics.rejected.labels(reason="body_too_large").inc()
             await too_large(scope, receive, send)
@@ -79,14 +82,15 @@ def create_app(runtime: Runtime) -> FastAPI:
         runtime.engine.shutdown(timeout=ENGINE_STOP_S)
         prompts.close()
 
-    app = FastAPI(title="dsdeploy model server", version="0.1.0", lifespan=lifespan, docs_url=None,
-                  redoc_url=None)
+    app = FastAPI(title="dsdeploy model server", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.runtime = runtime
     app.state.prompts = prompts
     install_error_handlers(app)
     for module in (chat, completions, system):
         app.include_router(module.router)
     app.add_middleware(GateMiddleware, runtime=runtime)
+    if runtime.config.api_key is not None:  # outside the gate: no body is read for a caller without the key
+        app.add_middleware(EngineKeyMiddleware, api_key=runtime.config.api_key.get_secret_value())
     app.add_middleware(InternalErrorMiddleware)  # also catches the gate's errors
     app.add_middleware(RequestIdMiddleware)  # outermost: every answer, errors included, carries X-Request-Id
     return app

@@ -9,17 +9,20 @@ the limit does.
 from __future__ import annotations
 
 import json
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 from starlette.requests import Request
 
 from .errors import APIError, validation_message
 
+if TYPE_CHECKING:
+    from .schemas import _Body
+
 MAX_DEPTH = 64  # JSON nesting; no field this server reads is nested more than a few levels
 EXTRA_VALUES = 65536  # JSON values allowed beside a prompt of token ids (see value_limit)
 
-Body = TypeVar("Body", bound=BaseModel)
+Body = TypeVar("Body", bound="_Body")  # the request bodies of schemas.py, with their problems() check
 
 
 def _bad(message: str, param: str | None = None, code: str = "invalid_value") -> APIError:
@@ -85,8 +88,9 @@ def _check_text(text: str, path: tuple) -> None:
     except UnicodeEncodeError as exc:
         code = ord(text[exc.start])
         param = _path(path)
-        raise _bad(f"'{param}' holds a lone UTF-16 surrogate (\\u{code:04x}), which is not valid Unicode",
-                   param) from None
+        raise _bad(
+            f"'{param}' holds a lone UTF-16 surrogate (\\u{code:04x}), which is not valid Unicode", param
+        ) from None
 
 
 def validate(model: type[Body], data: dict) -> Body:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -11,28 +13,32 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-log = logging.getLogger(__name__)
+from inference.openai_errors import error_type
 
-_TYPES = {400: "invalid_request_error", 404: "not_found_error", 405: "invalid_request_error",
-          408: "timeout_error", 413: "invalid_request_error", 429: "rate_limit_error",
-          503: "service_unavailable_error", 504: "timeout_error"}
+log = logging.getLogger(__name__)
 
 
 class APIError(Exception):
-    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status, self.message, self.param, self.code = status, message, param, code
         self.headers = headers or {}
 
 
 def error_body(status: int, message: str, param: str | None = None, code: str | None = None) -> dict:
-    return {"error": {"message": message, "type": _TYPES.get(status, "server_error"), "param": param,
-                      "code": code}}
+    return {"error": {"message": message, "type": error_type(status), "param": param, "code": code}}
 
 
-def error_response(status: int, message: str, param: str | None = None, code: str | None = None,
-                   headers: dict[str, str] | None = None) -> JSONResponse:
+def error_response(
+    status: int, message: str, param: str | None = None, code: str | None = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
     return JSONResponse(error_body(status, message, param, code), status_code=status, headers=headers)
 
 
@@ -52,11 +58,10 @@ _TYPE_TAGS = frozenset({"str", "int", "float", "bool", "list", "dict", "none", "
 
 def _param_path(loc: tuple) -> list[str]:
     """Field path of a pydantic error, without the union-branch tags pydantic inserts (``str``, ``list[...]``)."""
-    return [str(p) for p in loc
-            if p != "body" and not (isinstance(p, str) and ("[" in p or p in _TYPE_TAGS))]
+    return [str(p) for p in loc if p != "body" and not (isinstance(p, str) and ("[" in p or p in _TYPE_TAGS))]
 
 
-def validation_message(errors: list) -> tuple[str, str | None]:
+def validation_message(errors: Sequence[Any]) -> tuple[str, str | None]:
     """Message and param of the first of pydantic's errors."""
     if not errors:
         return "invalid request body", None
@@ -116,5 +121,6 @@ class InternalErrorMiddleware:
         except Exception as exc:
             log.error("unhandled error in %s %s", scope.get("method"), scope.get("path"), exc_info=exc)
             if not started:
-                await error_response(500, f"internal error ({type(exc).__name__})", None,
-                                     "internal_error")(scope, receive, send)
+                await error_response(500, f"internal error ({type(exc).__name__})", None, "internal_error")(
+                    scope, receive, send
+                )

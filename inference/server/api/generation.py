@@ -29,18 +29,23 @@ TIMEOUT_MESSAGE = "the request took longer than the server's request timeout"
 def check_model(runtime: Runtime, model: str | None) -> None:
     name = runtime.loaded.served_model_name
     if model is not None and model != name:
-        raise APIError(404, f"the model '{model}' does not exist; this server serves '{name}'", "model",
-                       "model_not_found")
+        raise APIError(
+            404, f"the model '{model}' does not exist; this server serves '{name}'", "model", "model_not_found"
+        )
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict:
     """The OpenAI ``usage`` object of an answer."""
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens}
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
 
 
-def sampling_params(runtime: Runtime, body: SamplingFields, prompt_ids: list[int], prompt_param: str,
-                    max_tokens: int | None = None) -> SamplingParams:
+def sampling_params(
+    runtime: Runtime, body: SamplingFields, prompt_ids: list[int], prompt_param: str, max_tokens: int | None = None
+) -> SamplingParams:
     limit = runtime.loaded.max_model_len
     if len(prompt_ids) >= limit:
         raise context_exceeded(prompt_param, len(prompt_ids), limit)
@@ -50,10 +55,21 @@ def sampling_params(runtime: Runtime, body: SamplingFields, prompt_ids: list[int
         if param not in body.model_fields_set:
             wanted = room  # a default (completions' 16) shrinks to the room left; only a value sent is an error
         else:
-            raise APIError(400, f"'{param}' is {wanted}, but the prompt uses {len(prompt_ids)} of the "
-                           f"{limit}-token context; at most {room} allowed", param, "context_length_exceeded")
-    return SamplingParams(max_tokens=wanted or room, temperature=body.temperature, top_p=body.top_p,
-                          seed=body.seed, stop=list(body.stop or []), ignore_eos=body.ignore_eos)
+            raise APIError(
+                400,
+                f"'{param}' is {wanted}, but the prompt uses {len(prompt_ids)} of the "
+                f"{limit}-token context; at most {room} allowed",
+                param,
+                "context_length_exceeded",
+            )
+    return SamplingParams(
+        max_tokens=wanted or room,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        seed=body.seed,
+        stop=list(body.stop or []),
+        ignore_eos=body.ignore_eos,
+    )
 
 
 def submit(runtime: Runtime, prompt_ids: list[int], params: SamplingParams) -> GenerationHandle:
@@ -78,8 +94,9 @@ def event_error(event: GenerationEvent) -> tuple[int, str, str] | None:
     return None
 
 
-async def watched_events(runtime: Runtime, handle: GenerationHandle,
-                         request: Request | None = None) -> AsyncIterator[GenerationEvent]:
+async def watched_events(
+    runtime: Runtime, handle: GenerationHandle, request: Request | None = None
+) -> AsyncIterator[GenerationEvent]:
     """The handle's events up to the final one. Backstops: past the request deadline plus
     ``runtime.backstop_s`` (the engine enforces the deadline only between its steps) the generation is
     cancelled and a timeout ends it; a dead engine ends it with ``engine_failed``; with ``request`` (a
@@ -106,8 +123,11 @@ async def watched_events(runtime: Runtime, handle: GenerationHandle,
                 handle.cancel()
                 raise APIError(499, "client disconnected", None, "client_closed")
             if not runtime.engine.alive:
-                yield GenerationEvent("error", message=f"the engine failed ({runtime.engine.failure}); retry on "
-                                      "another server", code="engine_failed")
+                yield GenerationEvent(
+                    "error",
+                    message=f"the engine failed ({runtime.engine.failure}); retry on another server",
+                    code="engine_failed",
+                )
                 return
             if backstop is not None and now > backstop:
                 yield GenerationEvent("finish", finish_reason="timeout", prompt_tokens=handle.prompt_tokens)

@@ -20,8 +20,13 @@ PROMPT_WORKERS = 2
 
 
 def context_exceeded(param: str, tokens: int, limit: int) -> APIError:
-    return APIError(400, f"'{param}' is {tokens} tokens; the context is {limit} tokens and must leave room for at "
-                    "least one generated token", param, "context_length_exceeded")
+    return APIError(
+        400,
+        f"'{param}' is {tokens} tokens; the context is {limit} tokens and must leave room for at "
+        "least one generated token",
+        param,
+        "context_length_exceeded",
+    )
 
 
 def longest_token_chars(tokenizer) -> int:
@@ -44,17 +49,25 @@ class PromptBuilder:
     # ---- checks on the parsed JSON, before validation -------------------------------------------
     def _check_chars(self, param: str, chars: int) -> None:
         if chars > self.char_limit:
-            raise APIError(400, f"'{param}' holds {chars} characters, more than a {self.max_model_len}-token context "
-                           f"can take (at most {self.char_limit} characters are read)", param,
-                           "context_length_exceeded")
+            raise APIError(
+                400,
+                f"'{param}' holds {chars} characters, more than a {self.max_model_len}-token context "
+                f"can take (at most {self.char_limit} characters are read)",
+                param,
+                "context_length_exceeded",
+            )
 
     def precheck_chat(self, data: dict) -> None:
         messages = data.get("messages")
         if not isinstance(messages, list):
             return
         if len(messages) > MAX_MESSAGES:
-            raise APIError(400, f"'messages': at most {MAX_MESSAGES} messages per request, got {len(messages)}",
-                           "messages", "invalid_value")
+            raise APIError(
+                400,
+                f"'messages': at most {MAX_MESSAGES} messages per request, got {len(messages)}",
+                "messages",
+                "invalid_value",
+            )
         chars = 0  # counting stops once the answer is clear (and after a bounded number of parts)
         parts = 0
         for message in messages:
@@ -87,16 +100,18 @@ class PromptBuilder:
         try:
             text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         except Exception as exc:  # the model's Jinja template rejects this conversation
-            raise APIError(400, f"'messages': the chat template rejected them: {exc}", "messages",
-                           "invalid_value") from exc
+            raise APIError(
+                400, f"'messages': the chat template rejected them: {exc}", "messages", "invalid_value"
+            ) from exc
         return text, self._encode(text, "messages", add_special_tokens=False)
 
     def _encode(self, text: str, param: str, add_special_tokens: bool = True) -> list[int]:
         try:
             return self.tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"]
         except Exception as exc:  # text the tokenizer cannot take is the client's input, not a server fault
-            raise APIError(400, f"'{param}' could not be tokenized: {type(exc).__name__}", param,
-                           "invalid_value") from exc
+            raise APIError(
+                400, f"'{param}' could not be tokenized: {type(exc).__name__}", param, "invalid_value"
+            ) from exc
 
     async def chat(self, messages: list[dict]) -> tuple[str, list[int]]:
         """The rendered chat template and its token ids."""

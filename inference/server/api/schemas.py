@@ -95,8 +95,9 @@ def _text_answer_choice(field: str, value: str | dict | None, called: str) -> st
     if value is None or value in ("none", "auto"):
         return value
     shown = repr(value) if isinstance(value, str) else f"a named {called}"
-    raise ValueError(f"{field} {shown} is not supported: this server does not call {called}s "
-                     "(only 'none' or 'auto' are accepted)")
+    raise ValueError(
+        f"{field} {shown} is not supported: this server does not call {called}s (only 'none' or 'auto' are accepted)"
+    )
 
 
 class SamplingFields(_Body):
@@ -252,14 +253,15 @@ class CompletionRequest(SamplingFields):
 
     @field_validator("prompt")
     @classmethod
-    def _one_prompt(cls, value: str | list[str] | list[int]) -> str | list[int]:
+    def _one_prompt(cls, value: str | list[str] | list[int]) -> str | list[str] | list[int]:
         if isinstance(value, list):
             if not value:
                 raise ValueError("prompt must not be empty")
-            if all(isinstance(v, str) for v in value):
+            first = value[0]
+            if isinstance(first, str):  # list[str] (strict validation: one list type or the other)
                 if len(value) != 1:
                     raise ValueError(f"{len(value)} prompts given; this server takes one prompt per request")
-                return value[0]
+                return first
         return value
 
     @field_validator("echo")

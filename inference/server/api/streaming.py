@@ -31,5 +31,8 @@ async def _guarded(pieces: AsyncIterator[str]) -> AsyncIterator[str]:
 
 
 def sse_response(pieces: AsyncIterator[str]) -> StreamingResponse:
-    return StreamingResponse(_guarded(pieces), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return StreamingResponse(
+        _guarded(pieces),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

@@ -56,8 +56,9 @@ class KVBatch:
 
     @classmethod
     @torch.inference_mode()
-    def prefill(cls, model, prompts: list[list[int]], pad_id: int,
-                hits: list[PrefixHit | None] | None = None) -> tuple[KVBatch, torch.Tensor]:
+    def prefill(
+        cls, model, prompts: list[list[int]], pad_id: int, hits: list[PrefixHit | None] | None = None
+    ) -> tuple[KVBatch, torch.Tensor]:
         """Run the prompts through the model as one left-padded batch; return the batch and last logits [B, V].
 
         With ``hits`` (cached KV of a prompt prefix, per row) only the rest of each prompt is computed: the
@@ -74,10 +75,10 @@ class KVBatch:
         mask = torch.zeros((len(prompts), past_width + width), dtype=torch.long)
         positions = torch.zeros((len(prompts), width), dtype=torch.long)
         for row, (tail, n) in enumerate(zip(rest, done, strict=True)):
-            ids[row, width - len(tail):] = torch.tensor(tail, dtype=torch.long)
-            mask[row, past_width - n: past_width] = 1
-            mask[row, past_width + width - len(tail):] = 1
-            positions[row, width - len(tail):] = torch.arange(n, n + len(tail))
+            ids[row, width - len(tail) :] = torch.tensor(tail, dtype=torch.long)
+            mask[row, past_width - n : past_width] = 1
+            mask[row, past_width + width - len(tail) :] = 1
+            positions[row, width - len(tail) :] = torch.arange(n, n + len(tail))
         ids, mask, positions = ids.to(device), mask.to(device), positions.to(device)
         cache = DynamicCache(config=model.config)
         if past_width:
@@ -87,11 +88,14 @@ class KVBatch:
                 values = v_ref.new_zeros((len(prompts), v_ref.shape[1], past_width, v_ref.shape[3]))
                 for row, hit in enumerate(hits):
                     if hit:
-                        keys[row, :, past_width - hit.length:] = hit.layers[layer][0][0]
-                        values[row, :, past_width - hit.length:] = hit.layers[layer][1][0]
+                        keys[row, :, past_width - hit.length :] = hit.layers[layer][0][0]
+                        values[row, :, past_width - hit.length :] = hit.layers[layer][1][0]
                 cache.update(keys, values, layer)
         out = model(
-            input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=1,
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            logits_to_keep=1,
             **_cache_kwargs(model, cache),
         )
         lengths = torch.tensor([len(p) for p in prompts], dtype=torch.long, device=device)
@@ -102,8 +106,10 @@ class KVBatch:
     def row_kv(self, row: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Keys and values of one row's real tokens, in order ([1, heads, tokens, head_dim] per layer)."""
         columns = self.attention_mask[row].nonzero().squeeze(-1)
-        return [(layer.keys[row:row + 1].index_select(2, columns), layer.values[row:row + 1].index_select(2, columns))
-                for layer in _layers(self.cache)]
+        return [
+            (layer.keys[row : row + 1].index_select(2, columns), layer.values[row : row + 1].index_select(2, columns))
+            for layer in _layers(self.cache)
+        ]
 
     def _zero_padding(self) -> None:
         """Padding rows may hold NaN (a query that sees no key); zero them so masked weights stay zero."""
@@ -123,7 +129,9 @@ class KVBatch:
             [self.attention_mask, torch.ones((self.size, 1), dtype=torch.long, device=device)], dim=1
         )
         out = model(
-            input_ids=ids, attention_mask=self.attention_mask, position_ids=self.next_positions[:, None],
+            input_ids=ids,
+            attention_mask=self.attention_mask,
+            position_ids=self.next_positions[:, None],
             **_cache_kwargs(model, self.cache),
         )
         self.next_positions = self.next_positions + 1

@@ -25,7 +25,7 @@ def _boundary_keys(tokens: list[int], block: int, upto: int) -> list[bytes]:
     digest = hashlib.blake2b(digest_size=16)
     keys = []
     for end in range(block, upto + 1, block):
-        digest.update(array("q", tokens[end - block:end]).tobytes())
+        digest.update(array("q", tokens[end - block : end]).tobytes())
         keys.append(digest.digest())
     return keys
 

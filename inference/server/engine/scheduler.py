@@ -29,6 +29,12 @@ if TYPE_CHECKING:  # the engine itself needs only torch and transformers
 log = logging.getLogger(__name__)
 
 
+def known_input(seq: Sequence) -> int:
+    """The token a running sequence feeds its next decode step (set when its prefill ends)."""
+    assert seq.next_input is not None, "a running sequence has its next input"
+    return seq.next_input
+
+
 class QueueFullError(RuntimeError):
     """The waiting queue is at ``max_queue``: answer 429 at once."""
 
@@ -51,8 +57,9 @@ class EngineLimits:
 
 
 class Engine:
-    def __init__(self, model, tokenizer, limits: EngineLimits, eos_ids: set[int], pad_id: int,
-                 metrics: ServerMetrics) -> None:
+    def __init__(
+        self, model, tokenizer, limits: EngineLimits, eos_ids: set[int], pad_id: int, metrics: ServerMetrics
+    ) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.limits = limits
@@ -271,7 +278,7 @@ class Engine:
         assert self._batch is not None
         started = time.perf_counter()
         self.metrics.decode_batch_size.observe(len(self._running))
-        logits = self._batch.decode(self.model, [s.next_input for s in self._running])
+        logits = self._batch.decode(self.model, [known_input(s) for s in self._running])
         greedy = self._greedy(logits, self._running)
         keep = [row for row, seq in enumerate(self._running) if self._accept(seq, logits, row, greedy[row])]
         self._keep_rows(keep)
@@ -333,10 +340,14 @@ class Engine:
         if tail and reason in ("stop", "length", "timeout"):
             seq.emit(GenerationEvent("delta", text=tail))
         decode_s = seq.last_token_at - seq.first_token_at if seq.first_token_at and seq.last_token_at else 0.0
-        self.metrics.request_finished(reason, len(seq.prompt_ids), len(seq.generated),
-                                      time.monotonic() - seq.arrival, decode_s)
-        seq.emit(GenerationEvent("finish", finish_reason=reason, prompt_tokens=len(seq.prompt_ids),
-                                 completion_tokens=len(seq.generated)))
+        self.metrics.request_finished(
+            reason, len(seq.prompt_ids), len(seq.generated), time.monotonic() - seq.arrival, decode_s
+        )
+        seq.emit(
+            GenerationEvent(
+                "finish", finish_reason=reason, prompt_tokens=len(seq.prompt_ids), completion_tokens=len(seq.generated)
+            )
+        )
 
     def _fail(self, seq: Sequence, message: str, code: str) -> None:
         seq.finished = True

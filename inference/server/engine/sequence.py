@@ -62,8 +62,16 @@ def _deliver(batch: list[tuple[asyncio.Queue, GenerationEvent]]) -> None:
 class Sequence:
     """State of one request inside the engine. Only the engine thread mutates it, except ``cancelled``."""
 
-    def __init__(self, prompt_ids: list[int], params: SamplingParams, tokenizer, deadline: float | None,
-                 loop: asyncio.AbstractEventLoop, queue: asyncio.Queue, outbox: Outbox | None = None) -> None:
+    def __init__(
+        self,
+        prompt_ids: list[int],
+        params: SamplingParams,
+        tokenizer,
+        deadline: float | None,
+        loop: asyncio.AbstractEventLoop,
+        queue: asyncio.Queue,
+        outbox: Outbox | None = None,
+    ) -> None:
         self.id = next(_ids)
         self.prompt_ids = prompt_ids
         self.params = params

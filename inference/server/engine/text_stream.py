@@ -67,7 +67,7 @@ class TextStream:
             width = min(len(stop) - 1, len(text))
             if width <= best:
                 continue
-            tail = text[len(text) - width:]
+            tail = text[len(text) - width :]
             at = tail.find(stop[0])
             while at != -1 and width - at > best:
                 if stop.startswith(tail[at:]):

@@ -5,6 +5,7 @@ from collections.abc import Iterator
 import pytest
 
 from .harness import FakeProcess
+from .redis_server import RedisServer
 
 
 @pytest.fixture(scope="session")
@@ -26,3 +27,14 @@ def ups(fakes: dict[str, FakeProcess]) -> dict[str, FakeProcess]:
     for p in fakes.values():
         p.ensure_running()
     return fakes
+
+
+@pytest.fixture()
+def redis_server(tmp_path) -> Iterator[RedisServer]:  # noqa: ANN001
+    """A fresh redis-server on 127.0.0.1 (random port, password ``redis_server.PASSWORD``), killed after."""
+    server = RedisServer(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()

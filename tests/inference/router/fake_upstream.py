@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import signal
 import socket
 import struct
 import time
@@ -28,32 +30,36 @@ DEFAULTS: dict[str, Any] = {
     # ok | status | malformed | braces | cut_stream | reset | stall | malformed_chunk | no_done | context_length
     # | content_filter | endless
     "mode": "ok",
-    "status": 500,         # for mode=status
-    "retry_after": None,   # Retry-After header value for mode=status
-    "fail_next": 0,        # answer the next N completions with `status` first, then behave as `mode`
+    "status": 500,  # for mode=status
+    "retry_after": None,  # Retry-After header value for mode=status
+    "status_message": None,  # the error message of mode=status (default "NAME says STATUS")
+    "fail_next": 0,  # answer the next N completions with `status` first, then behave as `mode`
     "fail_mode": "status",  # what those N failures are: status | reset
-    "delay": 0.0,          # seconds before the status line
+    "delay": 0.0,  # seconds before the status line
     "first_token_delay": 0.0,  # stream: the status line at once, the first event after this (a prefill)
     "prefill_tokens_per_s": None,  # stream: first_token_delay = prompt tokens / this; exported in /metrics
-    "chunks": 4,           # stream: number of content chunks (and parts of a whole answer's text)
-    "chunk_delay": 0.0,    # stream: seconds between chunks
-    "cut_after": None,     # cut_stream / stall / malformed_chunk: after this many chunks (default chunks//2 + 1)
-    "waiting": 0,          # value of vllm:num_requests_waiting
-    "reasoning": False,    # include the model's thinking
+    "chunks": 4,  # stream: number of content chunks (and parts of a whole answer's text)
+    "chunk_delay": 0.0,  # stream: seconds between chunks
+    "cut_after": None,  # cut_stream / stall / malformed_chunk: after this many chunks (default chunks//2 + 1)
+    "waiting": 0,  # value of vllm:num_requests_waiting
+    "reasoning": False,  # include the model's thinking
     "reasoning_field": "reasoning_content",  # where: DeepSeek's reasoning_content or vLLM's reasoning
-    "usage": None,         # replace the answer's usage object (e.g. a malformed one)
-    "text": None,          # the answer's text (split in `chunks` parts); default "answer from NAME part i " each
+    "usage": None,  # replace the answer's usage object (e.g. a malformed one)
+    "text": None,  # the answer's text (split in `chunks` parts); default "answer from NAME part i " each
     "refuse_prefix": False,  # stand-in: answer a chat prefix completion with a 400
     "foreign_prefix": "refuse",  # a prefix that is not how its own answer starts: refuse (400) or continue
     "health_status": 200,  # status of GET /health
-    "sse_preamble": "",    # stream: lines sent before the first event (e.g. "retry: 3000\n")
-    "headers": {},         # extra response headers on completions (name -> value, latin-1)
+    "sse_preamble": "",  # stream: lines sent before the first event (e.g. "retry: 3000\n")
+    "headers": {},  # extra response headers on completions (name -> value, latin-1)
     "content_type": "application/json",  # of a whole completion answer (latin-1)
-    "redirect_to": None,   # completions: answer 307 with this Location
+    "redirect_to": None,  # completions: answer 307 with this Location
+    "drain_linger_s": 0.3,  # SIGTERM: seconds between the last open answer and the exit
 }
-CONTEXT_MESSAGE = ("This model's maximum context length is 2048 tokens. However, you requested 4000 tokens "
-                   "(3000 in the messages, 1000 in the completion). Please reduce the length of the messages "
-                   "or completion.")  # vLLM's wording (BadRequestError)
+CONTEXT_MESSAGE = (
+    "This model's maximum context length is 2048 tokens. However, you requested 4000 tokens "
+    "(3000 in the messages, 1000 in the completion). Please reduce the length of the messages "
+    "or completion."
+)  # vLLM's wording (BadRequestError)
 
 
 def prompt_tokens(data: dict[str, Any]) -> int:
@@ -70,6 +76,8 @@ class FakeUpstream:
         self.served = 0
         self.prompt_tokens_total = 0
         self.prefill_seconds = 0.0
+        self.ttft_seconds = 0.0
+        self.draining = False  # SIGTERM: /health and new completions answer 503, open ones finish, then it exits
 
     def parts(self, data: dict[str, Any]) -> list[str]:
         b = self.behaviour
@@ -79,15 +87,22 @@ class FakeUpstream:
         return _split(b["text"], n)
 
     def metrics(self) -> bytes:
-        lines = ["# TYPE vllm:num_requests_waiting gauge",
-                 f'vllm:num_requests_waiting{{model_name="fake-model"}} {self.behaviour["waiting"]}',
-                 f'vllm:num_requests_running{{model_name="fake-model"}} {self.in_flight}']
+        lines = [
+            "# TYPE vllm:num_requests_waiting gauge",
+            f'vllm:num_requests_waiting{{model_name="fake-model"}} {self.behaviour["waiting"]}',
+            f'vllm:num_requests_running{{model_name="fake-model"}} {self.in_flight}',
+            # the TTFT histogram's count and sum, as vLLM's (one per answer that got its first token)
+            f'vllm:time_to_first_token_seconds_count{{model_name="fake-model"}} {self.served}',
+            f'vllm:time_to_first_token_seconds_sum{{model_name="fake-model"}} {self.ttft_seconds}',
+        ]
         if self.behaviour["prefill_tokens_per_s"]:
             rate = float(self.behaviour["prefill_tokens_per_s"])
             tokens = self.prompt_tokens_total + 100_000  # as if it had prefilled 100k tokens at that rate before
             seconds = self.prefill_seconds + 100_000 / rate
-            lines += [f'vllm:prompt_tokens_total{{model_name="fake-model"}} {tokens}',
-                      f'vllm:request_prefill_time_seconds_sum{{model_name="fake-model"}} {seconds}']
+            lines += [
+                f'vllm:prompt_tokens_total{{model_name="fake-model"}} {tokens}',
+                f'vllm:request_prefill_time_seconds_sum{{model_name="fake-model"}} {seconds}',
+            ]
         return ("\n".join(lines) + "\n").encode()
 
 
@@ -162,15 +177,18 @@ class Connection(asyncio.Protocol):
         self.transport.abort()
 
     def head(self, status: int, ctype: str, extra: dict[str, str] | None = None, length: int | None = None) -> None:
-        lines = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else ''}",
-                 f"Content-Type: {ctype}"]
+        lines = [
+            f"HTTP/1.1 {status} {HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else ''}",
+            f"Content-Type: {ctype}",
+        ]
         lines.append(f"Content-Length: {length}" if length is not None else "Transfer-Encoding: chunked")
         for k, v in (extra or {}).items():
             lines.append(f"{k}: {v}")
         self.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
 
-    def whole(self, status: int, body: bytes, ctype: str = "application/json",
-              extra: dict[str, str] | None = None) -> None:
+    def whole(
+        self, status: int, body: bytes, ctype: str = "application/json", extra: dict[str, str] | None = None
+    ) -> None:
         self.head(status, ctype, extra, len(body))
         self.write(body)
 
@@ -191,6 +209,8 @@ class Connection(asyncio.Protocol):
     async def handle(self, path: str, headers: dict[str, str], body: bytes) -> None:
         fake, b = self.fake, self.fake.behaviour
         if path == "/health":
+            if fake.draining:
+                return self.whole(503, b'{"ok":false,"draining":true}')
             return self.whole(int(b["health_status"]), b'{"ok":true}')
         if path == "/metrics":
             return self.whole(200, fake.metrics(), "text/plain")
@@ -205,9 +225,19 @@ class Connection(asyncio.Protocol):
         if path == "/_record":
             return self.whole(200, json.dumps({"requests": fake.record, "served": fake.served}).encode())
         if path == "/v1/models":
-            return self.whole(200, json.dumps({"object": "list", "data": [
-                {"id": "fake-model", "object": "model", "owned_by": fake.name}]}).encode())
+            return self.whole(
+                200,
+                json.dumps(
+                    {"object": "list", "data": [{"id": "fake-model", "object": "model", "owned_by": fake.name}]}
+                ).encode(),
+            )
         if path in ("/v1/chat/completions", "/v1/completions", "/beta/chat/completions"):
+            if fake.draining:  # as our server and a draining vLLM do: no new work, try another instance
+                return self.whole(
+                    503,
+                    b'{"error":{"message":"draining","type":"x","param":null,"code":"shutting_down"}}',
+                    extra={"Retry-After": "1"},
+                )
             fake.in_flight += 1
             try:
                 await self.completion(path, headers, body)
@@ -245,8 +275,12 @@ class Connection(asyncio.Protocol):
         if mode == "braces":  # shaped like a JSON object, but not JSON
             return self.whole(200, b'{"id": "x", "choices": [oops]}')
         if mode == "context_length":
-            return self.whole(400, json.dumps({"error": {"message": CONTEXT_MESSAGE, "type": "BadRequestError",
-                                                         "param": None, "code": 400}}).encode())
+            return self.whole(
+                400,
+                json.dumps(
+                    {"error": {"message": CONTEXT_MESSAGE, "type": "BadRequestError", "param": None, "code": 400}}
+                ).encode(),
+            )
         if mode == "endless":
             self.head(200, "application/json")
             while self.transport is not None and not self.transport.is_closing():
@@ -260,9 +294,19 @@ class Connection(asyncio.Protocol):
             if done is None and b["foreign_prefix"] == "continue":  # as the API does: go on from any text
                 done = 0
             if done is None:
-                return self.whole(400, json.dumps({"error": {"message": f"prefix {prefix!r} is not how this "
-                                  "answer starts", "type": "invalid_request_error", "param": None,
-                                  "code": None}}).encode())
+                return self.whole(
+                    400,
+                    json.dumps(
+                        {
+                            "error": {
+                                "message": f"prefix {prefix!r} is not how this answer starts",
+                                "type": "invalid_request_error",
+                                "param": None,
+                                "code": None,
+                            }
+                        }
+                    ).encode(),
+                )
             parts = parts[done:]
         if data.get("stream"):
             return await self.stream(data, model, parts)
@@ -277,11 +321,22 @@ class Connection(asyncio.Protocol):
         if path == "/v1/completions":
             choice = {"index": 0, "text": text, "finish_reason": finish}
         fake.served += 1
-        self.whole(200, json.dumps({
-            "id": f"cmpl-{fake.name}-{fake.served}", "object": "chat.completion", "created": int(time.time()),
-            "model": model, "choices": [choice],
-            "usage": b["usage"] or {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10},
-        }).encode(), b["content_type"], extra=b["headers"])
+        fake.ttft_seconds += float(b["delay"])
+        self.whole(
+            200,
+            json.dumps(
+                {
+                    "id": f"cmpl-{fake.name}-{fake.served}",
+                    "object": "chat.completion",
+                    "created": int(time.time()),
+                    "model": model,
+                    "choices": [choice],
+                    "usage": b["usage"] or {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10},
+                }
+            ).encode(),
+            b["content_type"],
+            extra=b["headers"],
+        )
 
     def prefix_of(self, path: str, data: dict[str, Any]) -> str | None | bool:
         """The assistant prefix of a chat prefix completion, None for a plain request, False once refused."""
@@ -297,8 +352,19 @@ class Connection(asyncio.Protocol):
         elif self.fake.behaviour["refuse_prefix"]:
             refusal = "chat prefix completion is not available for this model"
         if refusal is not None:
-            self.whole(400, json.dumps({"error": {"message": refusal, "type": "invalid_request_error",
-                                                  "param": None, "code": "invalid_request_error"}}).encode())
+            self.whole(
+                400,
+                json.dumps(
+                    {
+                        "error": {
+                            "message": refusal,
+                            "type": "invalid_request_error",
+                            "param": None,
+                            "code": "invalid_request_error",
+                        }
+                    }
+                ).encode(),
+            )
             return False
         return str(last.get("content") or "")
 
@@ -306,9 +372,20 @@ class Connection(asyncio.Protocol):
         b = self.fake.behaviour
         extra = {"Retry-After": str(b["retry_after"])} if b["retry_after"] is not None else {}
         extra.update(b["headers"])
-        self.whole(int(b["status"]), json.dumps(
-            {"error": {"message": f"{self.fake.name} says {b['status']}", "type": "x", "param": None, "code": None}}
-        ).encode(), extra=extra)
+        self.whole(
+            int(b["status"]),
+            json.dumps(
+                {
+                    "error": {
+                        "message": b["status_message"] or f"{self.fake.name} says {b['status']}",
+                        "type": "x",
+                        "param": None,
+                        "code": None,
+                    }
+                }
+            ).encode(),
+            extra=extra,
+        )
 
     async def stream(self, data: dict[str, Any], model: str, parts: list[str]) -> None:
         fake, b = self.fake, self.fake.behaviour
@@ -322,6 +399,7 @@ class Connection(asyncio.Protocol):
             fake.prefill_seconds += delay
         if delay:
             await asyncio.sleep(delay)
+        fake.ttft_seconds += delay + float(b["delay"])
         if b["sse_preamble"]:
             self.chunk(b["sse_preamble"].encode())
         cut_after = b["cut_after"] if b["cut_after"] is not None else len(parts) // 2 + 1
@@ -341,19 +419,39 @@ class Connection(asyncio.Protocol):
                 delta["role"] = "assistant"
                 if b["reasoning"]:
                     delta[b["reasoning_field"]] = f"thinking in {fake.name}"
-            event = {"id": sid, "object": "chat.completion.chunk", "created": 0, "model": model,
-                     "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+            event = {
+                "id": sid,
+                "object": "chat.completion.chunk",
+                "created": 0,
+                "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": None}],
+            }
             self.chunk(b"data: " + json.dumps(event).encode() + b"\n\n")
             if b["chunk_delay"]:
                 await asyncio.sleep(b["chunk_delay"])
             await self.drain()
         finish = "content_filter" if mode == "content_filter" else "stop"
-        tail = [{"id": sid, "object": "chat.completion.chunk", "created": 0, "model": model,
-                 "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]}]
+        tail = [
+            {
+                "id": sid,
+                "object": "chat.completion.chunk",
+                "created": 0,
+                "model": model,
+                "choices": [{"index": 0, "delta": {}, "finish_reason": finish}],
+            }
+        ]
         if (data.get("stream_options") or {}).get("include_usage"):
             n = len(parts)
-            tail.append({"id": sid, "object": "chat.completion.chunk", "created": 0, "model": model, "choices": [],
-                         "usage": b["usage"] or {"prompt_tokens": 7, "completion_tokens": n, "total_tokens": 7 + n}})
+            tail.append(
+                {
+                    "id": sid,
+                    "object": "chat.completion.chunk",
+                    "created": 0,
+                    "model": model,
+                    "choices": [],
+                    "usage": b["usage"] or {"prompt_tokens": 7, "completion_tokens": n, "total_tokens": 7 + n},
+                }
+            )
         fake.served += 1
         if mode == "silent_after_finish":  # the finish_reason event, then nothing (a frozen engine)
             self.chunk(b"data: " + json.dumps(tail[0]).encode() + b"\n\n")
@@ -368,7 +466,7 @@ def _split(text: str, n: int) -> list[str]:
     """``text`` in ``n`` pieces at word boundaries (each piece keeps its trailing space)."""
     words = text.split(" ")
     size = max(1, -(-len(words) // max(1, n)))
-    pieces = [" ".join(words[i:i + size]) for i in range(0, len(words), size)]
+    pieces = [" ".join(words[i : i + size]) for i in range(0, len(words), size)]
     out = [p + (" " if i < len(pieces) - 1 else "") for i, p in enumerate(pieces)]
     return [p for p in out if p]
 
@@ -378,8 +476,19 @@ async def serve(name: str, port: int, behaviour: dict[str, Any]) -> None:
     fake.behaviour.update(behaviour)
     loop = asyncio.get_running_loop()
     server = await loop.create_server(lambda: Connection(fake), "127.0.0.1", port, reuse_address=True)
-    async with server:
-        await server.serve_forever()
+    done = asyncio.Event()
+
+    async def drain() -> None:  # SIGTERM, as a pod in a rollout gets it: finish what is open, then exit
+        fake.draining = True
+        while fake.in_flight:
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(float(fake.behaviour.get("drain_linger_s", 0.3)))  # the last answers go out
+        done.set()
+
+    loop.add_signal_handler(signal.SIGTERM, lambda: loop.create_task(drain()))
+    await server.start_serving()
+    await done.wait()
+    os._exit(0)  # as a process exits: the kernel closes its sockets (the router's keep-alive ones too)
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,15 @@ from inference.router.config import RouterConfig, parse_router_config
 
 FAKE = Path(__file__).with_name("fake_upstream.py")
 CLOUD_KEY = "sk-test-cloud-key-0123456789"
+
+
+def until(check: Callable[[], bool], what: str, limit: float = 20.0) -> None:
+    """Wait for ``check`` (a state, not a speed: the limit only keeps a broken run from hanging)."""
+    deadline = time.monotonic() + limit
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"never happened: {what}")
+        time.sleep(0.02)
 
 
 def free_port() -> int:
@@ -51,9 +60,18 @@ class FakeProcess:
     def start(self, **behaviour: Any) -> None:
         """Start (again, on the same port); ``behaviour`` is in force from the first request on."""
         self.proc = subprocess.Popen(
-            [sys.executable, str(FAKE), "--port", str(self.port), "--name", self.name,
-             "--behaviour", json.dumps(behaviour)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                sys.executable,
+                str(FAKE),
+                "--port",
+                str(self.port),
+                "--name",
+                self.name,
+                "--behaviour",
+                json.dumps(behaviour),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -71,6 +89,13 @@ class FakeProcess:
             self.proc.send_signal(signal.SIGCONT)
             self.proc.kill()
             self.proc.wait()
+
+    def drain(self, timeout: float = 30.0) -> None:
+        """SIGTERM, as a rollout sends: it stops taking work (503 on /health and new completions), finishes
+        what it has open, and exits; wait for that."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout)
 
     def freeze(self) -> None:
         assert self.proc is not None
@@ -99,10 +124,19 @@ class FakeProcess:
     def requests(self) -> list[dict[str, Any]]:
         return http_json("GET", self.url + "/_record")["requests"]
 
+    def client_requests(self) -> list[dict[str, Any]]:
+        """Chat requests that came from clients (the router's own half-open probes say so in a header)."""
+        return [
+            r
+            for r in self.requests()
+            if r["path"].endswith("/chat/completions") and "x-dsdeploy-probe" not in r["headers"]
+        ]
+
 
 class RunningRouter:
-    def __init__(self, app: RouterApp, url: str, audit_path: Path) -> None:
+    def __init__(self, app: RouterApp, url: str, audit_path: Path, server: uvicorn.Server) -> None:
         self.app = app
+        self.server = server
         self.url = url
         self.v1 = url + "/v1"
         self.audit_path = audit_path
@@ -119,15 +153,29 @@ class RunningRouter:
             previous = lines
             time.sleep(0.15)
 
+    def open_connections(self) -> int:
+        """Client connections the router's server holds open now."""
+        return len(self.server.server_state.connections)
 
-def router_config(upstreams: list[str | dict[str, Any]], cloud: str | None, audit_path: Path,
-                  environ: dict[str, str] | None = None, **sections: Any) -> RouterConfig:
+
+def router_config(
+    upstreams: list[str | dict[str, Any]],
+    cloud: str | None,
+    audit_path: Path,
+    environ: dict[str, str] | None = None,
+    **sections: Any,
+) -> RouterConfig:
     """A test config; ``upstreams`` are URLs or whole upstream entries; ``sections`` merge into the rest;
     ``environ`` adds variables that ``${NAME}`` references in them resolve to."""
     data: dict[str, Any] = {"upstreams": [{"url": u} if isinstance(u, str) else u for u in upstreams]}
     if cloud is not None:
-        data["cloud"] = {"base_url": cloud, "api_key": "${TEST_CLOUD_KEY}", "models": {"*": "deepseek-chat"},
-                         "backoff_base_s": 0.05, "backoff_max_s": 0.5}
+        data["cloud"] = {
+            "base_url": cloud,
+            "api_key": "${TEST_CLOUD_KEY}",
+            "models": {"*": "deepseek-chat"},
+            "backoff_base_s": 0.05,
+            "backoff_max_s": 0.5,
+        }
     data["audit"] = {"path": str(audit_path), "flush_interval_s": 0.1}
     data["health"] = {"interval_s": 0.1, "timeout_s": 0.5}
     data["circuit"] = {"open_s": 0.5}
@@ -152,7 +200,7 @@ def run_router(config: RouterConfig) -> Iterator[RunningRouter]:
         time.sleep(0.01)
     audit = Path(config.audit.path)
     try:
-        yield RunningRouter(app, f"http://127.0.0.1:{port}", audit)
+        yield RunningRouter(app, f"http://127.0.0.1:{port}", audit, server)
     finally:
         server.should_exit = True
         thread.join(timeout=10)

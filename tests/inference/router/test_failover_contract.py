@@ -21,11 +21,13 @@ import pytest
 
 from inference.router.config import parse_router_config
 
-from .harness import CLOUD_KEY, run_router
+from .harness import CLOUD_KEY, run_router, until
 
 MSG = [{"role": "user", "content": "tell me the plan"}]
-TEXT = ("the plan has seven steps and every one of them is written down here so that a cut stream can be "
-        "checked word for word")
+TEXT = (
+    "the plan has seven steps and every one of them is written down here so that a cut stream can be "
+    "checked word for word"
+)
 
 
 def default_config(upstreams: list[str], cloud: str | None, audit_path) -> Any:
@@ -36,15 +38,19 @@ def default_config(upstreams: list[str], cloud: str | None, audit_path) -> Any:
 
 
 def client(router, data_class: str | None, timeout: float = 60) -> openai.OpenAI:
-    return openai.OpenAI(base_url=router.v1, api_key="unused", max_retries=0, timeout=timeout,
-                         default_headers={"X-Data-Class": data_class} if data_class else None)
+    return openai.OpenAI(
+        base_url=router.v1,
+        api_key="unused",
+        max_retries=0,
+        timeout=timeout,
+        default_headers={"X-Data-Class": data_class} if data_class else None,
+    )
 
 
 def ask(router, data_class: str | None, **kw):
     """A non-streamed chat request: (raw response, parsed answer, seconds)."""
     started = time.monotonic()
-    raw = client(router, data_class).chat.completions.with_raw_response.create(
-        model="fake-model", messages=MSG, **kw)
+    raw = client(router, data_class).chat.completions.with_raw_response.create(model="fake-model", messages=MSG, **kw)
     return raw, raw.parse(), time.monotonic() - started
 
 
@@ -53,7 +59,8 @@ def ask_stream(router, data_class: str | None, **kw) -> dict[str, Any]:
     started = time.monotonic()
     seen: dict[str, Any] = {"text": "", "usages": [], "models": set(), "ids": set(), "error": None, "finish": None}
     stream = client(router, data_class).chat.completions.create(
-        model="fake-model", messages=MSG, stream=True, stream_options={"include_usage": True}, **kw)
+        model="fake-model", messages=MSG, stream=True, stream_options={"include_usage": True}, **kw
+    )
     seen["route"] = stream.response.headers["x-dsdeploy-route"]
     try:
         for chunk in stream:
@@ -79,8 +86,7 @@ def chat_requests(fake) -> list[dict[str, Any]]:
 
 
 def client_requests(fake) -> list[dict[str, Any]]:
-    """Chat requests that came from clients (the router's own half-open probes say so in a header)."""
-    return [r for r in chat_requests(fake) if "x-dsdeploy-probe" not in r["headers"]]
+    return fake.client_requests()
 
 
 # ----------------------------------------------------------------------------- 1, 2: rate limits
@@ -121,8 +127,10 @@ def test_s02_persistent_429_without_retry_after_backs_off_then_cloud_or_503(ups,
         raw, _, _ = ask(r, "public")
         assert raw.headers["x-dsdeploy-route"] == "cloud"
         line = last_line(r)
-        assert line["fallback_reason"] == "upstream_429" and line["failures"][:2] == [
-            f"127.0.0.1:{a.port}:upstream_429"] * 2  # one retry after a jittered backoff, then the cloud
+        assert (
+            line["fallback_reason"] == "upstream_429"
+            and line["failures"][:2] == [f"127.0.0.1:{a.port}:upstream_429"] * 2
+        )  # one retry after a jittered backoff, then the cloud
         with pytest.raises(openai.InternalServerError) as info:
             ask(r, "internal")
         assert info.value.status_code == 503 and info.value.body["code"] == "local_pool_unavailable"
@@ -138,8 +146,7 @@ def test_s03_a_500_once_is_retried_on_the_same_upstream(ups, tmp_path, data_clas
         raw, answer, _ = ask(r, data_class)
         assert raw.headers["x-dsdeploy-route"] == "local" and answer.choices[0].message.content == "answer from a"
         line = last_line(r)
-        assert (line["route"], line["attempts"], line["failures"]) == (
-            "local", 2, [f"127.0.0.1:{a.port}:upstream_5xx"])
+        assert (line["route"], line["attempts"], line["failures"]) == ("local", 2, [f"127.0.0.1:{a.port}:upstream_5xx"])
     assert chat_requests(cloud) == []
 
 
@@ -159,7 +166,10 @@ def test_s04_s05_persistent_503_and_reset_go_to_the_cloud_within_one_try(ups, tm
             assert seconds < 5
             line = last_line(r, 1 + stream)
             assert line["route"] == "cloud" and line["fallback_reason"] in (
-                "upstream_5xx", "connection_reset", "all_circuits_open")
+                "upstream_5xx",
+                "connection_reset",
+                "all_circuits_open",
+            )
         with pytest.raises(openai.InternalServerError) as info:
             ask(r, "internal")
         assert info.value.status_code == 503
@@ -186,11 +196,16 @@ def test_s07_slow_first_token_is_answered_from_the_cloud_within_15_s_and_a_long_
     b.control(prefill_tokens_per_s=2000)  # exported in its /metrics; a long prompt takes ~12 s to prefill
     long_prompt = [{"role": "user", "content": "word " * 20_000}]
     results: dict[str, Any] = {}
-    with run_router(default_config([a.url], cloud.url, tmp_path / "a.jsonl")) as ra, \
-            run_router(default_config([b.url], cloud.url, tmp_path / "b.jsonl")) as rb:
-        time.sleep(1.5)  # the saturation poll has read b's prefill rate
-        jobs = {"public": lambda: ask_stream(ra, "public"), "internal": lambda: ask_stream(ra, "internal"),
-                "long": lambda: _long(rb, long_prompt)}
+    with (
+        run_router(default_config([a.url], cloud.url, tmp_path / "a.jsonl")) as ra,
+        run_router(default_config([b.url], cloud.url, tmp_path / "b.jsonl")) as rb,
+    ):
+        until(lambda: rb.app.pool.upstreams[0].prefill_rate is not None, "the saturation poll read b's prefill rate")
+        jobs = {
+            "public": lambda: ask_stream(ra, "public"),
+            "internal": lambda: ask_stream(ra, "internal"),
+            "long": lambda: _long(rb, long_prompt),
+        }
         threads = [threading.Thread(target=lambda k=k, f=f: results.__setitem__(k, f())) for k, f in jobs.items()]
         for t in threads:
             t.start()
@@ -242,17 +257,18 @@ def _stream_error_checks(r, cloud, seen, code: str) -> None:
     assert (line["route"], line["error"], line["continuation"]) == ("local", code, None)
 
 
-
 def test_a_stream_ended_by_an_error_event_still_ends_with_done(ups, tmp_path):
     """The client's raw stream: the error event, then ``data: [DONE]``, as the server and vLLM end theirs."""
     a, cloud = ups["a"], ups["cloud"]
     a.control(text=TEXT, chunks=8, mode="cut_stream", cut_after=3)
     with run_router(default_config([a.url], cloud.url, tmp_path / "a.jsonl")) as r:
         body = {"model": "fake-model", "messages": MSG, "stream": True}
-        with httpx.stream("POST", r.v1 + "/chat/completions", json=body, timeout=30,
-                          headers={"X-Data-Class": "internal"}) as response:
+        with httpx.stream(
+            "POST", r.v1 + "/chat/completions", json=body, timeout=30, headers={"X-Data-Class": "internal"}
+        ) as response:
             events = [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
     assert events[-1] == "[DONE]" and json.loads(events[-2])["error"]["code"] == "stream_interrupted", events[-3:]
+
 
 @pytest.mark.parametrize("fault", ["cut_stream", "malformed_chunk"])
 def test_s08_s10_a_cut_or_malformed_stream_is_continued_from_the_cloud(ups, tmp_path, fault):
@@ -263,8 +279,55 @@ def test_s08_s10_a_cut_or_malformed_stream_is_continued_from_the_cloud(ups, tmp_
     with run_router(default_config([a.url], cloud.url, tmp_path / "a.jsonl")) as r:
         seen = ask_stream(r, "public")
         assert seen["route"] == "local"
-        _continued_stream_checks(r, a, cloud, seen,
-                                 "stream_interrupted" if fault == "cut_stream" else "malformed_response")
+        _continued_stream_checks(
+            r, a, cloud, seen, "stream_interrupted" if fault == "cut_stream" else "malformed_response"
+        )
+
+
+def _spend(router) -> float:
+    with urllib.request.urlopen(router.url + "/metrics") as resp:
+        text = resp.read().decode()
+    (value,) = [
+        float(x.split()[1]) for x in text.splitlines() if x.startswith("dsdeploy_router_cloud_spend_usd_total ")
+    ]
+    return value
+
+
+def _raw_stream(router, body: bytes) -> None:
+    """A public stream sent as these exact bytes (their size is what the router estimates the prompt from)."""
+    headers = {"X-Data-Class": "public", "Content-Type": "application/json"}
+    with httpx.stream("POST", router.v1 + "/chat/completions", content=body, headers=headers, timeout=30) as resp:
+        assert resp.status_code == 200
+        for _ in resp.iter_lines():
+            pass
+
+
+def test_a_cloud_stream_cut_before_its_usage_is_charged_its_prompt_estimated_from_the_request(ups, tmp_path):
+    """No usage came (the cloud's stream broke first), yet the cloud billed the prompt: the spend (and the
+    budgets, which count the same tokens) gets the request's size over CHARS_PER_TOKEN, not 0; a continuation
+    the cloud took and then cut is charged too (it was not charged at all: the request counted as local)."""
+    from inference.router.record import estimated_tokens
+
+    a, cloud = ups["a"], ups["cloud"]
+    body = json.dumps({"model": "fake-model", "messages": MSG * 40, "stream": True}).encode()
+    with run_router(default_config([a.url], cloud.url, tmp_path / "a.jsonl")) as r:
+        price = r.app.config.cloud.prices["deepseek-chat"]
+        a.control(mode="status", status=503)
+        cloud.control(text=TEXT, chunks=8, mode="cut_stream", cut_after=3)
+        _raw_stream(r, body)
+        line = last_line(r)
+        assert (line["route"], line["error"], line["completion_tokens"]) == ("cloud", "stream_interrupted", 3)
+        spent = _spend(r)
+        assert spent == pytest.approx(price.cost_usd(estimated_tokens(len(body)), 3))
+        # the local stream is cut after 3 tokens, the cloud continues it and is cut after 2 more
+        a.control(mode="cut_stream", status=200, text=TEXT, chunks=8, cut_after=3)
+        cloud.control(cut_after=2)
+        _raw_stream(r, body)
+        line = last_line(r, 2)
+        assert (line["route"], line["continuation"]) == ("local", None) and "cloud:stream_interrupted" in line[
+            "failures"
+        ]
+        assert _spend(r) - spent == pytest.approx(price.cost_usd(estimated_tokens(len(body)) + 3, 2))
 
 
 @pytest.mark.parametrize("fault", ["cut_stream", "malformed_chunk"])
@@ -315,7 +378,6 @@ def test_s11_a_stream_that_ends_without_done_but_with_a_finish_reason_is_complet
     assert chat_requests(cloud) == []
 
 
-
 @pytest.mark.parametrize("data_class", ["internal", "public"])
 def test_s11_an_engine_silent_after_the_finish_reason_still_gives_a_complete_answer(ups, tmp_path, data_class):
     """Frozen between the last token and the usage event / [DONE]: nothing is missing from the answer, so it
@@ -329,6 +391,7 @@ def test_s11_an_engine_silent_after_the_finish_reason_still_gives_a_complete_ans
         assert (line["route"], line["error"], line["continuation"]) == ("local", None, None)
         assert line["completion_tokens"] > 0  # counted from the events: no usage came
     assert chat_requests(cloud) == []
+
 
 # ----------------------------------------------------------------------------- 12, 13: the request's own fault
 def test_s12_context_length_exceeded_goes_to_the_longer_cloud_context_or_back_unchanged(ups, tmp_path):
@@ -385,6 +448,7 @@ def _outage(ups, tmp_path, down_s: float, warming_s: float) -> None:
     routes: list[tuple[float, str, bool]] = []
     stop = threading.Event()
     with run_router(default_config([a.url], cloud.url, tmp_path / "a.jsonl")) as r:
+
         def load() -> None:
             while not stop.is_set():
                 try:
@@ -448,7 +512,9 @@ def test_s16_model_usage_header_and_audit_line_agree_on_who_served(ups, tmp_path
         assert [(line["prompt_tokens"], line["completion_tokens"]) for line in lines] == [(7, 3), (11, 5), (11, 5)]
         with urllib.request.urlopen(r.url + "/metrics") as resp:
             text = resp.read().decode()
-        (spend,) = [float(x.split()[1]) for x in text.splitlines() if x.startswith("dsdeploy_router_cloud_spend_usd_total ")]
+        (spend,) = [
+            float(x.split()[1]) for x in text.splitlines() if x.startswith("dsdeploy_router_cloud_spend_usd_total ")
+        ]
         assert spend == pytest.approx(2 * (11 * 0.28 + 5 * 0.42) / 1e6)
         # a stream nobody asked usage for still has its tokens counted (the router asks the cloud for them)
         out = client(r, "public").chat.completions.create(model="fake-model", messages=MSG, stream=True)

@@ -11,15 +11,17 @@ from .harness import CLOUD_KEY, router_config, run_router
 
 
 def client(router, **headers) -> openai.OpenAI:
-    return openai.OpenAI(base_url=router.v1, api_key="unused", max_retries=0, timeout=20,
-                         default_headers=headers or None)
+    return openai.OpenAI(
+        base_url=router.v1, api_key="unused", max_retries=0, timeout=20, default_headers=headers or None
+    )
 
 
 def test_chat_goes_local_with_route_and_request_id_headers(ups, tmp_path):
     cfg = router_config([ups["a"].url, ups["b"].url], ups["cloud"].url, tmp_path / "audit.jsonl")
     with run_router(cfg) as router:
         raw = client(router).chat.completions.with_raw_response.create(
-            model="fake-model", messages=[{"role": "user", "content": "hi"}], max_tokens=4)
+            model="fake-model", messages=[{"role": "user", "content": "hi"}], max_tokens=4
+        )
         answer = raw.parse()
         assert raw.headers["x-dsdeploy-route"] == "local"
         assert len(raw.headers["x-dsdeploy-request-id"]) == 32
@@ -33,7 +35,8 @@ def test_stream_passes_through_as_events(ups, tmp_path):
     cfg = router_config([ups["a"].url], ups["cloud"].url, tmp_path / "audit.jsonl")
     with run_router(cfg) as router:
         stream = client(router).chat.completions.create(
-            model="fake-model", messages=[{"role": "user", "content": "hi"}], stream=True)
+            model="fake-model", messages=[{"role": "user", "content": "hi"}], stream=True
+        )
         parts = [c.choices[0].delta.content for c in stream if c.choices and c.choices[0].delta.content]
         assert parts == [f"answer from a part {i} " for i in range(5)]
         line = [rec for rec in router.audit_lines() if rec["stream"]][-1]
@@ -46,23 +49,28 @@ def test_reasoning_content_reaches_client_from_both_routes(ups, tmp_path):
         ups[name].control(reasoning=True)
     cfg = router_config([ups["a"].url], ups["cloud"].url, tmp_path / "audit.jsonl")
     with run_router(cfg) as router:
-        local = client(router).chat.completions.create(
-            model="fake-model", messages=[{"role": "user", "content": "hi"}])
+        local = client(router).chat.completions.create(model="fake-model", messages=[{"role": "user", "content": "hi"}])
         assert local.choices[0].message.reasoning_content == "thinking in a"
         ups["a"].control(mode="status", status=503)
         raw = client(router, **{"X-Data-Class": "public"}).chat.completions.with_raw_response.create(
-            model="fake-model", messages=[{"role": "user", "content": "hi"}])
+            model="fake-model", messages=[{"role": "user", "content": "hi"}]
+        )
         assert raw.headers["x-dsdeploy-route"] == "cloud"
         assert raw.parse().choices[0].message.reasoning_content == "thinking in cloud"
 
 
 def test_cloud_receives_mapped_model_and_its_key_only(ups, tmp_path):
     ups["a"].control(mode="status", status=500)
-    cfg = router_config([ups["a"].url], ups["cloud"].url, tmp_path / "audit.jsonl",
-                        auth={"keys": [{"id": "team", "sha256": __import__("hashlib").sha256(b"client-key").hexdigest()}]})
+    cfg = router_config(
+        [ups["a"].url],
+        ups["cloud"].url,
+        tmp_path / "audit.jsonl",
+        auth={"keys": [{"id": "team", "sha256": __import__("hashlib").sha256(b"client-key").hexdigest()}]},
+    )
     with run_router(cfg) as router:
-        c = openai.OpenAI(base_url=router.v1, api_key="client-key", max_retries=0,
-                          default_headers={"X-Data-Class": "public"})
+        c = openai.OpenAI(
+            base_url=router.v1, api_key="client-key", max_retries=0, default_headers={"X-Data-Class": "public"}
+        )
         c.chat.completions.create(model="fake-model", messages=[{"role": "user", "content": "hi"}])
     (seen,) = ups["cloud"].requests()
     assert seen["body"]["model"] == "deepseek-chat"
@@ -88,10 +96,13 @@ def test_completions_models_health_ready_metrics(ups, tmp_path):
 
 def test_dns_discovery_makes_each_address_an_upstream(ups, tmp_path):
     url = f"http://localhost:{ups['a'].port}"
-    cfg = router_config([{"url": url, "name": "engine", "discover": True, "discover_interval_s": 0.2}], None,
-                        tmp_path / "audit.jsonl")
+    cfg = router_config(
+        [{"url": url, "name": "engine", "discover": True, "discover_interval_s": 0.2}], None, tmp_path / "audit.jsonl"
+    )
     with run_router(cfg) as router:
         assert [u.label for u in router.app.pool.upstreams] == ["engine@127.0.0.1"]
-        answer = client(router).chat.completions.create(model="fake-model", messages=[{"role": "user", "content": "hi"}])
+        answer = client(router).chat.completions.create(
+            model="fake-model", messages=[{"role": "user", "content": "hi"}]
+        )
         assert answer.choices[0].message.content == "answer from a"
         assert router.audit_lines()[-1]["upstream"] == "engine@127.0.0.1"

@@ -73,8 +73,10 @@ def test_client_gives_up_and_does_not_retry_other_4xx(ups):
 
 def test_client_against_router_streams_and_reports_route(ups, tmp_path):
     ups["a"].control(chunks=3)
-    with run_router(router_config([ups["a"].url], ups["cloud"].url, tmp_path / "a.jsonl")) as r, \
-            ChatClient(r.url, data_class="public", sleep=lambda s: None) as client:
+    with (
+        run_router(router_config([ups["a"].url], ups["cloud"].url, tmp_path / "a.jsonl")) as r,
+        ChatClient(r.url, data_class="public", sleep=lambda s: None) as client,
+    ):
         text = "".join(c["choices"][0]["delta"].get("content", "") for c in client.stream_chat(MSG) if c["choices"])
         assert text.startswith("answer from a part 0") and client.last_route == "local"
         ups["a"].control(mode="status", status=500)

@@ -24,8 +24,9 @@ def sha(key: str) -> str:
 
 
 def post(url: str, body: bytes, headers: dict[str, str] | None = None) -> tuple[int, dict, dict]:
-    req = urllib.request.Request(url, data=body, method="POST",
-                                 headers={"Content-Type": "application/json", **(headers or {})})
+    req = urllib.request.Request(
+        url, data=body, method="POST", headers={"Content-Type": "application/json", **(headers or {})}
+    )
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
             return resp.status, dict(resp.headers), json.loads(resp.read())
@@ -34,8 +35,12 @@ def post(url: str, body: bytes, headers: dict[str, str] | None = None) -> tuple[
 
 
 def test_auth_hashes_keys_and_answers_401_in_openai_shape(ups, tmp_path):
-    cfg = router_config([ups["a"].url], None, tmp_path / "a.jsonl",
-                        auth={"keys_sha256": [sha("plain-key")], "keys": [{"id": "team-x", "sha256": sha("team-key")}]})
+    cfg = router_config(
+        [ups["a"].url],
+        None,
+        tmp_path / "a.jsonl",
+        auth={"keys_sha256": [sha("plain-key")], "keys": [{"id": "team-x", "sha256": sha("team-key")}]},
+    )
     with run_router(cfg) as r:
         for key in ("wrong-key", ""):
             c = openai.OpenAI(base_url=r.v1, api_key=key or "x", max_retries=0)
@@ -69,18 +74,27 @@ def test_refuses_non_loopback_bind_without_auth(tmp_path):
     cfg.check_bind("127.0.0.1")
     cfg.check_bind("::1")
     cfg.check_bind("0.0.0.0", allow_insecure=True)
-    router_config(["http://127.0.0.1:9"], None, tmp_path / "a.jsonl",
-                  auth={"keys_sha256": [sha("k")]}).check_bind("0.0.0.0")
+    router_config(["http://127.0.0.1:9"], None, tmp_path / "a.jsonl", auth={"keys_sha256": [sha("k")]}).check_bind(
+        "0.0.0.0"
+    )
     config_file = tmp_path / "router.yaml"
     config_file.write_text("upstreams: [{url: 'http://127.0.0.1:9'}]\n")
-    proc = subprocess.run([sys.executable, "-m", "inference.router", "--config", str(config_file), "--host", "0.0.0.0"],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "inference.router", "--config", str(config_file), "--host", "0.0.0.0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2 and "without auth" in proc.stderr
 
 
 def test_per_key_rpm_limit_answers_429_with_retry_after(ups, tmp_path):
-    cfg = router_config([ups["a"].url], None, tmp_path / "a.jsonl",
-                        auth={"keys": [{"id": "slow", "sha256": sha("k1"), "rpm": 2}, {"id": "free", "sha256": sha("k2")}]})
+    cfg = router_config(
+        [ups["a"].url],
+        None,
+        tmp_path / "a.jsonl",
+        auth={"keys": [{"id": "slow", "sha256": sha("k1"), "rpm": 2}, {"id": "free", "sha256": sha("k2")}]},
+    )
     with run_router(cfg) as r:
         limited = openai.OpenAI(base_url=r.v1, api_key="k1", max_retries=0)
         for _ in range(2):
@@ -96,10 +110,14 @@ def test_per_key_rpm_limit_answers_429_with_retry_after(ups, tmp_path):
 
 
 def test_cache_is_per_tenant_and_only_for_deterministic_requests(ups, tmp_path):
-    keys = [{"id": "k1", "sha256": sha("k1"), "tenant": "t1"}, {"id": "k1b", "sha256": sha("k1b"), "tenant": "t1"},
-            {"id": "k2", "sha256": sha("k2"), "tenant": "t2"}]
+    keys = [
+        {"id": "k1", "sha256": sha("k1"), "tenant": "t1"},
+        {"id": "k1b", "sha256": sha("k1b"), "tenant": "t1"},
+        {"id": "k2", "sha256": sha("k2"), "tenant": "t2"},
+    ]
     cfg = router_config([ups["a"].url], None, tmp_path / "a.jsonl", auth={"keys": keys}, cache={"enabled": True})
     with run_router(cfg) as r:
+
         def ask(key: str, temperature: float):
             c = openai.OpenAI(base_url=r.v1, api_key=key, max_retries=0)
             raw = c.chat.completions.with_raw_response.create(model="fake-model", messages=MSG, temperature=temperature)
@@ -108,7 +126,7 @@ def test_cache_is_per_tenant_and_only_for_deterministic_requests(ups, tmp_path):
         first = ask("k1", 0)
         assert first[0] is None
         assert ask("k1", 0) == ("hit", first[1])
-        assert ask("k1b", 0) == ("hit", first[1])   # same tenant
+        assert ask("k1b", 0) == ("hit", first[1])  # same tenant
         other = ask("k2", 0)
         assert other[0] is None and other[1] != first[1]  # another tenant never sees t1's answer
         assert ask("k1", 0.7)[0] is None
@@ -119,15 +137,39 @@ def test_cache_is_per_tenant_and_only_for_deterministic_requests(ups, tmp_path):
 @pytest.mark.parametrize("mode", ["off", "hash", "full"])
 def test_audit_lines_are_complete_and_prompts_follow_config(ups, tmp_path, mode):
     ups["a"].control(mode="status", status=500)
-    cfg = router_config([ups["a"].url, ups["b"].url], ups["cloud"].url, tmp_path / "a.jsonl",
-                        audit={"prompts": mode}, auth={"keys": [{"id": "ops", "sha256": sha("ops-key")}]})
+    cfg = router_config(
+        [ups["a"].url, ups["b"].url],
+        ups["cloud"].url,
+        tmp_path / "a.jsonl",
+        audit={"prompts": mode},
+        auth={"keys": [{"id": "ops", "sha256": sha("ops-key")}]},
+    )
     with run_router(cfg) as r:
         c = openai.OpenAI(base_url=r.v1, api_key="ops-key", max_retries=0, default_headers={"X-Data-Class": "public"})
         c.chat.completions.create(model="fake-model", messages=MSG)
         (line,) = r.audit_lines()
-    expected = {"request_id", "time", "key_id", "tenant", "data_class", "method", "path", "model", "stream", "route",
-                "upstream", "status", "prompt_tokens", "completion_tokens", "latency_ms", "fallback_reason",
-                "attempts", "failures", "cache", "error"}
+    expected = {
+        "request_id",
+        "time",
+        "key_id",
+        "tenant",
+        "data_class",
+        "method",
+        "path",
+        "model",
+        "stream",
+        "route",
+        "upstream",
+        "status",
+        "prompt_tokens",
+        "completion_tokens",
+        "latency_ms",
+        "fallback_reason",
+        "attempts",
+        "failures",
+        "cache",
+        "error",
+    }
     assert expected <= set(line)
     assert line["key_id"] == "ops" and line["data_class"] == "public" and line["status"] == 200
     assert line["route"] == "local" and line["upstream"] == f"127.0.0.1:{ups['b'].port}"
@@ -160,7 +202,11 @@ def test_bad_input_gets_400_without_reaching_upstream(ups, tmp_path):
             assert err["error"]["code"] == code and err["error"]["param"] == param
             assert err["error"]["type"] == "invalid_request_error"
         status, _, err = post(url, json.dumps({"messages": MSG}).encode(), {"X-Data-Class": "secret"})
-        assert status == 400 and err["error"]["param"] == "X-Data-Class" and "public, internal, restricted" in err["error"]["message"]
+        assert (
+            status == 400
+            and err["error"]["param"] == "X-Data-Class"
+            and "public, internal, restricted" in err["error"]["message"]
+        )
         status, _, err = post(r.v1 + "/completions", json.dumps({"prompt": 5}).encode())
         assert status == 400 and err["error"]["param"] == "prompt"
         status, _, err = post(r.url + "/v1/nothing", b"{}")

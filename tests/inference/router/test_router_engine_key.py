@@ -14,12 +14,17 @@ MSG = [{"role": "user", "content": "hi"}]
 @pytest.mark.parametrize("status", [401, 403])
 def test_engine_refusing_the_routers_key_is_not_the_clients_401(ups, tmp_path, status):
     ups["a"].control(mode="status", status=status)
-    cfg = router_config([{"url": ups["a"].url, "api_key": "${ENGINE_KEY}"}], ups["cloud"].url,
-                        tmp_path / "a.jsonl", environ={"ENGINE_KEY": "sk-engine-rotated"})
+    cfg = router_config(
+        [{"url": ups["a"].url, "api_key": "${ENGINE_KEY}"}],
+        ups["cloud"].url,
+        tmp_path / "a.jsonl",
+        environ={"ENGINE_KEY": "sk-engine-rotated"},
+    )
     with run_router(cfg) as r:
         client = openai.OpenAI(base_url=r.v1, api_key="unused", max_retries=0, timeout=20)
         public = client.chat.completions.with_raw_response.create(
-            model="fake-model", messages=MSG, extra_headers={"X-Data-Class": "public"})
+            model="fake-model", messages=MSG, extra_headers={"X-Data-Class": "public"}
+        )
         assert public.headers["x-dsdeploy-route"] == "cloud"  # the engine is unusable: like a failed one
         with pytest.raises(openai.APIStatusError) as info:
             client.chat.completions.create(model="fake-model", messages=MSG)  # internal: may not leave
@@ -27,5 +32,7 @@ def test_engine_refusing_the_routers_key_is_not_the_clients_401(ups, tmp_path, s
         lines = r.audit_lines(at_least=2)
     failure = f"127.0.0.1:{ups['a'].port}:local_key_rejected"
     assert [(line["fallback_reason"], line["failures"]) for line in lines] == [
-        ("local_key_rejected", [failure]), (None, [failure])]
+        ("local_key_rejected", [failure]),
+        (None, [failure]),
+    ]
     assert ups["a"].requests()[0]["headers"]["authorization"] == "Bearer sk-engine-rotated"

@@ -4,26 +4,23 @@ frozen upstreams, saturation. Restricted requests never reach the cloud stand-in
 from __future__ import annotations
 
 import threading
-import time
 import urllib.request
 
 import openai
 import pytest
 
-from .harness import router_config, run_router
+from .harness import router_config, run_router, until
 
 MSG = [{"role": "user", "content": "hi"}]
 
 
 def client(router, data_class: str | None = None, timeout: float = 20) -> openai.OpenAI:
     headers = {"X-Data-Class": data_class} if data_class else None
-    return openai.OpenAI(base_url=router.v1, api_key="unused", max_retries=0, timeout=timeout,
-                         default_headers=headers)
+    return openai.OpenAI(base_url=router.v1, api_key="unused", max_retries=0, timeout=timeout, default_headers=headers)
 
 
 def chat(router, data_class: str | None = None, **kw):
-    return client(router, data_class).chat.completions.with_raw_response.create(
-        model="fake-model", messages=MSG, **kw)
+    return client(router, data_class).chat.completions.with_raw_response.create(model="fake-model", messages=MSG, **kw)
 
 
 def test_5xx_tries_other_local_upstream_before_cloud(ups, tmp_path):
@@ -120,8 +117,13 @@ def test_local_4xx_goes_back_unchanged(ups, tmp_path):
 
 def test_slow_first_byte_goes_elsewhere_but_slow_streams_are_not_hangs(ups, tmp_path):
     ups["a"].control(delay=1.5)
-    cfg = router_config([ups["a"].url, ups["b"].url], None, tmp_path / "a.jsonl",
-                        timeouts={"first_byte_s": 0.4, "response_s": 0.4}, retries={"local_attempts": 2})
+    cfg = router_config(
+        [ups["a"].url, ups["b"].url],
+        None,
+        tmp_path / "a.jsonl",
+        timeouts={"first_byte_s": 0.4, "response_s": 0.4},
+        retries={"local_attempts": 2},
+    )
     with run_router(cfg) as r:
         for stream in (False, True, False, True, False, True):
             out = client(r).chat.completions.create(model="fake-model", messages=MSG, stream=stream)
@@ -171,8 +173,13 @@ def test_restricted_never_reaches_cloud(ups, tmp_path, fault):
         a.kill()
     elif fault == "cut_before_byte":
         a.control(mode="cut_stream", chunks=0)
-    cfg = router_config([a.url], ups["cloud"].url, tmp_path / "a.jsonl",
-                        timeouts={"first_byte_s": 0.3, "response_s": 0.3})
+    cfg = router_config(
+        [a.url],
+        ups["cloud"].url,
+        tmp_path / "a.jsonl",
+        timeouts={"first_byte_s": 0.3, "response_s": 0.3},
+        wait_queue={"deadline_s": 0.3},
+    )
     with run_router(cfg) as r:
         for data_class in ("restricted", None, "internal"):
             with pytest.raises(openai.APIStatusError) as info:
@@ -180,6 +187,9 @@ def test_restricted_never_reaches_cloud(ups, tmp_path, fault):
             if fault == "status429":  # the engine asked for a wait: the client gets its 429 and Retry-After
                 assert info.value.status_code == 429 and info.value.response.headers["retry-after"] == "1"
                 assert info.value.body["code"] == "upstream_rate_limited"
+            elif fault == "killed":  # no engine ready: it waited for one (wait_queue), then the 503
+                assert info.value.status_code == 503
+                assert info.value.body["code"] == "local_pool_not_ready"
             else:
                 assert info.value.status_code == 503
                 assert info.value.body["code"] == "local_pool_unavailable"
@@ -194,21 +204,24 @@ def test_spill_over_on_saturation_before_errors(ups, tmp_path):
     ups["a"].control(waiting=20)
     cfg = router_config([ups["a"].url], ups["cloud"].url, tmp_path / "a.jsonl", saturation={"max_waiting": 8})
     with run_router(cfg) as r:
-        time.sleep(0.5)  # one metrics poll
+        until(lambda: r.app.pool.upstreams[0].waiting == 20, "a metrics poll")
         assert chat(r, "public").headers["x-dsdeploy-route"] == "cloud"
         assert chat(r, "restricted").headers["x-dsdeploy-route"] == "local"  # queues locally, never leaves
         assert r.audit_lines()[0]["fallback_reason"] == "saturated"
     # the router's own in-flight count against a configured capacity
     ups["a"].control(waiting=0, delay=1.0)
-    cfg = router_config([ups["a"].url], ups["cloud"].url, tmp_path / "b.jsonl",
-                        saturation={"max_in_flight_per_upstream": 1})
+    cfg = router_config(
+        [ups["a"].url], ups["cloud"].url, tmp_path / "b.jsonl", saturation={"max_in_flight_per_upstream": 1}
+    )
     with run_router(cfg) as r:
         routes: list[str] = []
-        threads = [threading.Thread(target=lambda: routes.append(chat(r, "public").headers["x-dsdeploy-route"]))
-                   for _ in range(2)]
-        for t in threads:
-            t.start()
-            time.sleep(0.2)
+        threads = [
+            threading.Thread(target=lambda: routes.append(chat(r, "public").headers["x-dsdeploy-route"]))
+            for _ in range(2)
+        ]
+        threads[0].start()
+        until(lambda: r.app.pool.upstreams[0].in_flight == 1, "the first request on the engine")
+        threads[1].start()
         for t in threads:
             t.join()
         assert sorted(routes) == ["cloud", "local"]
@@ -252,8 +265,9 @@ def test_stream_falls_back_to_cloud_before_first_byte_and_spend_is_counted(ups, 
     ups["a"].control(mode="status", status=503)
     ups["cloud"].control(chunks=3)
     with run_router(router_config([ups["a"].url], ups["cloud"].url, tmp_path / "a.jsonl")) as r:
-        out = client(r, "public").chat.completions.create(model="fake-model", messages=MSG, stream=True,
-                                                          stream_options={"include_usage": True})
+        out = client(r, "public").chat.completions.create(
+            model="fake-model", messages=MSG, stream=True, stream_options={"include_usage": True}
+        )
         parts = [c.choices[0].delta.content for c in out if c.choices and c.choices[0].delta.content]
         assert out.response.headers["x-dsdeploy-route"] == "cloud"
         assert parts == [f"answer from cloud part {i} " for i in range(3)]
@@ -262,8 +276,11 @@ def test_stream_falls_back_to_cloud_before_first_byte_and_spend_is_counted(ups, 
         with urllib.request.urlopen(r.url + "/metrics") as resp:
             text = resp.read().decode()
         assert 'dsdeploy_router_fallbacks_total{reason="upstream_5xx"} 1.0' in text
-        (spend,) = [float(line.split()[1]) for line in text.splitlines()
-                    if line.startswith("dsdeploy_router_cloud_spend_usd_total ")]
+        (spend,) = [
+            float(line.split()[1])
+            for line in text.splitlines()
+            if line.startswith("dsdeploy_router_cloud_spend_usd_total ")
+        ]
         assert spend == pytest.approx((7 * 0.28 + 3 * 0.42) / 1e6)
 
 
@@ -271,8 +288,10 @@ def test_per_key_default_class_keeps_a_teams_data_home(ups, tmp_path):
     import hashlib
 
     ups["a"].control(mode="status", status=500)
-    keys = [{"id": "legal", "sha256": hashlib.sha256(b"legal-key").hexdigest(), "default_class": "restricted"},
-            {"id": "web", "sha256": hashlib.sha256(b"web-key").hexdigest(), "default_class": "public"}]
+    keys = [
+        {"id": "legal", "sha256": hashlib.sha256(b"legal-key").hexdigest(), "default_class": "restricted"},
+        {"id": "web", "sha256": hashlib.sha256(b"web-key").hexdigest(), "default_class": "public"},
+    ]
     cfg = router_config([ups["a"].url], ups["cloud"].url, tmp_path / "a.jsonl", auth={"keys": keys})
     with run_router(cfg) as r:
         legal = openai.OpenAI(base_url=r.v1, api_key="legal-key", max_retries=0)
@@ -280,14 +299,20 @@ def test_per_key_default_class_keeps_a_teams_data_home(ups, tmp_path):
             legal.chat.completions.create(model="fake-model", messages=MSG)
         assert info.value.status_code == 503 and "'restricted' may not leave" in info.value.message
         web = openai.OpenAI(base_url=r.v1, api_key="web-key", max_retries=0)
-        assert web.chat.completions.with_raw_response.create(
-            model="fake-model", messages=MSG).headers["x-dsdeploy-route"] == "cloud"
+        assert (
+            web.chat.completions.with_raw_response.create(model="fake-model", messages=MSG).headers["x-dsdeploy-route"]
+            == "cloud"
+        )
         explicit = legal.chat.completions.with_raw_response.create(  # a request may say it is public
-            model="fake-model", messages=MSG, extra_headers={"X-Data-Class": "public"})
+            model="fake-model", messages=MSG, extra_headers={"X-Data-Class": "public"}
+        )
         assert explicit.headers["x-dsdeploy-route"] == "cloud"
         lines = r.audit_lines(at_least=3)
     assert [(line["key_id"], line["data_class"], line["route"]) for line in lines] == [
-        ("legal", "restricted", "local"), ("web", "public", "cloud"), ("legal", "public", "cloud")]
+        ("legal", "restricted", "local"),
+        ("web", "public", "cloud"),
+        ("legal", "public", "cloud"),
+    ]
     assert len(ups["cloud"].requests()) == 2
 
 
@@ -296,14 +321,20 @@ def test_per_key_min_class_is_a_floor_a_header_cannot_lower(ups, tmp_path):
 
     ups["a"].control(mode="status", status=500)
     keys = [{"id": "records", "sha256": hashlib.sha256(b"records-key").hexdigest(), "min_class": "internal"}]
-    cfg = router_config([ups["a"].url], ups["cloud"].url, tmp_path / "a.jsonl", auth={"keys": keys},
-                        policy={"default_class": "public", "cloud_allowed": ["public"]})
+    cfg = router_config(
+        [ups["a"].url],
+        ups["cloud"].url,
+        tmp_path / "a.jsonl",
+        auth={"keys": keys},
+        policy={"default_class": "public", "cloud_allowed": ["public"]},
+    )
     with run_router(cfg) as r:
         records = openai.OpenAI(base_url=r.v1, api_key="records-key", max_retries=0)
         for header in (None, "public", "restricted"):
             with pytest.raises(openai.APIStatusError) as info:
-                records.chat.completions.create(model="fake-model", messages=MSG,
-                                                extra_headers={"X-Data-Class": header} if header else None)
+                records.chat.completions.create(
+                    model="fake-model", messages=MSG, extra_headers={"X-Data-Class": header} if header else None
+                )
             assert info.value.status_code == 503
         lines = r.audit_lines(at_least=3)
     assert [line["data_class"] for line in lines] == ["internal", "internal", "restricted"]

@@ -40,14 +40,17 @@ def wait_until(predicate, timeout: float = 10.0) -> bool:
     return False
 
 
-@pytest.mark.parametrize(("body", "code", "param"), [
-    (b'{"messages":[{"role":"user","content":' + b"[" * 50_000 + b"]" * 50_000 + b"}]}", "invalid_json", None),
-    (b'\xef\xbb\xbf{"messages":[{"role":"user","content":"hi"}]}', "invalid_json", None),  # a BOM
-    (json.dumps({"messages": MSG, "max_tokens": "5"}).encode(), "invalid_value", "max_tokens"),
-    (json.dumps({"messages": MSG, "temperature": True}).encode(), "invalid_value", "temperature"),
-    (json.dumps({"messages": MSG, "temperature": "0"}).encode(), "invalid_value", "temperature"),
-    (json.dumps({"messages": MSG, "n": "2"}).encode(), "invalid_value", "n"),
-])
+@pytest.mark.parametrize(
+    ("body", "code", "param"),
+    [
+        (b'{"messages":[{"role":"user","content":' + b"[" * 50_000 + b"]" * 50_000 + b"}]}", "invalid_json", None),
+        (b'\xef\xbb\xbf{"messages":[{"role":"user","content":"hi"}]}', "invalid_json", None),  # a BOM
+        (json.dumps({"messages": MSG, "max_tokens": "5"}).encode(), "invalid_value", "max_tokens"),
+        (json.dumps({"messages": MSG, "temperature": True}).encode(), "invalid_value", "temperature"),
+        (json.dumps({"messages": MSG, "temperature": "0"}).encode(), "invalid_value", "temperature"),
+        (json.dumps({"messages": MSG, "n": "2"}).encode(), "invalid_value", "n"),
+    ],
+)
 def test_nested_and_loosely_typed_json_get_a_400_never_a_500(ups, tmp_path, body, code, param):
     with run_router(router_config([ups["a"].url], None, tmp_path / "a.jsonl")) as r:
         status, headers, err = raw_post(r.url, body, [])
@@ -62,8 +65,10 @@ def test_a_body_that_never_finishes_gets_a_408(ups, tmp_path):
     with run_router(cfg) as r:
         port = int(r.url.rsplit(":", 1)[1])
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-            sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                         b"Content-Length: 500\r\n\r\n{\"messa")  # 7 of 500 bytes, then nothing
+            sock.sendall(
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b'Content-Length: 500\r\n\r\n{"messa'
+            )  # 7 of 500 bytes, then nothing
             answer = b""
             while b"timeouts.body_s" not in answer:  # the error body names the setting
                 chunk = sock.recv(4096)
@@ -91,8 +96,10 @@ def test_a_client_that_stops_reading_a_stream_is_cut_and_frees_the_upstream(ups,
         sock.connect(("127.0.0.1", port))
         try:
             body = json.dumps({"model": "fake-model", "messages": MSG, "stream": True}).encode()
-            sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                         b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+            sock.sendall(
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+            )
             assert sock.recv(200).startswith(b"HTTP/1.1 200")  # then it reads nothing more
             upstream = r.app.pool.upstreams[0]
             assert wait_until(lambda: upstream.in_flight == 0, timeout=15), "the stalled stream still holds its slot"
@@ -102,11 +109,14 @@ def test_a_client_that_stops_reading_a_stream_is_cut_and_frees_the_upstream(ups,
             sock.close()
 
 
-@pytest.mark.parametrize("headers", [
-    [("X-Data-Class", "restricted"), ("X-Data-Class", "public")],
-    [("X-Data-Class", "public"), ("X-Data-Class", "restricted")],
-    [("X-Data-Class", "public, restricted")],
-])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [("X-Data-Class", "restricted"), ("X-Data-Class", "public")],
+        [("X-Data-Class", "public"), ("X-Data-Class", "restricted")],
+        [("X-Data-Class", "public, restricted")],
+    ],
+)
 def test_repeated_data_class_headers_resolve_to_the_strictest(ups, tmp_path, headers):
     ups["a"].control(mode="status", status=500)
     with run_router(router_config([ups["a"].url], ups["cloud"].url, tmp_path / "a.jsonl")) as r:
@@ -120,8 +130,11 @@ def test_repeated_data_class_headers_resolve_to_the_strictest(ups, tmp_path, hea
 
 def test_two_authorization_headers_are_refused(ups, tmp_path):
     with run_router(router_config([ups["a"].url], None, tmp_path / "a.jsonl")) as r:
-        status, _, err = raw_post(r.url, json.dumps({"messages": MSG}).encode(),
-                                  [("Authorization", "Bearer one"), ("Authorization", "Bearer two")])
+        status, _, err = raw_post(
+            r.url,
+            json.dumps({"messages": MSG}).encode(),
+            [("Authorization", "Bearer one"), ("Authorization", "Bearer two")],
+        )
         assert status == 400 and err["error"]["param"] == "Authorization"
     assert ups["a"].requests() == []
 

@@ -19,7 +19,7 @@ import pytest
 
 from inference.router.config import RouterConfigError, parse_router_config
 
-from .harness import router_config, run_router
+from .harness import router_config, run_router, until
 
 MSG = [{"role": "user", "content": "hi"}]
 BODY = json.dumps({"model": "fake-model", "messages": MSG}).encode()
@@ -44,9 +44,13 @@ def read_answer(sock: socket.socket, timeout: float = 10.0) -> bytes:
 
 
 def post_request(body: bytes = BODY, headers: str = "Content-Type: application/json\r\n", close: bool = False) -> bytes:
-    return (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n" + headers.encode()
-            + (b"Connection: close\r\n" if close else b"")
-            + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    return (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+        + headers.encode()
+        + (b"Connection: close\r\n" if close else b"")
+        + b"Content-Length: %d\r\n\r\n" % len(body)
+        + body
+    )
 
 
 def sha(key: str) -> str:
@@ -87,8 +91,9 @@ def test_huge_headers_get_a_431_before_they_are_held_in_memory(ups, tmp_path):
 
 
 def test_clients_trickling_headers_or_a_body_or_nothing_are_cut_off(ups, tmp_path):
-    cfg = router_config([ups["a"].url], None, tmp_path / "a.jsonl", server={"header_timeout_s": 1.0},
-                        timeouts={"body_s": 1.0})
+    cfg = router_config(
+        [ups["a"].url], None, tmp_path / "a.jsonl", server={"header_timeout_s": 1.0}, timeouts={"body_s": 1.0}
+    )
     with run_router(cfg) as r:
         socks = [socket.create_connection(("127.0.0.1", port_of(r))) for _ in range(12)]
         request = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 40
@@ -97,7 +102,7 @@ def test_clients_trickling_headers_or_a_body_or_nothing_are_cut_off(ups, tmp_pat
             for i in range(len(request)):  # one byte a tenth of a second on 8 of them; 4 say nothing at all
                 for s in socks[:8]:
                     with contextlib.suppress(OSError):
-                        s.send(request[i:i + 1])
+                        s.send(request[i : i + 1])
                 if time.monotonic() - started > 4:
                     break
                 time.sleep(0.1)
@@ -112,14 +117,14 @@ def test_clients_trickling_headers_or_a_body_or_nothing_are_cut_off(ups, tmp_pat
             sock.sendall(b"POST /health HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{")
             started = time.monotonic()
             answer = read_answer(sock, 10)
-            assert time.monotonic() - started < 5 and answer.startswith(b"HTTP/1.1 404")  # answered, then closed
+            assert time.monotonic() - started < 5 and answer.startswith(b"HTTP/1.1 405")  # answered, then closed
 
 
 def test_open_connections_per_process_are_bounded(ups, tmp_path):
     cfg = router_config([ups["a"].url], None, tmp_path / "a.jsonl", server={"max_connections": 4})
     with run_router(cfg) as r:
         held = [socket.create_connection(("127.0.0.1", port_of(r))) for _ in range(4)]
-        time.sleep(0.2)
+        until(lambda: r.open_connections() == 4, "the four connections accepted")
         try:
             with socket.create_connection(("127.0.0.1", port_of(r))) as extra:
                 answer = read_answer(extra)
@@ -127,7 +132,7 @@ def test_open_connections_per_process_are_bounded(ups, tmp_path):
         finally:
             for s in held:
                 s.close()
-        time.sleep(0.3)
+        until(lambda: r.open_connections() == 0, "the connections closed")
         assert http_post(r.url + "/v1/chat/completions", BODY)[0] == 200  # freed again
 
 
@@ -141,9 +146,16 @@ def test_oversized_bodies_leave_no_body_deadline_behind(ups, tmp_path):
                     if declared:
                         sock.sendall(post_request(b"x" * 5000, close=True))
                     else:
-                        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
-                                     b"\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n" + b"1000\r\n" + b"x" * 4096 + b"\r\n"
-                                     + b"10\r\n" + b"x" * 16 + b"\r\n0\r\n\r\n")
+                        sock.sendall(
+                            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                            b"\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n"
+                            + b"1000\r\n"
+                            + b"x" * 4096
+                            + b"\r\n"
+                            + b"10\r\n"
+                            + b"x" * 16
+                            + b"\r\n0\r\n\r\n"
+                        )
                     assert b"body_too_large" in read_answer(sock, 5)
         assert r.app.body_deadlines.reading == {} and not r.app.body_deadlines.expired
 
@@ -161,8 +173,9 @@ def test_an_endless_answer_is_cut_at_the_limit_and_counted_against_the_upstream(
     with run_router(cfg) as r:
         me = psutil.Process()
         before = me.memory_info().rss
-        raw = openai.OpenAI(base_url=r.v1, api_key="x", max_retries=0, timeout=30,
-                            default_headers={"X-Data-Class": "public"}).chat.completions.with_raw_response
+        raw = openai.OpenAI(
+            base_url=r.v1, api_key="x", max_retries=0, timeout=30, default_headers={"X-Data-Class": "public"}
+        ).chat.completions.with_raw_response
         if where == "local":
             answer = raw.create(model="fake-model", messages=MSG)
             assert answer.headers["x-dsdeploy-route"] == "cloud"
@@ -193,9 +206,11 @@ def test_a_client_that_pipelines_and_never_reads_frees_its_upstream_slots(ups, t
                 time.sleep(0.1)
             assert upstream.in_flight == 0
             time.sleep(3.0)  # the router gave up on the connection (timeouts.stream_idle_s + 1 s)
-            assert all(p.status() != psutil.CONN_ESTABLISHED for p in psutil.Process().net_connections()
-                       if p.laddr and p.laddr.port == port_of(r) and p.raddr
-                       and p.raddr.port == sock.getsockname()[1])
+            assert all(
+                p.status() != psutil.CONN_ESTABLISHED
+                for p in psutil.Process().net_connections()
+                if p.laddr and p.laddr.port == port_of(r) and p.raddr and p.raddr.port == sock.getsockname()[1]
+            )
         finally:
             sock.close()
 
@@ -248,12 +263,20 @@ def test_undecodable_cloud_headers_and_not_quite_json_answers(ups, tmp_path):
         assert r.audit_lines(at_least=2)[-1]["failures"] == [f"127.0.0.1:{a.port}:malformed_response"]
         status, headers = http_post(r.url + "/v1/chat/completions", body, {"X-Data-Class": "public"})
         assert (status, headers["x-dsdeploy-route"], headers["x-dsdeploy-cache"]) == (200, "cloud", "hit")
-    assert len(a.requests()) == 3  # the first request's 500 and its retry, the malformed one; the hit reached none
+    # the first request's 500 and its retry, the malformed one; the hit reached none (the router's own
+    # half-open probe of the circuit the 500s opened may come too, depending on timing: not a client request)
+    assert len(a.client_requests()) == 3
 
 
 def test_a_reused_connection_closed_without_a_byte_is_resent_and_counted(tmp_path):
-    answer = json.dumps({"id": "x", "object": "chat.completion", "model": "m", "choices": [
-        {"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}]}).encode()
+    answer = json.dumps(
+        {
+            "id": "x",
+            "object": "chat.completion",
+            "model": "m",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
+        }
+    ).encode()
     served = {"n": 0}
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -262,15 +285,19 @@ def test_a_reused_connection_closed_without_a_byte_is_resent_and_counted(tmp_pat
             head = await reader.readuntil(b"\r\n\r\n") if not reader.at_eof() else b""
             if not head:
                 break
-            length = next((int(x.split(b":")[1]) for x in head.split(b"\r\n") if x.lower().startswith(b"content-length")), 0)
+            length = next(
+                (int(x.split(b":")[1]) for x in head.split(b"\r\n") if x.lower().startswith(b"content-length")), 0
+            )
             await reader.readexactly(length)
             if head.startswith(b"POST") and on_this == 1:
                 break  # the second completion on a kept-alive connection: closed without a byte
             if head.startswith(b"POST"):
                 on_this += 1
                 served["n"] += 1
-            writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
-                         % (len(answer), answer))
+            writer.write(
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
+                % (len(answer), answer)
+            )
         writer.close()
 
     loop = asyncio.new_event_loop()
@@ -291,10 +318,13 @@ def test_a_reused_connection_closed_without_a_byte_is_resent_and_counted(tmp_pat
 
 
 # ----------------------------------------------------------------------------- 7: config that weakens the policy
-@pytest.mark.parametrize(("allowed", "match"), [
-    (["public", "restricted"], "'restricted' may never leave"),
-    (["internal"], "allows 'internal' but not the looser 'public'"),
-])
+@pytest.mark.parametrize(
+    ("allowed", "match"),
+    [
+        (["public", "restricted"], "'restricted' may never leave"),
+        (["internal"], "allows 'internal' but not the looser 'public'"),
+    ],
+)
 def test_a_policy_that_lets_stricter_data_out_is_refused(allowed, match):
     with pytest.raises(RouterConfigError, match=match) as info:
         parse_router_config({"upstreams": [{"url": "http://127.0.0.1:9"}], "policy": {"cloud_allowed": allowed}})
@@ -304,18 +334,29 @@ def test_a_policy_that_lets_stricter_data_out_is_refused(allowed, match):
 def test_keys_that_would_share_a_rate_limit_bucket_are_refused_and_shared_tenants_warned():
     digest = sha("k1")
     with pytest.raises(RouterConfigError, match="key ids must be unique"):
-        parse_router_config({"upstreams": [{"url": "http://127.0.0.1:9"}], "auth": {
-            "keys_sha256": [digest], "keys": [{"id": "sha256:" + digest[:12], "sha256": sha("k2")}]}})
-    cfg = parse_router_config({"upstreams": [{"url": "http://127.0.0.1:9"}], "auth": {"keys": [
-        {"id": "legal", "sha256": sha("k1")}, {"id": "web", "sha256": sha("k2"), "tenant": "legal"}]}})
+        parse_router_config(
+            {
+                "upstreams": [{"url": "http://127.0.0.1:9"}],
+                "auth": {"keys_sha256": [digest], "keys": [{"id": "sha256:" + digest[:12], "sha256": sha("k2")}]},
+            }
+        )
+    cfg = parse_router_config(
+        {
+            "upstreams": [{"url": "http://127.0.0.1:9"}],
+            "auth": {
+                "keys": [{"id": "legal", "sha256": sha("k1")}, {"id": "web", "sha256": sha("k2"), "tenant": "legal"}]
+            },
+        }
+    )
     (warning,) = cfg.warnings()
     assert warning.startswith("auth.keys[1].tenant") and "shares that key's cache partition" in warning
 
 
 # ----------------------------------------------------------------------------- 8: cross-site requests
 def test_browser_style_cross_site_posts_are_refused_unless_the_origin_is_allowed(ups, tmp_path):
-    cfg = router_config([ups["a"].url], None, tmp_path / "a.jsonl",
-                        server={"allowed_origins": ["https://chat.example.com"]})
+    cfg = router_config(
+        [ups["a"].url], None, tmp_path / "a.jsonl", server={"allowed_origins": ["https://chat.example.com"]}
+    )
     with run_router(cfg) as r:
         url = r.url + "/v1/chat/completions"
         status, _ = http_post(url, BODY, {"Content-Type": "text/plain", "Origin": "https://evil.example"})
@@ -330,8 +371,7 @@ def test_browser_style_cross_site_posts_are_refused_unless_the_origin_is_allowed
 # ----------------------------------------------------------------------------- 9: the rest of the review
 def test_models_are_rate_limited_and_ready_and_metrics_keep_their_details_for_key_holders(ups, tmp_path):
     keys = [{"id": "slow", "sha256": sha("k1"), "rpm": 2}]
-    cfg = router_config([ups["a"].url], None, tmp_path / "a.jsonl", auth={"keys": keys},
-                        metrics={"require_key": True})
+    cfg = router_config([ups["a"].url], None, tmp_path / "a.jsonl", auth={"keys": keys}, metrics={"require_key": True})
     with run_router(cfg) as r:
         c = openai.OpenAI(base_url=r.v1, api_key="k1", max_retries=0)
         c.models.list()
@@ -340,14 +380,20 @@ def test_models_are_rate_limited_and_ready_and_metrics_keep_their_details_for_ke
             c.models.list()
         anonymous = json.loads(urllib.request.urlopen(r.url + "/ready").read())
         assert anonymous == {"ready": True}
-        keyed = json.loads(urllib.request.urlopen(urllib.request.Request(
-            r.url + "/ready", headers={"Authorization": "Bearer k1"})).read())
+        keyed = json.loads(
+            urllib.request.urlopen(
+                urllib.request.Request(r.url + "/ready", headers={"Authorization": "Bearer k1"})
+            ).read()
+        )
         assert keyed["upstreams"][0]["upstream"] == f"127.0.0.1:{ups['a'].port}"
         with pytest.raises(urllib.error.HTTPError) as info:
             urllib.request.urlopen(r.url + "/metrics")
         assert info.value.code == 401
-        text = urllib.request.urlopen(urllib.request.Request(
-            r.url + "/metrics", headers={"Authorization": "Bearer k1"})).read().decode()
+        text = (
+            urllib.request.urlopen(urllib.request.Request(r.url + "/metrics", headers={"Authorization": "Bearer k1"}))
+            .read()
+            .decode()
+        )
         assert "dsdeploy_router_cloud_spend_usd_total" in text
 
 
@@ -367,7 +413,8 @@ def test_event_streams_may_start_with_any_sse_field(ups, tmp_path, preamble):
     ups["a"].control(sse_preamble=preamble)
     with run_router(router_config([ups["a"].url], None, tmp_path / "a.jsonl")) as r:
         out = openai.OpenAI(base_url=r.v1, api_key="x", max_retries=0).chat.completions.create(
-            model="fake-model", messages=MSG, stream=True)
+            model="fake-model", messages=MSG, stream=True
+        )
         assert "".join(c.choices[0].delta.content or "" for c in out if c.choices).startswith("answer from a part 0")
         line = r.audit_lines()[-1]
         assert (line["route"], line["error"]) == ("local", None)
@@ -409,8 +456,32 @@ def test_the_audit_buffer_is_bounded_and_its_writer_survives_a_bad_write(capsys)
     async def main() -> None:
         stream = Flaky()
         log = AuditLog(AuditConfig(max_buffered=100, flush_interval_s=0.05), stream)
-        fields = ("id", 1.0, None, None, "public", "POST", "/v1/chat/completions", "m", False, "local", "u", 200,
-                  1, 1, 1.0, None, 1, [], None, None, None)
+        fields = (
+            "id",
+            1.0,
+            None,
+            None,
+            "public",
+            "POST",
+            "/v1/chat/completions",
+            "m",
+            False,
+            "local",
+            "u",
+            200,
+            1,
+            1,
+            1.0,
+            None,
+            1,
+            [],
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+        )
         await log.start()
         for _ in range(150):
             log.record(fields, None)

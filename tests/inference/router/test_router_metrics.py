@@ -42,7 +42,13 @@ def test_router_metrics_pass_promtool_check_metrics(ups, tmp_path):
         assert raw_post(r.url, other, [("X-Data-Class", "public")])[0] == 200
         assert raw_post(r.url, body, [("X-Data-Class", "public")])[0] == 200
         text = _metrics(r.url)
-    for family in ("requests_total", "fallbacks_total", "local_failures_total", "cache_total",
-                   "request_duration_seconds_bucket", "upstream_healthy"):
+    for family in (
+        "requests_total",
+        "fallbacks_total",
+        "local_failures_total",
+        "cache_total",
+        "request_duration_seconds_bucket",
+        "upstream_healthy",
+    ):
         assert f"dsdeploy_router_{family}{{" in text, family
     assert check_metrics(text) == []

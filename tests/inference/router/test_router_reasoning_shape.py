@@ -17,8 +17,9 @@ MSG = [{"role": "user", "content": "hi"}]
 
 
 def _client(router, data_class: str = "internal") -> openai.OpenAI:
-    return openai.OpenAI(base_url=router.v1, api_key="unused", max_retries=0, timeout=20,
-                         default_headers={"X-Data-Class": data_class})
+    return openai.OpenAI(
+        base_url=router.v1, api_key="unused", max_retries=0, timeout=20, default_headers={"X-Data-Class": data_class}
+    )
 
 
 def _streamed(client: openai.OpenAI) -> tuple[str, str, list[dict]]:
@@ -72,4 +73,3 @@ def test_whole_answer_is_renamed_and_an_existing_reasoning_content_wins():
     assert out["choices"][0]["message"] == {"reasoning_content": "ds", "content": "x"}
     reply = for_clients("/v1/completions", Reply(200, "application/json", body=both.encode()))
     assert reply.body == both.encode()  # text completions carry no reasoning: untouched
-

@@ -33,8 +33,9 @@ async def _load(url: str, total: int, concurrency: int, on_progress, stream_ever
                     raw = await client.chat.completions.with_raw_response.create(model="fake-model", messages=MSG)
                     text = raw.parse().choices[0].message.content
                     headers = raw.headers
-                results.append((text.startswith("answer from"), headers["x-dsdeploy-route"],
-                                time.monotonic() - started))
+                results.append(
+                    (text.startswith("answer from"), headers["x-dsdeploy-route"], time.monotonic() - started)
+                )
             except openai.APIError as exc:
                 results.append((False, repr(exc), time.monotonic() - started))
             done += 1
@@ -71,16 +72,19 @@ def test_zero_lost_while_an_upstream_dies_and_comes_back(ups, tmp_path):
     assert all(line["status"] == 200 for line in lines)
     failures = [f for line in lines for f in line["failures"]]
     assert any(f.startswith(f"127.0.0.1:{a.port}:") for f in failures)  # the death was seen...
-    served_by_a_after = [line for line in lines if line["upstream"] == f"127.0.0.1:{a.port}"
-                         and line["time"] > time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(events["restarted"]))]
+    served_by_a_after = [
+        line
+        for line in lines
+        if line["upstream"] == f"127.0.0.1:{a.port}"
+        and line["time"] > time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(events["restarted"]))
+    ]
     assert served_by_a_after  # ...and the restarted upstream took traffic again
 
 
 def test_frozen_upstream_is_detected_and_its_waiting_requests_retried(ups, tmp_path):
     a, b = ups["a"], ups["b"]
     a.control(delay=1.0)
-    cfg = router_config([a.url, b.url], None, tmp_path / "audit.jsonl",
-                        timeouts={"response_s": 60, "first_byte_s": 60})
+    cfg = router_config([a.url, b.url], None, tmp_path / "audit.jsonl", timeouts={"response_s": 60, "first_byte_s": 60})
     frozen_at: list[float] = []
 
     def progress(done: int) -> None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from inference.router.backoff import retry_after_header
 from inference.router.cache import ENTRY_OVERHEAD, ResponseCache, is_deterministic
 from inference.router.circuit import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
 from inference.router.config import parse_router_config
+from inference.router.engine_metrics import engine_sums
 from inference.router.health import parse_waiting
 from inference.router.pool import ALL_CIRCUITS_OPEN, SATURATED, UpstreamPool
 from inference.router.proxy import AttemptFailed, answer_usage
@@ -28,8 +31,12 @@ def test_circuit_opens_half_opens_and_closes():
 
 
 def test_pool_picks_least_in_flight_and_reports_why_not():
-    cfg = parse_router_config({"upstreams": [{"url": "http://h:1"}, {"url": "http://h:2"}, {"url": "http://h:3"}],
-                               "saturation": {"max_waiting": 4}})
+    cfg = parse_router_config(
+        {
+            "upstreams": [{"url": "http://h:1"}, {"url": "http://h:2"}, {"url": "http://h:3"}],
+            "saturation": {"max_waiting": 4},
+        }
+    )
     pool = UpstreamPool(cfg)
     a, b, c = pool.upstreams
     a.in_flight, b.in_flight, c.in_flight = 3, 1, 2
@@ -92,11 +99,13 @@ def test_usage_is_read_without_parsing_the_whole_answer():
 
 
 def test_parse_waiting_sums_models_and_ignores_other_metrics():
-    text = ('# TYPE vllm:num_requests_waiting gauge\nvllm:num_requests_waiting{model_name="a"} 3.0\n'
-            'vllm:num_requests_waiting{model_name="b"} 2\nvllm:num_requests_waiting_total 99\n'
-            'vllm:num_requests_running{model_name="a"} 7\n')
-    assert parse_waiting(text) == 5.0
-    assert parse_waiting("other 1\n") is None
+    text = (
+        '# TYPE vllm:num_requests_waiting gauge\nvllm:num_requests_waiting{model_name="a"} 3.0\n'
+        'vllm:num_requests_waiting{model_name="b"} 2\nvllm:num_requests_waiting_total 99\n'
+        'vllm:num_requests_running{model_name="a"} 7\n'
+    )
+    assert parse_waiting(engine_sums(text)) == 5.0
+    assert parse_waiting(engine_sums("other 1\n")) is None
 
 
 def test_failed_probe_does_not_open_a_busy_upstream():
@@ -113,8 +122,14 @@ def test_failed_probe_does_not_open_a_busy_upstream():
 
 
 def test_discovered_members_follow_the_addresses():
-    cfg = parse_router_config({"upstreams": [{"url": "http://engine-headless:8000", "name": "engine", "discover": True},
-                                             {"url": "http://h:1"}]})
+    cfg = parse_router_config(
+        {
+            "upstreams": [
+                {"url": "http://engine-headless:8000", "name": "engine", "discover": True},
+                {"url": "http://h:1"},
+            ]
+        }
+    )
     pool = UpstreamPool(cfg)
     assert [u.label for u in pool.upstreams] == ["h:1"]
     added, removed = pool.set_addresses(0, {"10.0.0.1", "10.0.0.2"})
@@ -137,12 +152,39 @@ def test_audit_line_is_the_json_of_its_fields():
     from inference.router.audit import AUDIT_FIELDS, AuditLog
     from inference.router.config import AuditConfig
 
-    values = ("ab12", 1764363469.4291, "ops", "t\u00e9am \"x\"", "public", "POST", "/v1/chat/completions",
-              "m\n\u2603", True, "local", "127.0.0.1:1", 200, 7, 3, 0.868, None, 2, ["a:b", "c\\d"], None, None,
-              None)
-    usual = values[:19] + ("stream_interrupted", "cloud")  # the types the request path produces (the fast path)
-    unusual = values[:19] + ({"odd": [1.5, None]}, None)  # anything else: the generic path
-    for fields in (usual, unusual, values[:8] + (None, "cloud", None) + values[11:17] + ([], "hit", None, None)):
+    values = (
+        "ab12",
+        1764363469.4291,
+        "ops",
+        't\u00e9am "x"',
+        "public",
+        "POST",
+        "/v1/chat/completions",
+        "m\n\u2603",
+        True,
+        "local",
+        "127.0.0.1:1",
+        200,
+        7,
+        3,
+        0.868,
+        None,
+        2,
+        ["a:b", "c\\d"],
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+    )
+    usual = values[:19] + ("stream_interrupted", "cloud", "budget_exhausted", 1250.5, "all_circuits_open")  # fast path
+    unusual = values[:19] + ({"odd": [1.5, None]}, None, None, None, None)  # anything else: the generic path
+    for fields in (
+        usual,
+        unusual,
+        values[:8] + (None, "cloud", None) + values[11:17] + ([], "hit", None, None, None, None, None),
+    ):
         for mode, extra in (("off", {}), ("full", {"prompt": [{"role": "user", "content": "caf\u00e9"}]})):
             log = AuditLog(AuditConfig(prompts=mode))
             line = log.render(fields, {"messages": [{"role": "user", "content": "caf\u00e9"}]})
@@ -198,14 +240,20 @@ def test_keepalive_client_retries_a_reused_connection_closed_under_it_once():
 def test_prefill_rate_is_read_from_vllm_and_from_our_servers_metrics():
     from inference.router.health import parse_prefill_rate
 
-    vllm = ('vllm:prompt_tokens_total{model_name="m"} 40000.0\n'
-            'vllm:request_prefill_time_seconds_sum{model_name="m"} 8.0\n'
-            'vllm:time_to_first_token_seconds_sum{model_name="m"} 99.0\n')
-    assert parse_prefill_rate(vllm) == 5000.0
-    ours = ('vllm:prompt_tokens_total{model_name="m"} 3000\nvllm:time_to_first_token_seconds_sum{model_name="m"} 4.0\n'
-            'vllm:request_queue_time_seconds_sum{model_name="m"} 1.0\n')
-    assert parse_prefill_rate(ours) == 1000.0  # time to first token less the queue time
-    assert parse_prefill_rate('vllm:prompt_tokens_total{model_name="m"} 10\n') is None  # too little to tell
+    vllm = (
+        'vllm:prompt_tokens_total{model_name="m"} 40000.0\n'
+        'vllm:request_prefill_time_seconds_sum{model_name="m"} 8.0\n'
+        'vllm:time_to_first_token_seconds_sum{model_name="m"} 99.0\n'
+    )
+    assert parse_prefill_rate(engine_sums(vllm)) == 5000.0
+    ours = (
+        'vllm:prompt_tokens_total{model_name="m"} 3000\nvllm:time_to_first_token_seconds_sum{model_name="m"} 4.0\n'
+        'vllm:request_queue_time_seconds_sum{model_name="m"} 1.0\n'
+    )
+    assert parse_prefill_rate(engine_sums(ours)) == 1000.0  # time to first token less the queue time
+    assert (
+        parse_prefill_rate(engine_sums('vllm:prompt_tokens_total{model_name="m"} 10\n')) is None
+    )  # too little to tell
 
 
 def test_first_byte_deadline_grows_with_the_prompt_and_waits_when_there_is_nowhere_else():
@@ -213,8 +261,10 @@ def test_first_byte_deadline_grows_with_the_prompt_and_waits_when_there_is_nowhe
     from inference.router.metrics import RouterMetrics
     from inference.router.policy import DataClassPolicy
 
-    cfg = parse_router_config({"upstreams": [{"url": "http://h:1"}],
-                               "cloud": {"base_url": "http://127.0.0.1:9", "api_key": "${K}"}}, environ={"K": "k"})
+    cfg = parse_router_config(
+        {"upstreams": [{"url": "http://h:1"}], "cloud": {"base_url": "http://127.0.0.1:9", "api_key": "${K}"}},
+        environ={"K": "k"},
+    )
     pool = UpstreamPool(cfg)
     (up,) = pool.upstreams
     policy = FallbackPolicy(cfg, pool, DataClassPolicy(cfg), RouterMetrics(True, pool, cfg.cloud), None)
@@ -222,3 +272,19 @@ def test_first_byte_deadline_grows_with_the_prompt_and_waits_when_there_is_nowhe
     up.prefill_rate = 500.0  # from its metrics: a 30 kB prompt (~10k tokens) takes ~20 s to prefill
     assert policy._first_byte_limit(up, 30_000, {up}, "deepseek-chat", 600.0) == pytest.approx(30.0)
     assert policy._first_byte_limit(up, 300, {up}, None, 600.0) == 600.0  # nowhere else to go: it waits
+
+
+def test_a_draining_answer_is_read_only_from_a_small_well_formed_5xx_error() -> None:
+    from inference.router.proxy import DRAINING_MESSAGES, MAX_ERROR_BYTES, is_draining_answer
+
+    vllm = json.dumps({"error": {"message": f"RuntimeError: {DRAINING_MESSAGES[0]}", "code": 500}}).encode()
+    ours = b'{"error":{"message":"draining","type":"x","param":null,"code":"shutting_down"}}'
+    assert is_draining_answer(500, vllm) and is_draining_answer(503, ours)
+    assert not is_draining_answer(400, ours)  # not a 5xx
+    assert not is_draining_answer(500, b'{"error":{"message":"out of memory","code":500}}')
+    # hostile: a huge body that says it (not read for what it says), nesting past the parser's depth, garbage
+    huge = json.dumps({"error": {"message": DRAINING_MESSAGES[0], "pad": "x" * MAX_ERROR_BYTES}}).encode()
+    assert not is_draining_answer(500, huge)
+    assert not is_draining_answer(500, b"[" * 100_000 + b"]" * 100_000)
+    assert not is_draining_answer(500, b"\xff\xfe garbage")
+    assert not is_draining_answer(500, b'{"error": "cannot schedule new futures after shutdown"}')  # not an object

@@ -31,8 +31,22 @@ def model_folder() -> Path:
 
 
 def server_command(folder: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "inference.server", "--model", str(folder), "--served-model-name", MODEL_NAME,
-            "--max-model-len", "2048", "--threads", "1", "--log-level", "info", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "inference.server",
+        "--model",
+        str(folder),
+        "--served-model-name",
+        MODEL_NAME,
+        "--max-model-len",
+        "2048",
+        "--threads",
+        "1",
+        "--log-level",
+        "info",
+        *extra,
+    ]
 
 
 def start_server(folder: Path, *extra: str) -> ServerProcess:
@@ -81,8 +95,19 @@ def small_server(model_folder: Path, tmp_path_factory):
     chat template that opens a <think> block (as the R1 distills' templates do)."""
     template = tmp_path_factory.mktemp("template") / "think.jinja"
     template.write_text(THINK_TEMPLATE)
-    proc = start_server(model_folder, "--max-num-seqs", "1", "--max-queue", "1", "--request-timeout", "4",
-                        "--reasoning", "on", "--chat-template", str(template))
+    proc = start_server(
+        model_folder,
+        "--max-num-seqs",
+        "1",
+        "--max-queue",
+        "1",
+        "--request-timeout",
+        "4",
+        "--reasoning",
+        "on",
+        "--chat-template",
+        str(template),
+    )
     yield proc
     proc.stop()
 
@@ -93,8 +118,9 @@ def loaded_model(model_folder: Path):
     from inference.server.config import ServerConfig
     from inference.server.loading import load_model
 
-    return load_model(ServerConfig(model=str(model_folder), served_model_name=MODEL_NAME, max_model_len=2048,
-                                   threads=1))
+    return load_model(
+        ServerConfig(model=str(model_folder), served_model_name=MODEL_NAME, max_model_len=2048, threads=1)
+    )
 
 
 class InProcessServer:
@@ -114,8 +140,9 @@ class InProcessServer:
         self.app = create_app(self.runtime)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self._server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning",
-                                                     timeout_graceful_shutdown=1))
+        self._server = uvicorn.Server(
+            uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning", timeout_graceful_shutdown=1)
+        )
         self._thread = threading.Thread(target=self._server.run, name="test-uvicorn", daemon=True)
 
     def start(self) -> InProcessServer:

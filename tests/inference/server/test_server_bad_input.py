@@ -27,31 +27,37 @@ def _assert_error(response: httpx.Response, status: int, param: str | None, *wor
     return error
 
 
-@pytest.mark.parametrize(("body", "param", "words"), [
-    ({"model": MODEL_NAME}, "messages", ["required"]),
-    ({"messages": "hello"}, "messages", ["list"]),
-    ({"messages": []}, "messages", ["at least 1"]),
-    ({"messages": [{"role": "wizard", "content": "x"}]}, "messages.0.role", ["wizard"]),
-    ({"messages": [{"role": "user", "content": 42}]}, "messages.0.content", []),
-    ({"messages": HI, "temperature": 3.5}, "temperature", ["2", "3.5"]),
-    ({"messages": HI, "temperature": "hot"}, "temperature", ["hot"]),
-    ({"messages": HI, "top_p": 1.5}, "top_p", ["1.5"]),
-    ({"messages": HI, "top_p": -0.5}, "top_p", ["greater than or equal to 0"]),
-    ({"messages": HI, "max_tokens": 0}, "max_tokens", ["greater than or equal to 1"]),
-    ({"messages": HI, "max_tokens": 5000}, "max_tokens", ["5000", "2048"]),
-    ({"messages": HI, "max_completion_tokens": -3}, "max_completion_tokens", []),
-    ({"messages": HI, "n": 2}, "n", ["n=2", "n=1"]),
-    ({"messages": HI, "stop": 7}, "stop", []),
-    ({"messages": HI, "stop": [""]}, "stop", ["empty"]),
-    ({"messages": HI, "logprobs": True}, "logprobs", ["not supported"]),
-    ({"messages": HI, "stream": "yes please"}, "stream", []),
-    ({"messages": HI, "response_format": {"type": "json_object"}}, "response_format", ["json_object"]),
-    ({"messages": HI, "logit_bias": {"42": 5}}, "logit_bias", ["not supported"]),
-    ({"messages": HI, "frequency_penalty": 0.5}, "frequency_penalty", ["only accepts 0"]),
-    ({"messages": HI, "tools": [{"type": "function", "function": {"name": "f"}}]}, "tools", ["tool calling"]),
-    ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
-     "messages.0.content", ["image_url"]),
-])
+@pytest.mark.parametrize(
+    ("body", "param", "words"),
+    [
+        ({"model": MODEL_NAME}, "messages", ["required"]),
+        ({"messages": "hello"}, "messages", ["list"]),
+        ({"messages": []}, "messages", ["at least 1"]),
+        ({"messages": [{"role": "wizard", "content": "x"}]}, "messages.0.role", ["wizard"]),
+        ({"messages": [{"role": "user", "content": 42}]}, "messages.0.content", []),
+        ({"messages": HI, "temperature": 3.5}, "temperature", ["2", "3.5"]),
+        ({"messages": HI, "temperature": "hot"}, "temperature", ["hot"]),
+        ({"messages": HI, "top_p": 1.5}, "top_p", ["1.5"]),
+        ({"messages": HI, "top_p": -0.5}, "top_p", ["greater than or equal to 0"]),
+        ({"messages": HI, "max_tokens": 0}, "max_tokens", ["greater than or equal to 1"]),
+        ({"messages": HI, "max_tokens": 5000}, "max_tokens", ["5000", "2048"]),
+        ({"messages": HI, "max_completion_tokens": -3}, "max_completion_tokens", []),
+        ({"messages": HI, "n": 2}, "n", ["n=2", "n=1"]),
+        ({"messages": HI, "stop": 7}, "stop", []),
+        ({"messages": HI, "stop": [""]}, "stop", ["empty"]),
+        ({"messages": HI, "logprobs": True}, "logprobs", ["not supported"]),
+        ({"messages": HI, "stream": "yes please"}, "stream", []),
+        ({"messages": HI, "response_format": {"type": "json_object"}}, "response_format", ["json_object"]),
+        ({"messages": HI, "logit_bias": {"42": 5}}, "logit_bias", ["not supported"]),
+        ({"messages": HI, "frequency_penalty": 0.5}, "frequency_penalty", ["only accepts 0"]),
+        ({"messages": HI, "tools": [{"type": "function", "function": {"name": "f"}}]}, "tools", ["tool calling"]),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
+            "messages.0.content",
+            ["image_url"],
+        ),
+    ],
+)
 def test_invalid_chat_bodies_get_400_naming_the_parameter(server, body, param, words):
     _assert_error(_post(server, "/v1/chat/completions", json=body), 400, param, *words)
 
@@ -77,8 +83,13 @@ def test_prompt_longer_than_the_context(server):
 
 
 def test_unknown_model_is_404(server):
-    error = _assert_error(_post(server, "/v1/chat/completions", json={"model": "gpt-9", "messages": HI}), 404,
-                          "model", "gpt-9", MODEL_NAME)
+    error = _assert_error(
+        _post(server, "/v1/chat/completions", json={"model": "gpt-9", "messages": HI}),
+        404,
+        "model",
+        "gpt-9",
+        MODEL_NAME,
+    )
     assert error["code"] == "model_not_found"
 
 

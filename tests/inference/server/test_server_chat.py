@@ -35,8 +35,11 @@ def test_chat_answers_with_true_usage(client, tokenizer):
 @pytest.mark.parametrize("field", ["max_tokens", "max_completion_tokens"])
 def test_token_limit_is_honoured_by_true_count(client, tokenizer, field):
     reply = client.chat.completions.create(
-        model=MODEL_NAME, messages=[{"role": "user", "content": "Tell me a long story about a dragon."}],
-        temperature=0, extra_body={"ignore_eos": True}, **{field: 7},
+        model=MODEL_NAME,
+        messages=[{"role": "user", "content": "Tell me a long story about a dragon."}],
+        temperature=0,
+        extra_body={"ignore_eos": True},
+        **{field: 7},
     )
     assert reply.choices[0].finish_reason == "length"
     assert reply.usage.completion_tokens == 7
@@ -45,9 +48,17 @@ def test_token_limit_is_honoured_by_true_count(client, tokenizer, field):
 
 def test_seed_makes_sampling_repeatable_and_changes_what_is_sampled(client):
     def ask(question: str, temperature: float = 1.0, seed: int | None = None) -> str:
-        return client.chat.completions.create(model=MODEL_NAME, messages=[{"role": "user", "content": question}],
-                                              max_tokens=12, temperature=temperature,
-                                              seed=seed).choices[0].message.content
+        return (
+            client.chat.completions.create(
+                model=MODEL_NAME,
+                messages=[{"role": "user", "content": question}],
+                max_tokens=12,
+                temperature=temperature,
+                seed=seed,
+            )
+            .choices[0]
+            .message.content
+        )
 
     question = QUESTION[0]["content"]
     assert ask(question, seed=1234) == ask(question, seed=1234)
@@ -63,8 +74,9 @@ def test_stop_string_cuts_the_answer(client):
     words = text.split()
     assert len(words) >= 3, text
     stop = words[2]
-    cut = client.chat.completions.create(model=MODEL_NAME, messages=QUESTION, max_tokens=24, temperature=0,
-                                         stop=[stop, "zzzz-never"])
+    cut = client.chat.completions.create(
+        model=MODEL_NAME, messages=QUESTION, max_tokens=24, temperature=0, stop=[stop, "zzzz-never"]
+    )
     assert cut.choices[0].finish_reason == "stop"
     assert cut.choices[0].message.content == text[: text.index(stop)]
     assert stop not in cut.choices[0].message.content
@@ -72,8 +84,14 @@ def test_stop_string_cuts_the_answer(client):
 
 def test_stream_matches_whole_answer_and_reports_usage(client):
     whole = client.chat.completions.create(model=MODEL_NAME, messages=QUESTION, max_tokens=16, temperature=0)
-    stream = client.chat.completions.create(model=MODEL_NAME, messages=QUESTION, max_tokens=16, temperature=0,
-                                            stream=True, stream_options={"include_usage": True})
+    stream = client.chat.completions.create(
+        model=MODEL_NAME,
+        messages=QUESTION,
+        max_tokens=16,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
     chunks = list(stream)
     assert chunks[0].choices[0].delta.role == "assistant"
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
@@ -90,7 +108,7 @@ def test_raw_event_stream_is_ordered_and_ends_with_done(server):
     with httpx.stream("POST", server.url + "/v1/chat/completions", json=body, timeout=60) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
-        events = [line[len("data: "):] for line in response.iter_lines() if line.startswith("data: ")]
+        events = [line[len("data: ") :] for line in response.iter_lines() if line.startswith("data: ")]
     assert events[-1] == "[DONE]"
     payloads = [json.loads(e) for e in events[:-1]]
     assert payloads[0]["choices"][0]["delta"]["role"] == "assistant"
@@ -100,18 +118,25 @@ def test_raw_event_stream_is_ordered_and_ends_with_done(server):
 
 
 def test_text_completion_and_stream(client):
-    reply = client.completions.create(model=MODEL_NAME, prompt="The capital of France is", max_tokens=5,
-                                      temperature=0)
+    reply = client.completions.create(model=MODEL_NAME, prompt="The capital of France is", max_tokens=5, temperature=0)
     assert reply.choices[0].text.strip()
     assert reply.usage.completion_tokens <= 5
-    streamed = "".join(c.choices[0].text for c in client.completions.create(
-        model=MODEL_NAME, prompt="The capital of France is", max_tokens=5, temperature=0, stream=True) if c.choices)
+    streamed = "".join(
+        c.choices[0].text
+        for c in client.completions.create(
+            model=MODEL_NAME, prompt="The capital of France is", max_tokens=5, temperature=0, stream=True
+        )
+        if c.choices
+    )
     assert streamed == reply.choices[0].text
 
 
 def test_generate_keeps_the_articles_contract(server):
-    response = httpx.post(server.url + "/generate", json={"prompt": "The capital of France is", "max_tokens": 5,
-                                                          "temperature": 0}, timeout=60)
+    response = httpx.post(
+        server.url + "/generate",
+        json={"prompt": "The capital of France is", "max_tokens": 5, "temperature": 0},
+        timeout=60,
+    )
     assert response.status_code == 200
     assert set(response.json()) == {"response"} and response.json()["response"].strip()
 
@@ -122,7 +147,9 @@ def test_completion_stream_reports_usage_last(client):
     chunks = list(client.completions.create(**kwargs, stream=True, stream_options={"include_usage": True}))
     assert chunks[-1].choices == [] and chunks[-1].usage is not None
     assert (chunks[-1].usage.prompt_tokens, chunks[-1].usage.completion_tokens) == (
-        whole.usage.prompt_tokens, whole.usage.completion_tokens)
+        whole.usage.prompt_tokens,
+        whole.usage.completion_tokens,
+    )
     assert all(c.usage is None for c in chunks[:-1])
     assert "".join(c.choices[0].text for c in chunks[:-1]) == whole.choices[0].text
 

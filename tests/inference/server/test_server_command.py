@@ -11,8 +11,9 @@ from inference.server.command import add_arguments, config_from_args
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "inference.server", *args], capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "inference.server", *args], capture_output=True, text=True, timeout=120
+    )
 
 
 def test_defaults_parse_into_a_config():
@@ -25,12 +26,15 @@ def test_defaults_parse_into_a_config():
     assert config.host == "127.0.0.1" and config.port == 8000 and config.max_queue == 128
 
 
-@pytest.mark.parametrize(("args", "words"), [
-    (["--model", "m", "--max-num-seqs", "0"], ["--max-num-seqs", "0", "greater than or equal to 1"]),
-    (["--model", "m", "--port", "70000"], ["--port", "70000"]),
-    (["--model", "m", "--quantization", "int3"], ["--quantization", "int3", "bnb-4bit"]),
-    (["--model", "/no/such/model/folder"], ["/no/such/model/folder", "no such file"]),
-])
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--model", "m", "--max-num-seqs", "0"], ["--max-num-seqs", "0", "greater than or equal to 1"]),
+        (["--model", "m", "--port", "70000"], ["--port", "70000"]),
+        (["--model", "m", "--quantization", "int3"], ["--quantization", "int3", "bnb-4bit"]),
+        (["--model", "/no/such/model/folder"], ["/no/such/model/folder", "no such file"]),
+    ],
+)
 def test_bad_flags_exit_nonzero_with_a_clear_message(args, words):
     result = _run(*args)
     assert result.returncode != 0

@@ -14,7 +14,7 @@ DOCKERFILE = Path(__file__).resolve().parents[3] / "inference" / "Dockerfile.ser
 def _instructions() -> list[tuple[str, str]]:
     text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
     lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
-    return [(line.split()[0].upper(), line[len(line.split()[0]):].strip()) for line in lines]
+    return [(line.split()[0].upper(), line[len(line.split()[0]) :].strip()) for line in lines]
 
 
 def test_two_variants_from_one_build_argument():

@@ -18,8 +18,13 @@ from tests.support.prometheus_text import scrape, value, wait_for
 pytestmark = pytest.mark.slow
 
 MODEL_NAME = "smollm2"  # --served-model-name of the fixtures in conftest.py
-LONG = {"model": MODEL_NAME, "messages": [{"role": "user", "content": "Count to one thousand."}],
-        "max_tokens": 1000, "ignore_eos": True, "temperature": 0}
+LONG = {
+    "model": MODEL_NAME,
+    "messages": [{"role": "user", "content": "Count to one thousand."}],
+    "max_tokens": 1000,
+    "ignore_eos": True,
+    "temperature": 0,
+}
 
 
 def _idle(url: str) -> None:
@@ -51,10 +56,14 @@ def test_sixteen_concurrent_requests_all_answered_faster_than_one_by_one(server)
     assert len(concurrent) == 16
     assert all(r.usage.completion_tokens == 8 and r.choices[0].message.content for r in concurrent)
     # Batched greedy decoding computes the same tokens as one request at a time (padding is masked out).
-    same = sum(a.choices[0].message.content == b.choices[0].message.content for a, b in zip(sequential, concurrent,
-                                                                                            strict=True))
-    assert same >= 15, [(a.choices[0].message.content, b.choices[0].message.content)
-                        for a, b in zip(sequential, concurrent, strict=True)]
+    same = sum(
+        a.choices[0].message.content == b.choices[0].message.content
+        for a, b in zip(sequential, concurrent, strict=True)
+    )
+    assert same >= 15, [
+        (a.choices[0].message.content, b.choices[0].message.content)
+        for a, b in zip(sequential, concurrent, strict=True)
+    ]
     assert concurrent_s < sequential_s, (concurrent_s, sequential_s)
     # they were decoded together: forward passes over more than one sequence happened, and one sequential
     # request never makes one (so every such pass came from the concurrent round)
@@ -65,8 +74,11 @@ def _batches_over_one(metrics_url: str) -> float:
     """Decode forward passes that carried more than one sequence so far."""
     samples = scrape(metrics_url)
     total = value(metrics_url, "dsdeploy_server_decode_batch_size_count")
-    single = sum(v for (name, labels), v in samples.items()
-                 if name == "dsdeploy_server_decode_batch_size_bucket" and dict(labels).get("le") == "1.0")
+    single = sum(
+        v
+        for (name, labels), v in samples.items()
+        if name == "dsdeploy_server_decode_batch_size_bucket" and dict(labels).get("le") == "1.0"
+    )
     return total - single
 
 
@@ -159,8 +171,13 @@ def test_sigterm_drains_in_flight_requests_and_refuses_new_ones(server_factory):
 def test_completion_stream_that_times_out_ends_with_an_error_event(small_server):
     """small_server: a 4 s request timeout."""
     _idle(small_server.url)
-    body = {"model": MODEL_NAME, "prompt": "Count to one thousand:", "max_tokens": 1000, "ignore_eos": True,
-            "temperature": 0}
+    body = {
+        "model": MODEL_NAME,
+        "prompt": "Count to one thousand:",
+        "max_tokens": 1000,
+        "ignore_eos": True,
+        "temperature": 0,
+    }
     stream = Stream(small_server.url, body, path="/v1/completions")
     stream.run()
     assert stream.events[-1] == "[DONE]"

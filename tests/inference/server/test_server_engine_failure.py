@@ -18,8 +18,13 @@ from tests.support.prometheus_text import value
 pytestmark = pytest.mark.slow
 
 MODEL_NAME = "smollm2"  # --served-model-name of the fixtures in conftest.py
-LONG = {"model": MODEL_NAME, "messages": [{"role": "user", "content": "Count to one thousand."}],
-        "max_tokens": 1000, "ignore_eos": True, "temperature": 0}
+LONG = {
+    "model": MODEL_NAME,
+    "messages": [{"role": "user", "content": "Count to one thousand."}],
+    "max_tokens": 1000,
+    "ignore_eos": True,
+    "temperature": 0,
+}
 
 
 def _injected(*_args, **_kwargs):

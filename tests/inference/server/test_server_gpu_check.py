@@ -15,8 +15,24 @@ SCRIPT = Path(__file__).resolve().parents[3] / "benchmarks" / "gpu_engine_check.
 @pytest.mark.slow
 def test_gpu_engine_check_tiny_runs_bf16_and_bnb_4bit(tmp_path):
     out = tmp_path / "check.json"
-    result = subprocess.run([sys.executable, str(SCRIPT), "--tiny", "--batches", "1,4", "--new-tokens", "6",
-                             "--prompt-len", "12", "--output", str(out)], capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--tiny",
+            "--batches",
+            "1,4",
+            "--new-tokens",
+            "6",
+            "--prompt-len",
+            "12",
+            "--output",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(out.read_text())
     assert report["device"] == "cpu" and report["architecture"]["num_hidden_layers"] == 2
@@ -27,8 +43,10 @@ def test_gpu_engine_check_tiny_runs_bf16_and_bnb_4bit(tmp_path):
         assert [d["batch"] for d in result["decode"]] == [1, 4]
         assert all(d["generated_tokens"] == d["batch"] * 6 for d in result["decode"])
         # the engine's step time and a bare forward step of the same model, side by side
-        assert all(d["engine_ms_per_step"] > 0 and d["bare_ms_per_step"] > 0 and d["engine_over_bare"] > 0
-                   for d in result["decode"])
+        assert all(
+            d["engine_ms_per_step"] > 0 and d["bare_ms_per_step"] > 0 and d["engine_over_bare"] > 0
+            for d in result["decode"]
+        )
     assert report["torch_threads"] == 1  # --tiny: one thread unless told otherwise
 
 
@@ -58,9 +76,28 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 @pytest.mark.slow
 def test_gpu_engine_check_needs_only_torch_transformers_and_bitsandbytes(tmp_path):
     out = tmp_path / "check.json"
-    result = subprocess.run([sys.executable, "-c", BLOCK_WEB_STACK, str(SCRIPT), "--tiny", "--batches", "2",
-                             "--new-tokens", "3", "--prompt-len", "8", "--quantizations", "bnb-4bit",
-                             "--output", str(out)], capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            BLOCK_WEB_STACK,
+            str(SCRIPT),
+            "--tiny",
+            "--batches",
+            "2",
+            "--new-tokens",
+            "3",
+            "--prompt-len",
+            "8",
+            "--quantizations",
+            "bnb-4bit",
+            "--output",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(out.read_text())
     assert report["results"][0]["decode"][0]["generated_tokens"] == 6

@@ -50,8 +50,14 @@ def test_a_fault_is_a_500_logged_once(started, monkeypatch):
     monkeypatch.setattr(server.app.state.prompts, "chat", broken)
     response = httpx.post(server.url + "/v1/chat/completions", json=HI, timeout=30)
     assert response.status_code == 500
-    assert response.json() == {"error": {"message": "internal error (RuntimeError)", "type": "server_error",
-                                         "param": None, "code": "internal_error"}}
+    assert response.json() == {
+        "error": {
+            "message": "internal error (RuntimeError)",
+            "type": "server_error",
+            "param": None,
+            "code": "internal_error",
+        }
+    }
     assert "planted fault" not in response.text
     assert len({id(r) for r in tracebacks.records}) == 1, [r.getMessage() for r in tracebacks.records]
 

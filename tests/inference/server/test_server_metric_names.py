@@ -24,7 +24,12 @@ def test_every_family_passes_promtool_but_vllms_colon_names() -> None:
     metrics.ready.set(1)
     text = metrics.render().decode()
     assert "dsdeploy:" not in text
-    for name in ("dsdeploy_server_ready", "dsdeploy_server_requests_rejected_total", "dsdeploy_server_max_queue",
-                 "dsdeploy_server_decode_batch_size_bucket", "dsdeploy_server_model_weight_bytes"):
+    for name in (
+        "dsdeploy_server_ready",
+        "dsdeploy_server_requests_rejected_total",
+        "dsdeploy_server_max_queue",
+        "dsdeploy_server_decode_batch_size_bucket",
+        "dsdeploy_server_model_weight_bytes",
+    ):
         assert name + "{" in text, name
     only_vllm_colon_names(check_metrics(text))

@@ -30,8 +30,12 @@ def test_counters_and_histograms_move_by_the_requests_made(server, client):
     metrics = server.url + "/metrics"
     _idle(server.url)
     before = scrape(metrics)
-    replies = [client.chat.completions.create(model=MODEL_NAME, messages=QUESTION, max_tokens=5, temperature=0,
-                                              extra_body={"ignore_eos": True}) for _ in range(2)]
+    replies = [
+        client.chat.completions.create(
+            model=MODEL_NAME, messages=QUESTION, max_tokens=5, temperature=0, extra_body={"ignore_eos": True}
+        )
+        for _ in range(2)
+    ]
     after = scrape(metrics)
 
     def delta(name: str, **labels: str) -> float:
@@ -47,16 +51,23 @@ def test_counters_and_histograms_move_by_the_requests_made(server, client):
     assert delta("vllm:request_generation_tokens_sum") == 10
     assert delta("vllm:prefix_cache_queries_total") == prompt
     assert delta("vllm:prefix_cache_hits_total") > 0  # the second prompt is the first one again
-    for name in ("vllm:time_to_first_token_seconds_count", "vllm:e2e_request_latency_seconds_count",
-                 "vllm:request_queue_time_seconds_count", "vllm:request_time_per_output_token_seconds_count"):
+    for name in (
+        "vllm:time_to_first_token_seconds_count",
+        "vllm:e2e_request_latency_seconds_count",
+        "vllm:request_queue_time_seconds_count",
+        "vllm:request_time_per_output_token_seconds_count",
+    ):
         assert delta(name) == 2, name
     # one inter-token interval per token after the first (the deprecated name is the same histogram)
     assert delta("vllm:inter_token_latency_seconds_count") == 8
     assert delta("vllm:time_per_output_token_seconds_count") == 8
     # per request, the time per output token leaves the first token out: 4 intervals fit in e2e - TTFT
     tpot = delta("vllm:request_time_per_output_token_seconds_sum")
-    assert 0 < 4 * tpot <= delta("vllm:e2e_request_latency_seconds_sum") - delta(
-        "vllm:time_to_first_token_seconds_sum") + 1e-6
+    assert (
+        0
+        < 4 * tpot
+        <= delta("vllm:e2e_request_latency_seconds_sum") - delta("vllm:time_to_first_token_seconds_sum") + 1e-6
+    )
     assert abs(4 * tpot - delta("vllm:inter_token_latency_seconds_sum")) < 1e-6
 
 
@@ -76,16 +87,22 @@ def test_a_request_cancelled_before_prefill_adds_no_prompt_tokens(small_server):
     assert runner.first_token.wait(60)
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(url + "/v1/chat/completions", json=body, timeout=httpx.Timeout(60, read=1.0))
-    wait_for(metrics, "vllm:request_success_total", lambda v: v >= _sum(before, "vllm:request_success_total",
-                                                                         finished_reason="abort") + 1,
-             finished_reason="abort")
+    wait_for(
+        metrics,
+        "vllm:request_success_total",
+        lambda v: v >= _sum(before, "vllm:request_success_total", finished_reason="abort") + 1,
+        finished_reason="abort",
+    )
     runner.join(60)  # then the runner times out (an abort too)
     _idle(url)
     after = scrape(metrics)
     requested = _sum(after, "vllm:request_prompt_tokens_sum") - _sum(before, "vllm:request_prompt_tokens_sum")
     prefilled = _sum(after, "vllm:prompt_tokens_total") - _sum(before, "vllm:prompt_tokens_total")
-    assert _sum(after, "vllm:request_success_total", finished_reason="abort") - _sum(
-        before, "vllm:request_success_total", finished_reason="abort") == 2
+    assert (
+        _sum(after, "vllm:request_success_total", finished_reason="abort")
+        - _sum(before, "vllm:request_success_total", finished_reason="abort")
+        == 2
+    )
     assert requested == 2 * prefilled > 0  # two requests of the same prompt finished; one was prefilled
     assert value(metrics, "vllm:num_requests_waiting") == 0
 

@@ -44,7 +44,9 @@ def test_bad_model_paths_are_named(tmp_path):
 def test_sources_resolve(model_folder):
     assert resolve_source(ServerConfig(model=str(model_folder))) == (str(model_folder), model_folder.name)
     assert resolve_source(ServerConfig(model="deepseek-ai/DeepSeek-R1-Distill-Qwen-7B")) == (
-        "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B", "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B")
+        "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B",
+        "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B",
+    )
 
 
 def test_quantization_load_arguments():
@@ -65,4 +67,6 @@ def test_gguf_file_and_gguf_in_folder_resolve_to_the_cached_conversion(model_fol
     cache = str(model_folder.parent)
     assert resolve_source(ServerConfig(model=str(gguf), cache_dir=cache)) == (str(model_folder), gguf.stem)
     assert resolve_source(ServerConfig(model=str(gguf.parent), gguf_file=gguf.name, cache_dir=cache)) == (
-        str(model_folder), gguf.stem)
+        str(model_folder),
+        gguf.stem,
+    )

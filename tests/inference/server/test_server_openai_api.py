@@ -34,37 +34,69 @@ def test_streamed_chat_and_completions_match_the_api_schema(server):
         ("/v1/chat/completions", chat_chunk, {"messages": HI}),
         ("/v1/completions", validate_completion_chunk, {"prompt": "Once upon a time"}),
     ):
-        payload = {"model": MODEL_NAME, "max_tokens": 3, "stream": True, "stream_options": {"include_usage": True},
-                   **body}
+        payload = {
+            "model": MODEL_NAME,
+            "max_tokens": 3,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            **body,
+        }
         with httpx.stream("POST", server.url + path, json=payload, timeout=60) as response:
             events = [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
         assert events[-1] == "[DONE]"
         assert len(events) >= 3
         for event in events[:-1]:
             check(json.loads(event))
-    whole = httpx.post(server.url + "/v1/completions", json={"model": MODEL_NAME, "prompt": "Once", "max_tokens": 2},
-                       timeout=60).json()
+    whole = httpx.post(
+        server.url + "/v1/completions", json={"model": MODEL_NAME, "prompt": "Once", "max_tokens": 2}, timeout=60
+    ).json()
     validate_openai("CreateCompletionResponse", whole)
 
 
 def test_null_fields_from_the_client_mean_unset(client):
-    reply = client.chat.completions.create(model=MODEL_NAME, messages=HI, max_tokens=3, temperature=None,
-                                           top_p=None, n=None, stream=None, presence_penalty=None,
-                                           frequency_penalty=None, stop=None, seed=None, logprobs=None,
-                                           top_logprobs=None, max_completion_tokens=None, logit_bias=None)
+    reply = client.chat.completions.create(
+        model=MODEL_NAME,
+        messages=HI,
+        max_tokens=3,
+        temperature=None,
+        top_p=None,
+        n=None,
+        stream=None,
+        presence_penalty=None,
+        frequency_penalty=None,
+        stop=None,
+        seed=None,
+        logprobs=None,
+        top_logprobs=None,
+        max_completion_tokens=None,
+        logit_bias=None,
+    )
     assert reply.choices[0].finish_reason in ("stop", "length")
-    text = client.completions.create(model=MODEL_NAME, prompt="Once", max_tokens=2, echo=None, temperature=None,
-                                     top_p=None, n=None, best_of=None, suffix=None, presence_penalty=None)
+    text = client.completions.create(
+        model=MODEL_NAME,
+        prompt="Once",
+        max_tokens=2,
+        echo=None,
+        temperature=None,
+        top_p=None,
+        n=None,
+        best_of=None,
+        suffix=None,
+        presence_penalty=None,
+    )
     assert text.usage.completion_tokens <= 2
 
 
-@pytest.mark.parametrize(("field", "value"), [
-    ("functions", [{"name": "get_weather", "parameters": {"type": "object", "properties": {}}}]),
-    ("function_call", {"name": "get_weather"}),
-    ("modalities", ["text", "audio"]),
-    ("audio", {"voice": "alloy", "format": "wav"}),
-    ("web_search_options", {}),
-])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("functions", [{"name": "get_weather", "parameters": {"type": "object", "properties": {}}}]),
+        ("function_call", {"name": "get_weather"}),
+        ("modalities", ["text", "audio"]),
+        ("audio", {"voice": "alloy", "format": "wav"}),
+        ("web_search_options", {}),
+    ],
+)
 def test_unsupported_features_are_refused_naming_the_field(client, field, value):
     with pytest.raises(openai.BadRequestError) as info:
         client.chat.completions.create(model=MODEL_NAME, messages=HI, max_tokens=2, **{field: value})
@@ -74,14 +106,21 @@ def test_unsupported_features_are_refused_naming_the_field(client, field, value)
 
 
 def test_completions_default_to_16_tokens(client):
-    reply = client.completions.create(model=MODEL_NAME, prompt="Count: 1, 2, 3,", temperature=0,
-                                      extra_body={"ignore_eos": True})
+    reply = client.completions.create(
+        model=MODEL_NAME, prompt="Count: 1, 2, 3,", temperature=0, extra_body={"ignore_eos": True}
+    )
     assert reply.usage.completion_tokens == 16 and reply.choices[0].finish_reason == "length"
 
 
 def test_max_completion_tokens_wins_over_max_tokens(client):
-    reply = client.chat.completions.create(model=MODEL_NAME, messages=HI, max_tokens=20, max_completion_tokens=3,
-                                           temperature=0, extra_body={"ignore_eos": True})
+    reply = client.chat.completions.create(
+        model=MODEL_NAME,
+        messages=HI,
+        max_tokens=20,
+        max_completion_tokens=3,
+        temperature=0,
+        extra_body={"ignore_eos": True},
+    )
     assert reply.usage.completion_tokens == 3
     with pytest.raises(openai.BadRequestError) as info:
         client.chat.completions.create(model=MODEL_NAME, messages=HI, max_tokens=5, max_completion_tokens=5000)
@@ -92,8 +131,11 @@ def test_top_p_zero_is_greedy(client):
     question = [{"role": "user", "content": "Name three colours."}]
 
     def ask(**sampling) -> str:
-        return client.chat.completions.create(model=MODEL_NAME, messages=question, max_tokens=12,
-                                              **sampling).choices[0].message.content
+        return (
+            client.chat.completions.create(model=MODEL_NAME, messages=question, max_tokens=12, **sampling)
+            .choices[0]
+            .message.content
+        )
 
     greedy = ask(temperature=0)
     assert ask(temperature=1.0, top_p=0, seed=1) == greedy

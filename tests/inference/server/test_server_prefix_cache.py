@@ -58,8 +58,12 @@ def test_prefill_with_cached_prefixes_generates_the_same_tokens(model_folder, to
 
     model = AutoModelForCausalLM.from_pretrained(str(model_folder), dtype=torch.float32).eval()
     questions = ["What is the capital of France?", "Write a haiku about the sea, with many words.", "Hi"]
-    prompts = [tokenizer.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True,
-                                             tokenize=True)["input_ids"] for q in questions]
+    prompts = [
+        tokenizer.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True, tokenize=True)[
+            "input_ids"
+        ]
+        for q in questions
+    ]
 
     def greedy(batch: KVBatch, logits: torch.Tensor, steps: int = 8) -> list[list[int]]:
         out = [[t] for t in logits.argmax(-1).tolist()]

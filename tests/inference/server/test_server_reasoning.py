@@ -17,7 +17,7 @@ def _stream(text: str, starts_in_thinking: bool, size: int) -> tuple[str, str]:
     splitter = ThinkSplitter(starts_in_thinking)
     reasoning, content = "", ""
     for i in range(0, len(text), size):
-        r, c = splitter.push(text[i:i + size])
+        r, c = splitter.push(text[i : i + size])
         reasoning, content = reasoning + r, content + c
     r, c = splitter.finish()
     return reasoning + r, content + c
@@ -46,10 +46,16 @@ def test_prompt_that_ends_inside_think():
     assert not prompt_opens_thinking("<|im_start|>assistant\n")
 
 
-@pytest.mark.parametrize(("name", "expected"), [
-    ("deepseek-r1-distill-qwen-7b", True), ("deepseek-ai/DeepSeek-R1-Distill-Llama-8B", True),
-    ("DeepSeek-R1", True), ("smollm2", False), ("deepseek-v3", False),
-])
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("deepseek-r1-distill-qwen-7b", True),
+        ("deepseek-ai/DeepSeek-R1-Distill-Llama-8B", True),
+        ("DeepSeek-R1", True),
+        ("smollm2", False),
+        ("deepseek-v3", False),
+    ],
+)
 def test_reasoning_models_are_recognised_by_name(name, expected):
     assert is_reasoning_model(name, object()) is expected
 
@@ -57,16 +63,23 @@ def test_reasoning_models_are_recognised_by_name(name, expected):
 @pytest.mark.slow
 def test_server_returns_reasoning_content_beside_content(small_server):
     """small_server forces the parser on and opens <think> in its chat template, so all output is thinking."""
-    body = {"model": MODEL_NAME, "messages": [{"role": "user", "content": "Why is the sky blue?"}],
-            "max_tokens": 6, "temperature": 0, "ignore_eos": True}
+    body = {
+        "model": MODEL_NAME,
+        "messages": [{"role": "user", "content": "Why is the sky blue?"}],
+        "max_tokens": 6,
+        "temperature": 0,
+        "ignore_eos": True,
+    }
     reply = httpx.post(small_server.url + "/v1/chat/completions", json=body, timeout=60).json()
     message = reply["choices"][0]["message"]
     assert message["reasoning_content"]
     assert message["content"] == ""
-    with httpx.stream("POST", small_server.url + "/v1/chat/completions", json={**body, "stream": True},
-                      timeout=60) as response:
-        deltas = [json.loads(line[6:])["choices"][0]["delta"] for line in response.iter_lines()
-                  if line.startswith("data: {")]
+    with httpx.stream(
+        "POST", small_server.url + "/v1/chat/completions", json={**body, "stream": True}, timeout=60
+    ) as response:
+        deltas = [
+            json.loads(line[6:])["choices"][0]["delta"] for line in response.iter_lines() if line.startswith("data: {")
+        ]
     streamed = "".join(d.get("reasoning_content") or "" for d in deltas)
     assert streamed == message["reasoning_content"]
     assert not any(d.get("content") for d in deltas)
@@ -74,6 +87,5 @@ def test_server_returns_reasoning_content_beside_content(small_server):
 
 @pytest.mark.slow
 def test_reasoning_is_off_by_default_for_smollm2(client):
-    reply = client.chat.completions.create(model=MODEL_NAME, messages=[{"role": "user", "content": "Hi"}],
-                                           max_tokens=4)
+    reply = client.chat.completions.create(model=MODEL_NAME, messages=[{"role": "user", "content": "Hi"}], max_tokens=4)
     assert "reasoning_content" not in (reply.choices[0].message.model_extra or {})

@@ -43,14 +43,28 @@ def _nullable(prop: dict) -> bool:
     return bool(prop.get("nullable")) or any(b.get("type") == "null" for b in branches)
 
 
-@pytest.mark.parametrize(("model", "api", "required"), [
-    (ChatCompletionRequest, "CreateChatCompletionRequest", {"messages": HI}),
-    (CompletionRequest, "CreateCompletionRequest", {"prompt": "Once"}),
-])
+@pytest.mark.parametrize(
+    ("model", "api", "required"),
+    [
+        (ChatCompletionRequest, "CreateChatCompletionRequest", {"messages": HI}),
+        (CompletionRequest, "CreateCompletionRequest", {"prompt": "Once"}),
+    ],
+)
 def test_every_field_the_api_marks_nullable_takes_null_as_unset(model, api, required) -> None:
     nullable = {name for name, prop in _api_properties(api).items() if _nullable(prop)} & set(model.model_fields)
-    assert {"temperature", "top_p", "n", "stream", "presence_penalty", "frequency_penalty", "max_tokens",
-            "stop", "seed", "logprobs", "stream_options"} <= nullable
+    assert {
+        "temperature",
+        "top_p",
+        "n",
+        "stream",
+        "presence_penalty",
+        "frequency_penalty",
+        "max_tokens",
+        "stop",
+        "seed",
+        "logprobs",
+        "stream_options",
+    } <= nullable
     defaults = model.model_validate(required)
     for name in sorted(nullable - set(required)):
         body = model.model_validate({**required, name: None})
@@ -65,15 +79,18 @@ def test_null_on_a_required_field_is_still_refused() -> None:
         CompletionRequest.model_validate({"prompt": None})
 
 
-@pytest.mark.parametrize(("field", "value", "words"), [
-    ("functions", [{"name": "get_weather", "parameters": {}}], "function calling"),
-    ("function_call", {"name": "get_weather"}, "named function"),
-    ("function_call", "required", "'required'"),
-    ("modalities", ["text", "audio"], "text only"),
-    ("audio", {"voice": "alloy", "format": "wav"}, "audio output"),
-    ("web_search_options", {}, "web search"),
-    ("web_search_options", {"search_context_size": "low"}, "web search"),
-])
+@pytest.mark.parametrize(
+    ("field", "value", "words"),
+    [
+        ("functions", [{"name": "get_weather", "parameters": {}}], "function calling"),
+        ("function_call", {"name": "get_weather"}, "named function"),
+        ("function_call", "required", "'required'"),
+        ("modalities", ["text", "audio"], "text only"),
+        ("audio", {"voice": "alloy", "format": "wav"}, "audio output"),
+        ("web_search_options", {}, "web search"),
+        ("web_search_options", {"search_context_size": "low"}, "web search"),
+    ],
+)
 def test_unsupported_features_are_refused_naming_the_field(field, value, words) -> None:
     with pytest.raises(APIError) as info:
         validate(ChatCompletionRequest, {"messages": HI, field: value})
@@ -81,10 +98,17 @@ def test_unsupported_features_are_refused_naming_the_field(field, value, words) 
     assert words in info.value.message
 
 
-@pytest.mark.parametrize(("field", "value"), [
-    ("function_call", "none"), ("function_call", "auto"), ("modalities", ["text"]), ("functions", []),
-    ("audio", None), ("web_search_options", None),
-])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("function_call", "none"),
+        ("function_call", "auto"),
+        ("modalities", ["text"]),
+        ("functions", []),
+        ("audio", None),
+        ("web_search_options", None),
+    ],
+)
 def test_what_means_plain_text_is_accepted(field, value) -> None:
     validate(ChatCompletionRequest, {"messages": HI, field: value})
 

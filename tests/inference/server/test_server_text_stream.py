@@ -25,12 +25,15 @@ def test_pieces_join_to_the_decoded_text(tokenizer):
     assert all("\ufffd" not in p for p in pieces)
 
 
-@pytest.mark.parametrize(("stop", "expected"), [
-    (["Paris"], "The capital of France is "),
-    ([" is", "Paris"], "The capital of France"),
-    (["France is Pa"], "The capital of "),
-    (["nowhere"], "The capital of France is Paris."),
-])
+@pytest.mark.parametrize(
+    ("stop", "expected"),
+    [
+        (["Paris"], "The capital of France is "),
+        ([" is", "Paris"], "The capital of France"),
+        (["France is Pa"], "The capital of "),
+        (["nowhere"], "The capital of France is Paris."),
+    ],
+)
 def test_stop_strings_cut_and_are_never_shown(tokenizer, stop, expected):
     pieces, stream = _run(tokenizer, "The capital of France is Paris.", stop)
     assert "".join(pieces) == expected

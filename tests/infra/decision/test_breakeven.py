@@ -9,9 +9,15 @@ from infra.decision.cost_model import LocalOption
 
 
 def _option(unit: float, cap: float, fixed: float = 0.0, per_node: int = 1) -> LocalOption:
-    return LocalOption(tier="base", kind="on-prem" if per_node == 1 else "cloud-on-demand",
-                       platform="on-prem" if per_node == 1 else "gke", replicas_per_node=per_node,
-                       calls_per_replica_year=cap, unit_cost_per_year=unit, fixed_cost_per_year=fixed)
+    return LocalOption(
+        tier="base",
+        kind="on-prem" if per_node == 1 else "cloud-on-demand",
+        platform="on-prem" if per_node == 1 else "gke",
+        replicas_per_node=per_node,
+        calls_per_replica_year=cap,
+        unit_cost_per_year=unit,
+        fixed_cost_per_year=fixed,
+    )
 
 
 def _sides(opt: LocalOption, a: float, v: float) -> None:
@@ -69,8 +75,13 @@ def test_no_break_even_when_a_unit_costs_more_than_its_capacity_on_the_api():
 
 
 def test_unpriced_option_has_no_break_even():
-    opt = LocalOption(tier="pro", kind="cloud-spot", platform="eks", calls_per_replica_year=1e6,
-                      missing_price="no spot price for p5.48xlarge")
+    opt = LocalOption(
+        tier="pro",
+        kind="cloud-spot",
+        platform="eks",
+        calls_per_replica_year=1e6,
+        missing_price="no spot price for p5.48xlarge",
+    )
     be = break_even(opt, 0.12)
     assert be.volume is None and "not priced" in be.reason and "p5.48xlarge" in be.reason
 
@@ -80,7 +91,7 @@ def _brute_force(opt: LocalOption, a: float, steps: int = 5_000) -> tuple[float,
     per, unit, fixed = opt.calls_per_replica_year, opt.unit_cost_per_year, opt.fixed_cost_per_year
     volume, first = 0.0, None
     for k in range(1, steps):
-        c = (fixed + opt.units_for(k) * unit) / a         # the API is cheaper below c in step k
+        c = (fixed + opt.units_for(k) * unit) / a  # the API is cheaper below c in step k
         if c > (k - 1) * per:
             volume = max(volume, min(k * per, c))
         if first is None and c <= k * per:
@@ -88,15 +99,33 @@ def _brute_force(opt: LocalOption, a: float, steps: int = 5_000) -> tuple[float,
     return volume, min(first, volume)
 
 
-@pytest.mark.parametrize(("nodes", "pods", "unit", "cap", "fixed", "a"), [
-    (1, 1, 100, 1_000, 150, 0.15), (1, 2, 90, 500, 0, 0.1), (1, 4, 70, 300, 400, 0.2),
-    (3, 1, 100, 1_000, 150, 0.5), (3, 2, 80, 700, 500, 0.2), (2, 3, 60, 400, 90, 0.25), (4, 2, 50, 260, 0, 0.6),
-])
+@pytest.mark.parametrize(
+    ("nodes", "pods", "unit", "cap", "fixed", "a"),
+    [
+        (1, 1, 100, 1_000, 150, 0.15),
+        (1, 2, 90, 500, 0, 0.1),
+        (1, 4, 70, 300, 400, 0.2),
+        (3, 1, 100, 1_000, 150, 0.5),
+        (3, 2, 80, 700, 500, 0.2),
+        (2, 3, 60, 400, 90, 0.25),
+        (4, 2, 50, 260, 0, 0.6),
+    ],
+)
 def test_block_formula_agrees_with_walking_every_step(nodes, pods, unit, cap, fixed, a):
-    packing = ({"replicas_per_node": pods} if nodes == 1 else
-               {"replicas_per_node": 0, "nodes_per_replica": nodes, "pods_per_node": pods})
-    opt = LocalOption(tier="pro", kind="cloud-on-demand", platform="eks", **packing, calls_per_replica_year=cap,
-                      unit_cost_per_year=unit, fixed_cost_per_year=fixed)
+    packing = (
+        {"replicas_per_node": pods}
+        if nodes == 1
+        else {"replicas_per_node": 0, "nodes_per_replica": nodes, "pods_per_node": pods}
+    )
+    opt = LocalOption(
+        tier="pro",
+        kind="cloud-on-demand",
+        platform="eks",
+        **packing,
+        calls_per_replica_year=cap,
+        unit_cost_per_year=unit,
+        fixed_cost_per_year=fixed,
+    )
     be = break_even(opt, a)
     volume, first = _brute_force(opt, a)
     assert be.volume == pytest.approx(volume) and be.first_crossing == pytest.approx(first)
@@ -106,8 +135,16 @@ def test_block_formula_agrees_with_walking_every_step(nodes, pods, unit, cap, fi
 def test_a_replica_over_three_nodes_costs_three_nodes():
     # 3-node replica, one pod per node: 1 replica = 3 nodes, 2 replicas = 6. Node 100/year, replica 1,000 calls,
     # API 0.5/call: step 1 costs 300 -> first crossing at 600 calls; block saving 1,000 - 300/0.5 = 400 > 0.
-    opt = LocalOption(tier="pro", kind="cloud-spot", platform="gke", replicas_per_node=0, nodes_per_replica=3,
-                      pods_per_node=1, calls_per_replica_year=1_000, unit_cost_per_year=100)
+    opt = LocalOption(
+        tier="pro",
+        kind="cloud-spot",
+        platform="gke",
+        replicas_per_node=0,
+        nodes_per_replica=3,
+        pods_per_node=1,
+        calls_per_replica_year=1_000,
+        unit_cost_per_year=100,
+    )
     assert [opt.units(v) for v in (1, 1_000, 1_001, 2_500)] == [3, 3, 6, 9]
     assert opt.annual_cost(1_500) == 600
     be = break_even(opt, 0.5)
@@ -121,7 +158,13 @@ def test_a_replica_over_three_nodes_costs_three_nodes():
 
 def test_a_multi_node_option_needs_its_packing():
     with pytest.raises(ValueError, match="replicas_per_node 0 and a pods_per_node"):
-        LocalOption(tier="pro", kind="cloud-spot", platform="gke", replicas_per_node=1, nodes_per_replica=3,
-                    calls_per_replica_year=1_000)
+        LocalOption(
+            tier="pro",
+            kind="cloud-spot",
+            platform="gke",
+            replicas_per_node=1,
+            nodes_per_replica=3,
+            calls_per_replica_year=1_000,
+        )
     with pytest.raises(ValueError, match="replicas_per_node must be >= 1"):
         LocalOption(tier="pro", kind="cloud-spot", platform="gke", replicas_per_node=0, calls_per_replica_year=1)

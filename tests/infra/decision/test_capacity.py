@@ -31,8 +31,8 @@ def test_default_workload_plans_1024_tokens_and_counts_prefill(capsys):
     prefill = 312e12 / (2 * 7_615_616_512)
     assert cap["prefill_tokens_per_s"] == pytest.approx(prefill, abs=0.01)
     # one call holds the replica 500/13,645 s (decode) + 500/20,484 s (prefill); at utilization 0.6, peak x2:
-    seconds = 500 / decode + 500 / prefill                         # 0.06105 s
-    calls = 0.6 * SECONDS_PER_YEAR / (seconds * 2)                 # 155.0M calls per replica-year
+    seconds = 500 / decode + 500 / prefill  # 0.06105 s
+    calls = 0.6 * SECONDS_PER_YEAR / (seconds * 2)  # 155.0M calls per replica-year
     assert cap["calls_per_replica_year"] == pytest.approx(calls, rel=1e-4) and round(calls / 1e6) == 155
     assert "max_model_len 1,024" in cap["source"] and "prefill 20,484 tokens/s" in cap["source"]
 
@@ -41,7 +41,7 @@ def test_long_calls_plan_a_longer_context_and_too_long_calls_are_refused(capsys)
     data = _study(capsys, "--tier", "base", "--prompt-tokens", "3000", "--completion-tokens", "1000")
     assert data["capacities"][0]["max_model_len"] == 4096
     data = _study(capsys, "--tier", "base", "--context", "8192")
-    assert data["capacities"][0]["max_model_len"] == 8192          # an explicit --context wins
+    assert data["capacities"][0]["max_model_len"] == 8192  # an explicit --context wins
     assert main(["cost", "--tier", "base", "--context", "512"]) == 2
     err = capsys.readouterr().err
     assert "--context 512: a call of 500 prompt + 500 completion = 1,000 tokens does not fit" in err
@@ -60,13 +60,18 @@ def test_measured_throughput_keeps_the_plans_layout_and_skips_prefill(capsys):
     assert per_unit["pro on-prem"] == 4 and per_unit["pro eks on-demand"] == 8 and per_unit["pro gke spot"] == 4
 
 
-@pytest.mark.parametrize(("argv", "message"), [
-    (["--model", "nosuchmodel", "--quantization", "int3"], "--model 'nosuchmodel': unknown model"),
-    (["--quantization", "int3"], "--quantization 'int3': unknown; allowed: bf16, fp8"),
-    (["--context", "10"], "--context 10"),
-    (["--model", "v3", "--quantization", "bf16"],
-     "--throughput-tokens-per-s: v3 cannot run on tier pro at max model length 1,024"),
-])
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--model", "nosuchmodel", "--quantization", "int3"], "--model 'nosuchmodel': unknown model"),
+        (["--quantization", "int3"], "--quantization 'int3': unknown; allowed: bf16, fp8"),
+        (["--context", "10"], "--context 10"),
+        (
+            ["--model", "v3", "--quantization", "bf16"],
+            "--throughput-tokens-per-s: v3 cannot run on tier pro at max model length 1,024",
+        ),
+    ],
+)
 def test_measured_throughput_does_not_bypass_the_model_checks(capsys, argv, message):
     assert main(["cost", "--tier", "pro", "--throughput-tokens-per-s", "100", *argv]) == 2
     err = capsys.readouterr().err
@@ -74,8 +79,21 @@ def test_measured_throughput_does_not_bypass_the_model_checks(capsys, argv, mess
 
 
 def test_report_refuses_to_price_a_plan_that_does_not_fit(capsys):
-    rc = main(["report", "--model", "v3", "--quantization", "bf16", "--tier", "pro", "--volume", "1e6",
-               "--throughput-tokens-per-s", "100"])
+    rc = main(
+        [
+            "report",
+            "--model",
+            "v3",
+            "--quantization",
+            "bf16",
+            "--tier",
+            "pro",
+            "--volume",
+            "1e6",
+            "--throughput-tokens-per-s",
+            "100",
+        ]
+    )
     assert rc == 2
     captured = capsys.readouterr()
     assert captured.out == "" and "does not fit tier pro" in captured.err
@@ -105,17 +123,19 @@ def test_library_callers_get_the_same_checks():
 
 def test_a_model_no_node_holds_is_priced_as_the_nodes_of_its_replica(capsys):
     data = _study(capsys, "--model", "r1", "--tier", "pro", "--tier", "base", "--volumes", "1e6")
-    [cap] = data["capacities"]                                       # base is left out: not even 4 nodes hold R1
+    [cap] = data["capacities"]  # base is left out: not even 4 nodes hold R1
     assert cap["tier"] == "pro" and cap["gpus_per_replica"] == 12
     assert "TP 4 x PP 3 over 3 nodes" in cap["source"]
     assert any("tier base" in w and "not even across 4 nodes" in w for w in data["warnings"])
     options = {o["key"]: o for o in data["options"]}
     gke, eks, onprem = options["pro gke spot"], options["pro eks on-demand"], options["pro on-prem"]
     assert (gke["nodes_per_replica"], gke["pods_per_node"], gke["replicas_per_node"]) == (3, 1, 0)
-    assert (eks["nodes_per_replica"], eks["pods_per_node"]) == (3, 2)      # two 4-GPU pods per p5.48xlarge
+    assert (eks["nodes_per_replica"], eks["pods_per_node"]) == (3, 2)  # two 4-GPU pods per p5.48xlarge
     assert onprem["nodes_per_replica"] == 3 and any("priced as 3 servers" in n for n in onprem["notes"])
     row = data["rows"][0]
     assert row["replicas"]["pro"] == 1
     # one replica: 3 a3-highgpu-4g Spot nodes, 2 p5.48xlarge; plus the fixed operations cost
     assert row["local"]["pro gke spot"] == pytest.approx(gke["fixed_cost_per_year"] + 3 * gke["unit_cost_per_year"])
-    assert row["local"]["pro eks on-demand"] == pytest.approx(eks["fixed_cost_per_year"] + 2 * eks["unit_cost_per_year"])
+    assert row["local"]["pro eks on-demand"] == pytest.approx(
+        eks["fixed_cost_per_year"] + 2 * eks["unit_cost_per_year"]
+    )

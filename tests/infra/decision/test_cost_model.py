@@ -33,8 +33,13 @@ def test_article_basis_100k_calls_is_12000_cny_per_year():
 
 
 def test_article_table_check_states_where_the_article_differs_from_its_basis():
-    check = article_table_check("article-flat", Workload(prompt_tokens=400, completion_tokens=600), 0.12, "CNY",
-                          lambda calls: ("base on-prem", 61_000.0))
+    check = article_table_check(
+        "article-flat",
+        Workload(prompt_tokens=400, completion_tokens=600),
+        0.12,
+        "CNY",
+        lambda calls: ("base on-prem", 61_000.0),
+    )
     assert check.reproduces_basis
     by_calls = {r.calls_per_year: r for r in check.rows}
     assert by_calls[100_000].difference_pct == 0.0
@@ -69,23 +74,38 @@ def test_capacity_replicas_and_local_costs():
     cap = calls_per_replica_year(1000, w, 0.6)
     assert cap == pytest.approx(1000 * 0.6 * SECONDS_PER_YEAR / 1000) == pytest.approx(18_921_600)
     # on-prem: purchase 90,000 over 3 years = 30,000; power 1 kW x PUE 1.5 x 8,760 h x 0.8 = 10,512; hosting 2,000
-    parts = onprem_unit_cost(purchase=90_000, amortization_years=3, power_kw=1.0, pue=1.5,
-                             electricity_per_kwh=0.8, hosting_per_year=2_000)
+    parts = onprem_unit_cost(
+        purchase=90_000, amortization_years=3, power_kw=1.0, pue=1.5, electricity_per_kwh=0.8, hosting_per_year=2_000
+    )
     assert parts == pytest.approx({"hardware_depreciation": 30_000, "power": 10_512, "hosting": 2_000})
-    onprem = LocalOption(tier="base", kind="on-prem", platform="on-prem", calls_per_replica_year=cap,
-                         unit_cost_per_year=sum(parts.values()), fixed_cost_per_year=5_000)
+    onprem = LocalOption(
+        tier="base",
+        kind="on-prem",
+        platform="on-prem",
+        calls_per_replica_year=cap,
+        unit_cost_per_year=sum(parts.values()),
+        fixed_cost_per_year=5_000,
+    )
     assert onprem.annual_cost(0) == pytest.approx(5_000 + 42_512)  # one replica is always on
     assert onprem.replicas(cap) == 1 and onprem.replicas(cap + 1) == 2
     assert onprem.annual_cost(3 * cap) == pytest.approx(5_000 + 3 * 42_512)
     # cloud: 2 USD/h x 8,760 h = 17,520 per node-year; 2 replicas per node
     node = cloud_unit_cost(2.0)["node_hours"]
     assert node == pytest.approx(17_520)
-    cloud = LocalOption(tier="pro", kind="cloud-spot", platform="eks", machine_type="x", replicas_per_node=2,
-                        calls_per_replica_year=cap, unit_cost_per_year=node)
+    cloud = LocalOption(
+        tier="pro",
+        kind="cloud-spot",
+        platform="eks",
+        machine_type="x",
+        replicas_per_node=2,
+        calls_per_replica_year=cap,
+        unit_cost_per_year=node,
+    )
     assert cloud.key == "pro eks spot"
     assert [cloud.units(v) for v in (1, cap, 2 * cap, 2 * cap + 1)] == [1, 1, 1, 2]
-    unpriced = LocalOption(tier="pro", kind="cloud-spot", platform="eks", calls_per_replica_year=cap,
-                           missing_price="no price")
+    unpriced = LocalOption(
+        tier="pro", kind="cloud-spot", platform="eks", calls_per_replica_year=cap, missing_price="no price"
+    )
     assert unpriced.annual_cost(1e6) is None and not unpriced.priced
 
 
@@ -107,7 +127,7 @@ def test_bad_capacity_inputs():
 
 
 def test_deepseek_preset_matches_the_routers_default_cloud_prices():
-    from inference.router.config import CloudConfig
+    from inference.router.config import PRICE_CURRENCY, CloudConfig
 
     router = CloudConfig(api_key="${DEEPSEEK_API_KEY}").prices
     sheet = load_api_prices("deepseek").models
@@ -117,4 +137,7 @@ def test_deepseek_preset_matches_the_routers_default_cloud_prices():
         assert (p.input_cache_hit_per_mtok, p.input_cache_miss_per_mtok, p.output_per_mtok) == (0.028, 0.28, 0.42)
         assert p.effective.isoformat() == "2025-09-29" and "not read on DeepSeek's own page" in p.source
         assert (router[name].input_usd_per_mtok, router[name].output_usd_per_mtok) == (
-            p.input_cache_miss_per_mtok, p.output_per_mtok)
+            p.input_cache_miss_per_mtok,
+            p.output_per_mtok,
+        )
+        assert p.currency == PRICE_CURRENCY  # the router's budgets (limits.budgets.*_usd) are in this currency

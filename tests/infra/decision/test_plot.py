@@ -70,8 +70,9 @@ def test_options_without_break_even_are_listed_beside_the_chart():
     # deepseek-chat at 7.1918 CNY/USD: (500 x 0.28 + 500 x 0.42) / 1e6 x 7.1918 = 0.00251713 CNY per call;
     # one replica at 472 tokens/s serves 472 x 0.6 x 31,536,000 / 1,000 = 8.93M calls = CNY 22,480 on the API,
     # less than the base server's CNY 61,149 a year: no break-even
-    study = run_study(CostRequest(tiers=["base"], platforms=["gke"], throughput_tokens_per_s=472,
-                                  api_prices="deepseek"))
+    study = run_study(
+        CostRequest(tiers=["base"], platforms=["gke"], throughput_tokens_per_s=472, api_prices="deepseek")
+    )
     assert study.api_cost_per_call == pytest.approx(0.00251713, rel=1e-4)
     onprem = next(b for b in study.break_evens if b.option == "base on-prem")
     assert onprem.volume is None and "¥61,149/year" in onprem.reason

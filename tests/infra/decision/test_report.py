@@ -10,10 +10,25 @@ from dsdeploy.cli import main
 def test_report_file_with_chart(tmp_path, capsys):
     out = tmp_path / "decision.md"
     router = tmp_path / "router.yaml"
-    router.write_text("upstreams: [{url: 'http://127.0.0.1:8001'}]\ncloud: {api_key: '${K}'}\n"
-                      "policy: {default_class: internal, cloud_allowed: [public]}\naudit: {prompts: full}\n")
-    rc = main(["report", "--model", "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B", "--tier", "base",
-               "--volume", "2000000", "--router-config", str(router), "-o", str(out)])
+    router.write_text(
+        "upstreams: [{url: 'http://127.0.0.1:8001'}]\ncloud: {api_key: '${K}'}\n"
+        "policy: {default_class: internal, cloud_allowed: [public]}\naudit: {prompts: full}\n"
+    )
+    rc = main(
+        [
+            "report",
+            "--model",
+            "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B",
+            "--tier",
+            "base",
+            "--volume",
+            "2000000",
+            "--router-config",
+            str(router),
+            "-o",
+            str(out),
+        ]
+    )
     assert rc == 0
     assert "report written to" in capsys.readouterr().out
     text = out.read_text()
@@ -32,8 +47,21 @@ def test_report_file_with_chart(tmp_path, capsys):
 
 
 def test_report_to_stdout_and_bad_mode(capsys):
-    rc = main(["report", "--model", "r1-distill-qwen-7b", "--tier", "base", "--volume", "1e5",
-               "--mode", "local-only", "--throughput-tokens-per-s", "800"])
+    rc = main(
+        [
+            "report",
+            "--model",
+            "r1-distill-qwen-7b",
+            "--tier",
+            "base",
+            "--volume",
+            "1e5",
+            "--mode",
+            "local-only",
+            "--throughput-tokens-per-s",
+            "800",
+        ]
+    )
     assert rc == 0
     text = capsys.readouterr().out
     assert "## 3. Compliance" in text and "Nothing: prompts and answers stay" in text
@@ -42,13 +70,16 @@ def test_report_to_stdout_and_bad_mode(capsys):
     assert rc == 2 and "--volume: -3.0 is not allowed" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(("argv", "message"), [
-    (["--mode", "offline"], "argument --mode: invalid choice: 'offline'"),
-    (["--model", ""], "argument --model: must not be empty"),
-    (["--volume", "inf"], "argument --volume: 'inf' is not allowed; give a finite number"),
-    (["-o", ""], "argument -o/--output: must not be empty"),
-    (["--router-config", ""], "argument --router-config: must not be empty"),
-])
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--mode", "offline"], "argument --mode: invalid choice: 'offline'"),
+        (["--model", ""], "argument --model: must not be empty"),
+        (["--volume", "inf"], "argument --volume: 'inf' is not allowed; give a finite number"),
+        (["-o", ""], "argument -o/--output: must not be empty"),
+        (["--router-config", ""], "argument --router-config: must not be empty"),
+    ],
+)
 def test_report_bad_arguments_are_one_line_errors(capsys, argv, message):
     args = ["--model", "r1-distill-qwen-7b", "--tier", "base", "--volume", "1e5", *argv]  # the last value wins
     with pytest.raises(SystemExit) as exit_:

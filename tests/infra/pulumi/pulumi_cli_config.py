@@ -66,8 +66,9 @@ def project_errors(project: dict[str, Any]) -> list[str]:
     return errors
 
 
-def merge_stack_config(project: dict[str, Any], stack: dict[str, Any], stack_name: str
-                       ) -> tuple[dict[str, str], list[str]]:
+def merge_stack_config(
+    project: dict[str, Any], stack: dict[str, Any], stack_name: str
+) -> tuple[dict[str, str], list[str]]:
     """The config the program would get (``dsdeploy:key -> text``) and the CLI's errors, for one stack file."""
     name = project["name"]
     config = dict(stack.get("config") or {})

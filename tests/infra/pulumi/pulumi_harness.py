@@ -90,8 +90,9 @@ class RecordingMocks(pulumi.runtime.Mocks):
         if args.typ == "gcp:container/cluster:Cluster":
             outputs.update(endpoint="203.0.113.10", masterAuth={"clusterCaCertificate": CA_DATA})
         elif args.typ == "aws:eks/cluster:Cluster":
-            outputs.update(endpoint="https://ABC.gr7.us-east-1.eks.amazonaws.com",
-                           certificateAuthority={"data": CA_DATA})
+            outputs.update(
+                endpoint="https://ABC.gr7.us-east-1.eks.amazonaws.com", certificateAuthority={"data": CA_DATA}
+            )
         elif args.typ == "aws:iam/role:Role":
             outputs.setdefault("arn", f"arn:aws:iam::123456789012:role/{args.name}")
             outputs.setdefault("name", args.name)
@@ -103,8 +104,10 @@ class RecordingMocks(pulumi.runtime.Mocks):
             project = args.inputs.get("project", "mock-project")
             outputs["registryUri"] = f"{args.inputs['location']}-docker.pkg.dev/{project}/{args.inputs['repositoryId']}"
         elif args.typ == "aws:ecr/repository:Repository":
-            outputs.update(registryId="123456789012",
-                           repositoryUrl=f"123456789012.dkr.ecr.us-east-1.amazonaws.com/{args.inputs['name']}")
+            outputs.update(
+                registryId="123456789012",
+                repositoryUrl=f"123456789012.dkr.ecr.us-east-1.amazonaws.com/{args.inputs['name']}",
+            )
         elif args.typ == "docker-build:index:Image":
             outputs["digest"] = image_digest(args.name)
         outputs.setdefault("name", args.inputs.get("name", args.name))
@@ -112,14 +115,20 @@ class RecordingMocks(pulumi.runtime.Mocks):
 
     def call(self, args: pulumi.runtime.MockCallArgs):
         if args.token == "aws:index/getAvailabilityZones:getAvailabilityZones":
-            return {"names": ["us-east-1a", "us-east-1b", "us-east-1c"], "zoneIds": ["use1-az1", "use1-az2", "use1-az4"]}
+            return {
+                "names": ["us-east-1a", "us-east-1b", "us-east-1c"],
+                "zoneIds": ["use1-az1", "use1-az2", "use1-az4"],
+            }
         if args.token == "gcp:organizations/getProject:getProject":
             return {"number": "987654321098", "projectId": args.args.get("projectId") or "mock-project"}
         if args.token == "gcp:organizations/getClientConfig:getClientConfig":
             return {"accessToken": MOCK_TOKEN}
         if args.token == "aws:ecr/getAuthorizationToken:getAuthorizationToken":
-            return {"userName": "AWS", "password": MOCK_TOKEN,
-                    "proxyEndpoint": "https://123456789012.dkr.ecr.us-east-1.amazonaws.com"}
+            return {
+                "userName": "AWS",
+                "password": MOCK_TOKEN,
+                "proxyEndpoint": "https://123456789012.dkr.ecr.us-east-1.amazonaws.com",
+            }
         return {}
 
 
@@ -134,9 +143,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         response = super().RegisterResource(request)
         raw = json_format.MessageToDict(request.object)
         inputs = _unwrap(pulumi.runtime.rpc.deserialize_properties(request.object))
-        self.run.resources.append(
-            Registered(request.type, request.name, inputs, request.provider, _secret_paths(raw))
-        )
+        self.run.resources.append(Registered(request.type, request.name, inputs, request.provider, _secret_paths(raw)))
         self.run.dependencies[request.name] = [urn.rsplit("::", 1)[-1] for urn in request.dependencies]
         return response
 
@@ -150,8 +157,7 @@ def run_program(
     """
     run = run if run is not None else ProgramRun()
     mocks = RecordingMocks(run)
-    pulumi.runtime.set_mocks(mocks, project="dsdeploy", stack="test", preview=False,
-                             monitor=RecordingMonitor(mocks))
+    pulumi.runtime.set_mocks(mocks, project="dsdeploy", stack="test", preview=False, monitor=RecordingMonitor(mocks))
     secrets = secrets or {}
 
     from infra.program import build

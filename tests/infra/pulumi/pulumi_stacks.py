@@ -12,13 +12,29 @@ R1_70B = "deepseek-r1-distill-llama-70b"
 # Each stack exercises different options; together they cover every platform x tier.
 STACKS: dict[tuple[str, str], tuple[dict, dict]] = {
     ("gke", "base"): (
-        {"platform": "gke", "tier": "base", "model": R1_7B, "quantization": "bf16", "region": "us-central1",
-         "zone": "us-central1-a", "replicasMin": "1", "replicasMax": "2", "provisioning": "on-demand"},
+        {
+            "platform": "gke",
+            "tier": "base",
+            "model": R1_7B,
+            "quantization": "bf16",
+            "region": "us-central1",
+            "zone": "us-central1-a",
+            "replicasMin": "1",
+            "replicasMax": "2",
+            "provisioning": "on-demand",
+        },
         {},
     ),
     ("gke", "pro"): (
-        {"platform": "gke", "tier": "pro", "model": R1_70B, "region": "us-central1", "zone": "us-central1-a",
-         "cloudFallback": "true", "deletionProtection": "true"},
+        {
+            "platform": "gke",
+            "tier": "pro",
+            "model": R1_70B,
+            "region": "us-central1",
+            "zone": "us-central1-a",
+            "cloudFallback": "true",
+            "deletionProtection": "true",
+        },
         {"deepseekApiKey": API_KEY},
     ),
     ("eks", "base"): (
@@ -26,14 +42,26 @@ STACKS: dict[tuple[str, str], tuple[dict, dict]] = {
         {},
     ),
     ("eks", "pro"): (
-        {"platform": "eks", "tier": "pro", "model": R1_70B, "region": "us-east-1", "replicasMin": 2,
-         "replicasMax": 4, "cloudFallback": True},
+        {
+            "platform": "eks",
+            "tier": "pro",
+            "model": R1_70B,
+            "region": "us-east-1",
+            "replicasMin": 2,
+            "replicasMax": 4,
+            "cloudFallback": True,
+        },
         {"deepseekApiKey": API_KEY},
     ),
     ("existing", "base"): (
-        {"platform": "existing", "tier": "base", "model": R1_7B, "storageClass": "local-path",
-         "gpuNodeLabels": '["gpu.example.com/model=a100"]',
-         "gpuNodeTaints": '["gpu.example.com/dedicated=inference:NoSchedule"]'},
+        {
+            "platform": "existing",
+            "tier": "base",
+            "model": R1_7B,
+            "storageClass": "local-path",
+            "gpuNodeLabels": '["gpu.example.com/model=a100"]',
+            "gpuNodeTaints": '["gpu.example.com/dedicated=inference:NoSchedule"]',
+        },
         {"kubeconfig": KUBECONFIG},
     ),
     ("existing", "pro"): (

@@ -26,6 +26,12 @@ from infra.chart_values import CHART_DIR
 from infra.planner import plan_deployment
 from infra.program import ROUTER_PORT
 from tests.charts.conftest import helm_path, parse
+from tests.charts.engine_seal import (
+    assert_download_has_its_egress,
+    assert_engine_sealed,
+    engine_key_refs,
+    engine_templates,
+)
 from tests.charts.test_chart_render import kubernetes_minors
 from tests.support.manifests import validate_manifest
 
@@ -37,9 +43,19 @@ def helm_template(chart: dict, values: dict, values_file: Path) -> list[dict]:
     assert Path(chart["chart"]) == CHART_DIR
     values_file.write_text(yaml.safe_dump(values))
     result = subprocess.run(
-        [helm_path(), "template", chart["name"], str(CHART_DIR), "--namespace", chart["namespace"],
-         "--values", str(values_file)],
-        capture_output=True, text=True, timeout=120,
+        [
+            helm_path(),
+            "template",
+            chart["name"],
+            str(CHART_DIR),
+            "--namespace",
+            chart["namespace"],
+            "--values",
+            str(values_file),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     return parse(result.stdout).docs
@@ -83,7 +99,8 @@ def test_engine_gpu_limit_is_the_plans_tensor_parallel_size(manifests):
     assert int(container["resources"]["limits"]["nvidia.com/gpu"]) == run.outputs["plan"]["tensorParallelSize"]
     args = " ".join(container.get("args", []) + container.get("command", []))
     assert f"--tensor-parallel-size={plan.tensor_parallel_size}" in args.replace(
-        "--tensor-parallel-size ", "--tensor-parallel-size=")
+        "--tensor-parallel-size ", "--tensor-parallel-size="
+    )
 
 
 def test_engine_numbers_reach_vllm_as_integers(manifests):
@@ -91,17 +108,23 @@ def test_engine_numbers_reach_vllm_as_integers(manifests):
     _, _, docs = manifests
     engine = find(docs, "Deployment", "-engine")["spec"]["template"]["spec"]
     args = [arg for c in engine["containers"] for arg in c.get("args", []) + c.get("command", [])]
-    numeric = [arg for arg in args if arg.split("=")[0] in (
-        "--tensor-parallel-size", "--max-model-len", "--max-num-seqs")]
+    numeric = [
+        arg for arg in args if arg.split("=")[0] in ("--tensor-parallel-size", "--max-model-len", "--max-num-seqs")
+    ]
     assert len(numeric) >= 2, args
     for arg in numeric:
         assert re.fullmatch(r"--[a-z-]+=\d+", arg), arg
 
 
-@pytest.mark.parametrize("override", [
-    {}, {"nameOverride": "llm"},
-    {"nameOverride": "deploy"}, {"fullnameOverride": "team-a-deepseek-r1-distill-llama-70b-inference-p1"},
-])
+@pytest.mark.parametrize(
+    "override",
+    [
+        {},
+        {"nameOverride": "llm"},
+        {"nameOverride": "deploy"},
+        {"fullnameOverride": "team-a-deepseek-r1-distill-llama-70b-inference-p1"},
+    ],
+)
 def test_router_name_the_outputs_use_is_the_charts(override, tmp_path):
     """routerEndpoint and routerPortForward name the Service by the chart's own naming rule."""
     chart = stack_run("existing", "pro").one("kubernetes:helm.sh/v4:Chart", "dsdeploy").inputs
@@ -170,12 +193,31 @@ def test_cloud_fallback_reads_the_key_from_the_programs_secret(manifests, tmp_pa
     ]
     config_file = tmp_path / "router.yaml"
     config_file.write_text(find(docs, "ConfigMap", "-router")["data"]["router.yaml"])
-    config = load_router_config(config_file, environ={"DEEPSEEK_API_KEY": "test-key-not-real"})
+    config = load_router_config(
+        config_file, environ={"DEEPSEEK_API_KEY": "test-key-not-real", "DSDEPLOY_ENGINE_KEY": "e"}
+    )
     if STACKS[(platform, tier)][1].get("deepseekApiKey"):
-        secret = run.one("kubernetes:core/v1:Secret").inputs
+        secret = run.one("kubernetes:core/v1:Secret", "deepseek").inputs
         assert {"name": secret["metadata"]["name"], "key": "api-key"} in [
-            {"name": ref["name"], "key": ref["key"]} for ref in refs]
+            {"name": ref["name"], "key": ref["key"]} for ref in refs
+        ]
         assert config.cloud is not None and config.cloud.api_key == "test-key-not-real"
     else:
         assert not [ref for ref in refs if ref["name"] == "dsdeploy-deepseek"]
         assert config.cloud is None
+
+
+def test_the_engine_is_sealed_off(manifests):
+    """The stack's engine reaches nothing but DNS (and its group); the download Job, its own pod, has the egress
+    and whatever identity the download needs; the engine key is the program's Secret, held by router and engine."""
+    (platform, tier), run, docs = manifests
+    values = run.one("kubernetes:helm.sh/v4:Chart", "dsdeploy").inputs["values"]
+    dns = yaml.safe_load((CHART_DIR / "values.yaml").read_text())["networkPolicy"]["dnsTo"]
+    assert_engine_sealed(docs, values.get("networkPolicy", {}).get("dnsTo", dns))
+    if values["model"]["source"] != "none" and not values["modelCache"].get("airgapped"):
+        assert_download_has_its_egress(docs)
+    secret = run.one("kubernetes:core/v1:Secret", "engine-api-key").inputs["metadata"]["name"]
+    refs = engine_key_refs(docs)
+    api = "engine/leader" if any(role == "leader" for role, _ in engine_templates(docs)) else "engine"
+    assert refs == {api: (secret, "api-key"), "router": (secret, "api-key")}
+    assert not [d for d in docs if d["kind"] == "Secret"], "the chart makes no key of its own under Pulumi"

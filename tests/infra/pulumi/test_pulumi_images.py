@@ -22,18 +22,37 @@ from tests.charts.conftest import helm_path
 
 IMAGE = "docker-build:index:Image"
 VERSION = package_version()
-GKE = {"platform": "gke", "tier": "base", "model": R1_7B, "quantization": "bf16", "region": "us-central1",
-       "zone": "us-central1-a", "gcpProject": "acme-ml", "images": "build", "engineType": "server"}
+GKE = {
+    "platform": "gke",
+    "tier": "base",
+    "model": R1_7B,
+    "quantization": "bf16",
+    "region": "us-central1",
+    "zone": "us-central1-a",
+    "gcpProject": "acme-ml",
+    "images": "build",
+    "engineType": "server",
+}
 EKS = {"platform": "eks", "tier": "base", "model": R1_7B, "region": "eu-west-1", "images": "build"}
-EXISTING = {"platform": "existing", "tier": "base", "model": R1_7B, "images": "build",
-            "imageRegistry": "registry.example.com:5000/ml", "gpusAlreadyEnabled": True}
+EXISTING = {
+    "platform": "existing",
+    "tier": "base",
+    "model": R1_7B,
+    "images": "build",
+    "imageRegistry": "registry.example.com:5000/ml",
+    "gpusAlreadyEnabled": True,
+}
 _RUNS: dict[str, ProgramRun] = {}
 
 
 def _run(name: str) -> ProgramRun:
     if name not in _RUNS:
-        raw, secrets = {"gke": (GKE, {}), "eks": (EKS, {}), "existing": (EXISTING, {"kubeconfig": KUBECONFIG}),
-                        "published": ({**GKE, "images": "published"}, {})}[name]
+        raw, secrets = {
+            "gke": (GKE, {}),
+            "eks": (EKS, {}),
+            "existing": (EXISTING, {"kubeconfig": KUBECONFIG}),
+            "published": ({**GKE, "images": "published"}, {}),
+        }[name]
         _RUNS[name] = run_program(raw, secrets)
     return _RUNS[name]
 
@@ -45,8 +64,12 @@ def _values(run: ProgramRun) -> dict:
 def _rendered_images(run: ProgramRun, tmp_path: Path) -> set[str]:
     values_file = tmp_path / "values.yaml"
     values_file.write_text(yaml.safe_dump(_values(run)))
-    text = subprocess.run([helm_path(), "template", "dsdeploy", str(CHART_DIR), "-f", str(values_file)],
-                          capture_output=True, text=True, check=True).stdout
+    text = subprocess.run(
+        [helm_path(), "template", "dsdeploy", str(CHART_DIR), "-f", str(values_file)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return {line.split("image:", 1)[1].strip() for line in text.splitlines() if line.strip().startswith("image:")}
 
 
@@ -70,16 +93,22 @@ def test_gke_builds_into_an_artifact_registry_the_nodes_may_read(tmp_path: Path)
     assert login == {"address": "us-central1-docker.pkg.dev", "username": "oauth2accesstoken", "password": MOCK_TOKEN}
     assert "registries[0].password" in router.secret_paths, "the access token is a secret"
     values = _values(run)
-    assert values["router"]["image"] == {"repository": f"{registry}/dsdeploy-router",
-                                         "digest": image_digest("images-router")}
+    assert values["router"]["image"] == {
+        "repository": f"{registry}/dsdeploy-router",
+        "digest": image_digest("images-router"),
+    }
     assert values["engine"]["server"]["image"]["digest"] == image_digest("images-server-cuda")
-    assert _rendered_images(run, tmp_path) == {f"{registry}/dsdeploy-router@{image_digest('images-router')}",
-                                               f"{registry}/dsdeploy-server@{image_digest('images-server-cuda')}"}
-    assert {"images-router", "images-server-cuda"} <= set(run.dependencies["dsdeploy"]), \
+    assert _rendered_images(run, tmp_path) == {
+        f"{registry}/dsdeploy-router@{image_digest('images-router')}",
+        f"{registry}/dsdeploy-server@{image_digest('images-server-cuda')}",
+    }
+    assert {"images-router", "images-server-cuda"} <= set(run.dependencies["dsdeploy"]), (
         "the chart is installed after the push"
+    )
     assert run.outputs["images"] == {
         "router": f"{registry}/dsdeploy-router@{image_digest('images-router')}",
-        "server-cuda": f"{registry}/dsdeploy-server@{image_digest('images-server-cuda')}"}
+        "server-cuda": f"{registry}/dsdeploy-server@{image_digest('images-server-cuda')}",
+    }
 
 
 def test_eks_builds_into_ecr_repositories_of_the_stack_region():
@@ -94,8 +123,9 @@ def test_eks_builds_into_ecr_repositories_of_the_stack_region():
     [image] = run.of_type(IMAGE)
     url = "123456789012.dkr.ecr.us-east-1.amazonaws.com/dsdeploy/dsdeploy-router"
     assert image.inputs["tags"] == [f"{url}:{VERSION}"]
-    assert image.inputs["registries"] == [{"address": "123456789012.dkr.ecr.us-east-1.amazonaws.com",
-                                           "username": "AWS", "password": MOCK_TOKEN}]
+    assert image.inputs["registries"] == [
+        {"address": "123456789012.dkr.ecr.us-east-1.amazonaws.com", "username": "AWS", "password": MOCK_TOKEN}
+    ]
     assert _values(run)["router"]["image"] == {"repository": url, "digest": image_digest("images-router")}
     assert "engine" not in _values(run) or "server" not in _values(run)["engine"]
 
@@ -118,13 +148,18 @@ def test_published_is_the_default_and_builds_nothing():
     assert validate_stack_config({k: v for k, v in GKE.items() if k != "images"}).images == "published"
 
 
-@pytest.mark.parametrize(("raw", "message"), [
-    ({**EXISTING, "imageRegistry": None}, "dsdeploy:imageRegistry: missing; allowed: the registry prefix"),
-    ({**GKE, "images": "published", "imageRegistry": "registry.example.com/ml"},
-     "dsdeploy:imageRegistry: 'registry.example.com/ml' is not valid; allowed: unset unless images is build"),
-    ({**EXISTING, "imageRegistry": "https://registry.example.com/ml"}, "dsdeploy:imageRegistry: "),
-    ({**GKE, "images": "local"}, "dsdeploy:images: 'local' is not valid; allowed: 'published' or 'build'"),
-])
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({**EXISTING, "imageRegistry": None}, "dsdeploy:imageRegistry: missing; allowed: the registry prefix"),
+        (
+            {**GKE, "images": "published", "imageRegistry": "registry.example.com/ml"},
+            "dsdeploy:imageRegistry: 'registry.example.com/ml' is not valid; allowed: unset unless images is build",
+        ),
+        ({**EXISTING, "imageRegistry": "https://registry.example.com/ml"}, "dsdeploy:imageRegistry: "),
+        ({**GKE, "images": "local"}, "dsdeploy:images: 'local' is not valid; allowed: 'published' or 'build'"),
+    ],
+)
 def test_bad_image_settings_are_refused_naming_the_key(raw: dict, message: str):
     present = {"kubeconfig"} if raw["platform"] == "existing" else set()
     with pytest.raises(StackConfigError) as err:

@@ -19,12 +19,30 @@ POOL = "gcp:container/nodePool:NodePool"
 NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
 LAUNCH_TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"
 PLACEMENT_GROUP = "aws:ec2/placementGroup:PlacementGroup"
-GKE_R1 = {"platform": "gke", "tier": "pro", "model": "deepseek-r1", "region": "us-central1", "zone": "us-central1-a",
-          "replicasMin": 1, "replicasMax": 2}
-EKS_R1 = {"platform": "eks", "tier": "pro", "model": "deepseek-r1", "region": "us-east-1", "replicasMin": 1,
-          "replicasMax": 3}
-EXISTING_R1 = {"platform": "existing", "tier": "pro", "model": "deepseek-r1", "storageClass": "cephfs",
-               "gpusAlreadyEnabled": True}
+GKE_R1 = {
+    "platform": "gke",
+    "tier": "pro",
+    "model": "deepseek-r1",
+    "region": "us-central1",
+    "zone": "us-central1-a",
+    "replicasMin": 1,
+    "replicasMax": 2,
+}
+EKS_R1 = {
+    "platform": "eks",
+    "tier": "pro",
+    "model": "deepseek-r1",
+    "region": "us-east-1",
+    "replicasMin": 1,
+    "replicasMax": 3,
+}
+EXISTING_R1 = {
+    "platform": "existing",
+    "tier": "pro",
+    "model": "deepseek-r1",
+    "storageClass": "cephfs",
+    "gpusAlreadyEnabled": True,
+}
 
 _RUNS: dict[str, ProgramRun] = {}
 
@@ -57,8 +75,12 @@ def test_gke_cache_is_filestore_basic_ssd_at_its_minimum_size() -> None:
     assert storage["provisioner"] == "filestore.csi.storage.gke.io"
     assert storage["parameters"]["tier"] == "premium" and storage["parameters"]["network"] == "gke-net"
     values = r.one(CHART, "dsdeploy").inputs["values"]
-    assert values["modelCache"] == {"size": "2560Gi", "airgapped": False, "storageClass": "dsdeploy-model-cache",
-                                    "accessMode": "ReadWriteMany"}      # 826 GiB computed, Basic SSD's minimum wins
+    assert values["modelCache"] == {
+        "size": "2560Gi",
+        "airgapped": False,
+        "storageClass": "dsdeploy-model-cache",
+        "accessMode": "ReadWriteMany",
+    }  # 826 GiB computed, Basic SSD's minimum wins
 
 
 def test_the_lws_controller_comes_from_its_pinned_chart_before_the_app() -> None:
@@ -66,9 +88,12 @@ def test_the_lws_controller_comes_from_its_pinned_chart_before_the_app() -> None
     lws = r.one(CHART, "lws").inputs
     assert lws["chart"] == "oci://registry.k8s.io/lws/charts/lws" and lws["version"] == "0.10.0"
     assert lws["namespace"] == "lws-system" and "repositoryOpts" not in lws
-    assert lws["values"]["image"]["manager"] == {"repository": "registry.k8s.io/lws/lws", "tag": "v0.10.0",
-                                                 "pullPolicy": "IfNotPresent"}
-    assert "lws" in r.dependencies["dsdeploy"]                          # the CRD exists before the LeaderWorkerSet
+    assert lws["values"]["image"]["manager"] == {
+        "repository": "registry.k8s.io/lws/lws",
+        "tag": "v0.10.0",
+        "pullPolicy": "IfNotPresent",
+    }
+    assert "lws" in r.dependencies["dsdeploy"]  # the CRD exists before the LeaderWorkerSet
     assert r.one("kubernetes:core/v1:Namespace", "lws-ns").inputs["metadata"]["name"] == "lws-system"
     assert r.outputs["leaderWorkerSet"].startswith("LeaderWorkerSet controller v0.10.0")
 
@@ -93,27 +118,31 @@ def test_eks_packs_two_pods_per_p5_in_one_cluster_placement_group() -> None:
     group = r.one(NODE_GROUP, "eks-gpu").inputs
     # 1..3 replicas of 3 pods, two 4-GPU pods per p5.48xlarge: ceil(3/2) = 2 .. ceil(9/2) = 5 machines
     assert group["scalingConfig"] == {"minSize": 2, "desiredSize": 2, "maxSize": 5}
-    assert group["subnetIds"] == ["eks-network-private-0-id"]             # a cluster placement group is one zone
+    assert group["subnetIds"] == ["eks-network-private-0-id"]  # a cluster placement group is one zone
     placement = r.one(PLACEMENT_GROUP, "eks-gpu-placement").inputs
     assert placement["strategy"] == "cluster"
     template = r.one(LAUNCH_TEMPLATE, "eks-gpu").inputs
     assert template["placement"] == {"groupName": "eks-gpu-placement"}
-    assert "networkInterfaces" not in template                             # no EFA (docs/pulumi.md says why)
+    assert "networkInterfaces" not in template  # no EFA (docs/pulumi.md says why)
     assert r.one("aws:efs/fileSystem:FileSystem").inputs["throughputMode"] == "elastic"
     assert r.one(CHART, "dsdeploy").inputs["values"]["modelCache"]["accessMode"] == "ReadWriteMany"
     assert r.one(CHART, "lws").inputs["version"] == "0.10.0"
 
 
 def test_eks_reserved_capacity_gets_no_placement_group() -> None:
-    r = run_program({**EKS_R1, "provisioning": "reservation", "capacityReservationId": "cr-0123456789abcdef0",
-                     "zone": "us-east-1b"})
+    r = run_program(
+        {**EKS_R1, "provisioning": "reservation", "capacityReservationId": "cr-0123456789abcdef0", "zone": "us-east-1b"}
+    )
     assert not r.of_type(PLACEMENT_GROUP)
     assert "placement" not in r.one(LAUNCH_TEMPLATE, "eks-gpu").inputs
 
 
 def test_existing_cluster_needs_a_shared_storage_class() -> None:
-    with pytest.raises(StackConfigError, match=r"^dsdeploy:storageClass: missing; allowed: a ReadWriteMany "
-                                               r"StorageClass.*spans 3 nodes"):
+    with pytest.raises(
+        StackConfigError,
+        match=r"^dsdeploy:storageClass: missing; allowed: a ReadWriteMany "
+        r"StorageClass.*spans 3 nodes",
+    ):
         run_program({k: v for k, v in EXISTING_R1.items() if k != "storageClass"}, {"kubeconfig": KUBECONFIG})
     r = run("existing")
     assert r.one(CHART, "lws").inputs["version"] == "0.10.0"
@@ -136,9 +165,11 @@ def test_the_values_handed_to_the_chart_render_a_valid_leaderworkerset(name: str
     assert lws["spec"]["leaderWorkerTemplate"]["size"] == 3
     leader = lws["spec"]["leaderWorkerTemplate"]["leaderTemplate"]["spec"]
     assert leader["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 4
-    expected = {"gke": {"cloud.google.com/gke-accelerator": "nvidia-h100-80gb", "dsdeploy.io/gpu-tier": "pro"},
-                "eks": {"dsdeploy.io/gpu-tier": "pro", "dsdeploy.io/gpu": "true"},
-                "existing": {"dsdeploy.io/gpu-tier": "pro"}}[name]
+    expected = {
+        "gke": {"cloud.google.com/gke-accelerator": "nvidia-h100-80gb", "dsdeploy.io/gpu-tier": "pro"},
+        "eks": {"dsdeploy.io/gpu-tier": "pro", "dsdeploy.io/gpu": "true"},
+        "existing": {"dsdeploy.io/gpu-tier": "pro"},
+    }[name]
     assert leader["nodeSelector"] == expected
     for doc in docs:  # built-in kinds against Kubernetes' schemas, custom resources against their CRDs
         validate_manifest(doc)

@@ -26,6 +26,12 @@ def mapping(platform: str, tier: str):
     return load_catalog().tier(tier).machine_for(platform)
 
 
+def planned_machine(platform: str, tier: str):
+    """The machine the program's plan for the shared stack runs on (the cheapest shape that holds it)."""
+    raw, _ = STACKS[(platform, tier)]
+    return plan_deployment(raw["model"], tier, quantization=raw.get("quantization")).machine(platform)
+
+
 def charts(run: ProgramRun) -> dict[str, dict]:
     return {r.name: r.inputs for r in run.of_type(CHART)}
 
@@ -75,8 +81,10 @@ def test_gke_cluster_is_vpc_native_without_default_pool():
         cluster = run.one("gcp:container/cluster:Cluster").inputs
         assert cluster["removeDefaultNodePool"] is True
         assert cluster["networkingMode"] == "VPC_NATIVE"
-        assert cluster["ipAllocationPolicy"] == {"clusterSecondaryRangeName": "pods",
-                                                 "servicesSecondaryRangeName": "services"}
+        assert cluster["ipAllocationPolicy"] == {
+            "clusterSecondaryRangeName": "pods",
+            "servicesSecondaryRangeName": "services",
+        }
         assert cluster["deletionProtection"] is protected
         system = run.one(NODE_POOL, "gke-system").inputs
         assert system["nodeConfig"]["machineType"] == "e2-standard-4"
@@ -94,7 +102,9 @@ def test_gke_installs_no_device_plugin(tier):
 @pytest.mark.parametrize("tier", ["base", "pro"])
 def test_eks_gpu_node_group(tier):
     run = stack_run("eks", tier)
-    expected = mapping("eks", tier)
+    expected = planned_machine("eks", tier)
+    # base: a one-GPU 7B replica runs on the cheapest single-GPU shape, not a whole 8-GPU p4d.24xlarge
+    assert expected.machine_type == {"base": "g6e.2xlarge", "pro": "p5.48xlarge"}[tier]
     group = run.one(NODE_GROUP, "eks-gpu").inputs
     assert group["amiType"] == "AL2023_x86_64_NVIDIA"
     assert group["instanceTypes"] == [expected.machine_type]
@@ -126,7 +136,8 @@ def test_eks_device_plugin_schedules_on_gpu_nodes(tier):
     assert plugin["version"] == DEVICE_PLUGIN_VERSION  # pinned: the release whose values were checked
     group_labels = run.one(NODE_GROUP, "eks-gpu").inputs["labels"]
     [term] = plugin["values"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
-        "nodeSelectorTerms"]
+        "nodeSelectorTerms"
+    ]
     for expression in term["matchExpressions"]:
         # Every requirement is a label the node group itself sets (no NFD/GFD labels on bare EKS nodes).
         assert expression["operator"] == "In"
@@ -138,8 +149,12 @@ def test_eks_device_plugin_schedules_on_gpu_nodes(tier):
 
 @pytest.mark.parametrize(
     "platform,tier,provisioner",
-    [("gke", "base", "filestore.csi.storage.gke.io"), ("gke", "pro", "pd.csi.storage.gke.io"),
-     ("eks", "base", "ebs.csi.aws.com"), ("eks", "pro", "efs.csi.aws.com")],
+    [
+        ("gke", "base", "filestore.csi.storage.gke.io"),
+        ("gke", "pro", "pd.csi.storage.gke.io"),
+        ("eks", "base", "ebs.csi.aws.com"),
+        ("eks", "pro", "efs.csi.aws.com"),
+    ],
 )
 def test_model_cache_storage_fits_the_replica_count(platform, tier, provisioner):
     """One replica: SSD block storage. Several (replicasMax > 1): a shared file system the cloud layer made."""
@@ -178,17 +193,23 @@ def test_existing_creates_nothing_outside_the_cluster_and_installs_the_operator(
     worker = values["node-feature-discovery"]["worker"]["tolerations"]
     assert custom in worker
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in worker
-    assert {"key": "node-role.kubernetes.io/control-plane", "operator": "Equal", "value": "",
-            "effect": "NoSchedule"} in worker
+    assert {
+        "key": "node-role.kubernetes.io/control-plane",
+        "operator": "Equal",
+        "value": "",
+        "effect": "NoSchedule",
+    } in worker
     assert run.outputs["gpuEnablement"] == (
-        f"NVIDIA GPU operator {GPU_OPERATOR_VERSION} with the driver, with the container toolkit, with NFD")
+        f"NVIDIA GPU operator {GPU_OPERATOR_VERSION} with the driver, with the container toolkit, with NFD"
+    )
     assert not run.of_type("kubernetes:storage.k8s.io/v1:StorageClass")  # the user's class is used
 
 
 def test_gpu_operator_leaves_out_nfd_and_toolkit_the_cluster_already_runs():
     raw, secrets = STACKS[("existing", "base")]
-    run = run_program({**raw, "gpuOperatorNfd": "false", "gpuOperatorToolkit": False, "gpuOperatorDriver": False},
-                      secrets)
+    run = run_program(
+        {**raw, "gpuOperatorNfd": "false", "gpuOperatorToolkit": False, "gpuOperatorDriver": False}, secrets
+    )
     values = charts(run)["gpu-operator"]["values"]
     assert values["nfd"] == {"enabled": False} and "node-feature-discovery" not in values
     assert values["toolkit"] == {"enabled": False} and values["driver"] == {"enabled": False}
@@ -208,8 +229,11 @@ def test_chart_runs_on_the_cluster_provider_after_gpu_enablement(any_run):
     assert f"::{platform}-k8s::" in chart.provider
     assert chart.inputs["chart"].endswith("charts/dsdeploy")
     after = set(run.dependencies["dsdeploy"])
-    expected = {"gke": {"gke-gpu"}, "eks": {"eks-gpu", "nvidia-device-plugin"},
-                "existing": {"gpu-operator"} if tier == "base" else set()}[platform]
+    expected = {
+        "gke": {"gke-gpu"},
+        "eks": {"eks-gpu", "nvidia-device-plugin"},
+        "existing": {"gpu-operator"} if tier == "base" else set(),
+    }[platform]
     assert expected <= after, after
     if platform != "existing":
         assert "model-cache-storage-class" in after
@@ -222,7 +246,12 @@ def test_secrets_stay_secret(any_run):
     assert "kubeconfig" in provider.secret_paths
     public = json.dumps({k: v for k, v in run.outputs.items() if k not in run.secret_outputs})
     assert API_KEY not in public and "certificate-authority-data" not in public
-    secrets = run.of_type("kubernetes:core/v1:Secret")
+    secrets = [r for r in run.of_type("kubernetes:core/v1:Secret") if "engine-api-key" not in r.name]
+    engine_key = run.one("kubernetes:core/v1:Secret", "engine-api-key")  # on every stack: only router and engine
+    assert (
+        engine_key.inputs["metadata"]["name"] == charts(run)["dsdeploy"]["values"]["engine"]["apiKey"]["existingSecret"]
+    )
+    assert len(engine_key.inputs["stringData"]["api-key"]) >= 32 and "stringData" in engine_key.secret_paths
     if STACKS[(platform, tier)][1].get("deepseekApiKey"):
         [secret] = secrets
         assert secret.inputs["metadata"]["name"] == "dsdeploy-deepseek"
@@ -270,8 +299,13 @@ def test_chart_values_output_is_what_the_chart_got(any_run):
 
 
 def test_a_checkpoint_key_serves_pre_quantized_weights_the_catalog_does_not_record():
-    raw = {"platform": "existing", "tier": "base", "model": "deepseek-r1-distill-qwen-14b",
-           "quantization": "awq-int4", "checkpoint": "example-org/DeepSeek-R1-Distill-Qwen-14B-AWQ"}
+    raw = {
+        "platform": "existing",
+        "tier": "base",
+        "model": "deepseek-r1-distill-qwen-14b",
+        "quantization": "awq-int4",
+        "checkpoint": "example-org/DeepSeek-R1-Distill-Qwen-14B-AWQ",
+    }
     run = run_program(raw, {"kubeconfig": KUBECONFIG})
     model = charts(run)["dsdeploy"]["values"]["model"]
     assert model["id"] == "example-org/DeepSeek-R1-Distill-Qwen-14B-AWQ"
@@ -288,31 +322,73 @@ def test_pulumi_up_does_not_wait_for_the_app_unless_asked(any_run):
 BAD_CONFIGS = [
     ({"platform": "gke", "tier": "gold", "model": "r1-distill-qwen-7b"}, {}, r"dsdeploy:tier: 'gold'.*'base' or 'pro'"),
     ({"platform": "azure", "tier": "base", "model": "r1-distill-qwen-7b"}, {}, r"dsdeploy:platform: 'azure'.*'gke'"),
-    ({"platform": "gke", "tier": "base", "model": "r1-distill-qwen-7b", "region": "us-central1"}, {},
-     r"dsdeploy:zone: missing"),
-    ({"platform": "eks", "tier": "pro", "model": "r1-distill-qwen-7b", "region": "us-east-1",
-      "provisioning": "flex-start"}, {}, r"dsdeploy:provisioning: 'flex-start'.*on-demand, spot, reservation or capacity-block on eks"),
+    (
+        {"platform": "gke", "tier": "base", "model": "r1-distill-qwen-7b", "region": "us-central1"},
+        {},
+        r"dsdeploy:zone: missing",
+    ),
+    (
+        {
+            "platform": "eks",
+            "tier": "pro",
+            "model": "r1-distill-qwen-7b",
+            "region": "us-east-1",
+            "provisioning": "flex-start",
+        },
+        {},
+        r"dsdeploy:provisioning: 'flex-start'.*on-demand, spot, reservation or capacity-block on eks",
+    ),
     ({"platform": "existing", "tier": "base", "model": "r1-distill-qwen-7b"}, {}, r"dsdeploy:kubeconfig: missing"),
-    ({"platform": "existing", "tier": "base", "model": "r1-distill-qwen-7b", "replicasMax": 3},
-     {"kubeconfig": KUBECONFIG}, r"dsdeploy:storageClass: missing; allowed: a ReadWriteMany StorageClass"),
-    ({"platform": "existing", "tier": "base", "model": "r1-distill-qwen-7b", "cloudFallback": "true"},
-     {"kubeconfig": KUBECONFIG}, r"dsdeploy:deepseekApiKey: missing.*--secret"),
-    ({"platform": "existing", "tier": "base", "model": "deepseek-r1", "quantization": "fp8"},
-     {"kubeconfig": KUBECONFIG}, r"does not fit tier base, not even across 4 nodes.*short by"),
-    ({"platform": "existing", "tier": "base", "model": "no-such-model"}, {"kubeconfig": KUBECONFIG},
-     r"planner refuses this stack.*no-such-model"),
+    (
+        {"platform": "existing", "tier": "base", "model": "r1-distill-qwen-7b", "replicasMax": 3},
+        {"kubeconfig": KUBECONFIG},
+        r"dsdeploy:storageClass: missing; allowed: a ReadWriteMany StorageClass",
+    ),
+    (
+        {"platform": "existing", "tier": "base", "model": "r1-distill-qwen-7b", "cloudFallback": "true"},
+        {"kubeconfig": KUBECONFIG},
+        r"dsdeploy:deepseekApiKey: missing.*--secret",
+    ),
+    (
+        {"platform": "existing", "tier": "base", "model": "deepseek-r1", "quantization": "fp8"},
+        {"kubeconfig": KUBECONFIG},
+        r"does not fit tier base, not even across 4 nodes.*short by",
+    ),
+    (
+        {"platform": "existing", "tier": "base", "model": "no-such-model"},
+        {"kubeconfig": KUBECONFIG},
+        r"planner refuses this stack.*no-such-model",
+    ),
 ]
 
 
 BAD_CHART_INPUTS = [
-    ({"platform": "existing", "tier": "base", "model": "r1-distill-qwen-7b", "hfEndpoint": "ftp://mirror"},
-     {"kubeconfig": KUBECONFIG}, r"^dsdeploy:hfEndpoint: not valid: 'ftp://mirror' is not an http\(s\) URL"),
-    ({"platform": "existing", "tier": "base", "model": "r1-distill-qwen-7b", "quantization": "gguf-q4"},
-     {"kubeconfig": KUBECONFIG}, r"^dsdeploy:quantization/engineType: the chart cannot serve this plan: .*gguf-q4"),
-    ({"platform": "existing", "tier": "base", "model": "deepseek-r1-distill-qwen-14b", "quantization": "awq-int4"},
-     {"kubeconfig": KUBECONFIG}, r"no pre-quantized awq-int4 weights.*pulumi config set dsdeploy:checkpoint ORG/REPO"),
-    ({"platform": "existing", "tier": "base", "model": "deepseek-r1-distill-qwen-14b", "quantization": "awq-int4",
-      "checkpoint": "not a repo id"}, {"kubeconfig": KUBECONFIG}, r"^dsdeploy:checkpoint: not valid"),
+    (
+        {"platform": "existing", "tier": "base", "model": "r1-distill-qwen-7b", "hfEndpoint": "ftp://mirror"},
+        {"kubeconfig": KUBECONFIG},
+        r"^dsdeploy:hfEndpoint: not valid: 'ftp://mirror' is not an http\(s\) URL",
+    ),
+    (
+        {"platform": "existing", "tier": "base", "model": "r1-distill-qwen-7b", "quantization": "gguf-q4"},
+        {"kubeconfig": KUBECONFIG},
+        r"^dsdeploy:quantization/engineType: the chart cannot serve this plan: .*gguf-q4",
+    ),
+    (
+        {"platform": "existing", "tier": "base", "model": "deepseek-r1-distill-qwen-14b", "quantization": "awq-int4"},
+        {"kubeconfig": KUBECONFIG},
+        r"no pre-quantized awq-int4 weights.*pulumi config set dsdeploy:checkpoint ORG/REPO",
+    ),
+    (
+        {
+            "platform": "existing",
+            "tier": "base",
+            "model": "deepseek-r1-distill-qwen-14b",
+            "quantization": "awq-int4",
+            "checkpoint": "not a repo id",
+        },
+        {"kubeconfig": KUBECONFIG},
+        r"^dsdeploy:checkpoint: not valid",
+    ),
 ]
 
 
@@ -330,8 +406,9 @@ def test_bad_config_fails_before_any_resource(raw, secrets, message):
 def test_a_credential_given_as_the_hf_secret_name_is_refused_without_echoing_it():
     token = "hf_" + "x" * 34
     raw = {"platform": "existing", "tier": "base", "model": "r1-distill-qwen-7b", "hfTokenSecret": token}
-    with pytest.raises(StackConfigError, match=r"dsdeploy:hfTokenSecret: not valid: this looks like a credential") \
-            as caught:
+    with pytest.raises(
+        StackConfigError, match=r"dsdeploy:hfTokenSecret: not valid: this looks like a credential"
+    ) as caught:
         run_program(raw, {"kubeconfig": KUBECONFIG})
     assert token not in str(caught.value)
 
@@ -350,10 +427,13 @@ def test_gke_workload_identity_only_with_a_project():
     assert "workloadMetadataConfig" not in pool  # no project known under mocks: no GKE_METADATA mode
 
 
-@pytest.mark.parametrize("platform,server,command", [
-    ("gke", "https://203.0.113.10", "gke-gcloud-auth-plugin"),
-    ("eks", "https://ABC.gr7.us-east-1.eks.amazonaws.com", "aws"),
-])
+@pytest.mark.parametrize(
+    "platform,server,command",
+    [
+        ("gke", "https://203.0.113.10", "gke-gcloud-auth-plugin"),
+        ("eks", "https://ABC.gr7.us-east-1.eks.amazonaws.com", "aws"),
+    ],
+)
 def test_kubeconfig_reaches_the_new_cluster(platform, server, command):
     import yaml
     from pulumi_harness import CA_DATA

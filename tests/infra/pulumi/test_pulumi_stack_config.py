@@ -26,8 +26,13 @@ EXAMPLE_STACKS = sorted(ROOT.glob("Pulumi.*.yaml"))
 PROJECT_FILE = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
 DECLARED = PROJECT_FILE["config"]
 FIELDS = {field.alias or name: (name, field) for name, field in StackConfig.model_fields.items()}
-GKE = {"platform": "gke", "tier": "base", "model": "r1-distill-qwen-7b", "region": "us-central1",
-       "zone": "us-central1-a"}
+GKE = {
+    "platform": "gke",
+    "tier": "base",
+    "model": "r1-distill-qwen-7b",
+    "region": "us-central1",
+    "zone": "us-central1-a",
+}
 EKS = {"platform": "eks", "tier": "pro", "model": "r1-distill-llama-70b", "region": "us-east-1"}
 
 
@@ -63,8 +68,11 @@ def test_declared_defaults_are_the_programs_defaults():
 def test_keys_without_a_fixed_default_and_secrets_are_undeclared_but_documented():
     """Declared without a default they would be required; secrets with a plain default fail the CLI's check."""
     undeclared = (set(FIELDS) | set(SECRET_KEYS)) - set(DECLARED)
-    no_fixed_default = {key for key, (_, field) in FIELDS.items()
-                        if not field.is_required() and field.get_default(call_default_factory=True) is None}
+    no_fixed_default = {
+        key
+        for key, (_, field) in FIELDS.items()
+        if not field.is_required() and field.get_default(call_default_factory=True) is None
+    }
     assert undeclared == no_fixed_default | set(SECRET_KEYS)
     project_text, docs = (ROOT / "Pulumi.yaml").read_text(), (ROOT / "docs" / "pulumi.md").read_text()
     for key in undeclared:
@@ -74,9 +82,15 @@ def test_keys_without_a_fixed_default_and_secrets_are_undeclared_but_documented(
 
 def test_cli_rule_reproduced_refuses_a_declared_key_without_default():
     """The Pulumi.yaml shape that stopped every preview: typed (or untyped) keys without defaults."""
-    project = {"name": "dsdeploy", "config": {
-        "platform": {"type": "string"}, "zone": {"description": "untyped, no default"},
-        "deepseekApiKey": {"type": "string", "secret": True}, "replicasMin": {"type": "integer", "default": 1}}}
+    project = {
+        "name": "dsdeploy",
+        "config": {
+            "platform": {"type": "string"},
+            "zone": {"description": "untyped, no default"},
+            "deepseekApiKey": {"type": "string", "secret": True},
+            "replicasMin": {"type": "integer", "default": 1},
+        },
+    }
     merged, errors = merge_stack_config(project, {"config": {"dsdeploy:platform": "gke"}}, "gke-pro")
     assert errors == ["Stack 'gke-pro' is missing configuration values 'deepseekApiKey' and 'zone'"]
     assert merged["dsdeploy:replicasMin"] == "1"
@@ -100,8 +114,12 @@ def test_example_stack_passes_the_pulumi_cli_config_check(path):
 
 def test_there_are_the_example_stacks():
     assert {path.name for path in EXAMPLE_STACKS} >= {
-        "Pulumi.gke-base.yaml", "Pulumi.gke-pro.yaml", "Pulumi.eks-pro.yaml", "Pulumi.onprem.yaml",
-        "Pulumi.gke-pro-r1.yaml"}
+        "Pulumi.gke-base.yaml",
+        "Pulumi.gke-pro.yaml",
+        "Pulumi.eks-pro.yaml",
+        "Pulumi.onprem.yaml",
+        "Pulumi.gke-pro-r1.yaml",
+    }
 
 
 def test_the_gke_pro_example_serves_v4_flash_on_one_node():
@@ -135,8 +153,9 @@ def test_example_stack_parses_validates_and_plans(path):
         assert "kubeconfig" in needed
     else:
         assert "Cost warning" in text
-    plan = plan_deployment(cfg.model, cfg.tier, quantization=cfg.quantization, context=cfg.context,
-                           max_nodes=cfg.max_nodes_per_replica)
+    plan = plan_deployment(
+        cfg.model, cfg.tier, quantization=cfg.quantization, context=cfg.context, max_nodes=cfg.max_nodes_per_replica
+    )
     assert plan.tensor_parallel_size >= 1
 
 
@@ -161,8 +180,11 @@ def test_example_stack_without_its_secret_is_refused():
         ({"gpuMemoryUtilization": "1.5"}, r"dsdeploy:gpuMemoryUtilization: '1.5'"),
         ({"provisioning": "capacity-block"}, r"dsdeploy:provisioning: 'capacity-block'.*on gke"),
         ({"capacityReservationId": "cr-0123456789abcdef0"}, r"dsdeploy:capacityReservationId: .*reservationName"),
-        ({"gpuOperatorNfd": "false"}, r"dsdeploy:gpuOperatorNfd: False is not valid; allowed: true \(the key "
-                                      r"applies to platform existing only"),
+        (
+            {"gpuOperatorNfd": "false"},
+            r"dsdeploy:gpuOperatorNfd: False is not valid; allowed: true \(the key "
+            r"applies to platform existing only",
+        ),
         ({"gpusAlreadyEnabled": "true"}, r"dsdeploy:gpusAlreadyEnabled: True.*allowed: false"),
     ],
 )
@@ -176,12 +198,19 @@ def test_bad_values_name_key_value_and_what_is_allowed(change, message):
     [
         ({"provisioning": "flex-start"}, r"dsdeploy:provisioning: 'flex-start'.*capacity-block on eks"),
         ({"provisioning": "reservation"}, r"dsdeploy:capacityReservationId: missing; allowed: the id \(cr-\.\.\.\)"),
-        ({"provisioning": "capacity-block", "capacityReservationId": "cr-0123456789abcdef0"},
-         r"dsdeploy:zone: missing; allowed: the Availability Zone of capacity reservation cr-0123456789abcdef0"),
-        ({"capacityReservationId": "cr-0123456789abcdef0", "zone": "us-east-1a"},
-         r"dsdeploy:provisioning: missing; allowed: reservation \(On-Demand Capacity Reservation\) or capacity-block"),
-        ({"capacityReservationId": "reservation-1"}, r"dsdeploy:capacityReservationId: 'reservation-1' is not valid; "
-                                                     r"allowed: an EC2 capacity reservation id such as cr-"),
+        (
+            {"provisioning": "capacity-block", "capacityReservationId": "cr-0123456789abcdef0"},
+            r"dsdeploy:zone: missing; allowed: the Availability Zone of capacity reservation cr-0123456789abcdef0",
+        ),
+        (
+            {"capacityReservationId": "cr-0123456789abcdef0", "zone": "us-east-1a"},
+            r"dsdeploy:provisioning: missing; allowed: reservation \(On-Demand Capacity Reservation\) or capacity-block",
+        ),
+        (
+            {"capacityReservationId": "reservation-1"},
+            r"dsdeploy:capacityReservationId: 'reservation-1' is not valid; "
+            r"allowed: an EC2 capacity reservation id such as cr-",
+        ),
         ({"zone": "us-west-2a"}, r"dsdeploy:zone: 'us-west-2a'.*an Availability Zone of region us-east-1"),
         ({"reservationName": "r1"}, r"dsdeploy:reservationName: 'r1'.*capacityReservationId"),
     ],
@@ -210,9 +239,13 @@ def test_config_errors_are_pulumi_run_errors():
 
 def test_existing_cluster_labels_and_taints_in_kubectl_syntax():
     cfg = validate_stack_config(
-        {"platform": "existing", "tier": "pro", "model": "r1-distill-llama-70b",
-         "gpuNodeLabels": '["nvidia.com/gpu.product=NVIDIA-H100-80GB-HBM3"]',
-         "gpuNodeTaints": '["nvidia.com/gpu:NoSchedule", "team=ml:NoExecute"]'},
+        {
+            "platform": "existing",
+            "tier": "pro",
+            "model": "r1-distill-llama-70b",
+            "gpuNodeLabels": '["nvidia.com/gpu.product=NVIDIA-H100-80GB-HBM3"]',
+            "gpuNodeTaints": '["nvidia.com/gpu:NoSchedule", "team=ml:NoExecute"]',
+        },
         {"kubeconfig"},
     )
     assert cfg.gpu_node_labels == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
@@ -221,8 +254,9 @@ def test_existing_cluster_labels_and_taints_in_kubectl_syntax():
         {"key": "team", "value": "ml", "effect": "NoExecute"},
     ]
     with pytest.raises(StackConfigError, match=r"gpuNodeTaints.*'dedicated' is not a taint"):
-        validate_stack_config({"platform": "existing", "tier": "pro", "model": "x",
-                               "gpuNodeTaints": ["dedicated"]}, {"kubeconfig"})
+        validate_stack_config(
+            {"platform": "existing", "tier": "pro", "model": "x", "gpuNodeTaints": ["dedicated"]}, {"kubeconfig"}
+        )
 
 
 def test_provisioning_defaults():
@@ -234,9 +268,16 @@ def test_read_pulumi_config_from_the_engine_keeps_secrets_secret():
     """The path __main__ takes: keys and secret keys as the engine sets them."""
     pulumi.runtime.set_mocks(RecordingMocks(ProgramRun()), project="dsdeploy", stack="onprem")
     pulumi.runtime.set_all_config(
-        {"dsdeploy:platform": "existing", "dsdeploy:tier": "base", "dsdeploy:model": "r1-distill-qwen-7b",
-         "dsdeploy:replicasMax": "2", "dsdeploy:storageClass": "nfs", "dsdeploy:gpuNodeLabels": '["gpu=yes"]', "dsdeploy:kubeconfig": KUBECONFIG,
-         "aws:region": "us-east-1"},
+        {
+            "dsdeploy:platform": "existing",
+            "dsdeploy:tier": "base",
+            "dsdeploy:model": "r1-distill-qwen-7b",
+            "dsdeploy:replicasMax": "2",
+            "dsdeploy:storageClass": "nfs",
+            "dsdeploy:gpuNodeLabels": '["gpu=yes"]',
+            "dsdeploy:kubeconfig": KUBECONFIG,
+            "aws:region": "us-east-1",
+        },
         ["dsdeploy:kubeconfig"],
     )
     try:
@@ -270,11 +311,20 @@ def test_engine_config_errors_are_raised_before_resources():
 def test_a_secret_set_in_plain_text_is_refused_without_showing_it():
     pulumi.runtime.set_mocks(RecordingMocks(ProgramRun()), project="dsdeploy", stack="onprem")
     pulumi.runtime.set_all_config(
-        {"dsdeploy:platform": "existing", "dsdeploy:tier": "base", "dsdeploy:model": "r1-distill-qwen-7b",
-         "dsdeploy:kubeconfig": KUBECONFIG}, [])  # `pulumi config set kubeconfig ...` without --secret
+        {
+            "dsdeploy:platform": "existing",
+            "dsdeploy:tier": "base",
+            "dsdeploy:model": "r1-distill-qwen-7b",
+            "dsdeploy:kubeconfig": KUBECONFIG,
+        },
+        [],
+    )  # `pulumi config set kubeconfig ...` without --secret
     try:
-        with pytest.raises(StackConfigError, match=r"dsdeploy:kubeconfig: is stored in plain text.*"
-                                                   r"pulumi config set --secret kubeconfig") as caught:
+        with pytest.raises(
+            StackConfigError,
+            match=r"dsdeploy:kubeconfig: is stored in plain text.*"
+            r"pulumi config set --secret kubeconfig",
+        ) as caught:
             read_pulumi_config()
         assert "apiVersion" not in str(caught.value)
     finally:
@@ -302,7 +352,8 @@ def test_main_reads_an_example_stack_and_exports_the_outputs():
 
     # The stack's keys plus Pulumi.yaml's defaults, as text (structured values as JSON).
     engine_config, errors = merge_stack_config(
-        PROJECT_FILE, yaml.safe_load((ROOT / "Pulumi.onprem.yaml").read_text()), "onprem")
+        PROJECT_FILE, yaml.safe_load((ROOT / "Pulumi.onprem.yaml").read_text()), "onprem"
+    )
     assert errors == []
     engine_config["dsdeploy:kubeconfig"] = KUBECONFIG
     run = ProgramRun()
@@ -315,8 +366,7 @@ def test_main_reads_an_example_stack_and_exports_the_outputs():
             runpy.run_path(str(ROOT / "infra" / "__main__.py"), run_name="__main__")
             exported = get_root_resource().outputs
             assert {"routerEndpoint", "kubeconfig", "plan", "substitutions", "provisioning"} <= set(exported)
-            return pulumi.Output.from_input(exported["plan"]).apply(
-                lambda plan: run.outputs.update(plan=plan))
+            return pulumi.Output.from_input(exported["plan"]).apply(lambda plan: run.outputs.update(plan=plan))
 
         program()
         assert run.outputs["plan"]["quantization"] == "gptq-int4"

@@ -21,8 +21,9 @@ router = APIRouter()
 @router.post("/v1/chat/completions")
 async def chat_completions(request: Request):
     runtime, prompts = request.app.state.runtime, request.app.state.prompts
-    body = await read_body(request, ChatCompletionRequest, value_limit(runtime.loaded.max_model_len),
-                           prompts.precheck_chat)
+    body = await read_body(
+        request, ChatCompletionRequest, value_limit(runtime.loaded.max_model_len), prompts.precheck_chat
+    )
     check_model(runtime, body.model)
     conversation = [{"role": message.role, "content": message.text()} for message in body.messages]
     prompt_text, prompt_ids = await prompts.chat(conversation)
@@ -42,7 +43,10 @@ async def chat_completions(request: Request):
             r2, c2 = splitter.finish()
             message = {"role": "assistant", "content": c1 + c2, "refusal": None, "reasoning_content": (r1 + r2) or None}
         return {
-            "id": completion_id, "object": "chat.completion", "created": created, "model": model,
+            "id": completion_id,
+            "object": "chat.completion",
+            "created": created,
+            "model": model,
             "choices": [{"index": 0, "message": message, "finish_reason": final.finish_reason, "logprobs": None}],
             "usage": usage(final.prompt_tokens, final.completion_tokens),
         }
@@ -50,8 +54,13 @@ async def chat_completions(request: Request):
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
 
     def chunk(delta: dict, finish_reason: str | None = None) -> str:
-        payload = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,
-                   "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}]}
+        payload = {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}],
+        }
         if include_usage:
             payload["usage"] = None
         return sse(payload)
@@ -80,9 +89,16 @@ async def chat_completions(request: Request):
                     yield piece
             yield chunk({}, event.finish_reason)
             if include_usage:
-                yield sse({"id": completion_id, "object": "chat.completion.chunk", "created": created,
-                           "model": model, "choices": [],
-                           "usage": usage(event.prompt_tokens, event.completion_tokens)})
+                yield sse(
+                    {
+                        "id": completion_id,
+                        "object": "chat.completion.chunk",
+                        "created": created,
+                        "model": model,
+                        "choices": [],
+                        "usage": usage(event.prompt_tokens, event.completion_tokens),
+                    }
+                )
             return
 
     return sse_response(stream())

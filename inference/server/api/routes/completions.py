@@ -20,8 +20,9 @@ router = APIRouter()
 @router.post("/v1/completions")
 async def completions(request: Request):
     runtime, prompts = request.app.state.runtime, request.app.state.prompts
-    body = await read_body(request, CompletionRequest, value_limit(runtime.loaded.max_model_len),
-                           prompts.precheck_prompt)
+    body = await read_body(
+        request, CompletionRequest, value_limit(runtime.loaded.max_model_len), prompts.precheck_prompt
+    )
     check_model(runtime, body.model)
     prompt_ids = await prompts.text(body.prompt)
     params = sampling_params(runtime, body, prompt_ids, "prompt")
@@ -31,15 +32,25 @@ async def completions(request: Request):
 
     if not body.stream:
         text, final = await collect(runtime, request, handle)
-        return {"id": completion_id, "object": "text_completion", "created": created, "model": model,
-                "choices": [{"index": 0, "text": text, "finish_reason": final.finish_reason, "logprobs": None}],
-                "usage": usage(final.prompt_tokens, final.completion_tokens)}
+        return {
+            "id": completion_id,
+            "object": "text_completion",
+            "created": created,
+            "model": model,
+            "choices": [{"index": 0, "text": text, "finish_reason": final.finish_reason, "logprobs": None}],
+            "usage": usage(final.prompt_tokens, final.completion_tokens),
+        }
 
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
 
     def chunk(text: str, finish_reason: str | None = None) -> str:
-        payload = {"id": completion_id, "object": "text_completion", "created": created, "model": model,
-                   "choices": [{"index": 0, "text": text, "finish_reason": finish_reason, "logprobs": None}]}
+        payload = {
+            "id": completion_id,
+            "object": "text_completion",
+            "created": created,
+            "model": model,
+            "choices": [{"index": 0, "text": text, "finish_reason": finish_reason, "logprobs": None}],
+        }
         if include_usage:
             payload["usage"] = None
         return sse(payload)
@@ -55,8 +66,16 @@ async def completions(request: Request):
                 return
             yield chunk("", event.finish_reason)
             if include_usage:
-                yield sse({"id": completion_id, "object": "text_completion", "created": created, "model": model,
-                           "choices": [], "usage": usage(event.prompt_tokens, event.completion_tokens)})
+                yield sse(
+                    {
+                        "id": completion_id,
+                        "object": "text_completion",
+                        "created": created,
+                        "model": model,
+                        "choices": [],
+                        "usage": usage(event.prompt_tokens, event.completion_tokens),
+                    }
+                )
             return
 
     return sse_response(stream())
@@ -66,12 +85,12 @@ async def completions(request: Request):
 async def generate(request: Request) -> dict:
     """The article's service: raw prompt in, generated text out (without the prompt)."""
     runtime, prompts = request.app.state.runtime, request.app.state.prompts
-    body = await read_body(request, GenerateRequest, value_limit(runtime.loaded.max_model_len),
-                           prompts.precheck_prompt)
+    body = await read_body(request, GenerateRequest, value_limit(runtime.loaded.max_model_len), prompts.precheck_prompt)
     prompt_ids = await prompts.text(body.prompt)
     room = runtime.loaded.max_model_len - len(prompt_ids)
-    fields = CompletionRequest(prompt=body.prompt, temperature=body.temperature,
-                               max_tokens=max(1, min(body.max_tokens, room)))
+    fields = CompletionRequest(
+        prompt=body.prompt, temperature=body.temperature, max_tokens=max(1, min(body.max_tokens, room))
+    )
     params = sampling_params(runtime, fields, prompt_ids, "prompt")
     text, _ = await collect(runtime, request, submit(runtime, prompt_ids, params))
     return {"response": text}

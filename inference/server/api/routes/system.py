@@ -31,8 +31,14 @@ async def model(request: Request, model: str) -> dict:
 
 def _model(runtime) -> dict:
     loaded = runtime.loaded
-    return {"id": loaded.served_model_name, "object": "model", "created": _STARTED, "owned_by": "dsdeploy",
-            "root": model_root(runtime.config.model), "max_model_len": loaded.max_model_len}
+    return {
+        "id": loaded.served_model_name,
+        "object": "model",
+        "created": _STARTED,
+        "owned_by": "dsdeploy",
+        "root": model_root(runtime.config.model),
+        "max_model_len": loaded.max_model_len,
+    }
 
 
 def model_root(model: str) -> str:
@@ -43,8 +49,9 @@ def model_root(model: str) -> str:
 
 
 def _engine_failed(runtime) -> Response:
-    return error_response(503, f"the engine has failed ({runtime.engine.failure}); the server must be restarted",
-                          None, "engine_failed")
+    return error_response(
+        503, f"the engine has failed ({runtime.engine.failure}); the server must be restarted", None, "engine_failed"
+    )
 
 
 @router.get("/health")
@@ -64,8 +71,14 @@ async def ready(request: Request) -> Response:
         return _engine_failed(runtime)
     if not runtime.ready:
         return error_response(503, "the server is draining and takes no new requests", None, "shutting_down")
-    return JSONResponse({"status": "ready", "model": runtime.loaded.served_model_name,
-                         "running": runtime.engine.num_running, "waiting": runtime.engine.num_waiting})
+    return JSONResponse(
+        {
+            "status": "ready",
+            "model": runtime.loaded.served_model_name,
+            "running": runtime.engine.num_running,
+            "waiting": runtime.engine.num_waiting,
+        }
+    )
 
 
 @router.get("/metrics")

@@ -1,0 +1,184 @@
+"""Cloud spend budgets per key and in total, per UTC day and month (``limits.budgets``, in USD).
+
+Before a request may leave, ``BudgetGate.check`` reads what its key and all keys have spent this day and
+month (one atomic read); a spent budget keeps the request home: served by a local engine if one can take
+it (saturated or not), else 429 with ``Retry-After`` = seconds until the period resets. After a cloud
+answer, ``charge`` adds its cost (tokens from the answer's ``usage`` at ``cloud.prices``) to every counter.
+As a request leaves for the cloud, ``hold`` charges its estimated cost at once (its prompt estimated from
+the body's size, its completion at most the ``max_completion_tokens``/``max_tokens`` it asks for, else
+nothing), so requests checked while it is out see it, in every replica; ``charge`` then settles the
+difference to the cost its answer's ``usage`` shows (a refund when it cost less or the cloud never
+answered). What can still overshoot a budget: requests checked in the moment between another one's check
+and its hold, and completions that run past the estimate (no ``max_tokens``). If the spend cannot be read
+(Redis down), the cloud is refused: no spend that cannot be counted.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from inference.router.config import PRICE_CURRENCY, RouterConfig
+from inference.router.errors import RouterError
+from inference.router.limits_config import PERIODS, BudgetLimits
+from inference.router.shared_state import LocalState, RedisState, SharedStateDown
+
+NANO = 1_000_000_000  # counters hold integer nano-USD: exact sums in Redis' INCRBY
+TTL_SLACK_S = 86_400  # a counter outlives its period by a day (replicas' clocks may differ a little)
+EXHAUSTED, UNAVAILABLE = "budget_exhausted", "budget_unavailable"
+P = "dsdeploy_router_"
+
+
+def period_id(period: str, now: datetime) -> str:
+    return now.strftime("%Y%m%d") if period == "day" else now.strftime("%Y%m")
+
+
+def seconds_to_reset(period: str, now: datetime) -> float:
+    """Seconds from ``now`` (UTC) until the period (UTC day, UTC month) starts anew."""
+    day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    if period == "day":
+        nxt = day + timedelta(days=1)
+    else:
+        first = day.replace(day=1)
+        nxt = first.replace(year=first.year + 1, month=1) if first.month == 12 else first.replace(month=first.month + 1)
+    return (nxt - now).total_seconds()
+
+
+class BudgetGate:
+    def __init__(
+        self, config: RouterConfig, state: LocalState | RedisState, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.budgets = config.limits.budgets
+        self.prices = config.cloud.prices if config.cloud is not None else {}
+        self.key_budgets: dict[str, BudgetLimits] = {k.id: k.budget for k in config.auth.keys if k.budget is not None}
+        self.state = state
+        self.prefix = config.limits.redis_key_prefix
+        self._clock = clock
+        self.refused: dict[tuple[str, str, str], int] = {}  # (reason, scope, period) -> count
+        self.seen: dict[tuple[str, str], tuple[float, float]] = {}  # (scope, period) -> (spent, limit) USD
+
+    def _scopes(self, key_id: str) -> list[tuple[str, BudgetLimits]]:
+        scopes = []
+        if self.budgets.total.any:
+            scopes.append(("total", self.budgets.total))
+        own = self.key_budgets.get(key_id, self.budgets.per_key)
+        if own.any:
+            scopes.append((f"key:{key_id}", own))
+        return scopes
+
+    def _counters(self, key_id: str, now: datetime) -> list[tuple[str, str, str, float]]:
+        """(redis key, scope, period, limit USD) of every budget that applies to the key."""
+        out = []
+        for scope, limits in self._scopes(key_id):
+            for period in PERIODS:
+                limit = limits.limit(period)
+                if limit is not None:
+                    out.append(
+                        (f"{self.prefix}:budget:{scope}:{period}:{period_id(period, now)}", scope, period, limit)
+                    )
+        return out
+
+    def _count(self, reason: str, scope: str, period: str) -> None:
+        key = (reason, scope, period)
+        self.refused[key] = self.refused.get(key, 0) + 1
+
+    async def check(self, key_id: str) -> RouterError | None:
+        """None if the request may spend, else the refusal it gets when no local engine serves it."""
+        now = datetime.fromtimestamp(self._clock(), UTC)
+        counters = self._counters(key_id, now)
+        if not counters:
+            return None
+        try:
+            values = await self.state.spent([c[0] for c in counters])
+        except SharedStateDown:
+            self._count(UNAVAILABLE, "*", "*")
+            retry = getattr(self.state, "retry_s", 1.0)
+            return RouterError(
+                503,
+                "The cloud budget cannot be counted (the shared state store, limits.redis_url, "
+                "does not answer), so no request leaves for the cloud, and no local engine could "
+                "serve this one.",
+                code=UNAVAILABLE,
+                retry_after=retry,
+            )
+        spent_out: list[tuple[str, str, float]] = []
+        for (_, scope, period, limit), value in zip(counters, values, strict=True):
+            spent = value / NANO
+            self.seen[(scope, period)] = (spent, limit)
+            if spent >= limit:
+                spent_out.append((scope, period, limit))
+        if not spent_out:
+            return None
+        for scope, period, _ in spent_out:
+            self._count(EXHAUSTED, scope, period)
+        wait = max(seconds_to_reset(period, now) for _, period, _ in spent_out)
+        which = ", ".join(f"{scope} per {period} ({limit:g} {PRICE_CURRENCY})" for scope, period, limit in spent_out)
+        return RouterError(
+            429,
+            f"The cloud budget is spent ({which}) and no local engine could serve this "
+            f"request; it resets in {math.ceil(wait)} s.",
+            code=EXHAUSTED,
+            retry_after=float(math.ceil(wait)),
+        )
+
+    def _nano(self, cloud_model: str | None, prompt_tokens: int, completion_tokens: int) -> int:
+        price = self.prices.get(cloud_model) if cloud_model is not None else None
+        if price is None or not (prompt_tokens or completion_tokens):
+            return 0
+        return math.ceil(price.cost_usd(prompt_tokens, completion_tokens) * NANO)
+
+    async def hold(self, key_id: str, cloud_model: str, prompt_tokens: int, completion_tokens: int) -> int:
+        """Charge a request's estimated cost as it leaves; the nano-USD held, for ``charge`` to settle."""
+        nano = self._nano(cloud_model, prompt_tokens, completion_tokens)
+        if nano:
+            await self._add(key_id, nano)
+        return nano
+
+    async def charge(
+        self, key_id: str, cloud_model: str | None, prompt_tokens: int, completion_tokens: int, held: int = 0
+    ) -> None:
+        """Add one cloud answer's cost to the budgets of its key and the total, less what ``hold`` charged
+        for it (a refund when it cost less, or nothing came: ``cloud_model`` None)."""
+        nano = self._nano(cloud_model, prompt_tokens, completion_tokens) - held
+        if nano:
+            await self._add(key_id, nano)
+
+    async def _add(self, key_id: str, nano: int) -> None:
+        now = datetime.fromtimestamp(self._clock(), UTC)
+        amounts = []
+        for key, scope, period, limit in self._counters(key_id, now):
+            amounts.append((key, nano, math.ceil(seconds_to_reset(period, now)) + TTL_SLACK_S))
+            spent, _ = self.seen.get((scope, period), (0.0, limit))
+            self.seen[(scope, period)] = (spent + nano / NANO, limit)
+        if amounts:
+            await self.state.charge(amounts)
+
+    # prometheus-client collector protocol (registered with the router's registry)
+    def collect(self) -> Iterator[Metric]:
+        refused = CounterMetricFamily(
+            P + "budget_refused",
+            "Requests kept from the cloud by a budget: spent "
+            "(budget_exhausted) or not countable (budget_unavailable); each was served "
+            "locally or answered 429/503",
+            labels=["reason", "scope", "period"],
+        )
+        for (reason, scope, period), n in sorted(self.refused.items()):
+            refused.add_metric([reason, scope, period], n)
+        yield refused
+        spent = GaugeMetricFamily(
+            P + "budget_spent_usd", "Cloud spend this period as last read by this replica", labels=["scope", "period"]
+        )
+        remaining = GaugeMetricFamily(
+            P + "budget_remaining_usd",
+            "Budget left this period as last read by this replica (0 or less: requests no longer leave)",
+            labels=["scope", "period"],
+        )
+        for (scope, period), (value, limit) in sorted(self.seen.items()):
+            spent.add_metric([scope, period], value)
+            remaining.add_metric([scope, period], limit - value)
+        yield spent
+        yield remaining
