@@ -16,6 +16,7 @@ from typing import Any, TextIO
 from inference.router.audit import AuditLog
 from inference.router.auth import Authenticator, Principal
 from inference.router.body_deadline import BodyDeadlines
+from inference.router.budgets import EXHAUSTED as BUDGET_EXHAUSTED
 from inference.router.budgets import BudgetGate
 from inference.router.cache import ResponseCache, is_deterministic
 from inference.router.cloud import CloudRoute
@@ -30,7 +31,7 @@ from inference.router.ops import serve_other
 from inference.router.payload import parse_body
 from inference.router.policy import DataClassPolicy
 from inference.router.pool import UpstreamPool
-from inference.router.proxy import Reply
+from inference.router.proxy import AttemptFailed, Reply
 from inference.router.reasoning_shape import for_clients
 from inference.router.reasons import STREAM_CONTINUED
 from inference.router.record import (
@@ -134,14 +135,21 @@ class RouterApp:
                     retry_after=wait,
                 )
 
-    async def _hold(self, rec: RequestRecord, data: dict[str, Any], cloud_model: str, prefix_tokens: int = 0) -> None:
-        """As the request leaves for the cloud: its estimated cost is charged at once (budgets.hold), once;
-        a continuation's prompt holds the local part it continues, its completion what is left of the bound."""
-        if self.budgets is not None and not rec.budget_held and not rec.charged:
-            prompt = estimated_tokens(rec.request_bytes) + prefix_tokens
-            bound = requested_completion_tokens(data)
-            completion = max(1, bound - prefix_tokens) if bound else 0
-            rec.budget_held = await self.budgets.hold(rec.key_id or "anonymous", cloud_model, prompt, completion)
+    async def _hold(
+        self, rec: RequestRecord, data: dict[str, Any], cloud_model: str, prefix_tokens: int = 0
+    ) -> RouterError | None:
+        """As the request leaves for the cloud: its budgets checked and its estimated cost charged in one step
+        (budgets.hold), once; the refusal if a budget is spent (or cannot be counted) by now. A continuation's
+        prompt holds the local part it continues, its completion what is left of the bound."""
+        if self.budgets is None or rec.budget_held or rec.charged:
+            return None
+        prompt = estimated_tokens(rec.request_bytes) + prefix_tokens
+        bound = requested_completion_tokens(data)
+        completion = max(1, bound - prefix_tokens) if bound else 0
+        rec.budget_held, refusal = await self.budgets.hold(rec.key_id or "anonymous", cloud_model, prompt, completion)
+        if refusal is not None:
+            rec.cloud_refused = refusal.code
+        return refusal
 
     async def _charge(self, rec: RequestRecord) -> None:
         """Add the request's cloud spend to the budgets, less what was held for it, once."""
@@ -342,7 +350,9 @@ class RouterApp:
 
             async def continuer(so_far: ChatStream) -> Reply:
                 self.metrics.fallback(STREAM_CONTINUED)
-                await self._hold(rec, data, cloud_model, so_far.tokens)
+                refusal = await self._hold(rec, data, cloud_model, so_far.tokens)
+                if refusal is not None:  # the budget is spent by now: the stream ends as it broke off
+                    raise AttemptFailed(refusal.code or BUDGET_EXHAUSTED)
                 return await cloud.continue_stream(data, cloud_model, so_far, deadline)
 
         options = data.get("stream_options")

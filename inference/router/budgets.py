@@ -4,13 +4,15 @@ Before a request may leave, ``BudgetGate.check`` reads what its key and all keys
 month (one atomic read); a spent budget keeps the request home: served by a local engine if one can take
 it (saturated or not), else 429 with ``Retry-After`` = seconds until the period resets. After a cloud
 answer, ``charge`` adds its cost (tokens from the answer's ``usage`` at ``cloud.prices``) to every counter.
-As a request leaves for the cloud, ``hold`` charges its estimated cost at once (its prompt estimated from
-the body's size, its completion at most the ``max_completion_tokens``/``max_tokens`` it asks for, else
-nothing), so requests checked while it is out see it, in every replica; ``charge`` then settles the
-difference to the cost its answer's ``usage`` shows (a refund when it cost less or the cloud never
-answered). What can still overshoot a budget: requests checked in the moment between another one's check
-and its hold, and completions that run past the estimate (no ``max_tokens``). If the spend cannot be read
-(Redis down), the cloud is refused: no spend that cannot be counted.
+As a request leaves for the cloud, ``hold`` checks the budgets again and charges its estimated cost in
+one atomic step (one Redis script, ``shared_state.HOLD_SCRIPT``): its prompt estimated from the body's
+size, its completion at most the ``max_completion_tokens``/``max_tokens`` it asks for, else nothing. So
+requests that passed ``check`` together cannot all leave: once the holds reach a limit the rest are
+refused there (and stay home as at ``check``), in every replica. ``charge`` then settles the difference to
+the cost its answer's ``usage`` shows (a refund when it cost less or the cloud never answered). What can
+still overshoot a budget: the last hold admitted below the limit (by at most its own estimate), and
+completions that run past the estimate (no ``max_tokens``). If the spend cannot be read or held (Redis
+down), the cloud is refused: no spend that cannot be counted.
 """
 
 from __future__ import annotations
@@ -95,24 +97,27 @@ class BudgetGate:
         try:
             values = await self.state.spent([c[0] for c in counters])
         except SharedStateDown:
-            self._count(UNAVAILABLE, "*", "*")
-            retry = getattr(self.state, "retry_s", 1.0)
-            return RouterError(
-                503,
-                "The cloud budget cannot be counted (the shared state store, limits.redis_url, "
-                "does not answer), so no request leaves for the cloud, and no local engine could "
-                "serve this one.",
-                code=UNAVAILABLE,
-                retry_after=retry,
-            )
+            return self._unavailable()
         spent_out: list[tuple[str, str, float]] = []
         for (_, scope, period, limit), value in zip(counters, values, strict=True):
             spent = value / NANO
             self.seen[(scope, period)] = (spent, limit)
             if spent >= limit:
                 spent_out.append((scope, period, limit))
-        if not spent_out:
-            return None
+        return self._exhausted(spent_out, now) if spent_out else None
+
+    def _unavailable(self) -> RouterError:
+        self._count(UNAVAILABLE, "*", "*")
+        return RouterError(
+            503,
+            "The cloud budget cannot be counted (the shared state store, limits.redis_url, "
+            "does not answer), so no request leaves for the cloud, and no local engine could "
+            "serve this one.",
+            code=UNAVAILABLE,
+            retry_after=getattr(self.state, "retry_s", 1.0),
+        )
+
+    def _exhausted(self, spent_out: list[tuple[str, str, float]], now: datetime) -> RouterError:
         for scope, period, _ in spent_out:
             self._count(EXHAUSTED, scope, period)
         wait = max(seconds_to_reset(period, now) for _, period, _ in spent_out)
@@ -131,12 +136,30 @@ class BudgetGate:
             return 0
         return math.ceil(price.cost_usd(prompt_tokens, completion_tokens) * NANO)
 
-    async def hold(self, key_id: str, cloud_model: str, prompt_tokens: int, completion_tokens: int) -> int:
-        """Charge a request's estimated cost as it leaves; the nano-USD held, for ``charge`` to settle."""
+    async def hold(
+        self, key_id: str, cloud_model: str, prompt_tokens: int, completion_tokens: int
+    ) -> tuple[int, RouterError | None]:
+        """As a request leaves: check its budgets and charge its estimated cost in one atomic step (one
+        Redis script; no other request's hold, in any replica, comes between). (nano-USD held, for
+        ``charge`` to settle; None) when it may leave, else (0, the refusal: a budget another request
+        spent since ``check``, or the spend cannot be counted)."""
         nano = self._nano(cloud_model, prompt_tokens, completion_tokens)
-        if nano:
-            await self._add(key_id, nano)
-        return nano
+        now = datetime.fromtimestamp(self._clock(), UTC)
+        counters = self._counters(key_id, now)
+        if not nano or not counters:
+            return 0, None
+        holds = [(key, nano, self._ttl(period, now), math.ceil(limit * NANO)) for key, _, period, limit in counters]
+        try:
+            over = await self.state.hold(holds)
+        except SharedStateDown:
+            return 0, self._unavailable()
+        if over:
+            _, scope, period, limit = counters[over - 1]
+            seen, _ = self.seen.get((scope, period), (limit, limit))
+            self.seen[(scope, period)] = (max(seen, limit), limit)  # it has reached its limit at least
+            return 0, self._exhausted([(scope, period, limit)], now)
+        self._saw(counters, nano)
+        return nano, None
 
     async def charge(
         self, key_id: str, cloud_model: str | None, prompt_tokens: int, completion_tokens: int, held: int = 0
@@ -149,13 +172,20 @@ class BudgetGate:
 
     async def _add(self, key_id: str, nano: int) -> None:
         now = datetime.fromtimestamp(self._clock(), UTC)
-        amounts = []
-        for key, scope, period, limit in self._counters(key_id, now):
-            amounts.append((key, nano, math.ceil(seconds_to_reset(period, now)) + TTL_SLACK_S))
+        counters = self._counters(key_id, now)
+        self._saw(counters, nano)
+        if counters:
+            await self.state.charge([(key, nano, self._ttl(period, now)) for key, _, period, _ in counters])
+
+    @staticmethod
+    def _ttl(period: str, now: datetime) -> int:
+        return math.ceil(seconds_to_reset(period, now)) + TTL_SLACK_S
+
+    def _saw(self, counters: list[tuple[str, str, str, float]], nano: int) -> None:
+        """This replica's view of the counters (the spent/remaining gauges) after adding ``nano``."""
+        for _, scope, period, limit in counters:
             spent, _ = self.seen.get((scope, period), (0.0, limit))
             self.seen[(scope, period)] = (spent + nano / NANO, limit)
-        if amounts:
-            await self.state.charge(amounts)
 
     # prometheus-client collector protocol (registered with the router's registry)
     def collect(self) -> Iterator[Metric]:

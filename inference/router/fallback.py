@@ -72,14 +72,16 @@ class FallbackPolicy:
         policy: DataClassPolicy,
         metrics: RouterMetrics,
         cloud: CloudRoute | None,
-        leaving: Callable[[RequestRecord, dict[str, Any], str], Awaitable[None]] | None = None,
+        leaving: Callable[[RequestRecord, dict[str, Any], str], Awaitable[RouterError | None]] | None = None,
     ) -> None:
         self.config = config
         self.pool = pool
         self.policy = policy
         self.metrics = metrics
         self.cloud = cloud
-        self.leaving = leaving  # awaited as a request leaves for the cloud (the budgets hold its cost)
+        # Awaited as a request is about to leave for the cloud: the budgets hold its cost, or refuse it (it is
+        # then routed as a request whose budget was spent at check: home, waiting, or that refusal).
+        self.leaving = leaving
 
     async def start(self) -> None:
         if self.cloud is not None:
@@ -128,6 +130,11 @@ class FallbackPolicy:
                         return routed
                 else:
                     reason = NO_LOCAL
+                if cloud_model is not None and record is not None and self.leaving is not None:
+                    refusal = await self.leaving(record, data, cloud_model)
+                    if refusal is not None:  # a budget spent since it was checked: it stays home after all
+                        cloud_refusal, cloud_model = refusal, None
+                        continue
                 if cloud_model is not None or not self._may_wait():
                     if cloud_model is not None and self.pool.upstreams and self.pool.cold:
                         self.pool.wait_queue.cold_cloud += 1  # demand no engine was up for: it may wake them
@@ -306,8 +313,6 @@ class FallbackPolicy:
                 raise cloud_refusal
             raise self._refusal(data, data_class, reason, last)
         self.metrics.fallback(reason)
-        if self.leaving is not None and record is not None:
-            await self.leaving(record, data, cloud_model)
         try:
             reply, cloud_attempts = await self.cloud.send(path, data, cloud_model, stream, deadline)
         except AttemptFailed as failure:

@@ -54,6 +54,24 @@ end
 return out
 """
 
+# KEYS: spend counters; ARGV: amount, ttl, limit for each key in turn (integers). Check and charge in one
+# step: if any counter has reached its limit, nothing is added and the script returns that counter's index
+# (1-based); else every counter gets its amount and 0 is returned. No other replica's hold can come between.
+HOLD_SCRIPT = """
+for i, key in ipairs(KEYS) do
+  if (tonumber(redis.call('GET', key)) or 0) >= tonumber(ARGV[3 * i]) then
+    return i
+  end
+end
+for i, key in ipairs(KEYS) do
+  redis.call('INCRBY', key, ARGV[3 * i - 2])
+  redis.call('EXPIRE', key, ARGV[3 * i - 1])
+end
+return 0
+"""
+
+Hold = tuple[str, int, int, int]  # (counter key, nano-USD, ttl s, limit nano-USD)
+
 
 class SharedStateDown(Exception):
     """Redis did not answer: spend cannot be read (the caller fails closed)."""
@@ -65,6 +83,7 @@ class SharedState(Protocol):
     async def rate(self, key_id: str, rpm: int) -> float | None: ...
     async def spent(self, keys: list[str]) -> list[int]: ...
     async def charge(self, amounts: list[tuple[str, int, int]]) -> None: ...
+    async def hold(self, holds: list[Hold]) -> int: ...
     async def close(self) -> None: ...
 
 
@@ -96,6 +115,16 @@ class LocalState:
         for key, amount, ttl in amounts:
             value, _ = self._spend.get(key, (0, 0.0))
             self._spend[key] = (value + amount, now + ttl)
+
+    async def hold(self, holds: list[Hold]) -> int:
+        """Charge every counter unless one has reached its limit: that one's index (1-based), else 0. No
+        await between the check and the charge: atomic within this process."""
+        spent = await self.spent([key for key, *_ in holds])
+        for i, ((_, _, _, limit), value) in enumerate(zip(holds, spent, strict=True), 1):
+            if value >= limit:
+                return i
+        await self.charge([(key, amount, ttl) for key, amount, ttl, _ in holds])
+        return 0
 
     async def close(self) -> None:
         return None
@@ -129,6 +158,7 @@ class RedisState:
         self.client = aioredis.Redis(connection_pool=pool)
         self._rate = self.client.register_script(RATE_SCRIPT)
         self._charge = self.client.register_script(CHARGE_SCRIPT)
+        self._hold = self.client.register_script(HOLD_SCRIPT)
         self.retry_s = limits.redis_retry_s
         self.prefix = limits.redis_key_prefix
         self._clock = clock
@@ -185,6 +215,24 @@ class RedisState:
                 self.up = True
             except self._errors_types:
                 self._failed("charge")
+
+    async def hold(self, holds: list[Hold]) -> int:
+        """Check and charge in one Redis script (HOLD_SCRIPT); raises SharedStateDown when Redis does not
+        answer (the caller fails closed, as for ``spent``)."""
+        if not self._available():
+            raise SharedStateDown
+        args: list[int] = []
+        for _, amount, ttl, limit in holds:
+            args += [amount, ttl, limit]
+        try:
+            if self.pending:
+                await self._flush()
+            over = int(await self._hold(keys=[key for key, *_ in holds], args=args))
+        except self._errors_types:
+            self._failed("hold")
+            raise SharedStateDown from None
+        self.up = True
+        return over
 
     async def _flush(self) -> None:
         """Send what is held; taken out first, so two requests flushing at once never send it twice."""

@@ -205,6 +205,126 @@ def test_a_hold_in_one_replica_is_seen_by_the_other_through_redis(ups, redis_ser
     assert abs(stored - ONE_ANSWER_USD * 1e9) <= 1  # nano-USD: held, then settled to the answer's cost
 
 
+@pytest.mark.parametrize("shared", [False, True], ids=["one replica", "redis"])
+def test_holds_after_checks_are_refused_once_the_budget_is_reached(redis_server, shared):
+    """Ten requests pass ``check`` together (nothing spent yet); as they leave, check and hold are one step,
+    so only the holds made below the limit get out (3 of 1000-token holds in a 0.001 USD budget)."""
+    import asyncio
+
+    cfg = parse_router_config(
+        cloud_only(redis_server if shared else None, budgets={"total": {"day_usd": 0.001}}), environ=ENV
+    )
+    hold_nano = 1000 * 420  # 1000 completion tokens at 0.42 USD per million, in nano-USD
+
+    async def scenario() -> tuple[list[Any], list[Any], list[int]]:
+        state = RedisState(cfg.limits) if shared else LocalState()
+        gate = BudgetGate(cfg, state)
+        checks = await asyncio.gather(*(gate.check("anonymous") for _ in range(10)))
+        holds = await asyncio.gather(*(gate.hold("anonymous", "deepseek-chat", 0, 1000) for _ in range(10)))
+        day = period_id("day", datetime.now(UTC))
+        stored = await state.spent([f"dsdeploy:budget:total:day:{day}"])
+        await state.close()
+        return checks, holds, stored
+
+    checks, holds, stored = asyncio.run(scenario())
+    assert checks == [None] * 10
+    admitted = [nano for nano, refusal in holds if refusal is None]
+    refused = [refusal for _, refusal in holds if refusal is not None]
+    assert admitted == [hold_nano] * 3  # 0, 0.42 and 0.84 of the budget were below it; 1.26 is not
+    assert [(r.status, r.code) for r in refused] == [(429, "budget_exhausted")] * 7
+    assert stored == [3 * hold_nano]  # refused holds added nothing
+
+
+def test_a_hold_fails_closed_when_redis_does_not_answer(redis_server):
+    import asyncio
+
+    cfg = parse_router_config(cloud_only(redis_server, budgets={"total": {"day_usd": 1.0}}), environ=ENV)
+
+    async def scenario() -> tuple[int, Any]:
+        state = RedisState(cfg.limits)
+        redis_server.kill()
+        held = await BudgetGate(cfg, state).hold("anonymous", "deepseek-chat", 10, 10)
+        await state.close()
+        return held
+
+    nano, refusal = asyncio.run(scenario())
+    assert nano == 0 and refusal is not None and (refusal.status, refusal.code) == (503, "budget_unavailable")
+
+
+def total_day_counter() -> str:
+    return f"dsdeploy:budget:total:day:{period_id('day', datetime.now(UTC))}"
+
+
+def redis_router_config(ups: Any, redis: RedisServer, tmp_path: Any, **sections: Any) -> Any:
+    """One router with engine a and the cloud stand-in, HELD_BUDGET as its total budget, kept in Redis."""
+    return router_config(
+        [ups["a"].url],
+        ups["cloud"].url,
+        tmp_path / "audit.jsonl",
+        environ=ENV,
+        policy={"default_class": "public"},
+        limits={
+            "budgets": {"total": HELD_BUDGET},
+            "redis_url": redis.url,
+            "redis_password": "${TEST_REDIS_PASSWORD}",
+        },
+        **sections,
+    )
+
+
+def spend_it_elsewhere(redis: RedisServer) -> None:
+    """Another replica's spend: the whole HELD_BUDGET, added to the shared counter behind this router's back."""
+    redis.client().incrby(total_day_counter(), round(HELD_BUDGET["day_usd"] * 1e9))
+
+
+def test_a_budget_spent_elsewhere_while_local_attempts_ran_keeps_the_request_from_leaving(ups, redis_server, tmp_path):
+    """Checked with room left, the request tries its engine, which fails slowly; meanwhile another replica
+    spends the budget. As it is about to leave, the hold sees that: no cloud request, 429 budget_exhausted."""
+    a, cloud = ups["a"], ups["cloud"]
+    a.control(mode="status", status=500, delay=1.0)
+    with run_router(redis_router_config(ups, redis_server, tmp_path, wait_queue={"deadline_s": 0.5})) as r:
+        out: dict[str, Any] = {}
+        t = in_thread_chat(r.url, out, max_tokens=10)
+        until(lambda: len(a.requests()) >= 1, "the first local attempt")
+        spend_it_elsewhere(redis_server)
+        t.join()
+        line = r.audit_lines(1)[0]
+    assert isinstance(out.get("error"), openai.RateLimitError), out
+    assert out["error"].body["code"] == "budget_exhausted"
+    assert (line["status"], line["cloud_refused"]) == (429, "budget_exhausted")
+    assert cloud.requests() == []
+
+
+def test_a_stream_is_not_continued_from_the_cloud_once_the_budget_is_spent(ups, redis_server, tmp_path):
+    """A public stream cut by its engine would be continued from the cloud; with the budget spent elsewhere
+    while it streamed, the continuation's hold refuses it: the stream ends with its error, nothing leaves."""
+    a, cloud = ups["a"], ups["cloud"]
+    a.control(mode="cut_stream", chunks=8, cut_after=3, chunk_delay=0.3)
+    cloud.control(foreign_prefix="continue")
+    with run_router(redis_router_config(ups, redis_server, tmp_path)) as r:
+        out: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                stream = client(r.url).chat.completions.create(
+                    model="fake-model", messages=MESSAGES, stream=True, max_tokens=10
+                )
+                out["text"] = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+            except openai.APIError as exc:
+                out["error"] = exc
+
+        t = threading.Thread(target=run)
+        t.start()
+        until(lambda: len(a.requests()) >= 1, "the stream on engine a")
+        spend_it_elsewhere(redis_server)
+        t.join()
+        line = r.audit_lines(1)[0]
+    assert isinstance(out.get("error"), openai.APIError), out
+    assert (line["route"], line["error"], line["continuation"]) == ("local", "stream_interrupted", None)
+    assert "cloud:budget_exhausted" in line["failures"] and line["cloud_refused"] == "budget_exhausted"
+    assert cloud.requests() == []
+
+
 def test_spent_budget_keeps_requests_home_even_on_a_saturated_engine(ups, tmp_path):
     """Without Redis (one replica): the first spill spends the total budget, later ones stay local."""
     ups["a"].control(waiting=20)
