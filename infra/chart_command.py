@@ -18,9 +18,9 @@ from pathlib import Path
 import yaml
 
 from dsdeploy.cli import key_value_pairs
-from infra.catalog.schema import QUANTIZATION_NAMES
 from infra.chart_options import add_option_flags
 from infra.chart_values import CHART_DIR, ChartOptions
+from infra.plan_command import add_plan_arguments, plan_from_args
 
 EXIT_OK, EXIT_DOES_NOT_FIT, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -139,7 +139,7 @@ def cmd_values(args: argparse.Namespace) -> int:
 
     from infra.chart_options import flag_values
     from infra.chart_values import ChartOptions, ChartValuesError, chart_values
-    from infra.planner import PlanDoesNotFit, PlanError, plan_deployment
+    from infra.planner import PlanDoesNotFit, PlanError
 
     try:
         low, high = _replicas(args.engine_replicas)
@@ -149,14 +149,7 @@ def cmd_values(args: argparse.Namespace) -> int:
             engine_replicas_min=low,
             engine_replicas_max=high,
         )
-        plan = plan_deployment(
-            args.model,
-            args.tier,
-            quantization=args.quantization,
-            context=args.context,
-            gpu_memory_utilization=args.gpu_memory_utilization,
-            max_nodes=args.max_nodes,
-        )
+        plan = plan_from_args(args)
         options = _pinned_machine(plan, options, args.instance_type)
         values = chart_values(plan, options)
     except PlanDoesNotFit as exc:
@@ -215,23 +208,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Plan a model on a tier and write the Helm values for charts/dsdeploy. "
         "Exit 0: written; 1: the model does not fit; 2: bad input.",
     )
-    values.add_argument("--model", required=True, help="Hugging Face repo id or alias (e.g. r1-distill-qwen-7b)")
-    values.add_argument(
-        "--tier", required=True, help="hardware tier of the catalog (infra/catalog/tiers.yaml; a wrong one lists them)"
-    )
+    add_plan_arguments(values)  # --model --tier --quantization --context --gpu-memory-utilization --max-nodes
     values.add_argument("-o", "--output", help="file to write (default: stdout)")
-    values.add_argument(
-        "--quantization", help=f"one of {', '.join(QUANTIZATION_NAMES)} (default: the planner's choice)"
-    )
-    values.add_argument("--context", type=int, help="max model length in tokens")
-    values.add_argument("--gpu-memory-utilization", type=float, default=0.90)
-    values.add_argument(
-        "--max-nodes",
-        type=int,
-        default=4,
-        dest="max_nodes",
-        help="most nodes one replica may span (1..4; above 1 the engine is a LeaderWorkerSet)",
-    )
     # The chart options, one flag each, from their declarations (infra/chart_options.py); two parsed here.
     add_option_flags(values, ChartOptions)
     fields = ChartOptions.model_fields

@@ -9,24 +9,24 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from infra.catalog import PLATFORMS
+
+if TYPE_CHECKING:
+    from infra.planner import DeploymentPlan
 
 EXIT_DOES_NOT_FIT = 1
 EXIT_BAD_INPUT = 2
 
 
-def register(subparsers: Any) -> None:
-    from infra.planner.multinode import MAX_NODES_PER_REPLICA
+def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
+    """The planner's inputs as flags, declared once for `dsdeploy plan` and `dsdeploy values` (defaults and
+    ranges from infra/planner); ``plan_from_args`` plans with them."""
+    from infra.planner import GPU_MEMORY_UTILIZATION, GPU_MEMORY_UTILIZATION_RANGE, MAX_NODES_PER_REPLICA
     from infra.planner.quantization import QUANTIZATIONS
 
-    parser = subparsers.add_parser(
-        "plan",
-        help="plan a model on a GPU tier: fit, tensor parallelism, concurrency, vLLM flags",
-        description="Plan one engine replica of a DeepSeek model on a GPU tier. Exit 0: fits; "
-        "1: does not fit (stderr says by how many GB and what would fit); 2: bad input.",
-    )
+    low, high = GPU_MEMORY_UTILIZATION_RANGE
     parser.add_argument("--model", required=True, help="Hugging Face repo id or alias (e.g. r1-distill-qwen-7b, v3)")
     parser.add_argument(
         "--tier", required=True, help="hardware tier of the catalog (infra/catalog/tiers.yaml; a wrong one lists them)"
@@ -43,9 +43,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--gpu-memory-utilization",
         type=float,
-        default=0.90,
+        default=GPU_MEMORY_UTILIZATION,
         dest="gpu_memory_utilization",
-        help="fraction of each GPU's memory vLLM may use (default 0.90)",
+        help=f"fraction of each GPU's memory vLLM may use ({low:.2f}..{high:.2f}, default {GPU_MEMORY_UTILIZATION:.2f})",
     )
     parser.add_argument(
         "--max-nodes",
@@ -53,25 +53,43 @@ def register(subparsers: Any) -> None:
         default=MAX_NODES_PER_REPLICA,
         dest="max_nodes",
         help=f"most nodes one replica may span when one node of the tier cannot hold the model "
-        f"(1..{MAX_NODES_PER_REPLICA}, default {MAX_NODES_PER_REPLICA}; 1 = never span nodes)",
+        f"(1..{MAX_NODES_PER_REPLICA}, default {MAX_NODES_PER_REPLICA}; 1 = never span nodes; above 1 the "
+        "engine is a LeaderWorkerSet)",
     )
+
+
+def plan_from_args(args: argparse.Namespace) -> DeploymentPlan:
+    """The plan of the flags ``add_plan_arguments`` declared (raises the planner's errors)."""
+    from infra.planner import plan_deployment
+
+    return plan_deployment(
+        args.model,
+        args.tier,
+        quantization=args.quantization,
+        context=args.context,
+        gpu_memory_utilization=args.gpu_memory_utilization,
+        max_nodes=args.max_nodes,
+    )
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "plan",
+        help="plan a model on a GPU tier: fit, tensor parallelism, concurrency, vLLM flags",
+        description="Plan one engine replica of a DeepSeek model on a GPU tier. Exit 0: fits; "
+        "1: does not fit (stderr says by how many GB and what would fit); 2: bad input.",
+    )
+    add_plan_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print the plan as JSON")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from infra.planner import PlanDoesNotFit, PlanError, plan_deployment
+    from infra.planner import PlanDoesNotFit, PlanError
     from infra.planner.errors import PlanUnsupported
 
     try:
-        plan = plan_deployment(
-            args.model,
-            args.tier,
-            args.quantization,
-            args.context,
-            args.gpu_memory_utilization,
-            max_nodes=args.max_nodes,
-        )
+        plan = plan_from_args(args)
     except PlanDoesNotFit as exc:
         return _fail(args, "does_not_fit", str(exc), EXIT_DOES_NOT_FIT, exc.shortfall_bytes)
     except PlanUnsupported as exc:

@@ -28,6 +28,7 @@ from pydantic_core import ErrorDetails
 
 from infra.catalog import load_catalog
 from infra.chart_options import StackChartOptions
+from infra.planner import GPU_MEMORY_UTILIZATION, GPU_MEMORY_UTILIZATION_RANGE, MAX_NODES_PER_REPLICA
 from infra.quantity import QUANTITY_RULE, is_quantity
 from infra.stack_rules import consistency_problems
 
@@ -74,7 +75,12 @@ class StackConfig(StackChartOptions):
     model: str = Field(min_length=1)
     quantization: str | None = None
     context: int | None = Field(default=None, gt=0)
-    gpu_memory_utilization: float = Field(default=0.90, gt=0.0, le=0.98, alias="gpuMemoryUtilization")
+    gpu_memory_utilization: float = Field(
+        default=GPU_MEMORY_UTILIZATION,
+        ge=GPU_MEMORY_UTILIZATION_RANGE[0],
+        le=GPU_MEMORY_UTILIZATION_RANGE[1],
+        alias="gpuMemoryUtilization",
+    )
     provisioning: Literal["on-demand", "spot", "flex-start", "reservation", "capacity-block"] | None = None
     reservation_name: str | None = Field(default=None, alias="reservationName")
     capacity_reservation_id: str | None = Field(default=None, alias="capacityReservationId")
@@ -95,7 +101,9 @@ class StackConfig(StackChartOptions):
     gpu_operator_toolkit: bool = Field(default=True, alias="gpuOperatorToolkit")
     wait_for_app: bool = Field(default=False, alias="waitForApp")
     # Replicas over several nodes (a model no node of the tier holds): docs/pulumi.md.
-    max_nodes_per_replica: int = Field(default=4, ge=1, le=4, alias="maxNodesPerReplica")
+    max_nodes_per_replica: int = Field(
+        default=MAX_NODES_PER_REPLICA, ge=1, le=MAX_NODES_PER_REPLICA, alias="maxNodesPerReplica"
+    )
     compact_placement: bool = Field(default=True, alias="compactPlacement")
     lws_already_installed: bool = Field(default=False, alias="lwsAlreadyInstalled")
     # published: the chart pulls the released images; build: `pulumi up` builds them into the cluster's registry

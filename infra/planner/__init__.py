@@ -8,11 +8,21 @@ Pure Python (pydantic + the YAML catalogs); never imports torch or pulumi.
 """
 
 from infra.planner.errors import PlanDoesNotFit, PlanError
-from infra.planner.plan import DEFAULT_CONTEXT, DeploymentPlan, plan_deployment
+from infra.planner.multinode import MAX_NODES_PER_REPLICA
+from infra.planner.plan import (
+    DEFAULT_CONTEXT,
+    GPU_MEMORY_UTILIZATION,
+    GPU_MEMORY_UTILIZATION_RANGE,
+    DeploymentPlan,
+    plan_deployment,
+)
 from infra.planner.quantization import QUANT_SPECS, QUANTIZATIONS
 
 __all__ = [
     "DEFAULT_CONTEXT",
+    "GPU_MEMORY_UTILIZATION",
+    "GPU_MEMORY_UTILIZATION_RANGE",
+    "MAX_NODES_PER_REPLICA",
     "QUANTIZATIONS",
     "QUANT_SPECS",
     "DeploymentPlan",

@@ -24,6 +24,11 @@ from infra.planner.sizing import (
     valid_tp_sizes,
 )
 
+# The share of each GPU's memory vLLM may take (--gpu-memory-utilization): dsdeploy's default, always rendered
+# as a flag (vLLM 0.32's own default is 0.92, vllm/config/cache.py), and the range every entry point accepts
+# (the planner, `dsdeploy plan`/`values`, the stack's gpuMemoryUtilization, the chart's values schema).
+GPU_MEMORY_UTILIZATION = 0.90
+GPU_MEMORY_UTILIZATION_RANGE = (0.10, 0.99)
 DEFAULT_CONTEXT = 32768  # DeepSeek's recommended R1 generation budget (32,768 tokens)
 FALLBACK_CONTEXTS = (16384, 8192, 4096)
 MIN_CONTEXT = 256
@@ -175,13 +180,16 @@ def plan_deployment(
     tier: str,
     quantization: str | None = None,
     context: int | None = None,
-    gpu_memory_utilization: float = 0.90,
+    gpu_memory_utilization: float = GPU_MEMORY_UTILIZATION,
     max_nodes: int = MAX_NODES_PER_REPLICA,
 ) -> DeploymentPlan:
     """Plan one engine replica of `model` on `tier`, over up to `max_nodes` nodes of the tier when one node
     cannot hold it (docs/planner.md). Raises PlanError / PlanDoesNotFit."""
-    if not 0.1 <= gpu_memory_utilization <= 0.99:
-        raise PlanError(f"gpu_memory_utilization {gpu_memory_utilization} is out of range: allowed 0.10..0.99")
+    low, high = GPU_MEMORY_UTILIZATION_RANGE
+    if not low <= gpu_memory_utilization <= high:
+        raise PlanError(
+            f"gpu_memory_utilization {gpu_memory_utilization} is out of range: allowed {low:.2f}..{high:.2f}"
+        )
     if isinstance(max_nodes, bool) or not isinstance(max_nodes, int) or not 1 <= max_nodes <= MAX_NODES_PER_REPLICA:
         raise PlanError(
             f"max_nodes {max_nodes!r} is out of range: allowed 1..{MAX_NODES_PER_REPLICA} nodes per replica"
