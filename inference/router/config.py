@@ -28,7 +28,7 @@ from pydantic import (
 )
 
 from inference.router.env_refs import RouterConfigError, check_secret_refs, expand_env
-from inference.router.limits_config import BudgetLimits, BudgetsConfig, RedisUrl
+from inference.router.limits_config import BudgetLimits, BudgetsConfig, CaFile, RedisUrl
 
 DATA_CLASSES: tuple[str, ...] = ("public", "internal", "restricted")
 DataClass = Literal["public", "internal", "restricted"]
@@ -330,6 +330,18 @@ class LimitsConfig(_Strict):
     redis_retry_s: float = Field(default=2.0, gt=0, le=300)  # after a failure, Redis is left alone this long
     redis_max_connections: int = Field(default=32, ge=1, le=1024)
     redis_key_prefix: str = Field(default="dsdeploy", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:{}-]+$")
+    # rediss:// only: the CAs that sign the Redis server's certificate (a private CA in the cluster); None: the
+    # system's CA store. The server's name is always checked against its certificate.
+    redis_tls_ca_file: CaFile | None = None
+
+    @model_validator(mode="after")
+    def _tls_needs_rediss(self) -> LimitsConfig:
+        if self.redis_tls_ca_file is not None and not (self.redis_url or "").startswith("rediss://"):
+            raise ValueError(
+                "limits.redis_tls_ca_file is set but limits.redis_url is not a rediss:// (TLS) URL: "
+                "use rediss://HOST:PORT/DB, or drop the CA file"
+            )
+        return self
 
 
 class CacheConfig(_Strict):

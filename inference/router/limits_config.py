@@ -6,6 +6,7 @@ month; None is no budget. See docs/router.md ("Budgets and shared state").
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
 
@@ -62,3 +63,16 @@ def _check_redis_url(value: str) -> str:
 
 
 RedisUrl = Annotated[str, AfterValidator(_check_redis_url)]
+
+
+def _check_ca_file(value: str) -> str:
+    """A PEM bundle of the CAs that sign the Redis server's certificate, mounted in the router's file system."""
+    path = Path(value)
+    if not path.is_absolute():
+        raise ValueError(f"must be an absolute path to a PEM file of CA certificates, got {value!r}")
+    if not path.is_file():
+        raise ValueError(f"{value} is not a readable file (mount the CA bundle there, e.g. from a Secret)")
+    return value
+
+
+CaFile = Annotated[str, AfterValidator(_check_ca_file)]

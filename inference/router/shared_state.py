@@ -145,8 +145,13 @@ class RedisState:
         timeout = limits.redis_timeout_s
         # One bounded pool; a request waits at most redis_timeout_s for a connection, and no call is retried
         # by the client (a failure marks Redis down for redis_retry_s instead).
+        tls: dict[str, object] = {}
+        if limits.redis_url.startswith("rediss://"):  # the certificate and its host name are always checked
+            # (said explicitly: redis-py before 6.0 did not check the host name by default)
+            tls = {"ssl_cert_reqs": "required", "ssl_check_hostname": True, "ssl_ca_certs": limits.redis_tls_ca_file}
         pool = aioredis.BlockingConnectionPool.from_url(
             limits.redis_url,
+            **tls,
             max_connections=limits.redis_max_connections,
             timeout=timeout,
             password=limits.redis_password,

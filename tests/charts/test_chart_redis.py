@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from inference.router.config import load_router_config
 from tests.charts.conftest import helm_template, parse
@@ -64,6 +65,36 @@ def test_budgets_and_redis_reach_the_router_config_env_and_network_policy(tmp_pa
     assert to_redis == [{"ports": [{"protocol": "TCP", "port": 6380}], "to": LIMITS["redis"]["egressTo"]}]
     for doc in (r.one("Deployment", "router"), policy, r.one("ConfigMap", "router")):
         assert manifest_errors(doc) == []
+
+
+def test_a_private_ca_for_redis_tls_is_mounted_where_the_router_config_names_it(tmp_path: Path) -> None:
+    ca = {"name": "redis-ca", "key": "ca.pem"}
+    r = render(tmp_path, {"redis": {**LIMITS["redis"], "tlsCaSecret": ca}})
+    text, container, _ = router_parts(r)
+    ca_file = yaml.safe_load(text)["limits"]["redis_tls_ca_file"]
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in r.one("Deployment", "router")["spec"]["template"]["spec"]["volumes"]}
+    mount, volume = mounts["redis-ca"], volumes["redis-ca"]["secret"]
+    assert mount["readOnly"] is True and volume["secretName"] == "redis-ca"
+    assert [f"{mount['mountPath']}/{item['path']}" for item in volume["items"]] == [ca_file]
+    assert volume["items"][0]["key"] == "ca.pem"
+    local = tmp_path / "ca.pem"  # the router reads it there: the same config, with the file here
+    local.write_text("")
+    path = tmp_path / "router.yaml"
+    path.write_text(text.replace(ca_file, str(local)))
+    env = {"DEEPSEEK_API_KEY": "k", "REDIS_PASSWORD": "p", "DSDEPLOY_ENGINE_KEY": "e"}
+    assert load_router_config(path, environ=env).limits.redis_tls_ca_file == str(local)
+    assert manifest_errors(r.one("Deployment", "router")) == []
+    plain = render(tmp_path, LIMITS)  # no CA Secret: nothing mounted, the system store
+    _, container, _ = router_parts(plain)
+    assert "redis_tls_ca_file" not in router_parts(plain)[0]
+    assert "redis-ca" not in {m["name"] for m in container["volumeMounts"]}
+
+
+def test_a_redis_ca_without_tls_is_refused(tmp_path: Path) -> None:
+    values = {"router": {"limits": {"redis": {"host": "r", "tlsCaSecret": {"name": "redis-ca"}}}}}
+    proc = helm_template(values=values, tmp=tmp_path)
+    assert proc.returncode != 0 and "router.limits.redis.tlsCaSecret.name is set but" in proc.stderr
 
 
 def test_redis_password_without_the_cloud_still_gets_its_env(tmp_path: Path) -> None:

@@ -397,6 +397,9 @@ The Redis the router replicas share (JSON): router.limits.redis when its host is
 */}}
 {{- define "dsdeploy.routerRedis" -}}
 {{- $redis := deepCopy .Values.router.limits.redis -}}
+{{- if and $redis.tlsCaSecret.name (not $redis.tls) -}}
+{{- fail "router.limits.redis.tlsCaSecret.name is set but router.limits.redis.tls is false: set tls: true (rediss://), or drop the CA Secret" -}}
+{{- end -}}
 {{- if and (not $redis.host) .Values.valkey.enabled -}}
 {{- $vk := .Values.valkey -}}
 {{- $host := ternary .Release.Name (printf "%s-valkey" .Release.Name) (contains "valkey" .Release.Name) | trunc 63 | trimSuffix "-" -}}
@@ -406,7 +409,7 @@ The Redis the router replicas share (JSON): router.limits.redis when its host is
 {{- $secret = dict "name" $vk.auth.usersExistingSecret "key" ($user.passwordKey | default "default") -}}
 {{- end -}}
 {{- $egress := list (dict "podSelector" (dict "matchLabels" (dict "app.kubernetes.io/name" "valkey" "app.kubernetes.io/instance" .Release.Name))) -}}
-{{- $redis = dict "host" $host "port" 6379 "db" 0 "tls" false "passwordSecret" $secret "egressTo" $egress -}}
+{{- $redis = dict "host" $host "port" 6379 "db" 0 "tls" false "passwordSecret" $secret "egressTo" $egress "tlsCaSecret" (dict "name" "" "key" "ca.crt") -}}
 {{- end -}}
 {{- toJson $redis -}}
 {{- end -}}
@@ -418,4 +421,11 @@ SIGTERM on, while open requests finish); vLLM: /health, its only one.
 */}}
 {{- define "dsdeploy.engineReadyPath" -}}
 {{- ternary "/health" "/ready" (eq .Values.engine.type "vllm") -}}
+{{- end -}}
+
+{{/*
+Where the router finds the CA bundle of router.limits.redis.tlsCaSecret (its limits.redis_tls_ca_file directory).
+*/}}
+{{- define "dsdeploy.redisCaDir" -}}
+/var/run/dsdeploy/redis-tls
 {{- end -}}

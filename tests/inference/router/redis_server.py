@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import redis
+import trustme
 
 from .harness import free_port
 
@@ -15,9 +16,10 @@ PASSWORD = "test-redis-password-0123"  # only for the throwaway server a test st
 
 
 class RedisServer:
-    """One redis-server process with a password, no persistence, killable and restartable on its port."""
+    """One redis-server process with a password, no persistence, killable and restartable on its port. With
+    ``tls`` it serves TLS only (rediss://), with a certificate that CA issued for ``tls_name``."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, tls: trustme.CA | None = None, tls_name: str = "127.0.0.1") -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError(
@@ -26,8 +28,21 @@ class RedisServer:
         self.binary = binary
         self.workdir = workdir
         self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.url = f"{'rediss' if tls else 'redis'}://127.0.0.1:{self.port}/0"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.tls_args: list[str] = []
+        self.ca_file: Path | None = None
+        if tls is not None:
+            cert = tls.issue_cert(tls_name)
+            key_file, cert_file, self.ca_file = workdir / "redis.key", workdir / "redis.crt", workdir / "ca.pem"
+            cert.private_key_pem.write_to_path(str(key_file))
+            cert.cert_chain_pems[0].write_to_path(str(cert_file))
+            tls.cert_pem.write_to_path(str(self.ca_file))
+            self.tls_args = [
+                *("--tls-port", str(self.port), "--port", "0"),
+                *("--tls-cert-file", str(cert_file), "--tls-key-file", str(key_file)),
+                *("--tls-ca-cert-file", str(self.ca_file), "--tls-auth-clients", "no"),
+            ]
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
@@ -35,8 +50,7 @@ class RedisServer:
                 self.binary,
                 "--bind",
                 "127.0.0.1",
-                "--port",
-                str(self.port),
+                *(self.tls_args or ["--port", str(self.port)]),
                 "--requirepass",
                 PASSWORD,
                 "--save",
@@ -63,7 +77,9 @@ class RedisServer:
         raise RuntimeError(f"redis-server did not start on port {self.port}")
 
     def client(self) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, password=PASSWORD, socket_timeout=5)
+        # the test's own client trusts the CA but not the name: it also reaches a server whose name is wrong
+        tls = {"ssl": True, "ssl_ca_certs": str(self.ca_file), "ssl_check_hostname": False} if self.ca_file else {}
+        return redis.Redis(host="127.0.0.1", port=self.port, password=PASSWORD, socket_timeout=5, **tls)
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

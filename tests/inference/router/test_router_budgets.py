@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import threading
 import urllib.request
 from datetime import UTC, datetime
@@ -566,3 +567,85 @@ def test_rediss_url_turns_on_tls():
     assert state.client.connection_pool.connection_class.__name__ == "SSLConnection"
     assert (kwargs["host"], kwargs["port"], kwargs["db"], kwargs["password"]) == ("redis.example", 6380, 1, "pw")
     assert TINY["day_usd"] < ONE_ANSWER_USD
+
+
+@pytest.fixture()
+def tls_ca() -> Any:
+    import trustme
+
+    return trustme.CA()
+
+
+def tls_limits(server: RedisServer, ca_file: Any = None) -> Any:
+    """The parsed limits of a router that keeps a total budget in ``server`` over rediss://."""
+    limits: dict[str, Any] = {"budgets": {"total": {"day_usd": 1.0}}}
+    if ca_file is not None:
+        limits["redis_tls_ca_file"] = str(ca_file)
+    return parse_router_config(cloud_only(server, **limits), environ=ENV)
+
+
+def spend_over(cfg: Any) -> tuple[list[Any], Any]:
+    """Check, hold and settle one request's budget through RedisState over TLS; the counters as read back."""
+    import asyncio
+
+    async def scenario() -> tuple[list[Any], Any]:
+        state = RedisState(cfg.limits)
+        gate = BudgetGate(cfg, state)
+        try:
+            checked = await gate.check("anonymous")
+            nano, refusal = await gate.hold("anonymous", "deepseek-chat", 1000, 1000)
+            await gate.charge("anonymous", "deepseek-chat", 10, 10, held=nano)
+            waited = await state.rate("anonymous", 60)
+            return [checked, refusal, waited], dict(state.errors)
+        finally:
+            await state.close()
+
+    return asyncio.run(scenario())
+
+
+def test_budgets_and_rate_limits_over_tls_to_a_redis_with_a_private_ca(tmp_path, tls_ca):
+    """A real redis-server that speaks TLS only, its certificate from a CA of the test's own (as cert-manager
+    issues in a cluster): with limits.redis_tls_ca_file the router checks, holds, settles and rate-limits there."""
+    server = RedisServer(tmp_path, tls=tls_ca)
+    server.start()
+    try:
+        outcomes, errors = spend_over(tls_limits(server, server.ca_file))
+        stored = int(server.client().get(total_day_counter()))
+    finally:
+        server.kill()
+    assert outcomes == [None, None, None] and errors == {}
+    assert stored == math.ceil((10 * 0.28 + 10 * 0.42) / 1e6 * 1e9)  # the settled cost, nano-USD
+
+
+@pytest.mark.parametrize("case", ["no CA file", "certificate for another name"])
+def test_a_redis_whose_certificate_cannot_be_verified_is_not_used(tmp_path, tls_ca, case):
+    """Without the CA (the system store does not know it) or with a certificate for another host name, the
+    connection is refused: budgets fail closed (503 budget_unavailable), nothing is sent in the clear."""
+    other = case == "certificate for another name"
+    server = RedisServer(tmp_path, tls=tls_ca, tls_name="redis.elsewhere.example" if other else "127.0.0.1")
+    server.start()
+    try:
+        outcomes, errors = spend_over(tls_limits(server, server.ca_file if other else None))
+        stored = server.client().get(total_day_counter())
+    finally:
+        server.kill()
+    checked = outcomes[0]
+    assert checked is not None and (checked.status, checked.code) == (503, "budget_unavailable")
+    assert errors.get("spent", 0) >= 1 and stored is None
+
+
+@pytest.mark.parametrize(
+    ("limits", "message"),
+    [
+        ({"redis_url": "redis://r:6379/0", "redis_tls_ca_file": "CA"}, "limits.redis_tls_ca_file is set but"),
+        ({"redis_url": "rediss://r:6379/0", "redis_tls_ca_file": "ca.pem"}, "must be an absolute path"),
+        ({"redis_url": "rediss://r:6379/0", "redis_tls_ca_file": "/nonexistent/ca.pem"}, "is not a readable file"),
+    ],
+)
+def test_bad_tls_ca_file_names_the_field(limits, message, tmp_path):
+    if limits["redis_tls_ca_file"] == "CA":
+        (tmp_path / "ca.pem").write_text("")
+        limits = {**limits, "redis_tls_ca_file": str(tmp_path / "ca.pem")}
+    with pytest.raises(RouterConfigError) as info:
+        parse_router_config({"cloud": {"api_key": "${K}"}, "limits": limits}, environ={"K": "x"})
+    assert "redis_tls_ca_file" in str(info.value) and message in str(info.value)
