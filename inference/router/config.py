@@ -113,6 +113,13 @@ def _default_prices() -> dict[str, ModelPrice]:
     return {"deepseek-chat": price, "deepseek-reasoner": price}
 
 
+def _default_max_tokens() -> dict[str, int]:
+    # The DeepSeek API's output length when a request sets no max_tokens, reasoning included: "MAX OUTPUT
+    # DEFAULT: 4K" for deepseek-chat and "DEFAULT: 32K" for deepseek-reasoner (https://api-docs.deepseek.com/
+    # quick_start/pricing; "the default value 4096 is used" in the API reference's max_tokens).
+    return {"deepseek-chat": 4096, "deepseek-reasoner": 32768}
+
+
 class CloudConfig(_Strict):
     base_url: str = "https://api.deepseek.com"
     api_key: str = Field(min_length=1)  # must be a ${ENV} reference in the file
@@ -124,6 +131,8 @@ class CloudConfig(_Strict):
     connect_timeout_s: float = Field(default=5.0, gt=0)
     first_byte_timeout_s: float = Field(default=60.0, gt=0)
     prices: dict[str, ModelPrice] = Field(default_factory=_default_prices)
+    # What a cloud model answers at most for a request without max_tokens: the budgets hold that much for it.
+    default_max_tokens: dict[str, Annotated[int, Field(ge=1)]] = Field(default_factory=_default_max_tokens)
     # A stream cut after its first byte is continued from here with the DeepSeek API's chat prefix completion
     # (https://api-docs.deepseek.com/guides/chat_prefix_completion: base_url .../beta, last message the
     # assistant's with "prefix": true); null: never continued (the stream ends with an error event).

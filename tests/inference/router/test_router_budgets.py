@@ -180,6 +180,28 @@ def test_a_hold_is_refunded_when_the_cloud_never_answers(ups, tmp_path):
     assert len(cloud.requests()) >= 2
 
 
+def test_a_request_without_max_tokens_holds_what_the_cloud_model_answers_at_most_without_one(ups, tmp_path):
+    """No max_tokens: the hold is the prompt plus deepseek-chat's default output cap (4096 tokens, 1.7 milli-USD),
+    so the next request is refused while it is out; holding the prompt alone (a few micro-USD) let it through."""
+    cloud = ups["cloud"]
+    cloud.control(delay=1.5)
+    with run_router(held_budget_config(cloud.url, tmp_path)) as r:
+        first: dict[str, Any] = {}
+        t = in_thread_chat(r.url, first)
+        until(lambda: len(cloud.requests()) == 1, "the first request at the cloud")
+        with urllib.request.urlopen(r.url + "/metrics") as resp:
+            held = spent_usd(resp.read().decode())
+        with pytest.raises(openai.RateLimitError) as info:
+            chat(r.url)
+        t.join()
+        with urllib.request.urlopen(r.url + "/metrics") as resp:
+            settled = spent_usd(resp.read().decode())
+    assert info.value.body["code"] == "budget_exhausted"
+    assert held is not None and held >= 4096 * 0.42 / 1e6  # the default cap, at the output price
+    assert first["reply"].headers["x-dsdeploy-route"] == "cloud"
+    assert settled == pytest.approx(ONE_ANSWER_USD, abs=1e-9)  # then settled to what the answer cost
+
+
 def test_a_hold_in_one_replica_is_seen_by_the_other_through_redis(ups, redis_server, tmp_path):
     cloud = ups["cloud"]
     cloud.control(delay=2.0)
@@ -649,3 +671,10 @@ def test_bad_tls_ca_file_names_the_field(limits, message, tmp_path):
     with pytest.raises(RouterConfigError) as info:
         parse_router_config({"cloud": {"api_key": "${K}"}, "limits": limits}, environ={"K": "x"})
     assert "redis_tls_ca_file" in str(info.value) and message in str(info.value)
+
+
+def test_bad_default_max_tokens_names_the_field():
+    with pytest.raises(RouterConfigError, match=r"cloud\.default_max_tokens\.deepseek-chat"):
+        parse_router_config(
+            {"cloud": {"api_key": "${K}", "default_max_tokens": {"deepseek-chat": 0}}}, environ={"K": "x"}
+        )
