@@ -305,6 +305,25 @@ def test_killed_engine_under_load_loses_nothing(engine, deepseek, tmp_path):
     assert [line["route"] for line in lines].count("cloud") >= 24 - 4 - 6  # all after the kill
 
 
+# The draining stream lasts about this long: long enough for the checks made while vLLM drains (a public
+# request, /health, a restricted one waiting out the queue's deadline: about 4 s), well inside the
+# --shutdown-timeout of 30 s (past it vLLM aborts the stream). Its length in tokens is sized to this box's
+# decode rate, measured just before: a fixed 400 tokens outlasted the timeout on a loaded CI box.
+DRAIN_STREAM_S = 10.0
+
+
+def decode_rate(base: str, tokens: int = 32) -> float:
+    """Streamed tokens per second of one restricted request on the engine (its chunks after the first)."""
+    stamps = []
+    stream = client(base, "restricted").chat.completions.create(
+        model=MODEL, messages=MSG, max_tokens=tokens, stream=True, extra_body={"ignore_eos": True}
+    )
+    for chunk in stream:
+        if chunk.choices:
+            stamps.append(time.monotonic())
+    return (len(stamps) - 1) / max(stamps[-1] - stamps[0], 1e-3)
+
+
 def test_a_sigtermed_engine_finishes_its_stream_and_new_requests_wait_or_leave_instead_of_failing(
     engine, deepseek, tmp_path
 ):
@@ -313,13 +332,14 @@ def test_a_sigtermed_engine_finishes_its_stream_and_new_requests_wait_or_leave_i
     schedule new futures after shutdown" with its /health still 200: the router takes that answer as the drain
     (upstream_draining), so public requests go to the cloud and restricted ones wait for a ready engine (here
     until the queue's deadline: no replacement comes) instead of getting a 503 at once."""
-    cfg = router_config(engine, deepseek, tmp_path / "audit.jsonl", wait_queue={"deadline_s": 5})
+    cfg = router_config(engine, deepseek, tmp_path / "audit.jsonl", wait_queue={"deadline_s": 3})
     with run_router(cfg) as r:
         chunks: list[Any] = []
+        length = int(min(400, max(48, decode_rate(r.v1) * DRAIN_STREAM_S)))
 
         def long_stream() -> str:
             out = client(r.v1, "restricted").chat.completions.create(
-                model=MODEL, messages=MSG, max_tokens=400, stream=True, extra_body={"ignore_eos": True}
+                model=MODEL, messages=MSG, max_tokens=length, stream=True, extra_body={"ignore_eos": True}
             )
             chunks.extend(ch.choices[0] for ch in out if ch.choices)
             return out.response.headers["x-dsdeploy-route"]
@@ -340,10 +360,10 @@ def test_a_sigtermed_engine_finishes_its_stream_and_new_requests_wait_or_leave_i
         assert info.value.status_code == 503 and info.value.body["code"] == "local_pool_not_ready"  # it waited
         assert engine.process.poll() is None  # all of that while the engine was still draining
         t.join()
-        lines = r.audit_lines(at_least=3)
+        lines = r.audit_lines(at_least=4)
     assert routes == ["local"]
     assert chunks[-1].finish_reason == "length"  # the open stream ended whole
-    stream_line = next(line for line in lines if line["stream"])
-    assert (stream_line["status"], stream_line["error"], stream_line["completion_tokens"]) == (200, None, 400)
+    stream_line = [line for line in lines if line["stream"]][-1]  # the long one (the rate's ended first)
+    assert (stream_line["status"], stream_line["error"], stream_line["completion_tokens"]) == (200, None, length)
     assert any("vllm:upstream_draining" in line["failures"] for line in lines)
     assert engine.process.wait(60) == 0  # and it exits once drained
