@@ -6,13 +6,15 @@ it (saturated or not), else 429 with ``Retry-After`` = seconds until the period 
 answer, ``charge`` adds its cost (tokens from the answer's ``usage`` at ``cloud.prices``) to every counter.
 As a request leaves for the cloud, ``hold`` checks the budgets again and charges its estimated cost in
 one atomic step (one Redis script, ``shared_state.HOLD_SCRIPT``): its prompt estimated from the body's
-size, its completion at most the ``max_completion_tokens``/``max_tokens`` it asks for, else nothing. So
+size, its completion at most the ``max_completion_tokens``/``max_tokens`` it asks for, else what the cloud
+model answers at most without one (``cloud.default_max_tokens``; set in app.py). So
 requests that passed ``check`` together cannot all leave: once the holds reach a limit the rest are
 refused there (and stay home as at ``check``), in every replica. ``charge`` then settles the difference to
 the cost its answer's ``usage`` shows (a refund when it cost less or the cloud never answered). What can
-still overshoot a budget: the last hold admitted below the limit (by at most its own estimate), and
-completions that run past the estimate (no ``max_tokens``). If the spend cannot be read or held (Redis
-down), the cloud is refused: no spend that cannot be counted.
+still overshoot a budget: the last hold admitted below the limit (by at most its own estimate), prompts
+longer than their estimate, and answers of a cloud model missing from ``cloud.default_max_tokens`` that set
+no ``max_tokens``. If the spend cannot be read or held (Redis down), the cloud is refused: no spend that
+cannot be counted.
 """
 
 from __future__ import annotations
