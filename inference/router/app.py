@@ -70,7 +70,6 @@ class RouterApp:
         self.cloud = CloudRoute(config.cloud, config.limits.max_answer_bytes) if config.cloud is not None else None
         budgeted = config.limits.budgets.any or any(k.budget is not None for k in config.auth.keys)
         self.budgets = BudgetGate(config, self.shared) if budgeted and self.cloud is not None else None
-        self._default_max_tokens = config.cloud.default_max_tokens if config.cloud is not None else {}
         leaving = self._hold if self.budgets is not None else None
         self.fallback = FallbackPolicy(config, self.pool, self.policy, self.metrics, self.cloud, leaving)
         if self.budgets is not None:
@@ -147,7 +146,7 @@ class RouterApp:
         if self.budgets is None or rec.budget_held or rec.charged:
             return None
         prompt = estimated_tokens(rec.request_bytes) + prefix_tokens
-        bound = requested_completion_tokens(data) or self._default_max_tokens.get(cloud_model, 0)
+        bound = requested_completion_tokens(data) or self.budgets.default_max_tokens.get(cloud_model, 0)
         completion = max(1, bound - prefix_tokens) if bound else 0
         rec.budget_held, refusal = await self.budgets.hold(rec.key_id or "anonymous", cloud_model, prompt, completion)
         if refusal is not None:

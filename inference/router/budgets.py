@@ -7,7 +7,7 @@ answer, ``charge`` adds its cost (tokens from the answer's ``usage`` at ``cloud.
 As a request leaves for the cloud, ``hold`` checks the budgets again and charges its estimated cost in
 one atomic step (one Redis script, ``shared_state.HOLD_SCRIPT``): its prompt estimated from the body's
 size, its completion at most the ``max_completion_tokens``/``max_tokens`` it asks for, else what the cloud
-model answers at most without one (``cloud.default_max_tokens``; set in app.py). So
+model answers at most without one (``cloud.default_max_tokens``, ``BudgetGate.default_max_tokens``). So
 requests that passed ``check`` together cannot all leave: once the holds reach a limit the rest are
 refused there (and stay home as at ``check``), in every replica. ``charge`` then settles the difference to
 the cost its answer's ``usage`` shows (a refund when it cost less or the cloud never answered). What can
@@ -58,6 +58,8 @@ class BudgetGate:
     ) -> None:
         self.budgets = config.limits.budgets
         self.prices = config.cloud.prices if config.cloud is not None else {}
+        # what each cloud model answers at most without max_tokens: the completion a request without one holds
+        self.default_max_tokens = config.cloud.default_max_tokens if config.cloud is not None else {}
         self.key_budgets: dict[str, BudgetLimits] = {k.id: k.budget for k in config.auth.keys if k.budget is not None}
         self.state = state
         self.prefix = config.limits.redis_key_prefix

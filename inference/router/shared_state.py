@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Iterator
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, Protocol
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
@@ -194,17 +194,23 @@ class RedisState:
         self.local_rate_decisions += 1
         return self.local.limiter.acquire(key_id, rpm)
 
-    async def spent(self, keys: list[str]) -> list[int]:
+    async def _read(self, op: str, call: Callable[[], Awaitable[Any]]) -> Any:
+        """A call whose answer the caller needs (spend reads, holds): held charges are sent first; raises
+        SharedStateDown when Redis does not answer (the caller fails closed)."""
         if not self._available():
             raise SharedStateDown
         try:
             if self.pending:
                 await self._flush()
-            values = await self.client.mget(keys)
+            answer = await call()
         except self._errors_types:
-            self._failed("spent")
+            self._failed(op)
             raise SharedStateDown from None
         self.up = True
+        return answer
+
+    async def spent(self, keys: list[str]) -> list[int]:
+        values = await self._read("spent", lambda: self.client.mget(keys))
         return [int(v) if v is not None else 0 for v in values]
 
     async def charge(self, amounts: list[tuple[str, int, int]]) -> None:
@@ -224,20 +230,10 @@ class RedisState:
     async def hold(self, holds: list[Hold]) -> int:
         """Check and charge in one Redis script (HOLD_SCRIPT); raises SharedStateDown when Redis does not
         answer (the caller fails closed, as for ``spent``)."""
-        if not self._available():
-            raise SharedStateDown
         args: list[int] = []
         for _, amount, ttl, limit in holds:
             args += [amount, ttl, limit]
-        try:
-            if self.pending:
-                await self._flush()
-            over = int(await self._hold(keys=[key for key, *_ in holds], args=args))
-        except self._errors_types:
-            self._failed("hold")
-            raise SharedStateDown from None
-        self.up = True
-        return over
+        return int(await self._read("hold", lambda: self._hold(keys=[key for key, *_ in holds], args=args)))
 
     async def _flush(self) -> None:
         """Send what is held; taken out first, so two requests flushing at once never send it twice."""
